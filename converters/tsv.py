@@ -1,0 +1,509 @@
+"""The original tool's integer-coded TSVs -> the genotype store.
+
+Inputs, as in the original README:
+- markers: a header `name` then one column per marker; one row per genotype whose
+  cells are integer codes into the allele decoder (`gen_allele_decoder`);
+- chroms: columns `chr marker pos` (others ignored), pos an int or a float.
+
+The markers file is streamed in row blocks of one sample chunk, parsed with
+vectorised numpy, decoded, reordered into contig/position order and written
+chunk-column by chunk-column, so peak memory depends on the number of markers and
+the sample chunk, never on the number of samples. Every problem is reported as one
+line naming the file, line and column.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from converters.writer import create_store, finish_store
+from gperceiver import schema
+from gperceiver.atomic import atomic_output, check_writable
+from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
+from gperceiver.preprocessing import decoder_table, gen_allele_decoder
+
+TAB, ZERO, NINE = 9, 48, 57
+CHROMS_COLUMNS = ("chr", "marker", "pos")
+MAX_CODE_DIGITS = 9
+
+
+# ---------------------------------------------------------------- opening files
+
+
+def open_text(path: str | os.PathLike) -> io.BufferedIOBase:
+    """Open a plain or gzip-compressed file for binary reading (gzip by magic bytes)."""
+    path = Path(path)
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - returned to the caller
+    except FileNotFoundError:
+        raise InputNotFoundError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputNotFoundError(f"{path}: is a folder, expected a file") from None
+    except PermissionError:
+        raise InputNotFoundError(f"{path}: permission denied") from None
+    if f.peek(2)[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+    return f
+
+
+def _lines(path: Path, f: io.BufferedIOBase) -> Iterator[bytes]:
+    """Lines without their end-of-line, turning gzip/decoding faults into clean errors."""
+    try:
+        for line in f:
+            yield line.rstrip(b"\r\n")
+    except (EOFError, gzip.BadGzipFile, OSError, ValueError) as e:
+        raise InputFormatError(path, f"cannot read compressed data ({e})") from None
+
+
+def _decode(path: Path, raw: bytes, line: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputFormatError(path, "not UTF-8 text", line=line) from None
+
+
+# ---------------------------------------------------------------- decoder
+
+
+def load_decoder(
+    decoder_file: str | os.PathLike | None, ploidy: int | None, nalleles: int | None
+) -> list[list[int]]:
+    """The decoder from a JSON file, or `gen_allele_decoder(ploidy, nalleles)`."""
+    if decoder_file is None:
+        ploidy = 2 if ploidy is None else ploidy
+        nalleles = 3 if nalleles is None else nalleles
+        try:
+            return gen_allele_decoder(ploidy, nalleles)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    if nalleles is not None:
+        raise UsageError("give either --nalleles or --decoder, not both")
+    path = Path(decoder_file)
+    try:
+        decoder = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputNotFoundError(f"{path}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise InputFormatError(path, f"not valid JSON ({e.msg})", line=e.lineno) from None
+    if not isinstance(decoder, list) or not decoder:
+        raise InputFormatError(path, "expected a non-empty JSON list of allele lists")
+    for k, entry in enumerate(decoder):
+        if not (
+            isinstance(entry, list)
+            and entry
+            and all(isinstance(a, int) and not isinstance(a, bool) and a >= 0 for a in entry)
+        ):
+            raise InputFormatError(path, f"code {k}: expected a list of allele numbers >= 0")
+        if len(entry) != len(decoder[0]):
+            raise InputFormatError(
+                path, f"code {k}: has {len(entry)} alleles, code 0 has {len(decoder[0])}"
+            )
+    if ploidy is not None and ploidy != len(decoder[0]):
+        raise UsageError(f"--ploidy {ploidy} does not match the decoder's {len(decoder[0])}")
+    if max(max(e) for e in decoder) < 1:
+        raise InputFormatError(path, "the decoder names no allele (all entries are 0)")
+    return decoder
+
+
+# ---------------------------------------------------------------- chroms file
+
+
+@dataclass
+class VariantTable:
+    """The variants in store order, and where each sits in the markers file."""
+
+    variant_id: np.ndarray  # object
+    contig_id: np.ndarray  # object
+    variant_contig: np.ndarray  # int32
+    variant_position: np.ndarray  # int64 or float64
+
+
+def read_chroms(path: str | os.PathLike) -> tuple[list[str], list[str], list[str], list[int]]:
+    """Read `chr marker pos`; return marker, chr, pos (as text) and line numbers."""
+    path = Path(path)
+    with open_text(path) as f:
+        lines = _lines(path, f)
+        header_raw = next(lines, None)
+        if header_raw is None or not header_raw.strip():
+            raise InputFormatError(path, "empty file (expected a header 'chr marker pos')")
+        header = _decode(path, header_raw, 1).split("\t")
+        missing = [c for c in CHROMS_COLUMNS if c not in header]
+        if missing:
+            raise InputFormatError(
+                path,
+                f"missing required header column '{missing[0]}' "
+                f"(expected 'chr', 'marker' and 'pos', tab-separated)",
+                line=1,
+            )
+        ci, mi, pi = (header.index(c) for c in CHROMS_COLUMNS)
+        width = len(header)
+        markers, chrs, poss, linenos = [], [], [], []
+        for lineno, raw in enumerate(lines, start=2):
+            if not raw.strip():
+                continue
+            cells = _decode(path, raw, lineno).split("\t")
+            if len(cells) != width:
+                raise InputFormatError(
+                    path, f"ragged row: {len(cells)} columns, the header has {width}", line=lineno
+                )
+            for col, idx in zip(CHROMS_COLUMNS, (ci, mi, pi), strict=True):
+                if not cells[idx].strip():
+                    raise InputFormatError(path, "empty cell", line=lineno, column=col)
+            chrs.append(cells[ci])
+            markers.append(cells[mi])
+            poss.append(cells[pi])
+            linenos.append(lineno)
+    if not markers:
+        raise InputFormatError(path, "no markers listed below the header")
+    return markers, chrs, poss, linenos
+
+
+def _parse_positions(path: Path, poss: list[str], linenos: list[int]) -> np.ndarray:
+    try:
+        return np.array(poss, dtype=np.int64)
+    except ValueError:
+        pass
+    try:
+        values = np.array(poss, dtype=np.float64)
+    except ValueError:
+        for p, ln in zip(poss, linenos, strict=True):
+            try:
+                float(p)
+            except ValueError:
+                raise InputFormatError(
+                    path, f"position '{p}' is not a number", line=ln, column="pos"
+                ) from None
+        raise
+    bad = ~np.isfinite(values)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise InputFormatError(
+            path, f"position '{poss[k]}' is not a finite number", line=linenos[k], column="pos"
+        )
+    return values
+
+
+def variant_table(
+    chroms_path: Path, marker_columns: list[str], markers_path: Path
+) -> tuple[VariantTable, np.ndarray]:
+    """Store-ordered variants, and `perm`: store variant i is markers-file column perm[i]."""
+    markers, chrs, poss, linenos = read_chroms(chroms_path)
+    seen: dict[str, int] = {}
+    for m, ln in zip(markers, linenos, strict=True):
+        if m in seen:
+            raise InputFormatError(
+                chroms_path,
+                f"duplicate marker '{m}' (first on line {seen[m]})",
+                line=ln,
+                column="marker",
+            )
+        seen[m] = ln
+    positions = _parse_positions(chroms_path, poss, linenos)
+
+    column_of = {m: i for i, m in enumerate(marker_columns)}
+    only_chroms = [m for m in markers if m not in column_of]
+    only_markers = [m for m in marker_columns if m not in seen]
+    for names, here, there in ((only_chroms, chroms_path, markers_path),
+                               (only_markers, markers_path, chroms_path)):
+        if names:
+            shown = ", ".join(f"'{n}'" for n in names[:3])
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            raise InputFormatError(here, f"{len(names)} marker(s) not in {there}: {shown}{more}")
+
+    contig_names, contig_index = np.unique(np.asarray(chrs, dtype=object), return_inverse=True)
+    first_seen = np.full(len(contig_names), len(chrs))
+    np.minimum.at(first_seen, contig_index, np.arange(len(chrs)))
+    order_of_contig = np.argsort(np.argsort(first_seen, kind="stable"), kind="stable")
+    variant_contig = order_of_contig[contig_index].astype(np.int32)
+    contig_id = contig_names[np.argsort(first_seen, kind="stable")]
+    # Contig order of first appearance, then position; ties keep file order.
+    order = np.lexsort((np.arange(len(markers)), positions, variant_contig))
+    marker_arr = np.asarray(markers, dtype=object)[order]
+    table = VariantTable(
+        variant_id=marker_arr,
+        contig_id=contig_id,
+        variant_contig=variant_contig[order],
+        variant_position=positions[order],
+    )
+    perm = np.fromiter((column_of[m] for m in marker_arr), dtype=np.int64, count=len(marker_arr))
+    return table, perm
+
+
+# ---------------------------------------------------------------- markers file
+
+
+def read_markers_header(path: Path, f: io.BufferedIOBase) -> list[str]:
+    """Marker names from the header line, checked for 'name' and duplicates."""
+    raw = f.readline().rstrip(b"\r\n")
+    if not raw.strip():
+        raise InputFormatError(path, "empty file (expected a header 'name' then marker names)")
+    header = _decode(path, raw, 1).split("\t")
+    if header[0] != "name":
+        raise InputFormatError(
+            path, f"first header column must be 'name', found '{header[0]}'", line=1, column=1
+        )
+    markers = header[1:]
+    if not markers:
+        raise InputFormatError(path, "the header names no marker", line=1)
+    seen: dict[str, int] = {}
+    for i, m in enumerate(markers, start=2):
+        if not m:
+            raise InputFormatError(path, "empty marker name", line=1, column=i)
+        if m in seen:
+            raise InputFormatError(
+                path, f"duplicate marker '{m}' (also column {seen[m]})", line=1, column=i
+            )
+        seen[m] = i
+    return markers
+
+
+def count_rows(path: Path) -> int:
+    """Data rows of the markers file: lines after the header, trailing blank lines ignored."""
+    n, tail = 0, b""
+    with open_text(path) as f:
+        try:
+            while block := f.read(1 << 24):
+                n += block.count(b"\n")
+                tail = (tail + block)[-4096:]
+        except (EOFError, gzip.BadGzipFile, OSError) as e:
+            raise InputFormatError(path, f"cannot read compressed data ({e})") from None
+    stripped = tail.rstrip(b"\r\n \t")
+    if not stripped:
+        return 0
+    # Lines up to the last non-blank byte, minus the header.
+    return n - tail[len(stripped) :].count(b"\n")
+
+
+class BlockParser:
+    """Parses row blocks of the markers file into int codes, with located errors."""
+
+    def __init__(self, path: Path, markers: list[str], n_codes: int):
+        self.path, self.markers, self.n_codes = path, markers, n_codes
+        self.n = len(markers)
+
+    def _column(self, i: int) -> str:
+        return f"{i + 2} ({self.markers[i]})"
+
+    def split(self, lines: list[bytes], first_line: int) -> tuple[list[str], list[bytes]]:
+        """Names and bodies (cells after the name) of raw lines; checks the column count."""
+        names, bodies = [], []
+        for k, line in enumerate(lines):
+            tab = line.find(b"\t")
+            found = line.count(b"\t") + 1
+            if tab < 0 or found != self.n + 1:
+                raise InputFormatError(
+                    self.path,
+                    f"ragged row: {found} columns, the header has {self.n + 1}",
+                    line=first_line + k,
+                )
+            names.append(_decode(self.path, line[:tab], first_line + k))
+            bodies.append(line[tab + 1 :])
+        return names, bodies
+
+    def parse(self, bodies: list[bytes], first_line: int) -> np.ndarray:
+        """(rows, markers) codes; fast path for one-digit codes, exact row parse otherwise."""
+        buf = np.frombuffer(b"\t".join(bodies), dtype=np.uint8)
+        n_cells = len(bodies) * self.n
+        if len(buf) == 2 * n_cells - 1:
+            digits = buf[0::2] - ZERO
+            if (buf[1::2] == TAB).all() and (digits <= 9).all():
+                codes = digits.reshape(len(bodies), self.n)
+                return self._check_range(codes, first_line)
+        codes = np.empty((len(bodies), self.n), dtype=np.int64)
+        for k, body in enumerate(bodies):
+            codes[k] = self._parse_row(body, first_line + k)
+        return self._check_range(codes, first_line)
+
+    def _parse_row(self, body: bytes, line: int) -> np.ndarray:
+        a = np.frombuffer(body, dtype=np.uint8)
+        seps = np.flatnonzero(a == TAB)
+        starts = np.concatenate(([0], seps + 1))
+        ends = np.concatenate((seps, [len(a)]))
+        lengths = ends - starts
+        if (lengths == 0).any():
+            col = int(np.argmax(lengths == 0))
+            raise InputFormatError(self.path, "empty cell", line=line, column=self._column(col))
+        bad = (a != TAB) & ((a < ZERO) | (a > NINE))
+        if bad.any():
+            col = int(np.searchsorted(seps, np.argmax(bad)))
+            cell = body[starts[col] : ends[col]].decode("utf-8", "replace")
+            raise InputFormatError(
+                self.path,
+                f"'{cell}' is not a non-negative integer code",
+                line=line,
+                column=self._column(col),
+            )
+        if lengths.max() > MAX_CODE_DIGITS:
+            col = int(np.argmax(lengths > MAX_CODE_DIGITS))
+            cell = body[starts[col] : ends[col]].decode()
+            self._out_of_range(cell, line, col)
+        digits = (a - ZERO).astype(np.int64)
+        values = np.zeros(self.n, dtype=np.int64)
+        for w in range(1, int(lengths.max()) + 1):
+            has = lengths >= w
+            values[has] += digits[ends[has] - w] * 10 ** (w - 1)
+        return values
+
+    def _check_range(self, codes: np.ndarray, first_line: int) -> np.ndarray:
+        over = codes >= self.n_codes
+        if over.any():
+            row, col = np.unravel_index(int(np.argmax(over)), codes.shape)
+            self._out_of_range(str(codes[row, col]), first_line + int(row), int(col))
+        return codes
+
+    def _out_of_range(self, cell: str, line: int, col: int) -> None:
+        raise InputFormatError(
+            self.path,
+            f"code {cell} is outside the decoder (codes 0..{self.n_codes - 1}; "
+            "set --nalleles/--ploidy or --decoder)",
+            line=line,
+            column=self._column(col),
+        )
+
+
+def _row_blocks(
+    path: Path, f: io.BufferedIOBase, rows: int, total: int
+) -> Iterator[list[bytes]]:
+    """Blocks of `rows` lines, `total` lines in all; what follows must be blank."""
+    lines = _lines(path, f)
+    done = 0
+    while done < total:
+        block = [line for _, line in zip(range(min(rows, total - done)), lines)]
+        if not block:
+            break
+        done += len(block)
+        yield block
+    for extra in lines:
+        if extra.strip():
+            raise InputFormatError(path, "the file grew while it was being converted")
+
+
+# ---------------------------------------------------------------- conversion
+
+
+def convert_tsv(
+    markers: str | os.PathLike,
+    chroms: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    ploidy: int | None = None,
+    nalleles: int | None = None,
+    decoder_file: str | os.PathLike | None = None,
+    samples_chunk: int = schema.DEFAULT_SAMPLES_CHUNK,
+    variants_chunk: int = schema.DEFAULT_VARIANTS_CHUNK,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Convert a markers TSV and its chroms TSV into a genotype store at `output`."""
+    if samples_chunk < 1 or variants_chunk < 1:
+        raise UsageError("--samples-chunk and --variants-chunk must be >= 1")
+    markers_path, chroms_path, output = Path(markers), Path(chroms), Path(output)
+    check_writable(output, force)
+    decoder = load_decoder(decoder_file, ploidy, nalleles)
+    table_lookup = decoder_table(decoder)
+    ploidy = table_lookup.shape[1]
+    n_alleles = int(table_lookup.max()) + 1
+
+    with open_text(markers_path) as f:
+        marker_columns = read_markers_header(markers_path, f)
+    variants, perm = variant_table(chroms_path, marker_columns, markers_path)
+    n_samples = count_rows(markers_path)
+    if n_samples < 1:
+        raise InputFormatError(markers_path, "no genotype rows below the header")
+
+    parser = BlockParser(markers_path, marker_columns, len(decoder))
+    with atomic_output(output, force) as tmp:
+        calls = create_store(
+            tmp,
+            sample_id=np.full(n_samples, "", dtype=object),
+            variant_id=variants.variant_id,
+            contig_id=variants.contig_id,
+            variant_contig=variants.variant_contig,
+            variant_position=variants.variant_position,
+            ploidy=ploidy,
+            n_alleles=n_alleles,
+            samples_chunk=samples_chunk,
+            variants_chunk=variants_chunk,
+            attrs={
+                "source": "tsv",
+                "tsv_decoder": decoder,
+                "tsv_markers": markers_path.name,
+                "tsv_chroms": chroms_path.name,
+            },
+        )
+        sample_id = _write_calls(
+            markers_path, parser, perm, table_lookup, calls, samples_chunk, n_samples, progress
+        )
+        import zarr
+
+        zarr.open_group(tmp, mode="a")["sample_id"][:] = np.asarray(sample_id, dtype=object)
+        finish_store(tmp)
+    return output
+
+
+def _write_calls(
+    path: Path,
+    parser: BlockParser,
+    perm: np.ndarray,
+    table: np.ndarray,
+    calls,
+    samples_chunk: int,
+    n_samples: int,
+    progress: bool,
+) -> list[str]:
+    """Stream row blocks: parse, decode, transpose, write; the write overlaps the next parse."""
+    names: list[str] = []
+    first_line_of: dict[str, int] = {}
+    bar = tqdm(
+        total=n_samples, unit="samples", desc="convert", file=sys.stderr, disable=not progress
+    )
+    with open_text(path) as f, ThreadPoolExecutor(max_workers=1) as pool:
+        f.readline()
+        pending = None
+        line = 2
+        for rows in _row_blocks(path, f, samples_chunk, n_samples):
+            block_names, bodies = parser.split(rows, line)
+            for k, name in enumerate(block_names):
+                if not name:
+                    raise InputFormatError(path, "empty genotype name", line=line + k, column=1)
+                if name in first_line_of:
+                    raise InputFormatError(
+                        path,
+                        f"duplicate genotype name '{name}' (first on line {first_line_of[name]})",
+                        line=line + k,
+                        column=1,
+                    )
+                first_line_of[name] = line + k
+            codes = parser.parse(bodies, line)
+            del bodies
+            block = table[codes.T[perm]]  # (variants, rows, ploidy), store order
+            start = len(names)
+            if start + len(block_names) > n_samples:
+                raise InputFormatError(path, "the file grew while it was being converted")
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(_write_block, calls, block, start)
+            names.extend(block_names)
+            line += len(rows)
+            bar.update(len(rows))
+        if pending is not None:
+            pending.result()
+    bar.close()
+    if len(names) != n_samples:
+        raise InputFormatError(path, f"expected {n_samples} rows, read {len(names)}")
+    return names
+
+
+def _write_block(calls, block: np.ndarray, start: int) -> None:
+    calls[:, start : start + block.shape[1], :] = block

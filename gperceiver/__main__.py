@@ -1,0 +1,3 @@
+from gperceiver.cli.main import entry
+
+entry()

@@ -1,0 +1,1 @@
+"""The `gperceiver` command line: thin parsers over library functions."""

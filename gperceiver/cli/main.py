@@ -1,0 +1,94 @@
+"""`gperceiver` entry point: parse, dispatch to a subcommand, map errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import importlib
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from gperceiver import __version__
+from gperceiver.errors import EXIT_CODE_HELP, ExitCode, GPerceiverError
+
+# Subcommand modules, in the order --help lists them; each has register(subparsers).
+SUBCOMMANDS = ["convert", "info"]
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with our usage exit code and the exit-code table in every --help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", Formatter)
+        epilog = kwargs.get("epilog")
+        kwargs["epilog"] = f"{epilog}\n\n{EXIT_CODE_HELP}" if epilog else EXIT_CODE_HELP
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(int(ExitCode.USAGE), f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="gperceiver",
+        description="Perceiver-style genomic prediction from chunked Zarr genotype stores.",
+    )
+    parser.add_argument("--version", action="version", version=f"gperceiver {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"gperceiver.cli.{name}").register(sub)
+    return parser
+
+
+def report(message: str) -> None:
+    print(f"gperceiver: error: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return (and, as a script, exit with) its documented exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except GPerceiverError as e:
+        report(e.message)
+        return int(e.exit_code)
+    except KeyboardInterrupt:
+        report("interrupted")
+        return int(ExitCode.INTERRUPTED)
+    except MemoryError:
+        report("out of memory; try a smaller --samples-chunk / --batch-size")
+        return int(ExitCode.SYSTEM)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM):
+            report(f"{e.filename or ''}: {os.strerror(e.errno)}".lstrip(": "))
+            return int(ExitCode.SYSTEM)
+        return _unexpected(e)
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, no traceback
+        return _unexpected(e)
+    return int(ExitCode.OK)
+
+
+def _unexpected(e: BaseException) -> int:
+    if os.environ.get("GPERCEIVER_DEBUG"):
+        traceback.print_exc()
+    report(
+        f"unexpected {type(e).__name__}: {e} "
+        "(a bug in gperceiver; rerun with GPERCEIVER_DEBUG=1 for the traceback and report it)"
+    )
+    return int(ExitCode.UNEXPECTED)
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

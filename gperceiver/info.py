@@ -1,0 +1,81 @@
+"""A store's summary: sizes, ploidy, alleles, missingness, allele frequency spectrum."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import dask
+import numpy as np
+
+from converters.frequencies import missing_rate
+from gperceiver import schema
+from gperceiver.store import open_store
+
+
+def store_info(path: str | os.PathLike) -> dict[str, Any]:
+    """Summarise the store at `path`; genotypes are read chunk by chunk with Dask."""
+    ds = open_store(path)
+    freq = ds["variant_allele_frequency"].values
+    with np.errstate(invalid="ignore"):
+        minor = np.nanmin(np.where(freq > 0, freq, np.nan), axis=1) if freq.size else freq
+        polymorphic = (np.sum(freq > 0, axis=1) >= 2)
+    maf = np.where(polymorphic, minor, 0.0)
+    with dask.config.set(scheduler="threads"):
+        miss = float(missing_rate(ds["call_genotype"].data).compute())
+    contigs = ds["contig_id"].values
+    per_contig = np.bincount(ds["variant_contig"].values, minlength=len(contigs))
+    return {
+        "path": str(path),
+        "samples": int(ds.sizes[schema.SAMPLES]),
+        "variants": int(ds.sizes[schema.VARIANTS]),
+        "contigs": {str(c): int(n) for c, n in zip(contigs, per_contig, strict=True)},
+        "ploidy": int(ds.sizes[schema.PLOIDY]),
+        "alleles": int(ds.sizes[schema.ALLELES]),
+        "missing_rate": miss,
+        "chunks": {
+            "variants": int(ds["call_genotype"].data.chunksize[0]),
+            "samples": int(ds["call_genotype"].data.chunksize[1]),
+        },
+        "allele_frequency": {
+            "polymorphic_variants": int(polymorphic.sum()),
+            "monomorphic_variants": int((~polymorphic).sum()),
+            "maf_mean": float(np.mean(maf)) if maf.size else float("nan"),
+            "maf_median": float(np.median(maf)) if maf.size else float("nan"),
+            "maf_histogram": {
+                f"{lo:.2f}-{hi:.2f}": int(n)
+                for lo, hi, n in zip(
+                    np.linspace(0, 0.5, 6)[:-1],
+                    np.linspace(0, 0.5, 6)[1:],
+                    np.histogram(maf, bins=np.linspace(0, 0.5, 6))[0],
+                    strict=True,
+                )
+            },
+        },
+        "source": ds.attrs.get("source", "unknown"),
+        "converter_version": ds.attrs.get("converter_version", "unknown"),
+    }
+
+
+def format_info(info: dict[str, Any]) -> str:
+    """The summary as aligned text for a terminal."""
+    af = info["allele_frequency"]
+    contigs = info["contigs"]
+    shown = ", ".join(f"{c} ({n})" for c, n in list(contigs.items())[:8])
+    if len(contigs) > 8:
+        shown += f", ... {len(contigs) - 8} more"
+    rows = [
+        ("store", info["path"]),
+        ("samples", f"{info['samples']:,}"),
+        ("variants", f"{info['variants']:,}"),
+        ("contigs", f"{len(contigs)}: {shown}"),
+        ("ploidy", info["ploidy"]),
+        ("alleles", info["alleles"]),
+        ("missing rate", f"{info['missing_rate']:.4%}"),
+        ("chunks", f"{info['chunks']['variants']} variants x {info['chunks']['samples']} samples"),
+        ("polymorphic", f"{af['polymorphic_variants']:,} ({af['monomorphic_variants']:,} monomorphic)"),
+        ("MAF mean/median", f"{af['maf_mean']:.4f} / {af['maf_median']:.4f}"),
+        ("MAF histogram", "  ".join(f"{k}: {v}" for k, v in af["maf_histogram"].items())),
+        ("source", f"{info['source']} (converter {info['converter_version']})"),
+    ]
+    return "\n".join(f"{k:>16}  {v}" for k, v in rows)

@@ -1,0 +1,113 @@
+"""The genotype store's schema: every variable's name, dims and dtype, declared once.
+
+The store follows the VCF Zarr (VCZ) conventions of sgkit and bio2zarr, so
+`xarray.open_zarr` and the sgkit ecosystem read it too. Everything that writes or
+reads a store refers to the declarations here; `validate` checks a Dataset against
+them and names the first variable that does not fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+# Dimension names (VCZ spelling).
+VARIANTS = "variants"
+SAMPLES = "samples"
+PLOIDY = "ploidy"
+ALLELES = "alleles"
+CONTIGS = "contigs"
+
+# Sentinels inside call_genotype (VCZ): a missing call, and a padded copy of a
+# sample of lower ploidy than the store's (mixed-ploidy data).
+MISSING = -1
+FILL = -2
+
+# Default chunking: small sample chunks (training reads whole samples), large
+# variant chunks.
+DEFAULT_SAMPLES_CHUNK = 256
+DEFAULT_VARIANTS_CHUNK = 10_000
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One store variable: its dims and the numpy dtype kinds it may take."""
+
+    name: str
+    dims: tuple[str, ...]
+    kinds: str  # numpy dtype kinds accepted: i=int, u=uint, f=float, b=bool, U/O/T=str
+    required: bool
+    description: str
+    dtype: str | None = None  # the dtype our converters write (None: depends on data)
+
+
+VARIABLES: dict[str, Variable] = {
+    v.name: v
+    for v in [
+        Variable(
+            "call_genotype", (VARIANTS, SAMPLES, PLOIDY), "i", True,
+            "allele index per chromosome copy: 0 = first allele; -1 missing, -2 padded copy",
+            "int8",
+        ),
+        Variable(
+            "call_genotype_mask", (VARIANTS, SAMPLES, PLOIDY), "b", False,
+            "call_genotype < 0", "bool",
+        ),
+        Variable("variant_contig", (VARIANTS,), "iu", True, "index into contig_id", "int32"),
+        Variable("contig_id", (CONTIGS,), "UOT", True, "contig names, in file order"),
+        Variable(
+            "variant_position", (VARIANTS,), "iuf", True,
+            "position within its contig (bp, or cM/Mb when the input is genetic)",
+        ),
+        Variable("variant_id", (VARIANTS,), "UOT", True, "marker name (unique)"),
+        Variable(
+            "variant_allele", (VARIANTS, ALLELES), "UOT", True,
+            "allele labels when known (VCF), else empty strings",
+        ),
+        Variable("sample_id", (SAMPLES,), "UOT", True, "genotype names (unique)"),
+        Variable(
+            "variant_allele_frequency", (VARIANTS, ALLELES), "f", True,
+            "allele frequencies over non-missing calls", "float32",
+        ),
+    ]
+}
+
+# Store attributes our converters write.
+ATTRS = ("ploidy", "n_alleles", "source", "converter_version", "format_version")
+
+
+class SchemaError(ValueError):
+    """A Dataset does not follow the genotype store schema."""
+
+
+def validate(ds: xr.Dataset, *, where: str = "store") -> xr.Dataset:
+    """Check names, dims and dtype kinds of every declared variable; return `ds`."""
+    for var in VARIABLES.values():
+        if var.name not in ds.variables:
+            if var.required:
+                raise SchemaError(f"{where}: variable '{var.name}' is missing")
+            continue
+        arr = ds[var.name]
+        if tuple(arr.dims) != var.dims:
+            raise SchemaError(
+                f"{where}: variable '{var.name}' has dims {tuple(arr.dims)}, expected {var.dims}"
+            )
+        if arr.dtype.kind not in var.kinds:
+            raise SchemaError(
+                f"{where}: variable '{var.name}' has dtype {arr.dtype}, expected kind "
+                f"'{var.kinds}'"
+            )
+    if ds.sizes[SAMPLES] == 0:
+        raise SchemaError(f"{where}: the store holds no samples")
+    if ds.sizes[VARIANTS] == 0:
+        raise SchemaError(f"{where}: the store holds no variants")
+    return ds
+
+
+def is_string_dtype(dtype: np.dtype) -> bool:
+    """True for the numpy/xarray string dtypes a store may carry."""
+    return dtype.kind in "UOT"
