@@ -16,22 +16,23 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import json
 import os
-import sys
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from converters.writer import create_store, finish_store
 from gperceiver import schema
 from gperceiver.atomic import atomic_output, check_writable
 from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
 from gperceiver.preprocessing import decoder_table, gen_allele_decoder
+from gperceiver.progress import progress_bar
 
 TAB, ZERO, NINE = 9, 48, 57
 CHROMS_COLUMNS = ("chr", "marker", "pos")
@@ -57,12 +58,15 @@ def open_text(path: str | os.PathLike) -> io.BufferedIOBase:
     return f
 
 
+READ_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
 def _lines(path: Path, f: io.BufferedIOBase) -> Iterator[bytes]:
-    """Lines without their end-of-line, turning gzip/decoding faults into clean errors."""
+    """Lines without their end-of-line, turning gzip faults into clean errors."""
     try:
         for line in f:
             yield line.rstrip(b"\r\n")
-    except (EOFError, gzip.BadGzipFile, OSError, ValueError) as e:
+    except READ_ERRORS as e:
         raise InputFormatError(path, f"cannot read compressed data ({e})") from None
 
 
@@ -245,7 +249,7 @@ def variant_table(
 
 def read_markers_header(path: Path, f: io.BufferedIOBase) -> list[str]:
     """Marker names from the header line, checked for 'name' and duplicates."""
-    raw = f.readline().rstrip(b"\r\n")
+    raw = next(_lines(path, f), b"")
     if not raw.strip():
         raise InputFormatError(path, "empty file (expected a header 'name' then marker names)")
     header = _decode(path, raw, 1).split("\t")
@@ -276,7 +280,7 @@ def count_rows(path: Path) -> int:
             while block := f.read(1 << 24):
                 n += block.count(b"\n")
                 tail = (tail + block)[-4096:]
-        except (EOFError, gzip.BadGzipFile, OSError) as e:
+        except READ_ERRORS as e:
             raise InputFormatError(path, f"cannot read compressed data ({e})") from None
     stripped = tail.rstrip(b"\r\n \t")
     if not stripped:
@@ -379,7 +383,7 @@ def _row_blocks(
     lines = _lines(path, f)
     done = 0
     while done < total:
-        block = [line for _, line in zip(range(min(rows, total - done)), lines)]
+        block = list(itertools.islice(lines, min(rows, total - done)))
         if not block:
             break
         done += len(block)
@@ -465,9 +469,7 @@ def _write_calls(
     """Stream row blocks: parse, decode, transpose, write; the write overlaps the next parse."""
     names: list[str] = []
     first_line_of: dict[str, int] = {}
-    bar = tqdm(
-        total=n_samples, unit="samples", desc="convert", file=sys.stderr, disable=not progress
-    )
+    bar = progress_bar(n_samples, "convert", "samples", progress)
     with open_text(path) as f, ThreadPoolExecutor(max_workers=1) as pool:
         f.readline()
         pending = None

@@ -73,7 +73,10 @@ def format_info(info: dict[str, Any]) -> str:
         ("alleles", info["alleles"]),
         ("missing rate", f"{info['missing_rate']:.4%}"),
         ("chunks", f"{info['chunks']['variants']} variants x {info['chunks']['samples']} samples"),
-        ("polymorphic", f"{af['polymorphic_variants']:,} ({af['monomorphic_variants']:,} monomorphic)"),
+        (
+            "polymorphic",
+            f"{af['polymorphic_variants']:,} ({af['monomorphic_variants']:,} monomorphic)",
+        ),
         ("MAF mean/median", f"{af['maf_mean']:.4f} / {af['maf_median']:.4f}"),
         ("MAF histogram", "  ".join(f"{k}: {v}" for k, v in af["maf_histogram"].items())),
         ("source", f"{info['source']} (converter {info['converter_version']})"),

@@ -14,9 +14,11 @@ TEST_DATA = ROOT / "test_data"
 MICE = ROOT.parent / "shared" / "data" / "mice"
 
 
-def run_cli(*args: str, check: bool = False, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: object, check: bool = False, cwd: Path | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run `gperceiver ARGS` in a real subprocess, as a user would."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run(
         [sys.executable, "-m", "gperceiver", *map(str, args)],
         capture_output=True, text=True, env=env, cwd=cwd, timeout=600,
