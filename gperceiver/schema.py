@@ -9,9 +9,12 @@ them and names the first variable that does not fit.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import xarray as xr
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 # Dimension names (VCZ spelling).
 VARIANTS = "variants"
