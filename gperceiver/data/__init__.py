@@ -1,0 +1,18 @@
+"""Streaming data: the store loader (`loader`), target-locus sampling (`sampling`),
+the batch contract's task builders (`tasks`) and phenotype tables (`phenotypes`).
+
+`make_loader` and `GenotypeDataset` are importable from here; torch is imported
+only when they are first used, so `gperceiver.data.phenotypes` stays light.
+"""
+
+from __future__ import annotations
+
+__all__ = ["GenotypeDataset", "make_loader"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from gperceiver.data import loader
+
+        return getattr(loader, name)
+    raise AttributeError(f"module 'gperceiver.data' has no attribute {name!r}")

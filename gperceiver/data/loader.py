@@ -1,0 +1,350 @@
+"""Stream batches from a genotype store: a torch IterableDataset and its DataLoader.
+
+The dataset never loads the genotype array: it reads blocks of whole sample
+chunks (all variants of a few hundred samples), keeps a bounded shuffle buffer of
+them, and builds each batch with a task builder (`gperceiver.data.tasks`), target
+loci drawn on the fly and vectorised over the batch.
+
+Sharding. Each epoch the selected samples are ordered by block (blocks shuffled
+with (seed, epoch), identically in every process), that sequence is cut into
+`world_size` contiguous near-equal ranges, one per distributed rank, and each
+rank's range into one range per DataLoader worker. So every selected sample is
+yielded exactly once per epoch, with no padding or duplication; ranks get sample
+counts that differ by at most one, and their batch counts by at most one per
+worker (the last, partial batch of each worker). With DDP, train with
+`drop_last=True` (every rank then yields `len(loader)` full batches, up to
+one partial batch per worker fewer on some ranks) or let Lightning's
+`limit_train_batches` cut to the smallest rank. A range boundary that falls
+inside a block makes both neighbours read that block (each keeps only its part).
+
+Determinism: batches depend only on (seed, epoch, rank, worker, num_workers).
+`set_epoch(epoch)` on the dataset or on the loader from `make_loader` picks the
+epoch; that loader also advances the epoch by itself at every new iteration.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+import zarr
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from gperceiver import schema
+from gperceiver.data.tasks import TARGET_TASKS, TaskBuilder
+from gperceiver.errors import UsageError
+from gperceiver.store import open_store
+
+# Aim for reads of at least this many samples when the store's sample chunks are small.
+MIN_BLOCK_SAMPLES = 256
+
+
+class GenotypeDataset(IterableDataset):
+    """Batches of one task over the (selected) samples of the store at `store`.
+
+    `samples`: sample names or store indices (None: all samples); `phenotypes`
+    (n_selected, n_blocks) float32 aligned with `samples` (phenotype task).
+    `shuffle_buffer` bounds the samples held in memory per worker (plus one block).
+    `rank`/`world_size` default to torch.distributed when it is initialised.
+    """
+
+    def __init__(
+        self,
+        store: str | os.PathLike,
+        task: str = "plain",
+        *,
+        batch_size: int = 16,
+        samples: Sequence[str] | Sequence[int] | np.ndarray | None = None,
+        phenotypes: np.ndarray | None = None,
+        prop_x: float = 1.0,
+        prop_y: float = 0.1,
+        frequency_scaler: float = 1.0,
+        shuffle: bool = True,
+        shuffle_buffer: int = 1024,
+        drop_last: bool = False,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ):
+        super().__init__()
+        if batch_size < 1:
+            raise UsageError(f"batch size must be >= 1, got {batch_size}")
+        self.path = os.fspath(store)
+        ds = open_store(self.path)
+        self.n_variants = int(ds.sizes[schema.VARIANTS])
+        self.n_samples = int(ds.sizes[schema.SAMPLES])
+        self.ploidy = int(ds.sizes[schema.PLOIDY])
+        self.n_alleles = int(ds.sizes[schema.ALLELES])
+        self.samples_chunk = int(ds["call_genotype"].data.chunksize[1])
+        self.selected = _select_samples(ds, samples, self.path)
+        frequency = None
+        if task in TARGET_TASKS:
+            frequency = ds["variant_allele_frequency"].values.astype(np.float32)
+        try:
+            self.builder = TaskBuilder(
+                task, self.n_variants, self.n_alleles, frequency,
+                prop_x=prop_x, prop_y=prop_y, frequency_scaler=frequency_scaler,
+            )
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        self.phenotypes = _check_phenotypes(task, phenotypes, len(self.selected))
+        self.task, self.batch_size, self.drop_last = task, batch_size, drop_last
+        self.shuffle, self.shuffle_buffer, self.seed = shuffle, max(1, shuffle_buffer), seed
+        self.rank, self.world_size = _distributed(rank, world_size)
+        self.num_workers = 0  # the DataLoader's, to size __len__; make_loader sets it
+        self.epoch = 0
+        self._calls: zarr.Array | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    @property
+    def sizes(self) -> tuple[int, int]:
+        """(Lx, Ly): input and target loci per sample (Ly = 0 without targets)."""
+        return self.builder.lx, self.builder.ly
+
+    def shard_counts(self) -> list[int]:
+        """Samples yielded per (rank, worker) shard, rank-major."""
+        per_rank = _split(len(self.selected), self.world_size)
+        workers = max(1, self.num_workers)
+        return [c for n in per_rank for c in _split(n, workers)]
+
+    def __len__(self) -> int:
+        """Batches this rank yields per epoch (given `num_workers`)."""
+        workers = max(1, self.num_workers)
+        mine = self.shard_counts()[self.rank * workers : (self.rank + 1) * workers]
+        round_ = math.floor if self.drop_last else math.ceil
+        return sum(round_(n / self.batch_size) for n in mine)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_calls": None}  # each process opens the store itself
+
+    # -- planning ---------------------------------------------------------------------
+
+    def shard_samples(self, worker: int, num_workers: int) -> np.ndarray:
+        """Positions (into `selected`) of this rank's `worker` shard, in block order."""
+        order = np.argsort(self.selected, kind="stable")
+        block = self.selected[order] // self._block_samples()
+        starts = np.flatnonzero(np.r_[True, block[1:] != block[:-1]])
+        groups = np.split(order, starts[1:])
+        if self.shuffle:
+            perm = np.random.default_rng([self.seed, self.epoch]).permutation(len(groups))
+            groups = [groups[i] for i in perm]
+        sequence = np.concatenate(groups) if groups else order
+        rank_bounds = _bounds(len(sequence), self.world_size)
+        mine = sequence[rank_bounds[self.rank] : rank_bounds[self.rank + 1]]
+        worker_bounds = _bounds(len(mine), num_workers)
+        return mine[worker_bounds[worker] : worker_bounds[worker + 1]]
+
+    def _block_samples(self) -> int:
+        return self.samples_chunk * max(1, MIN_BLOCK_SAMPLES // self.samples_chunk)
+
+    def _blocks(self, positions: np.ndarray) -> list[np.ndarray]:
+        """`positions` split into runs that fall in the same block."""
+        block = self.selected[positions] // self._block_samples()
+        cuts = np.flatnonzero(block[1:] != block[:-1]) + 1
+        return np.split(positions, cuts)
+
+    # -- reading ----------------------------------------------------------------------
+
+    def read(self, positions: np.ndarray) -> np.ndarray:
+        """Genotypes (n, V, P) int8 of selected samples at `positions` (one block)."""
+        if self._calls is None:
+            self._calls = zarr.open_group(self.path, mode="r")["call_genotype"]
+        index = self.selected[positions]
+        chunk = self.samples_chunk
+        lo = index.min() // chunk * chunk
+        hi = min(self.n_samples, (index.max() // chunk + 1) * chunk)
+        block = self._calls[:, lo:hi, :]
+        return np.ascontiguousarray(np.moveaxis(block, 1, 0)[index - lo])
+
+    # -- iteration --------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        worker, num_workers = (0, 1) if info is None else (info.id, info.num_workers)
+        positions = self.shard_samples(worker, num_workers)
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
+        blocks = iter(self._blocks(positions))
+        if self.shuffle:
+            yield from self._shuffled(blocks, rng)
+        else:
+            yield from self._in_order(blocks, rng)
+
+    def _in_order(self, blocks, rng) -> Iterator[dict[str, torch.Tensor]]:
+        geno = np.empty((0, self.n_variants, self.ploidy), dtype=np.int8)
+        pos = np.empty(0, dtype=np.int64)
+        for block in blocks:
+            geno, pos = np.concatenate([geno, self.read(block)]), np.r_[pos, block]
+            while len(pos) >= self.batch_size:
+                yield self._batch(geno, pos, np.arange(self.batch_size), rng)
+                geno, pos = geno[self.batch_size :], pos[self.batch_size :]
+        if len(pos) and not self.drop_last:
+            yield self._batch(geno, pos, np.arange(len(pos)), rng)
+
+    def _shuffled(self, blocks, rng) -> Iterator[dict[str, torch.Tensor]]:
+        pool = _Pool(self.n_variants, self.ploidy)
+        target = max(self.shuffle_buffer, self.batch_size)
+        exhausted = False
+        while True:
+            while not exhausted and len(pool) < target:
+                block = next(blocks, None)
+                if block is None:
+                    exhausted = True
+                else:
+                    pool.add(self.read(block), block)
+            size = min(self.batch_size, len(pool))
+            if size == 0 or (size < self.batch_size and self.drop_last):
+                return
+            rows = np.sort(rng.choice(len(pool), size, replace=False))
+            yield self._batch(pool.geno, pool.pos, rows, rng)
+            pool.remove(rows)
+
+    def _batch(self, geno, pos, rows, rng) -> dict[str, torch.Tensor]:
+        """Build the task's batch from rows `rows` of a buffer (geno, positions)."""
+        n = len(pos)
+        extra = {}
+        if self.task == "contrastive":
+            partner = rng.integers(0, max(1, n - 1), size=len(rows))
+            partner = np.where((partner >= rows) & (n > 1), partner + 1, partner)
+            partner = np.where(n > 1, partner, rows)
+            extra = {"partner": geno[partner], "partner_index": self.selected[pos[partner]]}
+        if self.task == "phenotype":
+            extra = {"phenotypes": self.phenotypes[pos[rows]]}
+        return self.builder(geno[rows], self.selected[pos[rows]], rng, **extra)
+
+
+class _Pool:
+    """The shuffle buffer: genotypes of samples read but not yet yielded."""
+
+    def __init__(self, n_variants: int, ploidy: int):
+        self.geno = np.empty((0, n_variants, ploidy), dtype=np.int8)
+        self.pos = np.empty(0, dtype=np.int64)
+        self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def add(self, geno: np.ndarray, pos: np.ndarray) -> None:
+        need = self.n + len(pos)
+        if need > len(self.pos):
+            capacity = max(need, 2 * len(self.pos))
+            grown = np.empty((capacity, *self.geno.shape[1:]), dtype=np.int8)
+            grown[: self.n] = self.geno[: self.n]
+            self.geno, self.pos = grown, np.resize(self.pos, capacity)
+        self.geno[self.n : need], self.pos[self.n : need] = geno, pos
+        self.n = need
+
+    def remove(self, rows: np.ndarray) -> None:
+        """Drop `rows` (sorted), moving rows from the end into their places."""
+        keep = self.n - len(rows)
+        holes = rows[rows < keep]
+        taken_tail = np.zeros(self.n - keep, dtype=bool)
+        taken_tail[rows[rows >= keep] - keep] = True
+        movers = np.flatnonzero(~taken_tail) + keep
+        self.geno[holes], self.pos[holes] = self.geno[movers], self.pos[movers]
+        self.n = keep
+
+
+class GenotypeLoader(DataLoader):
+    """A DataLoader over a GenotypeDataset that advances the epoch at each iteration."""
+
+    def __init__(self, dataset: GenotypeDataset, **kwargs):
+        super().__init__(dataset, batch_size=None, collate_fn=collate, **kwargs)
+        self._next_epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self._next_epoch = int(epoch)
+
+    def __iter__(self):
+        self.dataset.set_epoch(self._next_epoch)
+        self._next_epoch += 1
+        return super().__iter__()
+
+
+def make_loader(
+    store: str | os.PathLike,
+    task: str = "plain",
+    *,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    prefetch_factor: int | None = None,
+    multiprocessing_context: str | None = None,
+    **dataset_kwargs,
+) -> GenotypeLoader:
+    """A DataLoader of `task` batches over the store; see GenotypeDataset for options."""
+    dataset = GenotypeDataset(store, task, batch_size=batch_size, **dataset_kwargs)
+    dataset.num_workers = num_workers
+    extra = {}
+    if num_workers > 0:
+        extra = {"prefetch_factor": prefetch_factor or 2,
+                 "multiprocessing_context": multiprocessing_context}
+    return GenotypeLoader(dataset, num_workers=num_workers, pin_memory=pin_memory, **extra)
+
+
+def collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Batches are built whole in the worker: pass them through unchanged."""
+    return batch
+
+
+def _select_samples(ds, samples, path: str) -> np.ndarray:
+    """Store indices (int64) of the selected samples, in the order given."""
+    n = int(ds.sizes[schema.SAMPLES])
+    if samples is None:
+        return np.arange(n, dtype=np.int64)
+    samples = np.asarray(samples)
+    if samples.size == 0:
+        raise UsageError(f"{path}: the sample selection is empty")
+    if samples.dtype.kind in "iu":
+        index = samples.astype(np.int64)
+        bad = index[(index < 0) | (index >= n)]
+        if bad.size:
+            raise UsageError(f"{path}: sample index {bad[0]} is outside 0..{n - 1}")
+    else:
+        lookup = {str(name): i for i, name in enumerate(ds["sample_id"].values.tolist())}
+        missing = [str(s) for s in samples if str(s) not in lookup]
+        if missing:
+            raise UsageError(f"{path}: sample '{missing[0]}' is not in the store")
+        index = np.array([lookup[str(s)] for s in samples], dtype=np.int64)
+    if len(np.unique(index)) != len(index):
+        raise UsageError(f"{path}: the sample selection names a sample twice")
+    return index
+
+
+def _check_phenotypes(task: str, phenotypes, n_selected: int) -> np.ndarray | None:
+    if task != "phenotype":
+        return None
+    if phenotypes is None:
+        raise UsageError("the phenotype task needs phenotypes")
+    values = np.asarray(phenotypes, dtype=np.float32)
+    if values.ndim != 2 or values.shape[0] != n_selected:
+        raise UsageError(
+            f"phenotypes have shape {values.shape}, expected ({n_selected}, n_blocks)"
+        )
+    return values
+
+
+def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if rank is None or world_size is None:
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            rank = dist.get_rank() if rank is None else rank
+            world_size = dist.get_world_size() if world_size is None else world_size
+        rank = 0 if rank is None else rank
+        world_size = 1 if world_size is None else world_size
+    if not 0 <= rank < world_size:
+        raise UsageError(f"rank {rank} is outside 0..{world_size - 1}")
+    return int(rank), int(world_size)
+
+
+def _split(n: int, parts: int) -> list[int]:
+    """Sizes of `n` items cut into `parts` contiguous near-equal ranges."""
+    return np.diff(_bounds(n, parts)).tolist()
+
+
+def _bounds(n: int, parts: int) -> np.ndarray:
+    return (np.arange(parts + 1) * n) // parts

@@ -1,0 +1,75 @@
+"""Inverse-frequency target-locus sampling, vectorised over a batch of genotypes.
+
+A locus' weight for one sample is the product over its chromosome copies of
+(1 - frequency of that copy's allele), raised to `frequency_scaler`: loci where
+the sample carries rare alleles are drawn more often, so after accounting for
+allele frequencies rare and common alleles are predicted about equally often.
+Loci with a missing copy get weight 0 and are never targets; padded copies
+(mixed ploidy, call_genotype -2) contribute a factor 1.
+
+Draws are without replacement with the exponential-keys form of the Gumbel
+top-k trick: key = weight / E with E ~ Exp(1) (log key = log weight + Gumbel),
+and the k largest keys are the sample. That is successive sampling proportional
+to weight (Plackett-Luce), done for a whole batch with one argpartition.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gperceiver.schema import FILL, MISSING
+
+
+def weight_table(frequency: np.ndarray, frequency_scaler: float) -> np.ndarray:
+    """(V, A + 2) float32 factor per (locus, call + 2): column 0 is a padded copy
+    (factor 1), column 1 a missing copy (factor 0), column 2 + a allele a:
+    (1 - frequency) ** frequency_scaler, 0 where the frequency is unknown (NaN).
+    """
+    freq = np.asarray(frequency, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        factor = np.power(np.clip(1.0 - freq, 0.0, 1.0), float(frequency_scaler))
+    factor = np.where(np.isnan(freq), 0.0, factor)
+    table = np.empty((freq.shape[0], freq.shape[1] + 2), dtype=np.float32)
+    table[:, FILL + 2] = 1.0
+    table[:, MISSING + 2] = 0.0
+    table[:, 2:] = factor
+    return table
+
+
+def locus_weights(geno: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """(B, V) float32 weights of genotypes `geno` (B, V, P) int8 under `weight_table`."""
+    n_loci, width = table.shape
+    if geno.shape[1] != n_loci:
+        raise ValueError(f"genotypes have {geno.shape[1]} loci, the weight table {n_loci}")
+    flat = table.reshape(-1)
+    offsets = np.arange(0, n_loci * width, width, dtype=np.int32)[None, :] + 2
+    weights = np.take(flat, offsets + geno[..., 0])
+    for copy in range(1, geno.shape[2]):
+        weights *= np.take(flat, offsets + geno[..., copy])
+    return weights
+
+
+def sample_without_replacement(
+    weights: np.ndarray, k: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw `k` distinct columns per row of `weights` (B, V), proportional to weight.
+
+    Returns (index (B, k) int64, mask (B, k) bool). Columns of weight 0 are never
+    drawn: a row with fewer than k positive weights is padded with index 0 and
+    mask False. Within a row, drawn indices come first in ascending order.
+    """
+    n_rows, n_cols = weights.shape
+    if not 1 <= k <= n_cols:
+        raise ValueError(f"cannot draw {k} of {n_cols} loci")
+    positive = weights > 0
+    keys = weights / rng.standard_exponential(weights.shape, dtype=np.float32)
+    keys[~positive] = -1.0
+    if k < n_cols:
+        index = np.argpartition(keys, n_cols - k, axis=1)[:, n_cols - k :]
+    else:
+        index = np.broadcast_to(np.arange(n_cols), (n_rows, n_cols))
+    drawn = np.take_along_axis(positive, index, axis=1)
+    index = np.sort(np.where(drawn, index, n_cols), axis=1)
+    mask = index < n_cols
+    index[~mask] = 0
+    return index.astype(np.int64, copy=False), mask
