@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from gperceiver import schema
@@ -57,6 +58,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_store_output(tsv)
     tsv.set_defaults(func=run_tsv)
 
+    vcf = formats.add_parser(
+        "vcf",
+        help="VCF/BCF files (bgzipped, plain gzip or uncompressed), through bio2zarr",
+        description="Convert VCF/BCF files (same samples, e.g. one per chromosome) with "
+        "bio2zarr's vcf2zarr. Every allele of a multi-allelic site is kept; mixed ploidy is "
+        "padded with -2; missing calls are -1. A file without a .tbi/.csi index, or not "
+        "bgzipped, is indexed/recompressed in a temporary folder; your files are not touched.",
+        epilog="example:\n  gperceiver convert vcf chr1.vcf.gz chr2.vcf.gz -o panel.zarr",
+    )
+    vcf.add_argument("inputs", nargs="+", metavar="VCF", help="VCF/BCF file(s)")
+    add_store_output(vcf)
+    add_workers(vcf)
+    vcf.add_argument(
+        "--temp-dir", metavar="DIR", default=None,
+        help="folder for bio2zarr's intermediate files (default: beside the output)",
+    )
+    vcf.set_defaults(func=run_vcf)
+
+    plink = formats.add_parser(
+        "plink",
+        help="a PLINK 1 .bed/.bim/.fam fileset, through bio2zarr",
+        description="Convert a PLINK 1 fileset with bio2zarr. Allele 0 is the .bim's A2, "
+        "allele 1 its A1; missing calls are -1.",
+        epilog="example:\n  gperceiver convert plink data/panel -o panel.zarr",
+    )
+    plink.add_argument("prefix", metavar="PREFIX", help="fileset prefix (PREFIX.bed etc.)")
+    add_store_output(plink)
+    add_workers(plink)
+    plink.set_defaults(func=run_plink)
+
+    vcz = formats.add_parser(
+        "vcz",
+        help="a VCF Zarr store made by bio2zarr (vcf2zarr, plink2zarr, tskit2zarr)",
+        description="Copy a VCF Zarr store into a genotype store: adds allele frequencies, "
+        "unique variant IDs and store attributes; rechunks when asked with --samples-chunk/"
+        "--variants-chunk or when its samples chunk exceeds 512 (bad for training, which "
+        "reads whole sample chunks). The input is not changed.",
+        epilog="example:\n  gperceiver convert vcz cohort.vcz -o panel.zarr",
+    )
+    vcz.add_argument("vcz", metavar="VCZ", help="VCF Zarr store (folder or .zip)")
+    add_store_output(vcz)
+    add_workers(vcz)
+    vcz.set_defaults(func=run_vcz, samples_chunk=None, variants_chunk=None)
+
 
 def run_tsv(args: argparse.Namespace) -> None:
     from converters.tsv import convert_tsv
@@ -69,3 +114,45 @@ def run_tsv(args: argparse.Namespace) -> None:
     )
     if not args.quiet:
         print(f"wrote {out}", file=sys.stderr)
+
+
+def add_workers(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+        help="parallel worker processes (1: all in this process)",
+    )
+
+
+def _done(args: argparse.Namespace, out) -> None:
+    if not args.quiet:
+        print(f"wrote {out}", file=sys.stderr)
+
+
+def run_vcf(args: argparse.Namespace) -> None:
+    from converters.vcf import convert_vcf
+
+    _done(args, convert_vcf(
+        args.inputs, args.output,
+        samples_chunk=args.samples_chunk, variants_chunk=args.variants_chunk,
+        workers=args.workers, temp_dir=args.temp_dir, force=args.force, progress=not args.quiet,
+    ))
+
+
+def run_plink(args: argparse.Namespace) -> None:
+    from converters.plink import convert_plink
+
+    _done(args, convert_plink(
+        args.prefix, args.output,
+        samples_chunk=args.samples_chunk, variants_chunk=args.variants_chunk,
+        workers=args.workers, force=args.force, progress=not args.quiet,
+    ))
+
+
+def run_vcz(args: argparse.Namespace) -> None:
+    from converters.vcz import convert_vcz
+
+    _done(args, convert_vcz(
+        args.vcz, args.output,
+        samples_chunk=args.samples_chunk, variants_chunk=args.variants_chunk,
+        workers=args.workers, force=args.force, progress=not args.quiet,
+    ))

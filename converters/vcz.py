@@ -1,0 +1,300 @@
+"""A VCF Zarr (VCZ) store made by bio2zarr -> our genotype store.
+
+bio2zarr writes VCZ with its own chunks (10,000 samples per chunk by default),
+"." for missing variant IDs and no allele frequencies. `finish_vcz` turns such a
+store, in place, into one that `gperceiver.open_store` accepts: int8 genotypes,
+unique variant IDs, the store attributes, then `writer.finish_store` (allele
+frequencies via Dask, consolidated metadata, schema check). `convert_vcz` copies
+an existing VCZ first, rechunking it when its chunks are bad for training (which
+reads whole sample chunks). Every other VCZ field (INFO/FORMAT, filters, phasing)
+is kept, so the result is still a VCZ that sgkit and bio2zarr read.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numcodecs
+import numpy as np
+import zarr
+
+from converters import CONVERTER_VERSION
+from converters.writer import GENOTYPE_COMPRESSOR, ZARR_FORMAT, finish_store
+from gperceiver import schema
+from gperceiver.atomic import atomic_output, check_writable
+from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
+from gperceiver.progress import progress_bar
+
+# A samples chunk above this makes every training read decompress far more
+# samples than it uses (DESIGN: about 64-512 samples per chunk).
+MAX_TRAINING_SAMPLES_CHUNK = 512
+# VCZ fields our schema needs before frequencies are added.
+NEEDED = [
+    v for v in schema.VARIABLES.values() if v.required and v.name != "variant_allele_frequency"
+]
+OTHER_COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
+
+
+# ---------------------------------------------------------------- finishing in place
+
+
+def finish_vcz(
+    path: str | os.PathLike,
+    *,
+    source: str,
+    where: object,
+    attrs: Mapping[str, Any] | None = None,
+) -> None:
+    """Make the zarr v2 VCZ at `path` a valid genotype store, in place.
+
+    `where` names the user's input in error messages (the VCF, the PLINK prefix).
+    """
+    group = zarr.open_group(path, mode="a", zarr_format=ZARR_FORMAT, use_consolidated=False)
+    _drop_consolidated(Path(path))
+    if "call_genotype" not in group:
+        raise InputFormatError(where, "no genotypes (no GT field, or no samples)")
+    for var in NEEDED:
+        if var.name not in group:
+            raise InputFormatError(where, f"VCF Zarr variable '{var.name}' is missing")
+    calls = group["call_genotype"]
+    if calls.dtype != np.int8:
+        raise InputFormatError(
+            where, f"genotypes are {calls.dtype}: an allele index above 127 does not fit int8"
+        )
+    if calls.shape[1] == 0:
+        raise InputFormatError(where, "no samples")
+    if calls.shape[0] == 0:
+        raise InputFormatError(where, "no variants")
+    group["variant_id"][:] = unique_variant_ids(group)
+    _widen(group, "variant_contig", np.int32)
+    _widen(group, "variant_position", np.int64)
+    group.attrs.update(
+        {
+            "ploidy": int(calls.shape[2]),
+            "n_alleles": int(group["variant_allele"].shape[1]),
+            "source": source,
+            "vcz_source": str(group.attrs.get("source", "")),
+            "converter_version": CONVERTER_VERSION,
+            "format_version": schema.FORMAT_VERSION,
+            **(attrs or {}),
+        }
+    )
+    finish_store(path)
+
+
+def _widen(group: zarr.Group, name: str, dtype: type[np.integer]) -> None:
+    """Rewrite a 1-d integer array that bio2zarr made as narrow as its values (int8...)
+    with the dtype the TSV converter writes, so arithmetic on it cannot overflow."""
+    array = group[name]
+    if array.dtype.kind not in "iu" or array.dtype.itemsize >= np.dtype(dtype).itemsize:
+        return
+    values = array[:].astype(dtype)
+    attrs = array.attrs.asdict()
+    wide = group.create_array(
+        name, shape=array.shape, chunks=array.chunks, dtype=dtype,
+        compressors=OTHER_COMPRESSOR, attributes=attrs, overwrite=True,
+    )
+    wide[:] = values
+
+
+def show_progress(enabled: bool) -> bool:
+    """bio2zarr's bars follow gperceiver.progress: on a terminal or GPERCEIVER_PROGRESS=1."""
+    forced = os.environ.get("GPERCEIVER_PROGRESS", "") not in ("", "0")
+    return enabled and (forced or sys.stderr.isatty())
+
+
+def _drop_consolidated(path: Path) -> None:
+    """Stale consolidated metadata would hide the arrays we are about to change."""
+    (path / ".zmetadata").unlink(missing_ok=True)
+
+
+def unique_variant_ids(group: zarr.Group) -> np.ndarray:
+    """Variant IDs with every missing ('.', '') or repeated one made `CHROM:POS:REF:ALT`.
+
+    A name that is still taken gets `:2`, `:3`, ... appended, so the result is unique.
+    """
+    ids = np.asarray(group["variant_id"][:], dtype=object)
+    seen: set[str] = set()
+    replace = np.zeros(len(ids), dtype=bool)
+    for i, name in enumerate(ids):
+        if name in ("", ".") or name in seen:
+            replace[i] = True
+        else:
+            seen.add(name)
+    if not replace.any():
+        return ids
+    rows = np.flatnonzero(replace)
+    contigs = np.asarray(group["contig_id"][:], dtype=object)
+    contig = contigs[np.asarray(group["variant_contig"].get_orthogonal_selection(rows))]
+    pos = np.asarray(group["variant_position"].get_orthogonal_selection(rows))
+    alleles = np.asarray(
+        group["variant_allele"].get_orthogonal_selection((rows, slice(None))), dtype=object
+    )
+    for k, i in enumerate(rows):
+        ref, *alts = (a for a in alleles[k] if a != "")
+        name = f"{contig[k]}:{pos[k]}:{ref if ref else '.'}:{','.join(alts) or '.'}"
+        candidate, n = name, 1
+        while candidate in seen:
+            n += 1
+            candidate = f"{name}:{n}"
+        seen.add(candidate)
+        ids[i] = candidate
+    return ids
+
+
+# ---------------------------------------------------------------- an existing VCZ
+
+
+def open_vcz(path: str | os.PathLike) -> zarr.Group:
+    """Open a VCZ (folder or .zip, zarr v2 or v3) read-only, with one-line errors."""
+    path = Path(path)
+    if not path.exists():
+        raise InputNotFoundError(f"{path}: no such VCF Zarr store")
+    try:
+        if path.suffix == ".zip":
+            store = zarr.storage.ZipStore(path, mode="r")
+            return zarr.open_group(store, mode="r")
+        return zarr.open_group(path, mode="r")
+    except PermissionError:
+        raise InputNotFoundError(f"{path}: permission denied") from None
+    except (FileNotFoundError, ValueError, TypeError, KeyError, OSError) as e:
+        raise InputFormatError(path, f"not a readable VCF Zarr store ({e})") from None
+
+
+def dims_of(array: zarr.Array) -> list[str]:
+    """An array's dimension names, from zarr v3 metadata or the v2 xarray attribute."""
+    names = getattr(array.metadata, "dimension_names", None)
+    if names:
+        return list(names)
+    return list(array.attrs.get("_ARRAY_DIMENSIONS", []))
+
+
+def training_chunks(
+    calls: zarr.Array, samples_chunk: int | None, variants_chunk: int | None
+) -> tuple[int, int] | None:
+    """(variants, samples) chunks to rechunk to, or None when the store's are fine.
+
+    Chunks are changed when asked for explicitly, or when a samples chunk is larger
+    than `MAX_TRAINING_SAMPLES_CHUNK`.
+    """
+    have_v, have_s = int(calls.chunks[0]), int(calls.chunks[1])
+    want_v = variants_chunk if variants_chunk is not None else have_v
+    want_s = samples_chunk if samples_chunk is not None else have_s
+    if want_s > MAX_TRAINING_SAMPLES_CHUNK and samples_chunk is None:
+        want_s = schema.DEFAULT_SAMPLES_CHUNK
+        if variants_chunk is None:
+            want_v = max(have_v, schema.DEFAULT_VARIANTS_CHUNK)
+    want_v = min(want_v, calls.shape[0]) or 1
+    want_s = min(want_s, calls.shape[1]) or 1
+    if (want_v, want_s) == (min(have_v, calls.shape[0]), min(have_s, calls.shape[1])):
+        return None
+    return want_v, want_s
+
+
+def copy_array(
+    src: zarr.Array, dest: zarr.Group, name: str, chunks_of: Mapping[str, int]
+) -> None:
+    """Copy one array into the v2 group `dest`, with new chunks along the named dims."""
+    dims = dims_of(src)
+    if len(dims) != src.ndim:
+        raise InputFormatError(src.store_path, f"array '{name}' has no dimension names")
+    sizes = zip(dims, src.chunks, src.shape, strict=True)
+    chunks = tuple(max(1, min(chunks_of.get(d, c), n)) for d, c, n in sizes)
+    attrs = {k: v for k, v in src.attrs.asdict().items() if k != "_ARRAY_DIMENSIONS"}
+    attrs["_ARRAY_DIMENSIONS"] = dims
+    is_str = src.dtype.kind in "UOT"
+    dtype = np.int8 if name == "call_genotype" else (str if is_str else src.dtype)
+    out = dest.create_array(
+        name,
+        shape=src.shape,
+        chunks=chunks,
+        dtype=dtype,
+        compressors=GENOTYPE_COMPRESSOR if name.startswith("call_genotype") else OTHER_COMPRESSOR,
+        fill_value=None if is_str else src.fill_value,
+        attributes=attrs,
+    )
+    if src.size == 0:
+        return
+    data = da.from_zarr(src).rechunk(chunks)
+    if name == "call_genotype" and src.dtype != np.int8:
+        data = data.astype(np.int8)
+    da.store(data, out, lock=False)
+
+
+def convert_vcz(
+    vcz: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    samples_chunk: int | None = None,
+    variants_chunk: int | None = None,
+    workers: int = 1,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Turn an existing VCF Zarr store into a genotype store at `output`.
+
+    The input is never changed. Chunks change only when asked for or when bad for
+    training (see `training_chunks`); otherwise a zarr v2 folder is copied file by file.
+    """
+    for n in (samples_chunk, variants_chunk, workers):
+        if n is not None and n < 1:
+            raise UsageError("--samples-chunk, --variants-chunk and --workers must be >= 1")
+    src_path, output = Path(vcz), Path(output)
+    check_writable(output, force)
+    src = open_vcz(src_path)
+    if "call_genotype" not in src:
+        raise InputFormatError(src_path, "no call_genotype array (the VCF had no GT field?)")
+    calls = src["call_genotype"]
+    if calls.ndim != 3 or dims_of(calls)[:2] != [schema.VARIANTS, schema.SAMPLES]:
+        raise InputFormatError(src_path, "call_genotype is not (variants, samples, ploidy)")
+    if calls.dtype.kind != "i":
+        raise InputFormatError(src_path, f"call_genotype is {calls.dtype}, expected integers")
+    rechunk = training_chunks(calls, samples_chunk, variants_chunk)
+    plain_copy = (
+        rechunk is None
+        and src_path.is_dir()
+        and calls.metadata.zarr_format == ZARR_FORMAT
+        and calls.dtype == np.int8
+    )
+    with atomic_output(output, force) as tmp:
+        if plain_copy:
+            shutil.copytree(src_path, tmp)
+        else:
+            _copy_group(src, tmp, rechunk, workers, progress)
+        finish_vcz(tmp, source="vcz", where=src_path, attrs={"vcz_input": src_path.name})
+    return output
+
+
+def _copy_group(
+    src: zarr.Group, dest_path: Path, rechunk: tuple[int, int] | None, workers: int, progress: bool
+) -> None:
+    """Copy every array of `src` into a new zarr v2 group, rechunked when asked."""
+    if "call_genotype" in src and src["call_genotype"].dtype != np.int8:
+        calls = da.from_zarr(src["call_genotype"])
+        low, high = dask.compute(calls.min(), calls.max())
+        if high > np.iinfo(np.int8).max or low < schema.FILL:
+            raise InputFormatError(
+                src.store_path, f"call_genotype values {low}..{high} do not fit int8 (-2..127)"
+            )
+    chunks_of = {} if rechunk is None else {schema.VARIANTS: rechunk[0], schema.SAMPLES: rechunk[1]}
+    dest = zarr.open_group(dest_path, mode="w", zarr_format=ZARR_FORMAT)
+    dest.attrs.update(src.attrs.asdict())
+    names = sorted(name for name, _ in src.arrays())
+    if show_progress(progress) and rechunk is not None:
+        print(
+            f"rechunking to {rechunk[0]} variants x {rechunk[1]} samples per chunk",
+            file=sys.stderr,
+        )
+    bar = progress_bar(len(names), "copy", "array", progress)
+    with dask.config.set(scheduler="threads", num_workers=workers):
+        for name in names:
+            copy_array(src[name], dest, name, chunks_of)
+            bar.update()
+    bar.close()
