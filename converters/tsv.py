@@ -469,6 +469,7 @@ def _write_calls(
     """Stream row blocks: parse, decode, transpose, write; the write overlaps the next parse."""
     names: list[str] = []
     first_line_of: dict[str, int] = {}
+    genotypes = np.ascontiguousarray(table).view(f"V{table.shape[1]}").ravel()  # code -> calls
     bar = progress_bar(n_samples, "convert", "samples", progress)
     with open_text(path) as f, ThreadPoolExecutor(max_workers=1) as pool:
         f.readline()
@@ -489,7 +490,9 @@ def _write_calls(
                 first_line_of[name] = line + k
             codes = parser.parse(bodies, line)
             del bodies
-            block = table[codes.T[perm]]  # (variants, rows, ploidy), store order
+            # (variants, rows) codes in store order, then one gather of whole genotypes.
+            by_variant = np.ascontiguousarray(codes[:, perm].T)
+            block = genotypes[by_variant].view(np.int8).reshape(*by_variant.shape, -1)
             start = len(names)
             if start + len(block_names) > n_samples:
                 raise InputFormatError(path, "the file grew while it was being converted")

@@ -22,7 +22,7 @@ from converters.frequencies import allele_frequency
 from gperceiver import schema
 
 ZARR_FORMAT = 2  # what bio2zarr writes by default; read by every zarr/xarray/sgkit version
-GENOTYPE_COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE)
+GENOTYPE_COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE)
 
 
 def create_store(
