@@ -1,0 +1,93 @@
+"""Perceiver IO decoders for pretraining, and the genotype classes they predict.
+
+Masked task: a query per target locus (its position embedding) reads the latents
+and scores every genotype class, a multiset of 1..P alleles (phase-free; fewer
+than P copies for padded, mixed-ploidy samples). A softmax over classes gives a
+proper distribution over genotypes, so imputation takes its most probable class.
+
+Contrastive task: the same queries read the latents of each twin; a symmetric
+combination scores the number of alleles the two share at the locus (0..P).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import nn
+
+from gperceiver.model.attention import CrossBlock
+
+MAX_CLASSES = 20_000
+
+
+def genotype_classes(n_alleles: int, ploidy: int) -> torch.Tensor:
+    """(K, A) allele counts of every multiset of 1..ploidy alleles, sorted by key."""
+    rows = []
+    for size in range(1, ploidy + 1):
+        for combo in itertools.combinations_with_replacement(range(n_alleles), size):
+            rows.append(torch.bincount(torch.tensor(combo), minlength=n_alleles))
+            if len(rows) > MAX_CLASSES:
+                raise ValueError(
+                    f"{n_alleles} alleles at ploidy {ploidy} make over {MAX_CLASSES} "
+                    "genotype classes")
+    classes = torch.stack(rows)
+    return classes[torch.argsort(counts_key(classes, ploidy))]
+
+
+def counts_key(counts: torch.Tensor, ploidy: int) -> torch.Tensor:
+    """A unique integer per allele-count vector (base ploidy + 1)."""
+    base = (ploidy + 1) ** torch.arange(counts.shape[-1], device=counts.device)
+    return (counts.long() * base).sum(-1)
+
+
+class Decoder(nn.Module):
+    """Queries from target-locus embeddings cross-attend to the latents."""
+
+    def __init__(self, position: nn.Module, position_dim: int, latent_dim: int,
+                 output_dim: int, inner_dim: int, heads: int, hidden: int, iters: int,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.position = position
+        self.query = nn.Linear(position_dim, output_dim)
+        self.blocks = nn.ModuleList(
+            CrossBlock(output_dim, latent_dim, inner_dim, heads, hidden, dropout)
+            for _ in range(iters)
+        )
+
+    def forward(self, latents: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) latents, (B, L) loci -> (B, L, output_dim)."""
+        q = self.query(self.position(index))
+        for block in self.blocks:
+            q = block(q, latents)
+        return q
+
+
+class MaskedDecoder(nn.Module):
+    """Logits over genotype classes at target loci."""
+
+    def __init__(self, decoder: Decoder, output_dim: int, n_classes: int):
+        super().__init__()
+        self.decoder = decoder
+        self.norm = nn.LayerNorm(output_dim)
+        self.logits = nn.Linear(output_dim, n_classes)
+
+    def forward(self, latents: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.norm(self.decoder(latents, index)))
+
+
+class ContrastiveDecoder(nn.Module):
+    """Logits over 0..P shared alleles between two genotypes, symmetric in the twins."""
+
+    def __init__(self, decoder: Decoder, output_dim: int, ploidy: int, hidden: int):
+        super().__init__()
+        self.decoder = decoder
+        self.head = nn.Sequential(
+            nn.LayerNorm(2 * output_dim), nn.Linear(2 * output_dim, hidden), nn.GELU(),
+            nn.Linear(hidden, ploidy + 1),
+        )
+
+    def forward(self, latents_a: torch.Tensor, latents_b: torch.Tensor,
+                index: torch.Tensor) -> torch.Tensor:
+        a, b = self.decoder(latents_a, index), self.decoder(latents_b, index)
+        return self.head(torch.cat([a + b, a * b], -1))

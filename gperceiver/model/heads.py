@@ -1,0 +1,109 @@
+"""Finetuning heads: every block (trait) predicted in one pass, one shared objective.
+
+- "latent": one trainable query per block joins the latent array, goes through the
+  whole encoder with it, and its final state is read out for that block.
+- "pool": the latents are mean-pooled and an MLP gives each block its outputs.
+
+Objectives and their outputs per block: regression 1 value; binary 1 logit;
+multiclass `n_classes` logits; ordinal 1 score against `n_classes - 1` ordered
+thresholds (cumulative logits). Nothing mixes the samples of a batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+OBJECTIVES = ("regression", "binary", "multiclass", "ordinal")
+HEADS = ("latent", "pool")
+
+
+def n_outputs(objective: str, n_classes: int) -> int:
+    """Outputs per block of an objective."""
+    if objective in ("regression", "binary"):
+        return 1
+    if objective == "multiclass":
+        return n_classes
+    if objective == "ordinal":
+        return 1
+    raise ValueError(f"unknown objective {objective!r} (one of {', '.join(OBJECTIVES)})")
+
+
+class FinetuneHead(nn.Module):
+    """Reads block predictions (B, n_blocks, n_out) from a `GPerceiver` encoder."""
+
+    def __init__(self, kind: str, latent_dim: int, hidden: int, n_blocks: int,
+                 objective: str = "regression", n_classes: int = 2):
+        super().__init__()
+        if kind not in HEADS:
+            raise ValueError(f"unknown head {kind!r} (one of {', '.join(HEADS)})")
+        if objective in ("multiclass", "ordinal") and n_classes < 2:
+            raise ValueError(f"{objective} needs n_classes >= 2")
+        self.kind, self.objective, self.n_blocks = kind, objective, n_blocks
+        self.n_classes = n_classes
+        n_out = n_outputs(objective, n_classes)
+        if kind == "latent":
+            self.queries = nn.Parameter(torch.randn(n_blocks, latent_dim) * 0.02)
+            self.weight = nn.Parameter(torch.randn(n_blocks, latent_dim, n_out) * latent_dim**-0.5)
+            self.bias = nn.Parameter(torch.zeros(n_blocks, n_out))
+        else:
+            self.mlp = nn.Sequential(
+                nn.LayerNorm(latent_dim), nn.Linear(latent_dim, hidden), nn.GELU(),
+                nn.Linear(hidden, n_blocks * n_out),
+            )
+        if objective == "ordinal":
+            # First threshold free, then positive gaps: thresholds stay ordered.
+            self.threshold_start = nn.Parameter(torch.zeros(n_blocks, 1))
+            self.threshold_gaps = nn.Parameter(torch.zeros(n_blocks, n_classes - 2))
+        self.n_out = n_out
+
+    def forward(self, model: nn.Module, x_alleles: torch.Tensor,
+                x_index: torch.Tensor) -> torch.Tensor:
+        """Outputs (B, n_blocks, n_out); ordinal: cumulative logits (B, n_blocks, K - 1)."""
+        if self.kind == "latent":
+            latents = model.encode(x_alleles, x_index, extra=self.queries)
+            read = latents[:, -self.n_blocks:]
+            out = torch.einsum("bkd,kdo->bko", read, self.weight) + self.bias
+        else:
+            latents = model.encode(x_alleles, x_index)
+            out = self.mlp(latents.mean(1)).view(-1, self.n_blocks, self.n_out)
+        if self.objective == "ordinal":
+            thresholds = torch.cat(
+                [self.threshold_start, F.softplus(self.threshold_gaps)], -1).cumsum(-1)
+            out = out - thresholds  # logit P(y > k), k = 0..K-2
+        return out
+
+
+def head_loss(objective: str, out: torch.Tensor, y: torch.Tensor,
+              y_mask: torch.Tensor) -> torch.Tensor:
+    """Mean loss over observed (sample, block) pairs; y (B, n_blocks) float."""
+    mask = y_mask.to(out.dtype)
+    if objective == "regression":
+        per = (out[..., 0] - y) ** 2
+    elif objective == "binary":
+        per = F.binary_cross_entropy_with_logits(out[..., 0], y, reduction="none")
+    elif objective == "multiclass":
+        target = (y * y_mask).long()
+        per = F.cross_entropy(out.flatten(0, 1), target.flatten(), reduction="none")
+        per = per.view_as(y)
+    elif objective == "ordinal":
+        levels = torch.arange(out.shape[-1], device=out.device, dtype=out.dtype)
+        above = (y.unsqueeze(-1) > levels).to(out.dtype)
+        per = F.binary_cross_entropy_with_logits(out, above, reduction="none").sum(-1)
+    else:
+        raise ValueError(f"unknown objective {objective!r}")
+    return (per * mask).sum() / mask.sum().clamp(min=1)
+
+
+def head_predict(objective: str, out: torch.Tensor) -> torch.Tensor:
+    """Predictions (B, n_blocks): value, probability of 1, or class index."""
+    if objective == "regression":
+        return out[..., 0]
+    if objective == "binary":
+        return torch.sigmoid(out[..., 0])
+    if objective == "multiclass":
+        return out.argmax(-1).to(out.dtype)
+    if objective == "ordinal":
+        return (out > 0).sum(-1).to(out.dtype)
+    raise ValueError(f"unknown objective {objective!r}")

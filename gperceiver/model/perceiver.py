@@ -1,0 +1,149 @@
+"""The Perceiver: a latent array reads the loci, thinks, and is read by decoders.
+
+`GPerceiver` is built from `Params` and the store's variant table (positions and
+contigs), so batches carry only locus indices and allele tokens (see the batch
+contract in gperceiver/data). The encoder iterates `num_encode_iters` times over
+cross-attention (latents <- loci) and `num_self_attention` self-attention blocks;
+with `share_weights` every iteration after the first reuses the second's weights.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gperceiver.model.attention import FeedForward, SelfBlock
+from gperceiver.model.decoders import (
+    ContrastiveDecoder,
+    Decoder,
+    MaskedDecoder,
+    counts_key,
+    genotype_classes,
+)
+from gperceiver.model.embeddings import InputEmbedding
+from gperceiver.train.params import Params
+
+
+class InputCross(nn.Module):
+    """Latents cross-attend to the input loci, then a feed-forward layer.
+
+    Keys and values are a linear projection of the raw input embedding (no input
+    LayerNorm), so `InputEmbedding.project` computes them from small tables.
+    """
+
+    def __init__(self, p: Params, input_dim: int):
+        super().__init__()
+        self.heads = p.num_cross_attention_heads
+        self.norm = nn.LayerNorm(p.latent_dim)
+        self.to_q = nn.Linear(p.latent_dim, p.projection_dim, bias=False)
+        self.to_kv = nn.Linear(input_dim, 2 * p.projection_dim)
+        self.out = nn.Linear(p.projection_dim, p.latent_dim)
+        self.dropout = nn.Dropout(p.dropout)
+        self.ff = FeedForward(p.latent_dim, p.feedforward_dim, p.dropout)
+
+    def forward(self, latents: torch.Tensor, embed: InputEmbedding, x_alleles: torch.Tensor,
+                x_index: torch.Tensor) -> torch.Tensor:
+        k, v = embed.project(self.to_kv, x_alleles, x_index).chunk(2, -1)
+        q = self.to_q(self.norm(latents))
+
+        def split(x: torch.Tensor) -> torch.Tensor:
+            return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+
+        att = F.scaled_dot_product_attention(split(q), split(k), split(v))
+        att = att.transpose(1, 2).flatten(-2)
+        return self.ff(latents + self.dropout(self.out(att)))
+
+
+class Iteration(nn.Module):
+    """One encoder pass: cross-attend to the inputs, then self-attention blocks."""
+
+    def __init__(self, p: Params, input_dim: int):
+        super().__init__()
+        self.cross = InputCross(p, input_dim)
+        self.selfs = nn.ModuleList(
+            SelfBlock(p.latent_dim, p.num_self_attention_heads, p.feedforward_dim, p.dropout)
+            for _ in range(p.num_self_attention)
+        )
+
+    def forward(self, latents: torch.Tensor, embed: InputEmbedding, x_alleles: torch.Tensor,
+                x_index: torch.Tensor) -> torch.Tensor:
+        latents = self.cross(latents, embed, x_alleles, x_index)
+        for block in self.selfs:
+            latents = block(latents)
+        return latents
+
+
+class GPerceiver(nn.Module):
+    """Perceiver encoder with masked and contrastive Perceiver IO decoders."""
+
+    def __init__(self, params: Params, variant_position: torch.Tensor,
+                 variant_contig: torch.Tensor, n_contigs: int):
+        super().__init__()
+        if params.nalleles is None or params.ploidy is None:
+            raise ValueError("params.nalleles and params.ploidy must be resolved from the store")
+        p = self.params = params
+        self.ploidy, self.n_alleles = p.ploidy, p.nalleles - 1
+        self.n_variants = len(variant_position)
+        self.embed = InputEmbedding(
+            n_tokens=p.nalleles, allele_dim=p.allele_embed_dim,
+            position_kind=p.position_embed_kind, position_dim=p.position_embed_dim,
+            position_trainable=p.position_embed_trainable, combine=p.position_embed_combine,
+            variant_position=torch.as_tensor(variant_position, dtype=torch.float64),
+            variant_contig=torch.as_tensor(variant_contig, dtype=torch.long),
+            n_contigs=n_contigs,
+        )
+        self.latents = nn.Parameter(torch.randn(p.num_latents, p.latent_dim) * 0.02)
+        n_distinct = min(p.num_encode_iters, 2) if p.share_weights else p.num_encode_iters
+        self.iterations = nn.ModuleList(Iteration(p, self.embed.dim) for _ in range(n_distinct))
+        self.norm = nn.LayerNorm(p.latent_dim)
+
+        self.register_buffer("classes", genotype_classes(self.n_alleles, self.ploidy))
+        self.register_buffer("class_keys", counts_key(self.classes, self.ploidy))
+
+        def decoder() -> Decoder:
+            return Decoder(self.embed.position, p.position_embed_dim, p.latent_dim,
+                           p.output_dim, p.projection_dim, p.num_cross_attention_heads,
+                           p.feedforward_dim, p.num_decode_iters, p.dropout)
+
+        self.masked = MaskedDecoder(decoder(), p.output_dim, len(self.classes))
+        self.contrastive = ContrastiveDecoder(decoder(), p.output_dim, self.ploidy,
+                                              p.feedforward_dim)
+
+    # -- encoder
+    def encode(self, x_alleles: torch.Tensor, x_index: torch.Tensor,
+               extra: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, P) tokens at (B, L) loci -> latents (B, N, D).
+
+        `extra` (E, D): trainable queries that join the latents (finetuning heads);
+        the result is then (B, N + E, D) with them last.
+        """
+        latents = self.latents
+        if extra is not None:
+            latents = torch.cat([latents, extra.to(latents.dtype)], 0)
+        latents = latents.unsqueeze(0).expand(x_alleles.shape[0], -1, -1)
+        for i in range(self.params.num_encode_iters):
+            block = self.iterations[min(i, len(self.iterations) - 1)]
+            latents = block(latents, self.embed, x_alleles, x_index)
+        return self.norm(latents)
+
+    # -- masked task
+    def masked_logits(self, x_alleles: torch.Tensor, x_index: torch.Tensor,
+                      y_index: torch.Tensor) -> torch.Tensor:
+        """Logits (B, Ly, K) over `classes` at the target loci."""
+        return self.masked(self.encode(x_alleles, x_index), y_index)
+
+    def class_of(self, counts: torch.Tensor) -> torch.Tensor:
+        """(..., A) allele counts -> (...) class index; -1 where no class fits (e.g. 0s)."""
+        key = counts_key(counts, self.ploidy)
+        pos = torch.searchsorted(self.class_keys, key).clamp(max=len(self.class_keys) - 1)
+        return torch.where(self.class_keys[pos] == key, pos, torch.full_like(pos, -1))
+
+    # -- contrastive task
+    def shared_logits(self, x_alleles: torch.Tensor, x_index: torch.Tensor,
+                      y_index: torch.Tensor) -> torch.Tensor:
+        """Twins (B, 2, L, P) -> logits (B, Ly, P + 1) over the number of shared alleles."""
+        b = x_alleles.shape[0]
+        latents = self.encode(x_alleles.flatten(0, 1), x_index.repeat_interleave(2, 0))
+        latents = latents.view(b, 2, *latents.shape[1:])
+        return self.contrastive(latents[:, 0], latents[:, 1], y_index)

@@ -1,0 +1,1 @@
+"""Training: hyper-parameters, the Lightning engine, pretraining."""
