@@ -1,0 +1,277 @@
+"""Phenotype TSV -> an `xarray.Dataset` aligned to a genotype store's samples.
+
+The file is the original tool's: a header with at least `name response block`,
+optionally `cv`, other columns ignored; one row per observation of genotype
+`name` in block (environment, trait) `block`. The result has dims
+(samples, blocks) in the store's sample order:
+
+- `response` float32, NaN where a sample has no observation in a block;
+- `cv` int32, the row's cross-validation fold, -1 where there is none.
+
+With `cv=K`, rows whose cv is K form the validation set and all other observed
+rows the training set (`split_masks`); a file without a cv column has no
+validation set. Every malformed cell is reported as one `InputFormatError`
+naming the file, line and column.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import math
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
+
+SAMPLES = "samples"
+BLOCKS = "blocks"
+NO_CV = -1
+REQUIRED_COLUMNS = ("name", "response", "block")
+EMPTY_RESPONSES = frozenset({"", "na", "nan", "."})
+
+
+class PhenotypeWarning(UserWarning):
+    """Something in a phenotype file was skipped (empty responses, unknown names)."""
+
+
+@dataclass(frozen=True)
+class _Row:
+    line: int
+    name: str
+    response: float
+    block: int
+    cv: int
+
+
+# ---------------------------------------------------------------- reading rows
+
+
+def _open(path: Path) -> io.TextIOBase:
+    try:
+        raw = open(path, "rb")  # noqa: SIM115 - wrapped and returned
+    except FileNotFoundError:
+        raise InputNotFoundError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputNotFoundError(f"{path}: is a folder, expected a file") from None
+    except PermissionError:
+        raise InputNotFoundError(f"{path}: permission denied") from None
+    stream = gzip.GzipFile(fileobj=raw, mode="rb") if raw.peek(2)[:2] == b"\x1f\x8b" else raw
+    return io.TextIOWrapper(stream, encoding="utf-8", newline="")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, tab-separated fields) of every non-blank line."""
+    with _open(path) as f:
+        number = 0
+        try:
+            for number, text in enumerate(f, start=1):  # noqa: B007 - used after the loop
+                text = text.rstrip("\r\n")
+                if text.strip():
+                    yield number, text.split("\t")
+        except UnicodeDecodeError:
+            raise InputFormatError(path, "not UTF-8 text", line=number + 1) from None
+        except (EOFError, gzip.BadGzipFile, OSError) as e:
+            raise InputFormatError(path, f"cannot read compressed data ({e})") from None
+
+
+def _header(path: Path, fields: list[str]) -> dict[str, int]:
+    columns = {name.strip(): i for i, name in reversed(list(enumerate(fields)))}
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        hint = " (is the file tab-separated?)" if len(fields) == 1 else ""
+        raise InputFormatError(
+            path, f"header lacks column(s) {', '.join(missing)}; expected "
+            f"'name response block [cv]'{hint}", line=1,
+        )
+    return columns
+
+
+def _response(path: Path, text: str, line: int) -> float:
+    if text.strip().lower() in EMPTY_RESPONSES:
+        return math.nan
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputFormatError(
+            path, f"response '{text}' is not a number", line=line, column="response"
+        ) from None
+    if math.isinf(value):
+        raise InputFormatError(path, "response is infinite", line=line, column="response")
+    return value
+
+
+def _index(path: Path, text: str, line: int, column: str, empty: int | None) -> int:
+    """A non-negative integer cell (block, cv); `empty` is the value of an empty cell."""
+    text = text.strip()
+    if not text and empty is not None:
+        return empty
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise InputFormatError(
+            path, f"{column} '{text}' is not an integer >= 0", line=line, column=column
+        )
+    return value
+
+
+def _rows(path: Path) -> tuple[list[_Row], bool]:
+    """Every data row, parsed; and whether the file has a cv column."""
+    lines = _lines(path)
+    first = next(lines, None)
+    if first is None:
+        raise InputFormatError(path, "empty file; expected a header 'name response block [cv]'")
+    header_line, fields = first
+    columns = _header(path, fields)
+    has_cv = "cv" in columns
+    need = max(columns[c] for c in (*REQUIRED_COLUMNS, *(["cv"] if has_cv else []))) + 1
+    rows = []
+    for line, cells in lines:
+        if len(cells) < need:
+            raise InputFormatError(
+                path, f"{len(cells)} tab-separated field(s), expected at least {need}", line=line
+            )
+        name = cells[columns["name"]].strip()
+        if not name:
+            raise InputFormatError(path, "empty name", line=line, column="name")
+        rows.append(_Row(
+            line=line,
+            name=name,
+            response=_response(path, cells[columns["response"]], line),
+            block=_index(path, cells[columns["block"]], line, "block", None),
+            cv=_index(path, cells[columns["cv"]], line, "cv", NO_CV) if has_cv else NO_CV,
+        ))
+    if not rows:
+        raise InputFormatError(path, "no data rows after the header", line=header_line)
+    return rows, has_cv
+
+
+# ---------------------------------------------------------------- aligning to the store
+
+
+def _check_rows(path: Path, rows: list[_Row]) -> int:
+    """Refuse duplicate (name, block) rows and gaps in block numbering; return n_blocks."""
+    seen: dict[tuple[str, int], int] = {}
+    for row in rows:
+        first = seen.setdefault((row.name, row.block), row.line)
+        if first != row.line:
+            raise InputFormatError(
+                path, f"'{row.name}' appears twice in block {row.block} (first on line {first})",
+                line=row.line, column="name",
+            )
+    blocks = {row.block for row in rows}
+    n_blocks = max(blocks) + 1
+    gaps = sorted(set(range(n_blocks)) - blocks)
+    if gaps:
+        raise InputFormatError(
+            path, f"blocks must be numbered 0..{n_blocks - 1} without gaps; block {gaps[0]} "
+            "has no rows", column="block",
+        )
+    return n_blocks
+
+
+def read_phenotypes(
+    path: str | os.PathLike, sample_id: Iterable[str], cv: int | None = None
+) -> xr.Dataset:
+    """Read phenotype TSV `path` aligned to the store's `sample_id` (in that order).
+
+    Returns a Dataset with dims (samples, blocks): `response` (float32, NaN =
+    unobserved) and `cv` (int32, -1 = none), coordinates `sample_id` and `block`,
+    and attrs counting what was read and skipped. `cv=K` marks rows with cv == K as
+    the validation set (recorded in attrs["cv"]); it needs a cv column and at least
+    one such row.
+    """
+    path = Path(path)
+    names = np.asarray([str(s) for s in sample_id], dtype=object)
+    rows, has_cv = _rows(path)
+    n_blocks = _check_rows(path, rows)
+
+    position = {name: i for i, name in enumerate(names)}
+    response = np.full((len(names), n_blocks), np.nan, dtype=np.float32)
+    folds = np.full((len(names), n_blocks), NO_CV, dtype=np.int32)
+    unmatched: list[str] = []
+    empty = matched = 0
+    for row in rows:
+        i = position.get(row.name)
+        if i is None:
+            unmatched.append(row.name)
+            continue
+        matched += 1
+        if math.isnan(row.response):
+            empty += 1
+            continue
+        response[i, row.block] = row.response
+        folds[i, row.block] = row.cv
+    if matched == 0:
+        raise InputFormatError(
+            path, f"none of the {len(rows)} rows names a sample of the genotype store "
+            f"(first name: '{rows[0].name}')", column="name",
+        )
+    if unmatched:
+        warnings.warn(
+            f"{path}: {len(unmatched)} row(s) name samples not in the genotype store "
+            f"(first: '{unmatched[0]}'); skipped", PhenotypeWarning, stacklevel=2,
+        )
+    if empty:
+        warnings.warn(
+            f"{path}: {empty} row(s) with an empty response; dropped",
+            PhenotypeWarning, stacklevel=2,
+        )
+
+    ds = xr.Dataset(
+        {
+            "response": ((SAMPLES, BLOCKS), response),
+            "cv": ((SAMPLES, BLOCKS), folds),
+        },
+        coords={"sample_id": (SAMPLES, names.astype(str)), "block": (BLOCKS, np.arange(n_blocks))},
+        attrs={
+            "path": str(path),
+            "rows": len(rows),
+            "unmatched_rows": len(unmatched),
+            "unmatched_examples": sorted(set(unmatched))[:5],
+            "empty_responses": empty,
+            "has_cv": has_cv,
+            "cv": NO_CV,
+        },
+    )
+    if cv is not None:
+        ds = with_validation_fold(ds, cv)
+    return ds
+
+
+def with_validation_fold(phenos: xr.Dataset, cv: int) -> xr.Dataset:
+    """`phenos` with fold `cv` as its validation set; refuses folds the file lacks."""
+    path = phenos.attrs.get("path", "phenotypes")
+    if cv < 0:
+        raise UsageError(f"--cv {cv}: a fold is an integer >= 0")
+    if not phenos.attrs.get("has_cv", False):
+        raise UsageError(f"--cv {cv}: {path} has no cv column")
+    observed = ~np.isnan(phenos["response"].values)
+    if not np.any(observed & (phenos["cv"].values == cv)):
+        folds = sorted(set(np.unique(phenos["cv"].values[observed]).tolist()) - {NO_CV})
+        raise UsageError(
+            f"--cv {cv}: no observed row of {path} has cv {cv} (folds present: {folds})"
+        )
+    return phenos.assign_attrs(cv=int(cv))
+
+
+def split_masks(phenos: xr.Dataset, cv: int | None = None) -> tuple[xr.DataArray, xr.DataArray]:
+    """(train, validation) boolean masks over (samples, blocks).
+
+    Validation: observed rows whose cv equals the fold (`cv`, else attrs["cv"]);
+    train: every other observed row. Without a fold, validation is empty.
+    """
+    fold = phenos.attrs.get("cv", NO_CV) if cv is None else cv
+    observed = phenos["response"].notnull()
+    if fold is None or fold < 0:
+        return observed, xr.zeros_like(observed)
+    validation = observed & (phenos["cv"] == fold)
+    return observed & ~validation, validation

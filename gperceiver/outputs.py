@@ -1,0 +1,125 @@
+"""The result files every predicting command writes: predictions.tsv and metrics.json.
+
+`fit`, `predict` and `baseline` share them so their results sit side by side:
+
+- predictions.tsv: one row per (block, sample), columns `name block cv observed
+  predicted` and, when classifying, one `prob_<class>` column per class; empty
+  cells where a sample has no observation or no fold;
+- metrics.json: a JSON object (see `metrics.evaluate`), NaN written as null.
+
+Both are written atomically (a temporary sibling renamed into place).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from gperceiver.atomic import atomic_output
+from gperceiver.data.phenotypes import BLOCKS, NO_CV, SAMPLES
+
+CLASSES = "classes"
+PREDICTIONS_FILE = "predictions.tsv"
+METRICS_FILE = "metrics.json"
+PREDICTION_COLUMNS = ("name", "block", "cv", "observed", "predicted")
+
+
+def predictions_dataset(
+    phenos: xr.Dataset,
+    predicted: np.ndarray | xr.DataArray,
+    probabilities: np.ndarray | xr.DataArray | None = None,
+    classes: Sequence[Any] | None = None,
+) -> xr.Dataset:
+    """Predictions (samples, blocks) next to the observations and folds of `phenos`.
+
+    `probabilities` (samples, blocks, classes), when classifying; `classes` labels
+    its last axis (default 0..k-1).
+    """
+    ds = xr.Dataset(
+        {
+            "observed": phenos["response"],
+            "cv": phenos["cv"],
+            "predicted": ((SAMPLES, BLOCKS), np.asarray(predicted, dtype=np.float32)),
+        },
+        coords=phenos.coords,
+        attrs=dict(phenos.attrs),
+    )
+    if probabilities is not None:
+        probs = np.asarray(probabilities, dtype=np.float32)
+        labels = list(range(probs.shape[-1])) if classes is None else list(classes)
+        ds["probability"] = ((SAMPLES, BLOCKS, CLASSES), probs)
+        ds = ds.assign_coords({"class": (CLASSES, labels)})
+    return ds
+
+
+def predictions_table(preds: xr.Dataset) -> pd.DataFrame:
+    """predictions.tsv's rows: block by block, samples in store order."""
+    n_samples, n_blocks = preds.sizes[SAMPLES], preds.sizes[BLOCKS]
+    names = np.array([str(s) for s in preds["sample_id"].values], dtype=object)
+    blocks = np.asarray(preds["block"].values)
+    cv = preds["cv"].values.T.ravel()
+    table = pd.DataFrame({
+        "name": np.tile(names, n_blocks),
+        "block": np.repeat(blocks, n_samples),
+        "cv": pd.array(np.where(cv == NO_CV, None, cv), dtype="Int64"),
+        "observed": preds["observed"].values.T.ravel(),
+        "predicted": preds["predicted"].values.T.ravel(),
+    })
+    if "probability" in preds:
+        probs = preds["probability"].values.transpose(1, 0, 2).reshape(n_blocks * n_samples, -1)
+        for k, label in enumerate(preds["class"].values):
+            table[f"prob_{label}"] = probs[:, k]
+    return table
+
+
+def write_predictions(
+    preds: xr.Dataset, path: str | os.PathLike, force: bool = False
+) -> Path:
+    """Write predictions.tsv atomically; return its path."""
+    with atomic_output(path, force) as tmp:
+        predictions_table(preds).to_csv(tmp, sep="\t", index=False, na_rep="", float_format="%.7g")
+    return Path(path)
+
+
+def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
+    """predictions.tsv back as a DataFrame (empty cells as NA)."""
+    return pd.read_csv(path, sep="\t", dtype={"name": str, "cv": "Int64"})
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: numpy scalars and arrays to Python, NaN/inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_metrics(metrics: dict[str, Any], path: str | os.PathLike, force: bool = False) -> Path:
+    """Write metrics.json atomically (NaN as null); return its path."""
+    with atomic_output(path, force) as tmp:
+        tmp.write_text(json.dumps(_plain(metrics), indent=2, allow_nan=False) + "\n")
+    return Path(path)
+
+
+def write_run(
+    out_dir: str | os.PathLike, preds: xr.Dataset, metrics: dict[str, Any], force: bool = False
+) -> Path:
+    """Write a folder holding predictions.tsv and metrics.json, atomically as a whole."""
+    with atomic_output(out_dir, force) as tmp:
+        tmp.mkdir()
+        write_predictions(preds, tmp / PREDICTIONS_FILE)
+        write_metrics(metrics, tmp / METRICS_FILE)
+    return Path(out_dir)
