@@ -1,0 +1,611 @@
+"""Pictures of a training run, an embedding and a genotype store (matplotlib, PNG).
+
+Every picture is drawn on a bare `matplotlib.figure.Figure` (Agg canvas, no pyplot
+and no global backend state) and written atomically, so a half-drawn PNG never
+appears. Inputs are what other stages write: a run folder's `metrics.csv` (Lightning
+CSVLogger) and `predictions.tsv`, an embeddings Zarr (`gperceiver embed`) and a
+genotype store. Store statistics are computed out of core with Dask.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+from matplotlib.figure import Figure
+
+from gperceiver import schema
+from gperceiver.atomic import atomic_output, check_writable
+from gperceiver.errors import CannotWriteError, InputFormatError, InputNotFoundError, UsageError
+
+DPI = 100
+GREY = "#c8c8c8"
+HIGHLIGHT = "#d62728"
+TRAIN_COLOUR = "#1f77b4"
+
+# Output file names: a run folder's pictures; a store's or an embedding's get its stem first.
+LEARNING_CURVES = "learning_curves.png"
+PREDICTIONS = "observed_vs_predicted.png"
+ALLELE_FREQUENCY = "allele_frequency.png"
+MISSINGNESS = "missingness.png"
+SAMPLE_PCA = "pca.png"
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def _save(fig: Figure, out: str | os.PathLike, force: bool) -> Path:
+    """Write `fig` as a PNG at `out`, atomically; return the path."""
+    out = Path(out)
+    with atomic_output(out, force) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    return out
+
+
+def _grid(n: int, ncols: int = 3, size: tuple[float, float] = (4.0, 3.4)) -> tuple[Figure, list]:
+    """A figure with `n` panels in rows of at most `ncols`; unused panels hidden."""
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def _strings(arr: xr.DataArray) -> np.ndarray:
+    """A string variable (numpy StringDType, object or fixed width) as a numpy str array."""
+    return np.asarray([str(v) for v in np.asarray(arr.values).tolist()], dtype=str)
+
+
+def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation; NaN with fewer than 2 points or a constant side."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.size < 2 or np.std(x) == 0 or np.std(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def _read_tsv(path: Path, what: str, required: Sequence[str], **kwargs) -> pd.DataFrame:
+    """Read a tab-separated file with a header; one clear line when it is not one."""
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: no such {what}")
+    try:
+        table = pd.read_csv(path, sep="\t", **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise InputFormatError(path, f"not a tab-separated {what} ({str(e).strip()})") from None
+    for column in required:
+        if column not in table.columns:
+            raise InputFormatError(
+                path, f"missing column '{column}' (expected {', '.join(required)})", line=1
+            )
+    return table
+
+
+def _numeric(path: Path, table: pd.DataFrame, column: str, *, allow_empty: bool) -> np.ndarray:
+    """A column as floats; the first unparsable cell is reported with its line."""
+    values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
+    bad = np.isnan(values) & (table[column].notna().to_numpy() | (not allow_empty))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise InputFormatError(
+            path, f"'{table[column].iloc[row]}' is not a number", line=row + 2, column=column
+        )
+    return values
+
+
+# ---------------------------------------------------------------- learning curves
+
+_PREFIXES = ("train_", "training_", "val_", "valid_", "validation_", "test_")
+_SUFFIXES = ("_step", "_epoch")
+
+
+def _family(column: str) -> str:
+    """train_loss, val_loss, train_loss_epoch -> loss: one panel per family."""
+    name = column
+    for prefix in _PREFIXES:
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+            break
+    for suffix in _SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return name or column
+
+
+def read_metrics(path: str | os.PathLike) -> pd.DataFrame:
+    """A Lightning CSVLogger `metrics.csv`: `epoch`, `step` and sparse metric columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: no such metrics file")
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise InputFormatError(path, f"not a metrics CSV ({str(e).strip()})") from None
+    metrics = [c for c in table.columns if c not in ("epoch", "step")]
+    if not metrics:
+        raise InputFormatError(path, "no metric columns besides epoch and step", line=1)
+    for column in table.columns:
+        _numeric(path, table, column, allow_empty=True)
+    return table.apply(pd.to_numeric, errors="coerce")
+
+
+def plot_learning_curves(
+    metrics_csv: str | os.PathLike, out: str | os.PathLike, *, force: bool = False
+) -> Path:
+    """Write `learning_curves_figure` as a PNG at `out`."""
+    return _save(learning_curves_figure(metrics_csv), out, force)
+
+
+def learning_curves_figure(metrics_csv: str | os.PathLike) -> Figure:
+    """One panel per metric family (train and validation together) against the step."""
+    table = read_metrics(metrics_csv)
+    x_name = next((c for c in ("step", "epoch") if c in table.columns), None)
+    x_all = table[x_name].to_numpy() if x_name else np.arange(len(table), dtype=float)
+    families: dict[str, list[str]] = {}
+    for column in table.columns:
+        if column not in ("epoch", "step") and table[column].notna().any():
+            families.setdefault(_family(column), []).append(column)
+    if not families:
+        raise InputFormatError(metrics_csv, "every metric column is empty")
+    fig, axes = _grid(len(families), ncols=2, size=(5.0, 3.4))
+    for ax, (family, columns) in zip(axes, families.items(), strict=True):
+        for column in columns:
+            rows = table[column].notna().to_numpy()
+            x, y = x_all[rows], table[column].to_numpy()[rows]
+            ax.plot(x, y, marker="o" if rows.sum() <= 50 else None, ms=3, lw=1.2, label=column)
+        values = table[columns].to_numpy(dtype=float)
+        values = values[np.isfinite(values)]
+        if values.size and values.min() > 0 and values.max() / values.min() > 30:
+            ax.set_yscale("log")
+        ax.set_title(family)
+        ax.set_xlabel(x_name or "row")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(f"learning curves: {Path(metrics_csv).parent.name}")
+    return fig
+
+
+# ---------------------------------------------------------------- observed vs predicted
+
+PREDICTION_COLUMNS = ("name", "block", "observed", "predicted")
+
+
+def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
+    """`predictions.tsv` (name, block, [cv,] observed, predicted, ...); unobserved rows kept."""
+    path = Path(path)
+    table = _read_tsv(path, "predictions file", PREDICTION_COLUMNS, dtype={"name": str})
+    table["block"] = _numeric(path, table, "block", allow_empty=False).astype(int)
+    table["predicted"] = _numeric(path, table, "predicted", allow_empty=False)
+    table["observed"] = _numeric(path, table, "observed", allow_empty=True)
+    if "cv" in table.columns:
+        table["cv"] = pd.to_numeric(table["cv"], errors="coerce")
+    return table
+
+
+def validation_fold(run_dir: str | os.PathLike) -> int | None:
+    """The `cv` fold a run held out, when its params.json (or metrics.json) records one."""
+    for name in ("params.json", "metrics.json"):
+        path = Path(run_dir) / name
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        cv = data.get("cv") if isinstance(data, dict) else None
+        if isinstance(cv, int) and not isinstance(cv, bool):
+            return cv
+    return None
+
+
+def plot_predictions(
+    predictions_tsv: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    cv: int | None = None,
+    force: bool = False,
+) -> Path:
+    """Write `predictions_figure` as a PNG at `out`."""
+    return _save(predictions_figure(predictions_tsv, cv=cv), out, force)
+
+
+def predictions_figure(predictions_tsv: str | os.PathLike, *, cv: int | None = None) -> Figure:
+    """Observed against predicted, one panel per block, Pearson r in each title.
+
+    With a `cv` column and the held-out fold `cv`, validation rows are drawn in red
+    on top of the training rows and the title gives r on each.
+    """
+    table = read_predictions(predictions_tsv)
+    table = table[np.isfinite(table["observed"])]
+    if table.empty:
+        raise InputFormatError(predictions_tsv, "no row has an observed value to compare")
+    blocks = sorted(table["block"].unique())
+    fig, axes = _grid(len(blocks), ncols=3, size=(4.0, 3.8))
+    for ax, block in zip(axes, blocks, strict=True):
+        rows = table[table["block"] == block]
+        obs, pred = rows["observed"].to_numpy(), rows["predicted"].to_numpy()
+        if cv is not None and "cv" in rows.columns:
+            held = (rows["cv"] == cv).to_numpy()
+            ax.scatter(obs[~held], pred[~held], s=9, alpha=0.5, c=TRAIN_COLOUR, label="training")
+            ax.scatter(obs[held], pred[held], s=14, alpha=0.85, c=HIGHLIGHT,
+                       label=f"validation (cv {cv})")
+            title = (f"block {block}: r = {pearson_r(obs[held], pred[held]):.3f} validation, "
+                     f"{pearson_r(obs[~held], pred[~held]):.3f} training")
+            ax.legend(fontsize="small", loc="upper left")
+        else:
+            ax.scatter(obs, pred, s=9, alpha=0.6, c=TRAIN_COLOUR)
+            title = f"block {block}: r = {pearson_r(obs, pred):.3f} (n = {len(obs)})"
+        lo = float(np.nanmin([obs.min(), pred.min()]))
+        hi = float(np.nanmax([obs.max(), pred.max()]))
+        ax.plot([lo, hi], [lo, hi], ls="--", lw=0.8, c="grey")
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel("observed")
+        ax.set_ylabel("predicted")
+        ax.grid(alpha=0.3)
+    return fig
+
+
+# ---------------------------------------------------------------- embeddings: PCA
+
+
+def pca(x: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Scores on the first `k` principal components and their explained variance ratios."""
+    x = np.asarray(x, dtype=np.float64)
+    centred = x - x.mean(axis=0)
+    u, s, _ = np.linalg.svd(centred, full_matrices=False)
+    k = min(k, s.size)
+    total = float((s**2).sum())
+    ratio = (s[:k] ** 2) / total if total > 0 else np.zeros(k)
+    scores = u[:, :k] * s[:k]
+    if scores.shape[1] < 2:  # a 1-D embedding still gets a 2-D picture
+        scores = np.column_stack([scores, np.zeros(len(scores))])
+        ratio = np.append(ratio, 0.0)
+    return scores, ratio
+
+
+def read_labels(path: str | os.PathLike) -> pd.Series:
+    """A sample label file (TSV with columns `name` and `label`) as name -> label."""
+    path = Path(path)
+    table = _read_tsv(path, "label file", ("name", "label"), dtype=str, keep_default_na=False)
+    dup = table["name"].duplicated()
+    if dup.any():
+        row = int(np.flatnonzero(dup.to_numpy())[0])
+        raise InputFormatError(
+            path, f"sample '{table['name'].iloc[row]}' appears twice", line=row + 2, column="name"
+        )
+    return table.set_index("name")["label"]
+
+
+def read_block_phenotype(path: str | os.PathLike, block: int) -> pd.Series:
+    """One block of a phenotype TSV (name response block [cv]) as name -> response."""
+    path = Path(path)
+    table = _read_tsv(path, "phenotype file", ("name", "response", "block"), dtype={"name": str})
+    blocks = _numeric(path, table, "block", allow_empty=False)
+    response = _numeric(path, table, "response", allow_empty=True)
+    keep = (blocks == block) & np.isfinite(response)
+    if not keep.any():
+        raise InputFormatError(path, f"no observed response in block {block}", column="block")
+    series = pd.Series(response[keep], index=table["name"].to_numpy()[keep])
+    return series.groupby(level=0).mean()
+
+
+def _open_embedding(emb: str | os.PathLike | xr.Dataset) -> xr.Dataset:
+    if isinstance(emb, xr.Dataset):
+        ds = emb
+    else:
+        path = Path(emb)
+        if not path.exists():
+            raise InputNotFoundError(f"{path}: no such embedding")
+        try:
+            ds = xr.open_zarr(path)
+        except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
+            raise InputFormatError(path, f"not a readable embeddings Zarr ({e})") from None
+    if "sample_embedding" not in ds.variables:
+        raise InputFormatError(emb if not isinstance(emb, xr.Dataset) else "dataset",
+                               "variable 'sample_embedding' is missing")
+    return ds
+
+
+def plot_embedding_pca(
+    emb: str | os.PathLike | xr.Dataset,
+    out: str | os.PathLike,
+    *,
+    phenos: str | os.PathLike | None = None,
+    block: int = 0,
+    labels: str | os.PathLike | None = None,
+    force: bool = False,
+) -> Path:
+    """Write `embedding_pca_figure` as a PNG at `out`."""
+    fig = embedding_pca_figure(emb, phenos=phenos, block=block, labels=labels)
+    return _save(fig, out, force)
+
+
+def embedding_pca_figure(
+    emb: str | os.PathLike | xr.Dataset,
+    *,
+    phenos: str | os.PathLike | None = None,
+    block: int = 0,
+    labels: str | os.PathLike | None = None,
+) -> Figure:
+    """PCA of `sample_embedding`, coloured by one phenotype block or by sample labels."""
+    if phenos is not None and labels is not None:
+        raise UsageError("colour by --phenos or by --labels, not both")
+    ds = _open_embedding(emb)
+    x = np.asarray(ds["sample_embedding"].values, dtype=np.float64)
+    names = _strings(ds["sample_id"]) if "sample_id" in ds else None
+    scores, ratio = pca(x)
+    fig = Figure(figsize=(6.4, 5.0), layout="constrained")
+    ax = fig.subplots()
+    if (phenos is not None or labels is not None) and names is None:
+        raise InputFormatError(emb, "variable 'sample_id' is missing: cannot match samples")
+    if phenos is not None:
+        values = read_block_phenotype(phenos, block).reindex(names).to_numpy(dtype=float)
+        seen = np.isfinite(values)
+        if not seen.any():
+            raise InputFormatError(phenos, "no name matches a sample of the embedding")
+        ax.scatter(*scores[~seen].T, s=8, c=GREY, label="no phenotype")
+        points = ax.scatter(*scores[seen].T, s=10, c=values[seen], cmap="viridis")
+        fig.colorbar(points, ax=ax, label=f"response, block {block}")
+        if (~seen).any():
+            ax.legend(fontsize="small", loc="best")
+        title = f"{seen.sum()} of {len(names)} samples with a phenotype in block {block}"
+    elif labels is not None:
+        table = read_labels(labels).reindex(names)
+        if table.isna().all():
+            raise InputFormatError(labels, "no name matches a sample of the embedding")
+        kinds = sorted(table.dropna().unique())
+        palette = _palette(len(kinds))
+        if table.isna().any():
+            ax.scatter(*scores[table.isna().to_numpy()].T, s=8, c=GREY, label="no label")
+        for kind, colour in zip(kinds, palette, strict=True):
+            rows = (table == kind).to_numpy()
+            ax.scatter(*scores[rows].T, s=10, color=colour, label=str(kind))
+        if len(kinds) <= 20:
+            ax.legend(fontsize="small", loc="best", markerscale=1.5)
+        title = f"{len(names)} samples, {len(kinds)} labels"
+    else:
+        ax.scatter(*scores.T, s=10, c=TRAIN_COLOUR)
+        title = f"{len(x)} samples"
+    ax.set_xlabel(f"PC1 ({ratio[0]:.1%})")
+    ax.set_ylabel(f"PC2 ({ratio[1]:.1%})")
+    ax.set_title(f"sample embeddings: {title}", fontsize="medium")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _palette(n: int) -> list:
+    """`n` distinguishable colours (tab10 / tab20, then evenly spaced hues)."""
+    import matplotlib
+
+    if n <= 10:
+        return [matplotlib.colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [matplotlib.colormaps["tab20"](i) for i in range(n)]
+    return [matplotlib.colormaps["hsv"](i / n) for i in range(n)]
+
+
+# ---------------------------------------------------------------- genotype store
+
+
+def missingness(ds: xr.Dataset) -> xr.Dataset:
+    """Per-variant and per-sample missing rates, computed lazily (Dask) in one pass.
+
+    A rate is the share of missing copies (-1) among the non-padded copies (padding
+    is -2, mixed ploidy); NaN where nothing was called at all.
+    """
+    gt = ds["call_genotype"].data
+    if not isinstance(gt, da.Array):
+        gt = da.from_array(np.asarray(gt))
+    missing = gt == schema.MISSING
+    present = gt >= schema.MISSING
+    sums = [
+        missing.sum(axis=(1, 2), dtype=np.int64), present.sum(axis=(1, 2), dtype=np.int64),
+        missing.sum(axis=(0, 2), dtype=np.int64), present.sum(axis=(0, 2), dtype=np.int64),
+    ]
+    with dask.config.set(scheduler="threads"):
+        vm, vp, sm, sp = dask.compute(*sums)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return xr.Dataset({
+            "variant_missing_rate": ((schema.VARIANTS,), vm / np.where(vp == 0, np.nan, vp)),
+            "sample_missing_rate": ((schema.SAMPLES,), sm / np.where(sp == 0, np.nan, sp)),
+        })
+
+
+def folded_spectrum(ds: xr.Dataset, bins: int = 25) -> tuple[np.ndarray, np.ndarray, int]:
+    """Histogram of every non-major allele's frequency (0, 0.5], lazily over variants.
+
+    For biallelic data this is the minor allele frequency spectrum. Returns counts,
+    bin edges and the number of monomorphic variants (no second allele observed).
+    """
+    freq = ds["variant_allele_frequency"].data
+    if not isinstance(freq, da.Array):
+        freq = da.from_array(np.asarray(freq))
+    freq = freq.astype(np.float64)
+    edges = np.linspace(0.0, 0.5, bins + 1)
+
+    def non_major(block: np.ndarray) -> np.ndarray:
+        out = np.where(np.isfinite(block) & (block > 0), block, -1.0)
+        if out.shape[0]:
+            out[np.arange(out.shape[0]), np.argmax(out, axis=1)] = -1.0  # drop the major allele
+        return out
+
+    others = freq.map_blocks(non_major, dtype=np.float64) if freq.shape[1] else freq
+    others = others.rechunk({1: -1}) if freq.numblocks[1] > 1 else others
+    counts, _ = da.histogram(others.ravel(), bins=edges)
+    monomorphic = ((freq > 0).sum(axis=1) < 2).sum()
+    with dask.config.set(scheduler="threads"):
+        counts, monomorphic = dask.compute(counts, monomorphic)
+    return np.asarray(counts), edges, int(monomorphic)
+
+
+def _open_store(store: str | os.PathLike | xr.Dataset) -> xr.Dataset:
+    from gperceiver.store import open_store
+
+    return store if isinstance(store, xr.Dataset) else open_store(store)
+
+
+def plot_allele_frequency(
+    store: str | os.PathLike | xr.Dataset, out: str | os.PathLike, *, force: bool = False
+) -> Path:
+    """Write `allele_frequency_figure` as a PNG at `out`."""
+    return _save(allele_frequency_figure(store), out, force)
+
+
+def allele_frequency_figure(store: str | os.PathLike | xr.Dataset) -> Figure:
+    """The folded allele frequency spectrum of a store."""
+    ds = _open_store(store)
+    if ds["variant_allele_frequency"].data.shape[1] != ds.sizes[schema.ALLELES]:
+        raise InputFormatError(store, "variant_allele_frequency does not match alleles")
+    # A multi-allele store rechunked along alleles would split the argmax: keep rows whole.
+    ds = ds.assign(variant_allele_frequency=ds["variant_allele_frequency"].chunk({"alleles": -1}))
+    counts, edges, monomorphic = folded_spectrum(ds)
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.subplots()
+    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=TRAIN_COLOUR,
+           edgecolor="white")
+    ax.set_xlabel("frequency of the non-major allele(s)")
+    ax.set_ylabel("alleles" if ds.sizes[schema.ALLELES] > 2 else "variants")
+    ax.set_xlim(0, 0.5)
+    n_var = ds.sizes[schema.VARIANTS]
+    ax.set_title(f"allele frequency spectrum: {n_var:,} variants, {monomorphic:,} monomorphic",
+                 fontsize="medium")
+    ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
+def plot_missingness(
+    store: str | os.PathLike | xr.Dataset, out: str | os.PathLike, *, force: bool = False
+) -> Path:
+    """Write `missingness_figure` as a PNG at `out`."""
+    return _save(missingness_figure(store), out, force)
+
+
+def missingness_figure(store: str | os.PathLike | xr.Dataset) -> Figure:
+    """Missing rate per variant along the genome and the per-sample distribution."""
+    ds = _open_store(store)
+    rates = missingness(ds)
+    contig = np.asarray(ds["variant_contig"].values)
+    contig_names = _strings(ds["contig_id"])
+    fig = Figure(figsize=(10.0, 3.8), layout="constrained")
+    left, right = fig.subplots(1, 2, width_ratios=[2.2, 1])
+    x = np.arange(contig.size)
+    variant_rate = rates["variant_missing_rate"].values
+    colours = np.where(contig % 2 == 0, TRAIN_COLOUR, "#ff7f0e")
+    left.scatter(x, variant_rate, s=4, c=colours)
+    ticks, names = [], []
+    for c in np.unique(contig):
+        where = np.flatnonzero(contig == c)
+        ticks.append(float(where.mean()))
+        names.append(contig_names[c] if c < contig_names.size else str(c))
+    if len(ticks) <= 30:
+        left.set_xticks(ticks, names, rotation=90 if len(ticks) > 8 else 0, fontsize="small")
+    left.set_xlabel("variant (contig order)")
+    left.set_ylabel("missing rate")
+    left.set_title(f"per variant: mean {np.nanmean(variant_rate):.2%}", fontsize="medium")
+    left.grid(alpha=0.3, axis="y")
+    sample_rate = rates["sample_missing_rate"].values
+    right.hist(sample_rate[np.isfinite(sample_rate)], bins=20, color=TRAIN_COLOUR,
+               edgecolor="white")
+    right.set_xlabel("missing rate")
+    right.set_ylabel("samples")
+    right.set_title(f"per sample: max {np.nanmax(sample_rate):.2%}", fontsize="medium")
+    right.grid(alpha=0.3, axis="y")
+    return fig
+
+
+# ---------------------------------------------------------------- dispatch on a path
+
+
+def _zarr_members(path: Path) -> set[str] | None:
+    """Names of the arrays of a local Zarr group, or None when `path` is not one."""
+    if not ((path / "zarr.json").is_file() or (path / ".zgroup").is_file()):
+        return None
+    return {p.name for p in path.iterdir() if p.is_dir()}
+
+
+def _out_dir(out_dir: str | os.PathLike | None, default: Path) -> Path:
+    """The folder to write into: `out_dir` (created when missing) or `default`."""
+    if out_dir is None:
+        return default
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise CannotWriteError(f"{out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CannotWriteError(f"{out}: cannot create the folder ({e.strerror})") from None
+    return out
+
+
+def find_metrics(run_dir: Path) -> Path | None:
+    """RUN_DIR/metrics.csv, else the newest metrics.csv below it (Lightning's versions)."""
+    direct = run_dir / "metrics.csv"
+    if direct.is_file():
+        return direct
+    found = sorted(run_dir.glob("**/metrics.csv"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def plot_path(
+    path: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    phenos: str | os.PathLike | None = None,
+    block: int = 0,
+    labels: str | os.PathLike | None = None,
+    cv: int | None = None,
+    force: bool = False,
+) -> list[Path]:
+    """Every picture that fits `path`: a genotype store, an embeddings Zarr or a run folder.
+
+    A run folder's pictures go into it by default; a store's and an embedding's go
+    next to it, named after it. Returns the PNGs written.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputNotFoundError(f"{path}: no such run folder, embedding or store")
+    if not path.is_dir():
+        raise InputFormatError(path, "expected a run folder, an embeddings Zarr or a store")
+    members = _zarr_members(path)
+    colouring = phenos is not None or labels is not None
+    stem = path.name.removesuffix(".zarr")
+    figures: dict[str, Figure] = {}
+    if members is not None and "call_genotype" in members:
+        if colouring:
+            raise UsageError("--phenos/--labels colour an embedding's PCA, not a store")
+        default = path.absolute().parent
+        figures[f"{stem}.{ALLELE_FREQUENCY}"] = allele_frequency_figure(path)
+        figures[f"{stem}.{MISSINGNESS}"] = missingness_figure(path)
+    elif members is not None and "sample_embedding" in members:
+        default = path.absolute().parent
+        figures[f"{stem}.{SAMPLE_PCA}"] = embedding_pca_figure(
+            path, phenos=phenos, block=block, labels=labels)
+    else:
+        metrics = find_metrics(path) if members is None else None
+        predictions = path / "predictions.tsv"
+        if metrics is None and not predictions.is_file():
+            raise InputFormatError(
+                path, "neither a store (call_genotype), an embedding (sample_embedding) nor "
+                "a run folder (metrics.csv, predictions.tsv)"
+            )
+        if colouring:
+            raise UsageError("--phenos/--labels colour an embedding's PCA, not a run folder")
+        default = path
+        if metrics is not None:
+            figures[LEARNING_CURVES] = learning_curves_figure(metrics)
+        if predictions.is_file():
+            fold = cv if cv is not None else validation_fold(path)
+            figures[PREDICTIONS] = predictions_figure(predictions, cv=fold)
+    # Every input read and every figure drawn: now write all of them, or none.
+    out = _out_dir(out_dir, default)
+    for name in figures:
+        check_writable(out / name, force)
+    return [_save(fig, out / name, force) for name, fig in figures.items()]
