@@ -100,6 +100,17 @@ def sniff(path: Path) -> str:
     )
 
 
+def gzip_fault(path: Path) -> str | None:
+    """Why the (b)gzip stream of `path` cannot be read to its end, or None if it can."""
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(COPY_BLOCK):
+                pass
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
+        return f"truncated or corrupt gzip data ({e})"
+    return None
+
+
 def check_header(path: Path) -> None:
     """Refuse a file htslib cannot parse, with no samples, or with no GT field."""
     import cyvcf2
@@ -110,7 +121,10 @@ def check_header(path: Path) -> None:
         except Exception:  # noqa: BLE001 - cyvcf2 raises bare Exception for a bad header
             vcf = None
     if vcf is None:
-        raise InputFormatError(path, f"cannot read the header ({_last(messages, 'bad header')})")
+        problem = gzip_fault(path) if sniff(path) != "text-vcf" else None
+        raise InputFormatError(
+            path, problem or f"cannot read the header ({_last(messages, 'bad header')})"
+        )
     try:
         if not vcf.samples:
             raise InputFormatError(path, "no samples (the #CHROM line has no sample columns)")
@@ -139,6 +153,9 @@ def build_index(path: Path, where: Path) -> None:
             problem = None
         else:
             return
+    fault = gzip_fault(path)
+    if fault:
+        raise InputFormatError(where, fault)
     problem = _last(messages, "htslib failed")
     hint = ""
     if "nsorted" in problem or "not continuous" in problem:
