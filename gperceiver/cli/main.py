@@ -6,8 +6,10 @@ import argparse
 import errno
 import importlib
 import os
+import signal
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 
 from gperceiver import __version__
@@ -55,12 +57,16 @@ def report(message: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return (and, as a script, exit with) its documented exit code."""
     args = build_parser().parse_args(argv)
+    # A batch scheduler's SIGTERM ends the run like Ctrl-C: outputs stay atomic.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         args.func(args)
     except GPerceiverError as e:
         report(e.message)
         return int(e.exit_code)
     except KeyboardInterrupt:
+        # Work cut short inside zarr's async I/O leaves coroutines that would warn at exit.
+        warnings.simplefilter("ignore")
         report("interrupted")
         return int(ExitCode.INTERRUPTED)
     except MemoryError:
@@ -74,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, no traceback
         return _unexpected(e)
     return int(ExitCode.OK)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _unexpected(e: BaseException) -> int:

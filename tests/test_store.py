@@ -1,0 +1,66 @@
+"""open_store: lazy, validated, and clear about broken stores."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import zarr
+
+from gperceiver import open_store
+from gperceiver.errors import ExitCode, InputFormatError, InputNotFoundError
+from tests.conftest import run_cli
+
+
+def test_lazy_and_labelled(example_store):
+    ds = open_store(example_store)
+    assert ds.call_genotype.chunks is not None  # Dask-backed, nothing loaded
+    assert ds.sizes["samples"] == 40 and ds.sizes["variants"] == 60
+    assert ds.call_genotype.dtype == np.int8
+    chr2 = ds.sel(variants=(ds.variant_contig == 1).values)
+    assert set(chr2.variant_id.values) == {f"m{i}" for i in range(20, 40)}
+
+
+def test_missing_store(tmp_path):
+    with pytest.raises(InputNotFoundError, match="no such genotype store"):
+        open_store(tmp_path / "nope.zarr")
+
+
+def test_not_a_store(tmp_path):
+    (tmp_path / "x.zarr").mkdir()
+    with pytest.raises(InputFormatError, match="not a readable Zarr genotype store"):
+        open_store(tmp_path / "x.zarr")
+
+
+def test_missing_variable_named(example_store, tmp_path):
+    broken = tmp_path / "b.zarr"
+    shutil.copytree(example_store, broken)
+    shutil.rmtree(broken / "variant_allele_frequency")
+    (broken / ".zmetadata").unlink()
+    with pytest.raises(InputFormatError, match="variable 'variant_allele_frequency' is missing"):
+        open_store(broken)
+
+
+def test_wrong_dtype_named(example_store, tmp_path):
+    broken = tmp_path / "b.zarr"
+    shutil.copytree(example_store, broken)
+    (broken / ".zmetadata").unlink()
+    g = zarr.open_group(str(broken), mode="a")
+    arr = g.create_array("variant_allele_frequency", shape=(60, 2), dtype="<U3", overwrite=True)
+    arr.attrs["_ARRAY_DIMENSIONS"] = ["variants", "alleles"]
+    with pytest.raises(InputFormatError, match="'variant_allele_frequency' has dtype"):
+        open_store(broken)
+
+
+def test_corrupt_chunk_names_variable(example_store, tmp_path):
+    broken = tmp_path / "b.zarr"
+    shutil.copytree(example_store, broken)
+    (broken / "call_genotype" / "1.1.0").write_bytes(b"\x00garbage" * 9)
+    ds = open_store(broken)  # metadata is fine: opening works
+    with pytest.raises(InputFormatError, match=r"variable 'call_genotype' cannot be read at \[32:"):
+        ds.call_genotype.load()
+    proc = run_cli("info", broken)
+    assert proc.returncode == ExitCode.INPUT_FORMAT
+    assert "variable 'call_genotype'" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1
