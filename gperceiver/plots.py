@@ -284,17 +284,18 @@ def read_labels(path: str | os.PathLike) -> pd.Series:
     return table.set_index("name")["label"]
 
 
-def read_block_phenotype(path: str | os.PathLike, block: int) -> pd.Series:
-    """One block of a phenotype TSV (name response block [cv]) as name -> response."""
-    path = Path(path)
-    table = _read_tsv(path, "phenotype file", ("name", "response", "block"), dtype={"name": str})
-    blocks = _numeric(path, table, "block", allow_empty=False)
-    response = _numeric(path, table, "response", allow_empty=True)
-    keep = (blocks == block) & np.isfinite(response)
-    if not keep.any():
-        raise InputFormatError(path, f"no observed response in block {block}", column="block")
-    series = pd.Series(response[keep], index=table["name"].to_numpy()[keep])
-    return series.groupby(level=0).mean()
+def block_phenotype(path: str | os.PathLike, names: Sequence[str], block: int) -> np.ndarray:
+    """Responses of phenotype block `block` for samples `names` (NaN: unobserved)."""
+    from gperceiver.data.phenotypes import read_phenotypes
+
+    phenos = read_phenotypes(path, names)
+    blocks = np.asarray(phenos["block"].values).tolist()
+    if block not in blocks:
+        raise InputFormatError(path, f"no block {block} (blocks: {blocks})", column="block")
+    values = phenos["response"].isel(blocks=blocks.index(block)).values.astype(np.float64)
+    if not np.isfinite(values).any():
+        raise InputFormatError(path, f"no sample of the embedding is observed in block {block}")
+    return values
 
 
 def _open_embedding(emb: str | os.PathLike | xr.Dataset) -> xr.Dataset:
@@ -347,10 +348,8 @@ def embedding_pca_figure(
     if (phenos is not None or labels is not None) and names is None:
         raise InputFormatError(emb, "variable 'sample_id' is missing: cannot match samples")
     if phenos is not None:
-        values = read_block_phenotype(phenos, block).reindex(names).to_numpy(dtype=float)
+        values = block_phenotype(phenos, names, block)
         seen = np.isfinite(values)
-        if not seen.any():
-            raise InputFormatError(phenos, "no name matches a sample of the embedding")
         ax.scatter(*scores[~seen].T, s=8, c=GREY, label="no phenotype")
         points = ax.scatter(*scores[seen].T, s=10, c=values[seen], cmap="viridis")
         fig.colorbar(points, ax=ax, label=f"response, block {block}")

@@ -278,7 +278,7 @@ def test_plot_errors_one_line_and_exit_codes(tmp_path, example_store, embedding,
         ((embedding,), {"labels": bad_labels}, ExitCode.INPUT_FORMAT,
          "bad.tsv, line 1: missing column 'name'"),
         ((embedding,), {"phenos": TEST_DATA / "phenos.tsv", "block": 7},
-         ExitCode.INPUT_FORMAT, "no observed response in block 7"),
+         ExitCode.INPUT_FORMAT, "no block 7 (blocks: [0, 1])"),
     ]
     for args, kwargs, code, message in cases:
         with pytest.raises(GPerceiverError) as err:
