@@ -1,0 +1,140 @@
+"""Checkpoints: read safely (weights only) and rebuild the model they hold.
+
+A checkpoint is Lightning's dict plus a "gperceiver" entry with everything needed
+to rebuild the model without the training run: the resolved params and the
+store's variant table (ids, positions, contigs), so a store with other variants
+can be refused. Only tensors, numbers, strings, lists and dicts are saved, so
+`torch.load(weights_only=True)` reads it; a pickle that would run code is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from gperceiver import schema
+from gperceiver.errors import InputFormatError, InputNotFoundError
+from gperceiver.train.params import Params, params_from_dict
+
+FORMAT = 1
+KEY = "gperceiver"
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint dict, read with `weights_only=True`; code-running pickles refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputFormatError(
+            path, "refused: the checkpoint holds objects other than plain weights "
+            f"(loading it could run code): {first}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise InputFormatError(path, f"not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict):
+        raise InputFormatError(path, "not a gperceiver checkpoint (no dict inside)")
+    return ckpt
+
+
+@dataclass
+class ModelInfo:
+    """What a checkpoint says about its model and the store it was trained on."""
+
+    params: Params
+    task: str
+    variant_id: list[str]
+    variant_position: np.ndarray
+    variant_contig: np.ndarray
+    contig_id: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "params": self.params.to_dict(),
+            "task": self.task,
+            "variant_id": list(self.variant_id),
+            "variant_position": torch.as_tensor(self.variant_position, dtype=torch.float64),
+            "variant_contig": torch.as_tensor(self.variant_contig, dtype=torch.int64),
+            "contig_id": list(self.contig_id),
+        }
+
+    @classmethod
+    def from_store(cls, ds: xr.Dataset, params: Params, task: str) -> ModelInfo:
+        return cls(
+            params=params,
+            task=task,
+            variant_id=[str(v) for v in ds["variant_id"].values.tolist()],
+            variant_position=np.asarray(ds["variant_position"].values, dtype=np.float64),
+            variant_contig=np.asarray(ds["variant_contig"].values, dtype=np.int64),
+            contig_id=[str(c) for c in ds["contig_id"].values.tolist()],
+        )
+
+    def check_store(self, ds: xr.Dataset, where: str) -> None:
+        """Refuse a store whose variants or ploidy/alleles differ from the model's."""
+        ids = [str(v) for v in ds["variant_id"].values.tolist()]
+        if ids != self.variant_id:
+            if len(ids) != len(self.variant_id):
+                problem = f"{len(ids)} variants, the model was trained on {len(self.variant_id)}"
+            else:
+                i = next(i for i, (a, b) in enumerate(zip(ids, self.variant_id, strict=True))
+                         if a != b)
+                problem = (f"variant {i} is '{ids[i]}', the model was trained with "
+                           f"'{self.variant_id[i]}' there")
+            raise InputFormatError(where, f"not the model's variants: {problem}")
+        ploidy, n_alleles = int(ds.sizes[schema.PLOIDY]), int(ds.sizes[schema.ALLELES])
+        if ploidy != self.params.ploidy or n_alleles + 1 != self.params.nalleles:
+            raise InputFormatError(
+                where, f"ploidy {ploidy} with {n_alleles} alleles; the model expects ploidy "
+                f"{self.params.ploidy} with {self.params.nalleles - 1} alleles")
+
+
+def model_info(ckpt: dict[str, Any], path: str | os.PathLike) -> ModelInfo:
+    """The ModelInfo stored in a checkpoint dict."""
+    meta = ckpt.get(KEY)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise InputFormatError(path, "not a gperceiver checkpoint (no model description)")
+    try:
+        return ModelInfo(
+            params=params_from_dict(meta["params"], where=str(path)),
+            task=str(meta["task"]),
+            variant_id=list(meta["variant_id"]),
+            variant_position=meta["variant_position"].numpy(),
+            variant_contig=meta["variant_contig"].numpy(),
+            contig_id=list(meta["contig_id"]),
+        )
+    except (KeyError, AttributeError, TypeError) as e:
+        raise InputFormatError(path, f"damaged model description ({e})") from None
+
+
+def build_model(info: ModelInfo):
+    """A freshly initialised GPerceiver for `info` (imported lazily: torch is heavy)."""
+    from gperceiver.model import GPerceiver
+
+    return GPerceiver(info.params, torch.from_numpy(info.variant_position),
+                      torch.from_numpy(info.variant_contig), len(info.contig_id))
+
+
+def load_model(path: str | os.PathLike, prefix: str = "model."):
+    """(GPerceiver in eval mode, ModelInfo, checkpoint dict) from a checkpoint file."""
+    ckpt = load_checkpoint(path)
+    info = model_info(ckpt, path)
+    model = build_model(info)
+    state = {k[len(prefix):]: v for k, v in ckpt.get("state_dict", {}).items()
+             if k.startswith(prefix)}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise InputFormatError(path, f"weights do not fit the model: {first}") from None
+    return model.eval(), info, ckpt

@@ -1,0 +1,160 @@
+"""The Lightning Trainer every training command uses (pretrain, fit).
+
+One factory so all runs behave alike: best and last checkpoints in RUN_DIR,
+early stopping on the monitored (validation) loss, RUN_DIR/metrics.csv, a
+progress bar, gradient clipping, precision, deterministic seeding, and resume
+from RUN_DIR/last.ckpt with weights-only loading (a code-running pickle is
+refused before Lightning sees it).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+from gperceiver.errors import CannotWriteError, InputNotFoundError
+from gperceiver.train.checkpoint import load_checkpoint
+from gperceiver.train.params import Params
+
+LAST, BEST, METRICS = "last.ckpt", "best.ckpt", "metrics.csv"
+RUN_FILES = (LAST, BEST, METRICS, "params.json", "hparams.yaml")
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's info banners and the warnings that do not apply to us."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (
+        ".*does not have many workers.*", ".*IterableDataset.*", ".*exists and is not empty.*",
+        ".*Checkpoint directory.*", ".*`isinstance\\(treespec, LeafSpec\\)`.*",
+        ".*number of training batches.*", ".*LeafSpec.*",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+class _Writer(ExperimentWriter):
+    """CSV writer that, on resume, keeps the rows up to the resumed epoch."""
+
+    def __init__(self, log_dir: str, keep_through_epoch: int | None):
+        self._keep = keep_through_epoch
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        path = self.metrics_file_path
+        if not os.path.isfile(path):
+            return
+        if self._keep is None:
+            os.remove(path)
+            return
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            keys, rows = list(reader.fieldnames or []), list(reader)
+        rows = [r for r in rows if r.get("epoch") and int(float(r["epoch"])) <= self._keep]
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(rows)
+        self.metrics_keys = sorted(keys)
+
+
+class RunLogger(CSVLogger):
+    """CSVLogger writing RUN_DIR/metrics.csv directly (no version folders)."""
+
+    def __init__(self, run_dir: str | os.PathLike, keep_through_epoch: int | None = None):
+        super().__init__(save_dir=str(run_dir), name="", version="")
+        self._keep = keep_through_epoch
+
+    @property
+    def experiment(self) -> _Writer:
+        if self._experiment is None:
+            os.makedirs(self.log_dir, exist_ok=True)
+            self._experiment = _Writer(self.log_dir, self._keep)
+        return self._experiment
+
+    def log_hyperparams(self, params=None, *args, **kwargs) -> None:
+        pass  # the resolved params are saved as RUN_DIR/params.json
+
+
+def make_trainer(
+    run_dir: str | os.PathLike,
+    params: Params,
+    *,
+    monitor: str = "val_loss",
+    progress: bool = True,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    resume_epoch: int | None = None,
+    callbacks: list | None = None,
+) -> L.Trainer:
+    """A Trainer writing best/last checkpoints and metrics.csv into `run_dir`."""
+    quiet_lightning()
+    run_dir = Path(run_dir)
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir, filename=Path(BEST).stem, monitor=monitor, mode="min",
+        save_top_k=1, save_last=True, enable_version_counter=False,
+    )
+    stopper = EarlyStopping(monitor=monitor, mode="min", patience=params.patience)
+    on_gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+    return L.Trainer(
+        default_root_dir=run_dir,
+        max_epochs=params.epochs,
+        accelerator=accelerator,
+        devices=devices,
+        precision=params.precision,
+        gradient_clip_val=params.grad_clip or None,
+        deterministic="warn" if on_gpu else True,
+        callbacks=[checkpoint, stopper, *(callbacks or [])],
+        logger=RunLogger(run_dir, resume_epoch),
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+    )
+
+
+def prepare_run_dir(run_dir: str | os.PathLike, *, resume: bool, force: bool) -> Path | None:
+    """Check RUN_DIR for a fresh run or a resume; return last.ckpt when resuming.
+
+    A fresh run refuses a folder holding an earlier run's files unless `force`
+    (then they are removed); a resume needs RUN_DIR/last.ckpt and checks that it
+    loads as plain weights.
+    """
+    run_dir = Path(run_dir)
+    if resume:
+        last = run_dir / LAST
+        if not last.is_file():
+            raise InputNotFoundError(f"{last}: nothing to resume (no last checkpoint)")
+        load_checkpoint(last)
+        return last
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CannotWriteError(f"{run_dir}: exists and is not a folder")
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if found and not force:
+        raise CannotWriteError(
+            f"{run_dir}: holds an earlier run ({found[0]}); pass --resume to continue it "
+            "or --force to start over")
+    for name in found:
+        (run_dir / name).unlink()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CannotWriteError(f"{run_dir}: cannot create the folder ({e.strerror})") from None
+    if not os.access(run_dir, os.W_OK):
+        raise CannotWriteError(f"{run_dir}: folder is not writable")
+    return None
+
+
+def fit(trainer: L.Trainer, module: L.LightningModule, train_loader, val_loader,
+        last: Path | None) -> None:
+    """trainer.fit, resuming from `last` (weights-only) when given."""
+    trainer.fit(module, train_loader, val_loader, ckpt_path=last,
+                weights_only=True if last is not None else None)

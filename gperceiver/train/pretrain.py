@@ -1,0 +1,240 @@
+"""Pretraining: masked (BERT-style) and twinned contrastive, through Lightning.
+
+`pretrain(store, run_dir, task, params)` splits the store's samples into training
+and held-out validation samples (by `seed`), streams batches with the loader,
+and trains a GPerceiver with the shared Trainer (`engine`): RUN_DIR gets
+best.ckpt, last.ckpt, metrics.csv and the resolved params.json.
+
+Masked loss: cross-entropy over genotype classes at the hidden target loci.
+Contrastive loss: cross-entropy over the number (0..P) of alleles two genotypes
+share at the targets, times `contrastive_weight`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gperceiver import schema
+from gperceiver.atomic import atomic_output
+from gperceiver.data.loader import make_loader
+from gperceiver.errors import UsageError
+from gperceiver.store import open_store
+from gperceiver.train import engine
+from gperceiver.train.checkpoint import KEY, ModelInfo, build_model, load_checkpoint, model_info
+from gperceiver.train.params import Params, params_from_dict
+
+TASKS = ("masked", "contrastive")
+# Keys a resumed run may change: they do not alter what the run computes so far.
+RESUMABLE_CHANGES = ("epochs", "patience", "num_workers")
+
+
+class PretrainModule(L.LightningModule):
+    """A GPerceiver and its pretraining loss; saves the model description in checkpoints."""
+
+    def __init__(self, model: torch.nn.Module, info: ModelInfo):
+        super().__init__()
+        self.model, self.info, self.task = model, info, info.task
+        self.loaders: dict[str, object] = {}
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, accuracy) over the real targets of a batch."""
+        if self.task == "masked":
+            logits = self.model.masked_logits(batch["x_alleles"], batch["x_index"],
+                                              batch["y_index"])
+            target = self.model.class_of(batch["y_counts"])
+            weight = 1.0
+        else:
+            logits = self.model.shared_logits(batch["x_alleles"], batch["x_index"],
+                                              batch["y_index"])
+            target = batch["y_shared"]
+            weight = self.info.params.contrastive_weight
+        keep = batch["y_mask"] & (target >= 0)
+        logits, target = logits[keep], target[keep]
+        if target.numel() == 0:
+            zero = logits.sum() * 0.0
+            return zero, zero.detach()
+        loss = F.cross_entropy(logits.float(), target)
+        accuracy = (logits.argmax(-1) == target).float().mean()
+        return weight * loss, accuracy
+
+    def training_step(self, batch, batch_idx):
+        loss, accuracy = self.loss(batch)
+        n = batch["x_index"].shape[0]
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("train_accuracy", accuracy, on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        loss, accuracy = self.loss(batch)
+        n = batch["x_index"].shape[0]
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("val_accuracy", accuracy, on_epoch=True, prog_bar=True, batch_size=n)
+
+    def configure_optimizers(self):
+        return configure_adamw(self.model, self.info.params)
+
+    # Lightning may create an epoch's iterator before that epoch's hooks run, so the
+    # loaders' epochs are set one step ahead: at the end of each epoch for the next
+    # one (the first epoch's, also on resume, is set before fit starts).
+    def on_train_epoch_end(self) -> None:
+        self._set_epochs(self.current_epoch + 1)
+
+    def on_validation_epoch_end(self) -> None:
+        self._set_epochs(self.current_epoch + 1)
+
+    def _set_epochs(self, epoch: int) -> None:
+        if "train" in self.loaders:
+            self.loaders["train"].set_epoch(epoch)
+        if "val" in self.loaders:
+            self.loaders["val"].set_epoch(0)  # the same held-out targets every epoch
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[KEY] = self.info.to_dict()
+        checkpoint["rng_torch"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if isinstance(checkpoint.get("rng_torch"), torch.Tensor):
+            torch.set_rng_state(checkpoint["rng_torch"])
+
+
+def configure_adamw(model: torch.nn.Module, params: Params):
+    """AdamW with optional linear warm-up (per step); shared with finetuning."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
+    if params.warmup_steps <= 0:
+        return optimiser
+    warmup = params.warmup_steps
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: min(1.0, (step + 1) / warmup))
+    return {"optimizer": optimiser, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def resolve_params(params: Params, ds, where: str) -> Params:
+    """Fill nalleles/ploidy from the store; refuse values that contradict it."""
+    ploidy, nalleles = int(ds.sizes[schema.PLOIDY]), int(ds.sizes[schema.ALLELES]) + 1
+    for key, value in (("ploidy", ploidy), ("nalleles", nalleles)):
+        given = getattr(params, key)
+        if given is not None and given != value:
+            raise UsageError(f"{key} is {given} in the params but {value} in the store {where}")
+    return params.replace(ploidy=ploidy, nalleles=nalleles)
+
+
+def split_samples(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) store sample indices, each sorted; chosen by `seed`."""
+    n_val = 0 if val_fraction <= 0 else max(1, round(val_fraction * n))
+    if n_val >= n:
+        raise UsageError(f"val_fraction {val_fraction} leaves no training samples of {n}")
+    perm = np.random.default_rng([seed, 7]).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+@dataclass
+class PretrainResult:
+    run_dir: Path
+    best: Path
+    last: Path
+    epochs: int
+    best_score: float | None
+
+
+def pretrain(
+    store: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    task: str | None = None,
+    params: Params | None = None,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+) -> PretrainResult:
+    """Pretrain a GPerceiver on `store`; checkpoints and metrics go to `run_dir`."""
+    params = params or Params()
+    ds = open_store(store)
+    params = resolve_params(params, ds, str(store))
+    task = task or ("contrastive" if params.contrastive else "masked")
+    if task not in TASKS:
+        raise UsageError(f"unknown pretraining task '{task}' (one of {', '.join(TASKS)})")
+    run_dir = Path(run_dir)
+    last = engine.prepare_run_dir(run_dir, resume=resume, force=force)
+    resume_epoch = None
+    info = ModelInfo.from_store(ds, params, task)
+    if last is not None:
+        ckpt = load_checkpoint(last)
+        previous = model_info(ckpt, last)
+        _check_resumable(previous, info, last)
+        resume_epoch = next_epoch(ckpt) - 1
+    with atomic_output(run_dir / "params.json", force=True) as tmp:
+        tmp.write_text(_params_json(params))
+
+    L.seed_everything(params.seed, workers=True, verbose=False)
+    model = build_model(info)
+    module = PretrainModule(model, info)
+    train_idx, val_idx = split_samples(int(ds.sizes[schema.SAMPLES]), params.val_fraction,
+                                       params.seed)
+    common = dict(batch_size=params.batch_size, num_workers=params.num_workers,
+                  prop_x=params.prop_x, prop_y=params.prop_y,
+                  frequency_scaler=params.frequency_scaler, seed=params.seed)
+    train_loader = make_loader(store, task, samples=train_idx, shuffle=True, **common)
+    val_loader = None
+    if len(val_idx):
+        val_loader = make_loader(store, task, samples=val_idx, shuffle=False, **common)
+        module.loaders["val"] = val_loader
+    module.loaders["train"] = train_loader
+    train_loader.set_epoch(0 if resume_epoch is None else resume_epoch + 1)
+    monitor = "val_loss" if val_loader is not None else "train_loss"
+    trainer = engine.make_trainer(run_dir, params, monitor=monitor, progress=progress,
+                                  accelerator=accelerator, devices=devices,
+                                  resume_epoch=resume_epoch)
+    engine.fit(trainer, module, train_loader, val_loader, last)
+    best_cb = trainer.checkpoint_callback
+    score = best_cb.best_model_score if best_cb is not None else None
+    return PretrainResult(
+        run_dir=run_dir, best=run_dir / engine.BEST, last=run_dir / engine.LAST,
+        epochs=trainer.current_epoch, best_score=None if score is None else float(score),
+    )
+
+
+def next_epoch(ckpt: dict) -> int:
+    """The epoch a run resumed from `ckpt` starts with (the epochs it processed)."""
+    try:
+        return int(ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError):
+        return int(ckpt.get("epoch", -1)) + 1
+
+
+def _params_json(params: Params) -> str:
+    import json
+
+    return json.dumps(params.to_dict(), indent=2) + "\n"
+
+
+def _check_resumable(previous: ModelInfo, now: ModelInfo, last: Path) -> None:
+    if previous.task != now.task:
+        raise UsageError(f"{last}: was trained on the {previous.task} task, not {now.task}")
+    if previous.variant_id != now.variant_id:
+        raise UsageError(f"{last}: was trained on a store with other variants")
+    old, new = previous.params.to_dict(), now.params.to_dict()
+    for key in old:
+        if key not in RESUMABLE_CHANGES and old[key] != new[key]:
+            raise UsageError(
+                f"{last}: cannot resume with {key}={new[key]!r}; the run used {old[key]!r} "
+                f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
+
+
+def load_run_params(run_dir: str | os.PathLike) -> Params | None:
+    """The params saved in RUN_DIR/params.json, or None when there are none."""
+    path = Path(run_dir) / "params.json"
+    if not path.is_file():
+        return None
+    import json
+
+    return params_from_dict(json.loads(path.read_text()), where=str(path))
