@@ -135,11 +135,13 @@ def simulated(tmp_path_factory) -> list[Path]:
     return paths
 
 
-def test_msprime_vcfs_through_the_cli(simulated, tmp_path):
+def test_msprime_vcfs_through_the_cli(simulated, tmp_path, monkeypatch):
+    monkeypatch.setenv("GPERCEIVER_PROGRESS", "1")  # bars even though stderr is a pipe
     out = tmp_path / "sim.zarr"
     proc = run_cli("convert", "vcf", *simulated, "-o", out, "--workers", "2",
                    "--samples-chunk", "8", "--variants-chunk", "64")
     assert proc.returncode == 0, proc.stderr
+    assert "Explode" in proc.stderr and "Encode" in proc.stderr and proc.stdout == ""
     check_against_cyvcf2(out, *simulated)
     ds = open_store(out)
     assert list(ds.contig_id.values) == ["chr1", "chr2"]
@@ -400,4 +402,6 @@ def test_vcz_bad_input(tmp_path, capfd):
     assert len(capfd.readouterr().err.strip().splitlines()) == 1
     assert main(["convert", "vcz", str(tmp_path / "no.vcz"), "-o", out]) == ExitCode.INPUT_NOT_FOUND
     assert "no.vcz" in capfd.readouterr().err
+    assert main(["convert", "vcz", str(not_zarr), "-o", out, "--workers", "0"]) == ExitCode.USAGE
+    assert "--workers" in capfd.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.vcz"]
