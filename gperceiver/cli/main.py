@@ -16,7 +16,7 @@ from gperceiver import __version__
 from gperceiver.errors import EXIT_CODE_HELP, ExitCode, GPerceiverError
 
 # Subcommand modules, in the order --help lists them; each has register(subparsers).
-SUBCOMMANDS = ["convert", "info", "plot", "baseline"]
+SUBCOMMANDS = ["convert", "info", "plot", "embed", "baseline"]
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
