@@ -408,12 +408,15 @@ def convert_tsv(
     variants_chunk: int = schema.DEFAULT_VARIANTS_CHUNK,
     force: bool = False,
     progress: bool = True,
-) -> Path:
-    """Convert a markers TSV and its chroms TSV into a genotype store at `output`."""
+) -> str | Path:
+    """Convert a markers TSV and its chroms TSV into a genotype store at `output`.
+
+    `output` is a local path or an fsspec URL (s3://, gs://, file://).
+    """
     if samples_chunk < 1 or variants_chunk < 1:
         raise UsageError("--samples-chunk and --variants-chunk must be >= 1")
-    markers_path, chroms_path, output = Path(markers), Path(chroms), Path(output)
-    check_writable(output, force)
+    markers_path, chroms_path = Path(markers), Path(chroms)
+    output = check_writable(output, force)
     decoder = load_decoder(decoder_file, ploidy, nalleles)
     table_lookup = decoder_table(decoder)
     ploidy = table_lookup.shape[1]

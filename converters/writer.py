@@ -10,7 +10,6 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import dask
 import dask.array as da
 import numcodecs
 import numpy as np
@@ -78,13 +77,17 @@ def create_store(
     return calls
 
 
-def finish_store(path: str | os.PathLike, *, scheduler: Any = None) -> xr.Dataset:
-    """Compute allele frequencies from the written calls, consolidate, validate."""
+def finish_store(path: str | os.PathLike) -> xr.Dataset:
+    """Compute allele frequencies from the written calls, consolidate, validate.
+
+    The frequencies run on Dask's current scheduler: threads by default, or a
+    distributed cluster when a `dask.distributed.Client` is active (`--scheduler`).
+    """
+    path = os.fspath(path)
     group = zarr.open_group(path, mode="a", zarr_format=ZARR_FORMAT)
     n_alleles = int(group.attrs["n_alleles"])
-    calls = da.from_zarr(group["call_genotype"])
-    with dask.config.set(scheduler=scheduler or "threads"):
-        freq = allele_frequency(calls, n_alleles).compute()
+    calls = da.from_zarr(path, component="call_genotype")
+    freq = allele_frequency(calls, n_alleles).compute()
     out = group.create_array(
         "variant_allele_frequency",
         shape=freq.shape,

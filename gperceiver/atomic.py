@@ -1,7 +1,9 @@
-"""Atomic outputs: write into a temporary sibling, rename into place when complete.
+"""Atomic outputs: write into a temporary sibling, move it into place when complete.
 
 A crash, a kill or an error midway leaves nothing at the destination (at most a
-hidden `.NAME.tmp-*` sibling, which the next run removes).
+hidden `.NAME.tmp-*` sibling, which the next run removes). Destinations may be
+local paths or fsspec URLs (`s3://...`, `gs://...`, `file://...`); on an object
+store the final move is a copy then delete, still after the output is complete.
 """
 
 from __future__ import annotations
@@ -18,18 +20,34 @@ from gperceiver.errors import CannotWriteError
 TMP_MARK = ".tmp-"
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+def is_url(path: str | os.PathLike) -> bool:
+    """True for a remote fsspec URL (file:// URLs are treated as local paths)."""
+    text = os.fspath(path)
+    return "://" in text and not text.startswith("file://")
 
 
-def check_writable(dest: str | os.PathLike, force: bool) -> Path:
-    """Refuse an existing `dest` unless `force`; refuse a missing parent folder."""
-    dest = Path(dest)
-    if dest.exists() and not force:
+def local_path(path: str | os.PathLike) -> Path:
+    """A local path, from a path or a file:// URL."""
+    return Path(os.fspath(path).removeprefix("file://"))
+
+
+def _remote(url: str):
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    return fs, root
+
+
+def check_writable(dest: str | os.PathLike, force: bool) -> str | Path:
+    """Refuse an existing `dest` unless `force`; refuse a missing or read-only parent."""
+    if is_url(dest):
+        url = os.fspath(dest)
+        fs, root = _remote(url)
+        if fs.exists(root) and not force:
+            raise CannotWriteError(f"{url}: output exists; pass --force to replace it")
+        return url
+    dest = local_path(dest)
+    if (dest.exists() or dest.is_symlink()) and not force:
         raise CannotWriteError(f"{dest}: output exists; pass --force to replace it")
     parent = dest.absolute().parent
     if not parent.is_dir():
@@ -41,12 +59,19 @@ def check_writable(dest: str | os.PathLike, force: bool) -> Path:
 
 @contextlib.contextmanager
 def atomic_output(dest: str | os.PathLike, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling path; move it to `dest` only if the block succeeds."""
-    dest = check_writable(dest, force).absolute()
+    """Yield a temporary sibling; move it to `dest` only if the block succeeds.
+
+    For a URL destination the yielded value is a URL string (typed Path for the
+    common local case); pass it on as given.
+    """
+    checked = check_writable(dest, force)
+    if isinstance(checked, str):
+        with _atomic_remote(checked) as tmp:
+            yield tmp  # type: ignore[misc]
+        return
+    dest = checked.absolute()
     for stale in dest.parent.glob(f".{dest.name}{TMP_MARK}*"):
-        # Left by a killed run: the process that wrote it is gone or it is ours to replace.
-        pid = stale.name.rsplit("-", 2)[-2] if stale.name.count("-") >= 2 else ""
-        if not (pid.isdigit() and _pid_alive(int(pid))):
+        if not _owner_alive(stale.name):
             _remove(stale)
     tmp = dest.parent / f".{dest.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
@@ -65,11 +90,42 @@ def atomic_output(dest: str | os.PathLike, force: bool = False) -> Iterator[Path
         raise
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
+@contextlib.contextmanager
+def _atomic_remote(url: str) -> Iterator[str]:
+    fs, root = _remote(url)
+    protocol = url.split("://", 1)[0]
+    parent, _, name = root.rstrip("/").rpartition("/")
+    tmp_root = f"{parent}/.{name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        yield f"{protocol}://{tmp_root}"
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
+        files = fs.find(tmp_root)
+        # Top-level metadata goes last, so a reader never sees a half-copied store whole.
+        files.sort(key=lambda f: f.rsplit("/", 1)[0] == tmp_root)
+        fs.copy(files, [root + f[len(tmp_root) :] for f in files])
+        fs.rm(tmp_root, recursive=True)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.rm(tmp_root, recursive=True)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _owner_alive(name: str) -> bool:
+    """Whether the process that named a temporary sibling `.X.tmp-PID-HEX` still runs."""
+    pid = name.rsplit("-", 2)[-2] if name.count("-") >= 2 else ""
+    if not pid.isdigit() or int(pid) == os.getpid():
         return False
     try:
-        os.kill(pid, 0)
+        os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     except PermissionError:

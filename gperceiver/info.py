@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import dask
 import numpy as np
 
 from converters.frequencies import missing_rate
@@ -21,8 +20,7 @@ def store_info(path: str | os.PathLike) -> dict[str, Any]:
         minor = np.nanmin(np.where(freq > 0, freq, np.nan), axis=1) if freq.size else freq
         polymorphic = (np.sum(freq > 0, axis=1) >= 2)
     maf = np.where(polymorphic, minor, 0.0)
-    with dask.config.set(scheduler="threads"):
-        miss = float(missing_rate(ds["call_genotype"].data).compute())
+    miss = float(missing_rate(ds["call_genotype"].data).compute())
     contigs = ds["contig_id"].values
     per_contig = np.bincount(ds["variant_contig"].values, minlength=len(contigs))
     return {

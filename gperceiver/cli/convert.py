@@ -9,6 +9,15 @@ import sys
 from gperceiver import schema
 
 
+def add_scheduler(p: argparse.ArgumentParser) -> None:
+    """--scheduler: run the Dask parts (frequencies, statistics) on a cluster."""
+    p.add_argument(
+        "--scheduler", metavar="ADDRESS", default=None,
+        help="Dask distributed scheduler address (e.g. tcp://host:8786) for the Dask parts; "
+        "default: Dask's configured scheduler (local threads)",
+    )
+
+
 def add_store_output(p: argparse.ArgumentParser) -> None:
     """Flags every converter shares: output, chunking, --force, --quiet."""
     p.add_argument("-o", "--output", required=True, metavar="STORE", help="store to write")
@@ -21,6 +30,7 @@ def add_store_output(p: argparse.ArgumentParser) -> None:
         help="variants per chunk",
     )
     p.add_argument("--force", action="store_true", help="replace an existing output")
+    add_scheduler(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from gperceiver.cli.convert import add_scheduler
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -15,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("store", metavar="STORE", help="genotype store (Zarr)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_scheduler(p)
     p.set_defaults(func=run)
 
 

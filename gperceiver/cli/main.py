@@ -13,10 +13,11 @@ import warnings
 from collections.abc import Sequence
 
 from gperceiver import __version__
+from gperceiver.cluster import dask_scheduler
 from gperceiver.errors import EXIT_CODE_HELP, ExitCode, GPerceiverError
 
 # Subcommand modules, in the order --help lists them; each has register(subparsers).
-SUBCOMMANDS = ["convert", "info", "plot", "embed", "baseline"]
+SUBCOMMANDS = ["convert", "info", "plot", "pretrain", "impute", "embed", "baseline"]
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -59,8 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # A batch scheduler's SIGTERM ends the run like Ctrl-C: outputs stay atomic.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    # `gperceiver info STORE | head` ends quietly, like any Unix tool.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
-        args.func(args)
+        with dask_scheduler(getattr(args, "scheduler", None)):
+            args.func(args)
     except GPerceiverError as e:
         report(e.message)
         return int(e.exit_code)
