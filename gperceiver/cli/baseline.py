@@ -36,9 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from gperceiver.baseline import baseline
+    from gperceiver.atomic import check_writable
 
     out = args.output or ("baseline" if args.cv is None else f"baseline_cv{args.cv}")
+    check_writable(out, args.force)  # before the slow imports and work
+    from gperceiver.baseline import baseline
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         path, metrics = baseline(args.store, args.phenotypes, out, cv=args.cv, force=args.force)
