@@ -36,10 +36,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        lines = [s.strip() for s in str(e).splitlines() if s.strip()]
+        why = next((s for s in lines if "GLOBAL" in s or "Unsupported" in s),
+                   lines[0] if lines else type(e).__name__)
         raise InputFormatError(
             path, "refused: the checkpoint holds objects other than plain weights "
-            f"(loading it could run code): {first}") from None
+            f"(loading it could run code): {why}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         raise InputFormatError(path, f"not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict):

@@ -1,0 +1,140 @@
+"""Fill missing calls with a pretrained model's most probable genotype.
+
+Each sample is encoded from all its loci (missing copies are token 0); the
+masked decoder then scores every genotype class at the sample's loci with a
+missing copy. Only classes consistent with the locus are allowed: as many copies
+as the sample has there (padded copies, -2, stay padded) and containing the
+alleles already called. The missing copies (-1) receive the remaining alleles.
+The output store has the input's samples, variants and order, and is written
+atomically (nothing appears at the destination unless complete).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+
+from converters.writer import create_store, finish_store
+from gperceiver import schema
+from gperceiver.atomic import atomic_output, check_writable
+from gperceiver.data.loader import make_loader
+from gperceiver.store import open_store
+from gperceiver.train.checkpoint import load_model
+
+
+@torch.inference_mode()
+def impute_batch(model: torch.nn.Module, x_alleles: torch.Tensor,
+                 x_index: torch.Tensor) -> torch.Tensor:
+    """Tokens (B, V, P) of all loci -> the same tokens with every 0 (missing) filled."""
+    out = x_alleles.clone()
+    locus_missing = (x_alleles == 0).any(-1)  # (B, V)
+    n_missing = locus_missing.sum(-1)
+    width = int(n_missing.max())
+    if width == 0:
+        return out
+    order = torch.argsort((~locus_missing).to(torch.int8), dim=-1, stable=True)
+    y_pos = order[:, :width]  # positions within x_index
+    y_mask = torch.arange(width) < n_missing.unsqueeze(-1)
+    y_index = torch.gather(x_index, 1, y_pos)
+    logits = model.masked(model.encode(x_alleles, x_index), y_index)  # (B, L, K)
+
+    tokens = torch.gather(x_alleles, 1, y_pos.unsqueeze(-1).expand(-1, -1, x_alleles.shape[-1]))
+    classes = model.classes  # (K, A)
+    observed = torch.stack(
+        [(tokens == a + 1).sum(-1) for a in range(classes.shape[1])], -1)  # (B, L, A)
+    n_copies = (tokens >= 0).sum(-1)  # padded copies (-1) do not count
+    allowed = (classes.sum(-1) == n_copies.unsqueeze(-1)) & (
+        classes >= observed.unsqueeze(-2)).all(-1)
+    logits = logits.float().masked_fill(~allowed, float("-inf"))
+    fill = classes[logits.argmax(-1)] - observed  # (B, L, A) alleles for the missing copies
+
+    # The k-th missing copy of a locus gets the k-th allele of `fill` in sorted order.
+    missing_copy = tokens == 0
+    rank = missing_copy.long().cumsum(-1) - 1  # (B, L, P)
+    ends = fill.cumsum(-1)  # (B, L, A)
+    allele = (ends.unsqueeze(-2) <= rank.unsqueeze(-1)).sum(-1)  # (B, L, P)
+    filled = torch.where(missing_copy, allele + 1, tokens)
+    filled = torch.where(y_mask.unsqueeze(-1), filled, tokens)
+    out.scatter_(1, y_pos.unsqueeze(-1).expand_as(filled), filled)
+    return out
+
+
+def impute(
+    ckpt: str | os.PathLike,
+    store: str | os.PathLike,
+    out_store: str | os.PathLike,
+    *,
+    batch_size: int = 16,
+    force: bool = False,
+    progress: bool = True,
+    num_workers: int = 0,
+) -> xr.Dataset:
+    """Write `out_store`: `store` with missing calls imputed by the model in `ckpt`."""
+    model, info, _ = load_model(ckpt)
+    ds = open_store(store)
+    info.check_store(ds, str(store))
+    check_writable(out_store, force)
+    n_samples = int(ds.sizes[schema.SAMPLES])
+    v_chunk, s_chunk = (int(c) for c in ds["call_genotype"].data.chunksize[:2])
+    loader = make_loader(store, "plain", batch_size=batch_size, shuffle=False, prop_x=1.0,
+                         num_workers=num_workers)
+    attrs = {k: v for k, v in ds.attrs.items() if k not in ("ploidy", "n_alleles")}
+    attrs.update(imputed_with=Path(ckpt).name)
+    with atomic_output(out_store, force) as tmp:
+        calls = create_store(
+            tmp,
+            sample_id=ds["sample_id"].values, variant_id=ds["variant_id"].values,
+            contig_id=ds["contig_id"].values, variant_contig=ds["variant_contig"].values,
+            variant_position=ds["variant_position"].values,
+            variant_allele=ds["variant_allele"].values,
+            ploidy=int(ds.sizes[schema.PLOIDY]), n_alleles=int(ds.sizes[schema.ALLELES]),
+            samples_chunk=s_chunk, variants_chunk=v_chunk, attrs=attrs,
+        )
+        writer = _ChunkWriter(calls, s_chunk)
+        bar = _progress(n_samples, progress)
+        for batch in loader:
+            tokens = impute_batch(model, batch["x_alleles"], batch["x_index"])
+            writer.add(batch["sample_index"].numpy(), (tokens - 1).to(torch.int8).numpy())
+            bar.update(len(tokens))
+        bar.close()
+        writer.flush()
+        finish_store(tmp)
+    return open_store(out_store)
+
+
+class _ChunkWriter:
+    """Collects samples (arriving in store order) and writes whole sample chunks."""
+
+    def __init__(self, calls, chunk: int):
+        self.calls, self.chunk = calls, chunk
+        self.start, self.parts = 0, []
+
+    def add(self, sample_index: np.ndarray, geno: np.ndarray) -> None:
+        end = self.start + sum(len(p) for p in self.parts)
+        if not np.array_equal(sample_index, np.arange(end, end + len(sample_index))):
+            raise RuntimeError("samples did not arrive in store order")
+        self.parts.append(geno)
+        if end + len(geno) >= (self.start // self.chunk + 1) * self.chunk:
+            self.flush(whole_chunks=True)
+
+    def flush(self, whole_chunks: bool = False) -> None:
+        if not self.parts:
+            return
+        block = np.concatenate(self.parts)
+        n = len(block)
+        if whole_chunks:
+            n = (self.start + n) // self.chunk * self.chunk - self.start
+        if n > 0:
+            self.calls[:, self.start:self.start + n, :] = np.moveaxis(block[:n], 0, 1)
+        self.parts = [block[n:]] if n < len(block) else []
+        self.start += n
+
+
+def _progress(total: int, enabled: bool):
+    from gperceiver.progress import progress_bar
+
+    return progress_bar(total, "impute", "sample", enabled)
