@@ -94,6 +94,8 @@ def make_trainer(
     devices: int | str = "auto",
     resume_epoch: int | None = None,
     callbacks: list | None = None,
+    num_nodes: int = 1,
+    strategy: str = "auto",
 ) -> L.Trainer:
     """A Trainer writing best/last checkpoints and metrics.csv into `run_dir`."""
     quiet_lightning()
@@ -109,6 +111,8 @@ def make_trainer(
         max_epochs=params.epochs,
         accelerator=accelerator,
         devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
         precision=params.precision,
         gradient_clip_val=params.grad_clip or None,
         deterministic="warn" if on_gpu else True,
