@@ -580,11 +580,11 @@ def plot_path(
     if members is not None and "call_genotype" in members:
         if colouring:
             raise UsageError("--phenos/--labels colour an embedding's PCA, not a store")
-        default = path.absolute().parent
+        default = path.parent
         figures[f"{stem}.{ALLELE_FREQUENCY}"] = allele_frequency_figure(path)
         figures[f"{stem}.{MISSINGNESS}"] = missingness_figure(path)
     elif members is not None and "sample_embedding" in members:
-        default = path.absolute().parent
+        default = path.parent
         figures[f"{stem}.{SAMPLE_PCA}"] = embedding_pca_figure(
             path, phenos=phenos, block=block, labels=labels)
     else:
