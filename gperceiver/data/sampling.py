@@ -61,14 +61,17 @@ def sample_without_replacement(
     n_rows, n_cols = weights.shape
     if not 1 <= k <= n_cols:
         raise ValueError(f"cannot draw {k} of {n_cols} loci")
-    positive = weights > 0
-    keys = weights / rng.standard_exponential(weights.shape, dtype=np.float32)
-    keys[~positive] = -1.0
     if k < n_cols:
+        # Weight-0 loci get key 0 and lose to every positive key. E is kept off 0
+        # (float32 draws can be exactly 0) so that 0 / 0 never makes a NaN key.
+        exponential = rng.standard_exponential(weights.shape, dtype=np.float32)
+        exponential += np.float32(1e-37)
+        with np.errstate(over="ignore"):
+            keys = np.divide(weights, exponential, out=exponential)
         index = np.argpartition(keys, n_cols - k, axis=1)[:, n_cols - k :]
     else:
         index = np.broadcast_to(np.arange(n_cols), (n_rows, n_cols))
-    drawn = np.take_along_axis(positive, index, axis=1)
+    drawn = np.take_along_axis(weights, index, axis=1) > 0
     index = np.sort(np.where(drawn, index, n_cols), axis=1)
     mask = index < n_cols
     index[~mask] = 0

@@ -32,10 +32,12 @@ all V loci in store order). x_index is sorted ascending within each sample.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.utils.data import get_worker_info
 
 from gperceiver.data.sampling import locus_weights, sample_without_replacement, weight_table
 
@@ -99,23 +101,29 @@ class TaskBuilder:
         return batch
 
     def plain(self, geno: np.ndarray, sample_index: np.ndarray, rng) -> dict[str, torch.Tensor]:
-        x_index = choose_inputs(rng, geno.shape[0], self.n_variants, self.lx)
+        x_index, chosen = choose_inputs(rng, geno.shape[0], self.n_variants, self.lx)
+        if chosen is None:  # all loci in order: one shared row, expanded (stride 0)
+            x = torch.arange(self.n_variants).expand(geno.shape[0], -1)
+        else:
+            x = to_shared(x_index, torch.int64)
         return {
             "sample_index": _tensor(sample_index, np.int64),
-            "x_index": _tensor(x_index, np.int64),
-            "x_alleles": tokens(geno, x_index),
+            "x_index": x,
+            "x_alleles": tokens(geno, chosen),
         }
 
     def masked(self, geno: np.ndarray, sample_index: np.ndarray, rng) -> dict[str, torch.Tensor]:
         weights = locus_weights(geno, self.table)
         y_index, y_mask = sample_without_replacement(weights, self.ly, rng)
-        x_index = choose_inputs(rng, geno.shape[0], self.n_variants, self.lx, y_index, y_mask)
-        counts = allele_counts(np.take_along_axis(geno, y_index[..., None], axis=1), self.n_alleles)
+        x_index, chosen = choose_inputs(
+            rng, geno.shape[0], self.n_variants, self.lx, y_index, y_mask
+        )
+        counts = allele_counts(gather(geno, y_index), self.n_alleles)
         counts[~y_mask] = 0
         return {
             "sample_index": _tensor(sample_index, np.int64),
-            "x_index": _tensor(x_index, np.int64),
-            "x_alleles": tokens(geno, x_index),
+            "x_index": to_shared(x_index, torch.int64),
+            "x_alleles": tokens(geno, chosen),
             "y_index": torch.from_numpy(y_index),
             "y_counts": torch.from_numpy(counts),
             "y_mask": torch.from_numpy(y_mask),
@@ -133,19 +141,17 @@ class TaskBuilder:
             raise ValueError("the contrastive task needs a partner genotype per sample")
         weights = locus_weights(geno, self.table) * locus_weights(partner, self.table)
         y_index, y_mask = sample_without_replacement(weights, self.ly, rng)
-        x_index = choose_inputs(rng, geno.shape[0], self.n_variants, self.lx, y_index, y_mask)
-        shared = shared_alleles(
-            np.take_along_axis(geno, y_index[..., None], axis=1),
-            np.take_along_axis(partner, y_index[..., None], axis=1),
-            self.n_alleles,
+        x_index, chosen = choose_inputs(
+            rng, geno.shape[0], self.n_variants, self.lx, y_index, y_mask
         )
+        shared = shared_alleles(gather(geno, y_index), gather(partner, y_index), self.n_alleles)
         shared[~y_mask] = 0
         return {
             "sample_index": torch.from_numpy(
                 np.stack([sample_index, partner_index], axis=1).astype(np.int64)
             ),
-            "x_index": _tensor(x_index, np.int64),
-            "x_alleles": torch.stack([tokens(geno, x_index), tokens(partner, x_index)], dim=1),
+            "x_index": to_shared(x_index, torch.int64),
+            "x_alleles": torch.stack([tokens(geno, chosen), tokens(partner, chosen)], dim=1),
             "y_index": torch.from_numpy(y_index),
             "y_shared": torch.from_numpy(shared),
             "y_mask": torch.from_numpy(y_mask),
@@ -159,38 +165,71 @@ def choose_inputs(
     lx: int,
     y_index: np.ndarray | None = None,
     y_mask: np.ndarray | None = None,
-) -> np.ndarray:
-    """(B, lx) sorted input loci per row: uniform among loci that are not targets.
-
-    With no targets and lx == V, every row is all loci in store order.
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(B, lx) sorted input loci per row, uniform among loci that are not targets,
+    and the (B, V) bool mask of them (None when every row is all loci in order).
     """
     if y_index is None and lx == n_variants:
-        return np.broadcast_to(np.arange(n_variants, dtype=np.int64), (n_rows, n_variants))
-    excluded = np.zeros((n_rows, n_variants), dtype=bool)
+        return np.broadcast_to(np.arange(n_variants, dtype=np.int64), (n_rows, lx)), None
+    chosen = np.ones((n_rows, n_variants), dtype=bool)
+    available = np.full(n_rows, n_variants)
     if y_index is not None:
-        rows = np.broadcast_to(np.arange(n_rows)[:, None], y_index.shape)
-        excluded[rows[y_mask], y_index[y_mask]] = True
-    available = n_variants - excluded.sum(axis=1)
-    if np.all(available == lx):
-        chosen = ~excluded
-    else:
+        np.put_along_axis(chosen, y_index, False, axis=1)
+        chosen[:, 0] |= ~y_mask.all(axis=1) & ~_drawn(y_index, y_mask, 0)
+        available -= y_mask.sum(axis=1)
+    if np.any(available != lx):
         keys = rng.random((n_rows, n_variants), dtype=np.float32)
-        keys[excluded] = 2.0
+        keys[~chosen] = 2.0
         picked = np.argpartition(keys, lx - 1, axis=1)[:, :lx]
         chosen = np.zeros((n_rows, n_variants), dtype=bool)
         np.put_along_axis(chosen, picked, True, axis=1)
-    return np.nonzero(chosen)[1].reshape(n_rows, lx)
+    flat = np.flatnonzero(chosen).reshape(n_rows, lx)
+    flat -= np.arange(0, n_rows * n_variants, n_variants)[:, None]
+    return flat, chosen
 
 
-def tokens(geno: np.ndarray, x_index: np.ndarray) -> torch.Tensor:
-    """int64 allele tokens (B, Lx, P) = call_genotype + 1 at loci `x_index` (B, Lx)."""
-    n_rows, n_variants = geno.shape[:2]
-    if x_index.shape[1] == n_variants and x_index.strides[0] == 0:
-        picked = geno  # all loci in store order
+def _drawn(y_index: np.ndarray, y_mask: np.ndarray, locus: int) -> np.ndarray:
+    """(B,) True where `locus` is a real (not padding) target of the row."""
+    return np.any((y_index == locus) & y_mask, axis=1)
+
+
+def packed(geno: np.ndarray) -> np.ndarray:
+    """(B, V) view of genotypes (B, V, P) with one item per locus (all P copies)."""
+    width = geno.shape[-1]
+    kind = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}.get(width, np.dtype(f"V{width}"))
+    return np.ascontiguousarray(geno).view(kind)[..., 0]
+
+
+def unpacked(items: np.ndarray, ploidy: int) -> np.ndarray:
+    """Inverse of `packed`: (B, L) items -> (B, L, P) int8."""
+    return items.view(np.int8).reshape(*items.shape, ploidy)
+
+
+def tokens(geno: np.ndarray, chosen: np.ndarray | None) -> torch.Tensor:
+    """int64 allele tokens (B, Lx, P) = call_genotype + 1 at the loci where `chosen`
+    (B, V) is True (None: all loci)."""
+    if chosen is None:
+        picked = geno + np.int8(1)
     else:
-        picked = np.take_along_axis(geno, x_index[..., None], axis=1)
-    out = torch.from_numpy(picked).to(torch.int64)
-    return out.add_(1)
+        n_rows, ploidy = geno.shape[0], geno.shape[-1]
+        picked = unpacked(packed(geno)[chosen].reshape(n_rows, -1), ploidy) + np.int8(1)
+    return to_shared(picked, torch.int64)
+
+
+def to_shared(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """`array` as a new tensor of `dtype`; inside a DataLoader worker it is made in
+    shared memory, so handing it to the main process copies nothing more."""
+    source = torch.from_numpy(np.asarray(array))
+    if get_worker_info() is None:
+        return source.to(dtype, copy=True)
+    size = math.prod(source.shape) * dtype.itemsize
+    storage = torch.UntypedStorage._new_shared(size)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, source.shape).copy_(source)
+
+
+def gather(geno: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Genotypes (B, L, P) int8 at loci `index` (B, L)."""
+    return unpacked(np.take_along_axis(packed(geno), index, axis=1), geno.shape[-1])
 
 
 def allele_counts(geno: np.ndarray, n_alleles: int) -> np.ndarray:

@@ -1,0 +1,183 @@
+"""Streaming-loader throughput and memory against zarr alone (the decompression floor).
+
+Builds (or reuses, --store) a store of random diploid genotypes, then for the
+full sample set and for a 4x smaller subset: reads the loader's sample blocks
+with zarr alone (raw), runs one epoch of the plain and one of the masked task
+with --workers DataLoader workers, and prints one JSON line per sample count:
+{"samples","variants","store_uncompressed_mb","raw_samples_per_s",
+"plain_samples_per_s","masked_samples_per_s","plain_ratio","masked_ratio",
+"peak_rss_mb","peak_pss_mb"}; peak RSS is summed over this process and its workers
+(shared pages counted once per process), PSS the same with shared pages split.
+Targets: plain_ratio >= 0.7, masked_ratio >= 0.35, peak_rss_mb <= 1000 and not
+growing with the number of samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from converters.writer import create_store, finish_store  # noqa: E402
+from gperceiver.data.loader import GenotypeDataset, make_loader  # noqa: E402
+
+PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def build_store(path: Path, n_samples: int, n_variants: int, seed: int = 0) -> None:
+    """Random HWE diploid genotypes, allele frequencies uniform in 0.02..0.5."""
+    rng = np.random.default_rng(seed)
+    calls = create_store(
+        path,
+        sample_id=np.array([f"s{i}" for i in range(n_samples)]),
+        variant_id=np.array([f"v{i}" for i in range(n_variants)]),
+        contig_id=np.array(["1"]),
+        variant_contig=np.zeros(n_variants, dtype=np.int32),
+        variant_position=np.arange(n_variants, dtype=np.int64),
+        ploidy=2,
+        n_alleles=2,
+    )
+    freq = rng.uniform(0.02, 0.5, n_variants).astype(np.float32)
+    v_step, s_step = calls.chunks[0], calls.chunks[1] * 4
+    for v0 in range(0, n_variants, v_step):
+        p = freq[v0 : v0 + v_step, None, None]
+        for s0 in range(0, n_samples, s_step):
+            s1 = min(n_samples, s0 + s_step)
+            u = rng.random((len(p), s1 - s0, 2), dtype=np.float32)
+            calls[v0 : v0 + v_step, s0:s1] = (u < p).astype(np.int8)
+    finish_store(path)
+
+
+def memory_mb(pids: list[int]) -> tuple[float, float]:
+    """Summed (RSS, PSS) in MB; PSS splits shared pages (torch, shared batches) fairly."""
+    rss = pss = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1]) / 1024
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1]) / 1024
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return rss, pss
+
+
+def children(pid: int) -> list[int]:
+    try:
+        import psutil
+
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except ImportError:
+        out = []
+        for task in Path(f"/proc/{pid}/task").glob("*/children"):
+            try:
+                kids = task.read_text().split()
+            except FileNotFoundError:  # the thread ended meanwhile
+                continue
+            for kid in map(int, kids):
+                out += [kid, *children(kid)]
+        return out
+
+
+class PeakRSS:
+    """Samples the summed RSS and PSS of this process and its children every 50 ms."""
+
+    def __enter__(self):
+        self.peak = self.peak_pss = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        me = os.getpid()
+        while not self._stop.is_set():
+            rss, pss = memory_mb([me, *children(me)])
+            self.peak, self.peak_pss = max(self.peak, rss), max(self.peak_pss, pss)
+            time.sleep(0.05)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def raw_epoch(store: Path, samples: np.ndarray) -> float:
+    """Samples/s reading the loader's blocks with zarr alone (no task, no torch)."""
+    dataset = GenotypeDataset(store, "plain", samples=samples, shuffle=False)
+    calls = zarr.open_group(store, mode="r")["call_genotype"]
+    chunk = dataset.samples_chunk
+    start = time.perf_counter()
+    for block in dataset._blocks(dataset.shard_samples(0, 1)):
+        index = dataset.selected[block]
+        lo, hi = index.min() // chunk * chunk, (index.max() // chunk + 1) * chunk
+        calls[:, lo:hi, :]
+    return len(samples) / (time.perf_counter() - start)
+
+
+def loader_epoch(store: Path, task: str, samples: np.ndarray, args) -> tuple[float, PeakRSS]:
+    """(samples/s, peak memory) over one epoch of `task`."""
+    loader = make_loader(
+        store, task, batch_size=args.batch_size, num_workers=args.workers, samples=samples,
+        prop_y=args.prop_y, shuffle_buffer=args.shuffle_buffer,
+    )
+    seen = 0
+    with PeakRSS() as rss:
+        start = time.perf_counter()
+        for batch in loader:
+            seen += len(batch["sample_index"])
+        elapsed = time.perf_counter() - start
+    assert seen == len(samples), (seen, len(samples))
+    return seen / elapsed, rss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--samples", type=int, default=20_000)
+    parser.add_argument("--variants", type=int, default=50_000)
+    parser.add_argument("--store", type=Path, help="reuse this store instead of building one")
+    parser.add_argument("--keep", type=Path, help="build the store here and keep it")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--prop-y", type=float, default=0.1)
+    parser.add_argument("--shuffle-buffer", type=int, default=1024)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
+        store = args.store or args.keep or Path(tmp) / "bench.zarr"
+        if args.store is None:
+            build_store(store, args.samples, args.variants)
+        calls = zarr.open_group(store, mode="r")["call_genotype"]
+        n_variants, n_samples, ploidy = calls.shape
+        for n in (n_samples, n_samples // 4):
+            samples = np.arange(n)
+            raw = raw_epoch(store, samples)
+            plain, plain_rss = loader_epoch(store, "plain", samples, args)
+            masked, masked_rss = loader_epoch(store, "masked", samples, args)
+            print(json.dumps({
+                "samples": n,
+                "variants": n_variants,
+                "store_uncompressed_mb": round(n_variants * n_samples * ploidy / 2**20, 1),
+                "raw_samples_per_s": round(raw, 1),
+                "plain_samples_per_s": round(plain, 1),
+                "masked_samples_per_s": round(masked, 1),
+                "plain_ratio": round(plain / raw, 3),
+                "masked_ratio": round(masked / raw, 3),
+                "peak_rss_mb": round(max(plain_rss.peak, masked_rss.peak), 1),
+                "peak_pss_mb": round(max(plain_rss.peak_pss, masked_rss.peak_pss), 1),
+            }), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,291 @@
+"""The streaming loader: sharding, determinism and every task's batch, on real stores."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from converters.writer import create_store, finish_store
+from gperceiver.data.loader import GenotypeDataset, make_loader
+from gperceiver.data.tasks import allele_counts, shared_alleles
+from gperceiver.errors import UsageError
+
+
+def write_store(path: Path, geno: np.ndarray, n_alleles: int, samples_chunk: int = 8) -> Path:
+    """A real store holding `geno` (variants, samples, ploidy) int8."""
+    n_variants, n_samples, ploidy = geno.shape
+    calls = create_store(
+        path,
+        sample_id=np.array([f"s{i}" for i in range(n_samples)]),
+        variant_id=np.array([f"v{i}" for i in range(n_variants)]),
+        contig_id=np.array(["1", "2"]),
+        variant_contig=(np.arange(n_variants) >= n_variants // 2).astype(np.int32),
+        variant_position=np.arange(n_variants, dtype=np.int64),
+        ploidy=ploidy,
+        n_alleles=n_alleles,
+        samples_chunk=samples_chunk,
+        variants_chunk=16,
+    )
+    calls[:] = geno
+    finish_store(path)
+    return path
+
+
+def random_genotypes(rng, n_variants, n_samples, ploidy, n_alleles, missing=0.05):
+    geno = rng.integers(0, n_alleles, (n_variants, n_samples, ploidy)).astype(np.int8)
+    geno[rng.random(geno.shape) < missing] = -1
+    return geno
+
+
+@pytest.fixture(scope="module")
+def diploid(tmp_path_factory):
+    """45 samples (chunks of 8, the last one short) x 50 biallelic diploid variants."""
+    geno = random_genotypes(np.random.default_rng(0), 50, 45, 2, 2)
+    path = write_store(tmp_path_factory.mktemp("diploid") / "d.zarr", geno, 2)
+    return path, geno
+
+
+def epoch_samples(loader) -> list[int]:
+    out = []
+    for batch in loader:
+        out += batch["sample_index"].reshape(len(batch["x_index"]), -1)[:, 0].tolist()
+    return out
+
+
+@pytest.mark.parametrize(
+    "num_workers,world_size", [(0, 1), (0, 2), (0, 3), (2, 1), (2, 3)]
+)
+def test_every_selected_sample_once_per_epoch(diploid, num_workers, world_size):
+    path, _ = diploid
+    subset = np.random.default_rng(1).choice(45, 31, replace=False)
+    seen, per_rank = collections.Counter(), []
+    for rank in range(world_size):
+        loader = make_loader(
+            path, "masked", batch_size=4, num_workers=num_workers, samples=subset,
+            shuffle_buffer=10, rank=rank, world_size=world_size, seed=5,
+        )
+        got = epoch_samples(loader)
+        assert sum(1 for _ in loader) == len(loader)  # second epoch: same batch count
+        seen.update(got)
+        per_rank.append(len(got))
+    assert sorted(seen) == sorted(subset.tolist())
+    assert max(seen.values()) == 1
+    assert max(per_rank) - min(per_rank) <= 1  # ranks are balanced to one sample
+
+
+def test_same_seed_same_batches_and_epochs_differ(diploid):
+    path, _ = diploid
+
+    def batches(seed, epoch):
+        loader = make_loader(path, "masked", batch_size=5, seed=seed, shuffle_buffer=12)
+        loader.set_epoch(epoch)
+        return list(loader)
+
+    a, b = batches(3, 0), batches(3, 0)
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for key in x:
+            assert torch.equal(x[key], y[key]), key
+    order = [b["sample_index"].tolist() for b in a]
+    assert order != [b["sample_index"].tolist() for b in batches(3, 1)]
+    assert order != [b["sample_index"].tolist() for b in batches(4, 0)]
+
+
+def test_loader_advances_epoch_by_itself(diploid):
+    path, _ = diploid
+    loader = make_loader(path, "plain", batch_size=45, shuffle_buffer=45)
+    first, second = next(iter(loader)), next(iter(loader))
+    assert sorted(first["sample_index"].tolist()) == list(range(45))
+    assert first["sample_index"].tolist() != second["sample_index"].tolist()
+    loader.set_epoch(0)
+    assert next(iter(loader))["sample_index"].tolist() == first["sample_index"].tolist()
+
+
+def check_masked(batch, geno, n_alleles, lx, ly):
+    """Targets: real, never missing, hidden from the inputs, counted right."""
+    B = len(batch["sample_index"])
+    P = geno.shape[2]
+    assert batch["x_index"].shape == (B, lx) and batch["x_alleles"].shape == (B, lx, P)
+    assert batch["y_index"].shape == (B, ly) and batch["y_counts"].shape == (B, ly, n_alleles)
+    for k, s in enumerate(batch["sample_index"].tolist()):
+        x = batch["x_index"][k].numpy()
+        assert np.all(np.diff(x) > 0)
+        np.testing.assert_array_equal(batch["x_alleles"][k].numpy(), geno[x, s] + 1)
+        m = batch["y_mask"][k].numpy()
+        y = batch["y_index"][k].numpy()
+        assert np.all(y[~m] == 0) and np.all(batch["y_counts"][k].numpy()[~m] == 0)
+        targets = y[m]
+        assert len(np.unique(targets)) == len(targets)
+        assert not np.isin(targets, x).any()  # hidden
+        assert np.all(geno[targets, s] != -1)  # never missing
+        np.testing.assert_array_equal(
+            batch["y_counts"][k].numpy()[m], allele_counts(geno[targets, s], n_alleles)
+        )
+
+
+def test_masked_batches_match_the_store(diploid):
+    path, geno = diploid
+    loader = make_loader(path, "masked", batch_size=6, prop_y=0.2, shuffle_buffer=16)
+    lx, ly = loader.dataset.sizes
+    assert (lx, ly) == (40, 10)
+    for batch in loader:
+        assert batch["x_alleles"].dtype == torch.int64 and batch["y_mask"].dtype == torch.bool
+        check_masked(batch, geno, 2, lx, ly)
+
+
+def test_input_subsampling_with_prop_x(diploid):
+    path, geno = diploid
+    loader = make_loader(path, "masked", batch_size=8, prop_x=0.5, prop_y=0.1)
+    assert loader.dataset.sizes == (25, 5)
+    for batch in loader:
+        check_masked(batch, geno, 2, 25, 5)
+    plain = make_loader(path, "plain", batch_size=8, prop_x=0.3, shuffle=False)
+    batch = next(iter(plain))
+    assert batch["x_index"].shape == (8, 15)
+    assert len({tuple(r) for r in batch["x_index"].tolist()}) > 1  # drawn per sample
+
+
+def test_plain_in_order_is_the_store(diploid):
+    path, geno = diploid
+    loader = make_loader(path, "plain", batch_size=7, shuffle=False)
+    batches = list(loader)
+    assert [len(b["sample_index"]) for b in batches] == [7] * 6 + [3]
+    index = torch.cat([b["sample_index"] for b in batches]).numpy()
+    np.testing.assert_array_equal(index, np.arange(45))
+    alleles = torch.cat([b["x_alleles"] for b in batches]).numpy()
+    np.testing.assert_array_equal(alleles, geno.transpose(1, 0, 2) + 1)
+    np.testing.assert_array_equal(batches[0]["x_index"][3].numpy(), np.arange(50))
+    dropped = make_loader(path, "plain", batch_size=7, shuffle=False, drop_last=True)
+    assert len(dropped) == 6 and len(list(dropped)) == 6
+
+
+def test_sample_subset_by_name_and_phenotypes(diploid):
+    path, geno = diploid
+    names = ["s40", "s3", "s17", "s8"]
+    phenotypes = np.array([[1.0, np.nan], [2.0, 0.5], [np.nan, np.nan], [4.0, -1.0]],
+                          dtype=np.float32)
+    loader = make_loader(path, "phenotype", batch_size=3, samples=names, phenotypes=phenotypes)
+    rows = {}
+    for batch in loader:
+        np.testing.assert_array_equal(batch["x_alleles"].numpy(),
+                                      geno[:, batch["sample_index"].numpy()].transpose(1, 0, 2)
+                                      + 1)
+        for s, y, m in zip(batch["sample_index"].tolist(), batch["y"], batch["y_mask"], strict=True):
+            rows[s] = (y.numpy(), m.numpy())
+    assert sorted(rows) == [3, 8, 17, 40]
+    for name, values in zip(names, phenotypes, strict=True):
+        y, m = rows[int(name[1:])]
+        np.testing.assert_array_equal(m, ~np.isnan(values))
+        np.testing.assert_array_equal(y, np.nan_to_num(values, nan=0.0))
+
+
+def test_contrastive_pairs_share_loci_and_count_shared_alleles(diploid):
+    path, geno = diploid
+    loader = make_loader(path, "contrastive", batch_size=8, prop_y=0.2)
+    n = 0
+    for batch in loader:
+        B = len(batch["sample_index"])
+        assert batch["x_alleles"].shape == (B, 2, 40, 2) and batch["y_shared"].shape == (B, 10)
+        for k, (a, b) in enumerate(batch["sample_index"].tolist()):
+            assert a != b
+            x, y = batch["x_index"][k].numpy(), batch["y_index"][k].numpy()
+            m = batch["y_mask"][k].numpy()
+            for side, s in enumerate((a, b)):
+                np.testing.assert_array_equal(batch["x_alleles"][k, side].numpy(), geno[x, s] + 1)
+                assert np.all(geno[y[m], s] != -1)
+            assert not np.isin(y[m], x).any()
+            brute = [
+                sum((collections.Counter(geno[v, a]) & collections.Counter(geno[v, b])).values())
+                for v in y[m]
+            ]
+            np.testing.assert_array_equal(batch["y_shared"][k].numpy()[m], brute)
+            n += 1
+    assert n == 45
+
+
+def test_shared_alleles_equal_a_brute_force_count():
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 4, (300, 6))
+    b = rng.integers(0, 4, (300, 6))
+    brute = [sum((collections.Counter(x) & collections.Counter(y)).values()) for x, y in zip(a, b, strict=True)]
+    np.testing.assert_array_equal(shared_alleles(a, b, 4), brute)
+
+
+@pytest.mark.parametrize("ploidy,n_alleles", [(4, 3), (6, 4)])
+def test_polyploid_multiallelic_store(tmp_path, ploidy, n_alleles):
+    rng = np.random.default_rng(ploidy)
+    geno = random_genotypes(rng, 30, 20, ploidy, n_alleles, missing=0.02)
+    geno[:, :5, ploidy // 2:] = -2  # five samples of half the ploidy (padded copies)
+    path = write_store(tmp_path / "poly.zarr", geno, n_alleles, samples_chunk=6)
+    loader = make_loader(path, "masked", batch_size=7, prop_y=0.2, shuffle_buffer=8)
+    seen = []
+    for batch in loader:
+        check_masked(batch, geno, n_alleles, 24, 6)
+        seen += batch["sample_index"].tolist()
+        assert batch["x_alleles"].min() >= -1 and batch["x_alleles"].max() <= n_alleles
+    assert sorted(seen) == list(range(20))
+    plain = next(iter(make_loader(path, "plain", batch_size=20, shuffle=False)))
+    assert (plain["x_alleles"][:5, :, ploidy // 2:] == -1).all()
+
+
+def test_samples_without_enough_eligible_loci_are_padded(tmp_path):
+    geno = random_genotypes(np.random.default_rng(5), 20, 6, 2, 3, missing=0.0)
+    geno[3:, 1, 0] = -1  # sample 1: only loci 0..2 are eligible
+    path = write_store(tmp_path / "pad.zarr", geno, 3)
+    batch = next(iter(make_loader(path, "masked", batch_size=6, prop_y=0.25, shuffle=False)))
+    assert batch["y_mask"].shape == (6, 5)
+    assert batch["y_mask"][1].tolist() == [True] * 3 + [False] * 2
+    assert batch["y_index"][1].tolist() == [0, 1, 2, 0, 0]
+    assert batch["y_mask"][[0, 2, 3, 4, 5]].all()
+    check_masked(batch, geno, 3, 15, 5)
+
+
+def test_rare_and_common_alleles_are_targeted_about_equally(tmp_path):
+    """The original's claim: with frequency_scaler = 1 the copies at target loci
+    carry rare and common alleles about equally often; unweighted, they do not."""
+    rng = np.random.default_rng(6)
+    n_variants, n_samples = 200, 300
+    freq = rng.uniform(0.03, 0.3, n_variants)  # allele 1 is the rare one
+    geno = (rng.random((n_variants, n_samples, 2)) < freq[:, None, None]).astype(np.int8)
+    path = write_store(tmp_path / "panel.zarr", geno, 2, samples_chunk=64)
+
+    def rare_to_common(scaler):
+        loader = make_loader(path, "masked", batch_size=50, prop_y=0.01,
+                             frequency_scaler=scaler)
+        counts = np.zeros(2)
+        for _ in range(4):
+            for batch in loader:
+                counts += batch["y_counts"][batch["y_mask"]].sum(0).numpy()
+        return counts[1] / counts[0]
+
+    assert 0.85 < rare_to_common(1.0) < 1.15
+    assert rare_to_common(0.0) < 0.3
+
+
+def test_example_store_from_tsv(example_store):
+    loader = make_loader(example_store, "masked", batch_size=16, num_workers=0)
+    ds = loader.dataset
+    assert (ds.n_samples, ds.n_variants, ds.ploidy) == (40, 60, 2)
+    assert sum(len(b["sample_index"]) for b in loader) == 40
+
+
+def test_bad_arguments_are_usage_errors(diploid):
+    path, _ = diploid
+    with pytest.raises(UsageError, match="'nobody' is not in the store"):
+        GenotypeDataset(path, samples=["s1", "nobody"])
+    with pytest.raises(UsageError, match="outside"):
+        GenotypeDataset(path, samples=[0, 45])
+    with pytest.raises(UsageError, match="twice"):
+        GenotypeDataset(path, samples=[1, 1])
+    with pytest.raises(UsageError, match="unknown task"):
+        GenotypeDataset(path, "nonsense")
+    with pytest.raises(UsageError, match="phenotypes"):
+        GenotypeDataset(path, "phenotype")
+    with pytest.raises(UsageError, match="shape"):
+        GenotypeDataset(path, "phenotype", phenotypes=np.zeros((3, 1)))
+    with pytest.raises(UsageError, match="rank"):
+        GenotypeDataset(path, rank=2, world_size=2)

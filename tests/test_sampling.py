@@ -1,0 +1,109 @@
+"""Inverse-frequency locus weights and weighted sampling without replacement."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from gperceiver.data.sampling import locus_weights, sample_without_replacement, weight_table
+
+
+def brute_weight(genotype, frequency, scaler):
+    """The definition, one locus at a time."""
+    if any(g == -1 for g in genotype):
+        return 0.0
+    w = 1.0
+    for g in genotype:
+        if g >= 0:
+            w *= (1.0 - frequency[g]) ** scaler
+    return w
+
+
+@pytest.mark.parametrize("ploidy,n_alleles,scaler", [(2, 2, 1.0), (4, 3, 0.5), (6, 4, 2.0)])
+def test_locus_weights_follow_the_definition(ploidy, n_alleles, scaler):
+    rng = np.random.default_rng(ploidy)
+    n_rows, n_loci = 5, 40
+    frequency = rng.dirichlet(np.ones(n_alleles), n_loci).astype(np.float32)
+    geno = rng.integers(-1, n_alleles, (n_rows, n_loci, ploidy)).astype(np.int8)
+    geno[0, :, -1] = -2  # a padded copy (mixed ploidy) contributes nothing
+    weights = locus_weights(geno, weight_table(frequency, scaler))
+    expected = np.array(
+        [[brute_weight(geno[b, v], frequency[v], scaler) for v in range(n_loci)]
+         for b in range(n_rows)]
+    )
+    np.testing.assert_allclose(weights, expected, rtol=1e-5)
+    assert np.all(weights[(geno == -1).any(axis=2)] == 0)
+
+
+def test_unknown_frequency_means_never_a_target():
+    frequency = np.array([[np.nan, np.nan], [0.5, 0.5]], dtype=np.float32)
+    weights = locus_weights(np.zeros((1, 2, 2), np.int8), weight_table(frequency, 1.0))
+    assert weights[0, 0] == 0 and weights[0, 1] == pytest.approx(0.25)
+
+
+def test_draws_are_distinct_sorted_and_skip_zero_weights():
+    rng = np.random.default_rng(0)
+    weights = rng.random((200, 30)).astype(np.float32)
+    weights[:, ::3] = 0  # 10 of 30 loci can never be drawn
+    weights[0] = 0
+    weights[0, 4] = 0.5  # one row with a single eligible locus
+    index, mask = sample_without_replacement(weights, 12, rng)
+    assert index.shape == mask.shape == (200, 12) and index.dtype == np.int64
+    assert mask[0].sum() == 1 and index[0, 0] == 4 and np.all(index[0, 1:] == 0)
+    full = mask[1:].all(axis=1)
+    assert full.all()  # 20 eligible >= 12 draws
+    for row, m in zip(index[1:], mask[1:], strict=True):
+        drawn = row[m]
+        assert np.all(np.diff(drawn) > 0) and np.all(drawn % 3 != 0)
+
+
+def test_first_draw_frequencies_match_weights():
+    """Goodness of fit: k = 1 draws a locus with probability weight / total."""
+    rng = np.random.default_rng(1)
+    weights = np.array([0.05, 0.1, 0.2, 0.0, 0.4, 0.8, 1.0, 0.3], dtype=np.float32)
+    n_draws = 40_000
+    index, mask = sample_without_replacement(np.tile(weights, (n_draws, 1)), 1, rng)
+    assert mask.all()
+    observed = np.bincount(index[:, 0], minlength=len(weights))
+    assert observed[3] == 0
+    positive = weights > 0
+    expected = n_draws * weights[positive] / weights[positive].sum()
+    assert stats.chisquare(observed[positive], expected).pvalue > 1e-3
+
+
+def test_pair_frequencies_match_successive_sampling():
+    """k = 2: each unordered pair appears with its Plackett-Luce probability."""
+    rng = np.random.default_rng(2)
+    weights = np.array([0.1, 0.25, 0.5, 1.0, 2.0], dtype=np.float32)
+    total = weights.sum()
+    pairs = list(itertools.combinations(range(len(weights)), 2))
+    prob = np.array([
+        weights[i] / total * weights[j] / (total - weights[i])
+        + weights[j] / total * weights[i] / (total - weights[j])
+        for i, j in pairs
+    ])
+    n_draws = 40_000
+    index, _ = sample_without_replacement(np.tile(weights, (n_draws, 1)), 2, rng)
+    weights = weights.astype(np.float64)
+    code = {pair: k for k, pair in enumerate(pairs)}
+    observed = np.bincount([code[(a, b)] for a, b in index.tolist()], minlength=len(pairs))
+    prob /= prob.sum()  # (float32 weights: sums to 1 within rounding)
+    assert stats.chisquare(observed, n_draws * prob).pvalue > 1e-3
+    # and the wrong model (inclusion proportional to weight) is rejected
+    naive = np.array([weights[i] * weights[j] for i, j in pairs])
+    assert stats.chisquare(observed, n_draws * naive / naive.sum()).pvalue < 1e-6
+
+
+def test_same_generator_state_same_draws():
+    weights = np.random.default_rng(3).random((4, 100)).astype(np.float32)
+    a = sample_without_replacement(weights, 10, np.random.default_rng(7))
+    b = sample_without_replacement(weights, 10, np.random.default_rng(7))
+    np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_bad_k_is_refused():
+    with pytest.raises(ValueError):
+        sample_without_replacement(np.ones((1, 3), np.float32), 4, np.random.default_rng())
