@@ -180,45 +180,49 @@ def _encode_samples(model, store, arrays: dict[str, Any], batch_size: int,
 
 
 class _Sink:
-    """Collects encoded rows and writes them in whole output chunks.
+    """Collects encoded rows and writes them chunk by chunk.
 
-    The in-order loader yields samples in ascending store order, so buffered rows
-    form one contiguous run written with a slice; any other order falls back to
-    orthogonal indexing.
+    The in-order loader yields samples in ascending store order, so the buffer is
+    one contiguous run: it is written up to the last whole output chunk it covers
+    (each chunk written once), the rest kept for the next batches. Any other order
+    falls back to orthogonal indexing.
     """
 
     def __init__(self, arrays: dict[str, Any]):
         self.arrays = arrays
-        self.index: list[np.ndarray] = []
-        self.rows: dict[str, list[np.ndarray]] = {name: [] for name in arrays if
-                                                  name != "variant_embedding"}
-        self.n = 0
+        self.names = [name for name in arrays if name != "variant_embedding"]
+        self.index = np.empty(0, np.int64)
+        self.rows: dict[str, np.ndarray] = {}
 
     def put(self, index: np.ndarray, rows: dict[str, np.ndarray]) -> None:
-        self.index.append(index)
-        for name, values in rows.items():
-            self.rows[name].append(values)
-        self.n += len(index)
-        if self.n >= SAMPLES_CHUNK:
-            self.flush()
+        self.index = np.concatenate([self.index, index])
+        for name in self.names:
+            self.rows[name] = (rows[name] if name not in self.rows
+                               else np.concatenate([self.rows[name], rows[name]]))
+        if len(self.index) >= SAMPLES_CHUNK:
+            self.flush(whole_chunks=True)
 
-    def flush(self) -> None:
-        if not self.index:
+    def flush(self, whole_chunks: bool = False) -> None:
+        if not len(self.index):
             return
-        index = np.concatenate(self.index)
+        index = self.index
         contiguous = bool(np.all(np.diff(index) == 1))
-        for name, parts in self.rows.items():
-            values = np.concatenate(parts)
-            target = self.arrays[name]
+        n = len(index)
+        if contiguous and whole_chunks:
+            n = (index[-1] + 1) // SAMPLES_CHUNK * SAMPLES_CHUNK - index[0]
+            if n <= 0:
+                return
+        for name in self.names:
+            values, target = self.rows[name][:n], self.arrays[name]
             if contiguous:
-                target[index[0] : index[-1] + 1] = values
+                target[index[0] : index[0] + n] = values
             elif isinstance(target, np.ndarray):
                 target[index] = values
             else:
                 order = np.argsort(index)
                 target.oindex[index[order]] = values[order]
-        self.index, self.n = [], 0
-        self.rows = {name: [] for name in self.rows}
+            self.rows[name] = self.rows[name][n:]
+        self.index = index[n:]
 
 
 class _CallableModule(types.ModuleType):
