@@ -1,0 +1,131 @@
+"""Accuracy on the heterogeneous stock mice: per-block mean Pearson r over the 5 cv folds.
+
+Converts `shared/data/mice` with `gperceiver convert tsv` (into --workdir, default a
+temporary folder), then runs every method on cv folds K = 0..4 exactly as a user
+would, one `gperceiver` process per fold, and reads each run's metrics.json: the
+Pearson r per block on that fold's validation rows. Prints one JSON line: per
+method the per-block r averaged over folds, their mean, and the run time; next to
+the reference figures from the data set's README (same folds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+MICE = ROOT.parent / "shared" / "data" / "mice"
+FOLDS = (0, 1, 2, 3, 4)
+# The data set's README: mean r over these folds, blocks 0, 1, 2.
+REFERENCE = {
+    "gblup": {"block_r": [0.382, 0.500, 0.521], "mean_r": 0.468},
+    "rkhs": {"block_r": [0.406, 0.520, 0.531], "mean_r": 0.486},
+}
+
+# A method: (fold, run folder) -> the gperceiver arguments of that fold's run.
+Method = Callable[[int, Path], list[str]]
+
+
+def gperceiver(*args: str | Path) -> float:
+    """Run `gperceiver ARGS` in a subprocess; return its wall seconds (fail loudly)."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "gperceiver", *map(str, args)],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        sys.exit(f"gperceiver {' '.join(map(str, args))} failed:\n{proc.stderr}")
+    return time.perf_counter() - start
+
+
+def methods(store: Path, phenos: Path) -> dict[str, Method]:
+    """Every method compared, by name."""
+    found: dict[str, Method] = {
+        "gblup": lambda k, out: ["baseline", store, phenos, "--cv", str(k), "-o", out, "--force"],
+    }
+    # ---------------------------------------------------------------------------------
+    # gperceiver `fit` runs go HERE (to be added with `fit`): one entry per configuration,
+    # e.g. from scratch and from a pretrained encoder, each writing metrics.json into
+    # `out` like `baseline` does, for instance
+    #   found["gperceiver_scratch"] = lambda k, out: [
+    #       "fit", store, phenos, "--cv", str(k), "-o", out, "--force", ...]
+    # and state the CPU budget (threads, epochs, wall time) in the printed JSON.
+    # ---------------------------------------------------------------------------------
+    return found
+
+
+def validation_r(run_dir: Path) -> list[float]:
+    """Pearson r per block on the validation rows, from a run's metrics.json."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    blocks = metrics["validation"]["blocks"]
+    return [np.nan if blocks[b]["pearson_r"] is None else blocks[b]["pearson_r"]
+            for b in sorted(blocks, key=int)]
+
+
+def evaluate(name: str, method: Method, workdir: Path, folds: tuple[int, ...]) -> dict:
+    """Run one method on every fold; per-block r averaged over folds, and run time."""
+    seconds, per_fold = [], []
+    for k in folds:
+        out = workdir / f"{name}_cv{k}"
+        seconds.append(gperceiver(*method(k, out)))
+        per_fold.append(validation_r(out))
+    r = np.array(per_fold)
+    block_r = r.mean(axis=0)
+    return {
+        "block_r": [round(float(x), 4) for x in block_r],
+        "mean_r": round(float(block_r.mean()), 4),
+        "fold_r": [[round(float(x), 4) for x in row] for row in r],
+        "seconds": round(sum(seconds), 1),
+        "seconds_per_fold": round(sum(seconds) / len(folds), 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=MICE, help="folder of the mice TSVs")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the store and runs here (default: a temporary folder)")
+    parser.add_argument("--only", nargs="*", default=None, metavar="METHOD",
+                        help="run only these methods")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="mice_accuracy_") as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        store = workdir / "mice.zarr"
+        convert_s = gperceiver(
+            "convert", "tsv", "--markers", args.data / "markers.tsv.gz",
+            "--chroms", args.data / "chroms.tsv", "-o", store, "--force", "--quiet",
+        )
+        results = {
+            name: evaluate(name, method, workdir, FOLDS)
+            for name, method in methods(store, args.data / "phenos.tsv").items()
+            if args.only is None or name in args.only
+        }
+    report = {
+        "benchmark": "mice_accuracy",
+        "data": str(args.data),
+        "folds": list(FOLDS),
+        "cpus": os.cpu_count(),
+        "convert_seconds": round(convert_s, 1),
+        "methods": results,
+        "reference": REFERENCE,
+    }
+    if "gblup" in results:
+        report["gblup_mean_r_minus_reference"] = round(
+            results["gblup"]["mean_r"] - REFERENCE["gblup"]["mean_r"], 4
+        )
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
