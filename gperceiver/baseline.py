@@ -21,6 +21,7 @@ fitted on a block's training rows and predicting every sample of the store.
 from __future__ import annotations
 
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -179,6 +180,9 @@ def gblup(
     if len(idx) < MIN_TRAIN_ROWS:
         raise UsageError(f"GBLUP needs at least {MIN_TRAIN_ROWS} training rows, got {len(idx)}")
     yt = np.asarray(y, np.float64)[idx]
+    if np.ptp(yt) == 0:  # nothing to explain: every sample gets the training value
+        fit = GBLUPFit(np.inf, float(yt[0]), 0.0, 0.0, 0.0, np.nan, len(idx))
+        return np.full(len(g), yt[0]), fit
     sp = Spectral.of(g[np.ix_(idx, idx)], yt) if spectral is None else spectral.rotate(yt)
     if lam is None:
         lam = reml_lambda(sp)
@@ -210,19 +214,24 @@ def run_gblup(
     g = genomic_relationship(ds).values
     y = phenos["response"].values
     predicted = np.full(y.shape, np.nan, dtype=np.float64)
-    fits: dict[str, dict[str, Any]] = {}
+    fits: dict[str, dict[str, Any] | None] = {}
     cache: dict[bytes, Spectral] = {}
     for b in range(y.shape[1]):
+        block = str(int(phenos["block"][b]))
         rows = train.values[:, b]
+        if rows.sum() < MIN_TRAIN_ROWS:
+            warnings.warn(
+                f"block {block}: {rows.sum()} training row(s), GBLUP needs {MIN_TRAIN_ROWS}; "
+                "its predictions are left empty", RuntimeWarning, stacklevel=2,
+            )
+            fits[block] = None
+            continue
         key = np.packbits(rows).tobytes()
-        if key not in cache and rows.sum() >= MIN_TRAIN_ROWS:
+        if key not in cache:
             idx = np.flatnonzero(rows)
             cache[key] = Spectral.of(g[np.ix_(idx, idx)], y[idx, b])
-        try:
-            predicted[:, b], fit = gblup(g, y[:, b], rows, spectral=cache.get(key))
-        except UsageError as e:
-            raise UsageError(f"block {int(phenos['block'][b])}: {e}") from None
-        fits[str(int(phenos["block"][b]))] = asdict(fit)
+        predicted[:, b], fit = gblup(g, y[:, b], rows, spectral=cache[key])
+        fits[block] = asdict(fit)
     preds = predictions_dataset(phenos, predicted)
     metrics = {
         "method": "gblup",

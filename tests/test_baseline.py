@@ -243,6 +243,21 @@ def test_validation_rows_never_reach_the_fit(sim, blocks):
     np.testing.assert_array_equal(a["predicted"].values[:, 1:], c["predicted"].values[:, 1:])
 
 
+def test_blocks_too_small_or_constant(example_store, tmp_path):
+    lines = (TEST_DATA / "phenos.tsv").read_text().splitlines()
+    lines = [lines[0]] + [x for x in lines[1:] if x.split("\t")[2] == "0"]
+    lines += ["g0\t1.0\t1\t0", "g1\t2.0\t1\t0"]  # block 1: two rows
+    lines += [f"g{i}\t4.5\t2\t0" for i in range(6)]  # block 2: constant
+    path = tmp_path / "p.tsv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.warns(RuntimeWarning, match="block 1: 2 training row"):
+        preds, metrics = run_gblup(example_store, path)
+    p = preds["predicted"].values
+    assert np.isfinite(p[:, 0]).all() and np.ptp(p[:, 0]) > 0
+    assert np.isnan(p[:, 1]).all() and metrics["fit"]["1"] is None
+    assert (p[:, 2] == 4.5).all() and metrics["fit"]["2"]["sigma_g2"] == 0.0
+
+
 # ---------------------------------------------------------------- command line
 
 

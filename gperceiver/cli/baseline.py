@@ -51,8 +51,9 @@ def run(args: argparse.Namespace) -> None:
     which = "validation" if metrics["validation"] else "training (no --cv)"
     print(f"GBLUP {which} rows, per block:")
     for block, m in shown["blocks"].items():
-        lam = metrics["fit"][block]["lam"]
+        fit = metrics["fit"][block]
+        lam = f"{fit['lam']:.3g}" if fit else "(not fitted)"
         print(f"  block {block}: n={m['n']} r={m['pearson_r']:.3f} rmse={m['rmse']:.3f} "
-              f"lambda={lam:.3g}")
+              f"lambda={lam}")
     print(f"  mean r={shown['mean']['pearson_r']:.3f}")
     print(f"wrote {path}", file=sys.stderr)
