@@ -146,10 +146,20 @@ def plot_learning_curves(
     return _save(learning_curves_figure(metrics_csv), out, force)
 
 
+def _x_axis(table: pd.DataFrame) -> str | None:
+    """'epoch' when every metric is logged once per epoch, else 'step' (when present)."""
+    metrics = [c for c in table.columns if c not in ("epoch", "step")]
+    if "epoch" in table.columns and all(
+        table.loc[table[c].notna(), "epoch"].is_unique for c in metrics
+    ):
+        return "epoch"
+    return next((c for c in ("step", "epoch") if c in table.columns), None)
+
+
 def learning_curves_figure(metrics_csv: str | os.PathLike) -> Figure:
     """One panel per metric family (train and validation together) against the step."""
     table = read_metrics(metrics_csv)
-    x_name = next((c for c in ("step", "epoch") if c in table.columns), None)
+    x_name = _x_axis(table)
     x_all = table[x_name].to_numpy() if x_name else np.arange(len(table), dtype=float)
     families: dict[str, list[str]] = {}
     for column in table.columns:
@@ -232,16 +242,17 @@ def predictions_figure(predictions_tsv: str | os.PathLike, *, cv: int | None = N
     for ax, block in zip(axes, blocks, strict=True):
         rows = table[table["block"] == block]
         obs, pred = rows["observed"].to_numpy(), rows["predicted"].to_numpy()
+        size = 9 if len(obs) < 500 else 4  # thousands of points: smaller dots
         if cv is not None and "cv" in rows.columns:
             held = (rows["cv"] == cv).to_numpy()
-            ax.scatter(obs[~held], pred[~held], s=9, alpha=0.5, c=TRAIN_COLOUR, label="training")
-            ax.scatter(obs[held], pred[held], s=14, alpha=0.85, c=HIGHLIGHT,
+            ax.scatter(obs[~held], pred[~held], s=size, alpha=0.5, c=TRAIN_COLOUR, label="training")
+            ax.scatter(obs[held], pred[held], s=1.5 * size, alpha=0.85, c=HIGHLIGHT,
                        label=f"validation (cv {cv})")
             title = (f"block {block}: r = {pearson_r(obs[held], pred[held]):.3f} validation, "
                      f"{pearson_r(obs[~held], pred[~held]):.3f} training")
             ax.legend(fontsize="small", loc="upper left")
         else:
-            ax.scatter(obs, pred, s=9, alpha=0.6, c=TRAIN_COLOUR)
+            ax.scatter(obs, pred, s=size, alpha=0.6, c=TRAIN_COLOUR)
             title = f"block {block}: r = {pearson_r(obs, pred):.3f} (n = {len(obs)})"
         lo = float(np.nanmin([obs.min(), pred.min()]))
         hi = float(np.nanmax([obs.max(), pred.max()]))

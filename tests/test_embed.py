@@ -137,6 +137,9 @@ def test_pictures_of_a_real_run_and_its_embedding(run_dir, emb_path, tmp_path):
     for path in written + pca:
         assert_png(path)
     fig = plots.learning_curves_figure(run_dir / "metrics.csv")
-    titles = {ax.get_title() for ax in fig.axes if ax.get_visible()}
-    assert {"loss", "accuracy"} <= titles
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert {"loss", "accuracy"} <= {ax.get_title() for ax in panels}
+    assert {ax.get_xlabel() for ax in panels} == {"epoch"}  # Lightning logged per epoch
+    lines = {line.get_label(): line for line in panels[0].get_lines()}
+    assert list(lines[f"val_{panels[0].get_title()}"].get_xdata()) == [0, 1]
     assert json.loads((run_dir / "params.json").read_text())["latent_dim"] == 12
