@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from gperceiver import schema
 from gperceiver.atomic import atomic_output, check_writable
@@ -167,6 +168,7 @@ def learning_curves_figure(metrics_csv: str | os.PathLike) -> Figure:
             families.setdefault(_family(column), []).append(column)
     if not families:
         raise InputFormatError(metrics_csv, "every metric column is empty")
+    families = dict(sorted(families.items(), key=lambda item: item[0] != "loss"))  # loss first
     fig, axes = _grid(len(families), ncols=2, size=(5.0, 3.4))
     for ax, (family, columns) in zip(axes, families.items(), strict=True):
         for column in columns:
@@ -179,6 +181,7 @@ def learning_curves_figure(metrics_csv: str | os.PathLike) -> Figure:
             ax.set_yscale("log")
         ax.set_title(family)
         ax.set_xlabel(x_name or "row")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     fig.suptitle(f"learning curves: {Path(metrics_csv).parent.name}")
