@@ -29,8 +29,8 @@ import numpy as np
 import xarray as xr
 
 from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
+from gperceiver.schema import SAMPLES
 
-SAMPLES = "samples"
 BLOCKS = "blocks"
 NO_CV = -1
 REQUIRED_COLUMNS = ("name", "response", "block")
