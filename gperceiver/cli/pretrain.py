@@ -58,17 +58,20 @@ def show_progress(quiet: bool) -> bool:
 
 
 def run(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
     from gperceiver.errors import UsageError
     from gperceiver.train.params import load_params
-    from gperceiver.train.pretrain import load_run_params, pretrain
 
     if args.resume and args.force:
         raise UsageError("--resume and --force contradict each other")
-    if args.params is None and args.resume:
-        base = load_run_params(args.output)
-        params = base.replace(**overrides(args)) if base else load_params(None, **overrides(args))
+    saved = Path(args.output) / "params.json"
+    if args.params is None and args.resume and saved.is_file():
+        params = load_params(saved, **overrides(args))
     else:
         params = load_params(args.params, **overrides(args))
+
+    from gperceiver.train.pretrain import pretrain  # torch and Lightning: after the checks
     devices = int(args.devices) if args.devices.isdigit() else args.devices
     result = pretrain(args.store, args.output, args.task, params, resume=args.resume,
                       force=args.force, progress=show_progress(args.quiet),

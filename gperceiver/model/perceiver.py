@@ -135,9 +135,10 @@ class GPerceiver(nn.Module):
 
     def class_of(self, counts: torch.Tensor) -> torch.Tensor:
         """(..., A) allele counts -> (...) class index; -1 where no class fits (e.g. 0s)."""
-        key = counts_key(counts, self.ploidy)
+        key = counts_key(counts.clamp(0, self.ploidy), self.ploidy)
         pos = torch.searchsorted(self.class_keys, key).clamp(max=len(self.class_keys) - 1)
-        return torch.where(self.class_keys[pos] == key, pos, torch.full_like(pos, -1))
+        valid = (self.class_keys[pos] == key) & ((counts >= 0) & (counts <= self.ploidy)).all(-1)
+        return torch.where(valid, pos, torch.full_like(pos, -1))
 
     # -- contrastive task
     def shared_logits(self, x_alleles: torch.Tensor, x_index: torch.Tensor,

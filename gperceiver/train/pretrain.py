@@ -28,7 +28,7 @@ from gperceiver.errors import UsageError
 from gperceiver.store import open_store
 from gperceiver.train import engine
 from gperceiver.train.checkpoint import KEY, ModelInfo, build_model, load_checkpoint, model_info
-from gperceiver.train.params import Params, params_from_dict
+from gperceiver.train.params import Params
 
 TASKS = ("masked", "contrastive")
 # Keys a resumed run may change: they do not alter what the run computes so far.
@@ -228,13 +228,3 @@ def _check_resumable(previous: ModelInfo, now: ModelInfo, last: Path) -> None:
             raise UsageError(
                 f"{last}: cannot resume with {key}={new[key]!r}; the run used {old[key]!r} "
                 f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
-
-
-def load_run_params(run_dir: str | os.PathLike) -> Params | None:
-    """The params saved in RUN_DIR/params.json, or None when there are none."""
-    path = Path(run_dir) / "params.json"
-    if not path.is_file():
-        return None
-    import json
-
-    return params_from_dict(json.loads(path.read_text()), where=str(path))
