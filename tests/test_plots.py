@@ -208,6 +208,20 @@ def test_store_statistics_match_the_calls(example_store):
     assert monomorphic == int((maf == 0).sum())
 
 
+def test_folded_spectrum_of_multiallelic_variants():
+    freq = np.array([
+        [0.7, 0.2, 0.1],  # non-major alleles 0.2 and 0.1
+        [0.3, 0.3, 0.4],  # major 0.4: 0.3 and 0.3
+        [1.0, 0.0, 0.0],  # monomorphic: nothing
+        [np.nan, np.nan, np.nan],  # never called: nothing, counted monomorphic
+    ], dtype=np.float32)
+    ds = xr.Dataset({"variant_allele_frequency": (("variants", "alleles"), freq)})
+    counts, edges, monomorphic = plots.folded_spectrum(ds, bins=5)
+    np.testing.assert_array_equal(edges, np.linspace(0, 0.5, 6))
+    np.testing.assert_array_equal(counts, [0, 1, 1, 2, 0])  # 0.1 | 0.2 | 0.3, 0.3
+    assert monomorphic == 2
+
+
 def test_plot_store_next_to_it_and_into_a_folder(tmp_path, example_store, cli):
     store = tmp_path / "panel.zarr"
     shutil.copytree(example_store, store)
