@@ -35,7 +35,7 @@ import zarr
 
 from gperceiver import __version__, schema
 from gperceiver.atomic import atomic_output, check_writable
-from gperceiver.errors import UsageError
+from gperceiver.errors import InputNotFoundError, UsageError
 from gperceiver.store import open_store
 
 EMBEDDING = "embedding"
@@ -43,6 +43,9 @@ LATENTS = "latents"
 POSITION_EMBEDDING = "position_embedding"
 CARRIED = ("sample_id", "variant_id", "variant_contig", "variant_position", "contig_id")
 ZARR_FORMAT = 2  # as the genotype store: readable by every zarr / xarray version
+# A run folder's checkpoints, as gperceiver.train.engine names them (not imported here:
+# it loads Lightning).
+RUN_CHECKPOINTS = ("best.ckpt", "last.ckpt")
 SAMPLES_CHUNK = 512  # output rows per chunk, and per write
 VARIANTS_CHUNK = 65_536
 COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=3)
@@ -59,7 +62,11 @@ def embed(
     force: bool = False,
     progress: bool = False,
 ) -> xr.Dataset:
-    """Embed every sample and locus of `store` with the encoder of checkpoint `ckpt`."""
+    """Embed every sample and locus of `store` with the encoder of checkpoint `ckpt`.
+
+    `ckpt` is a pretraining or fit checkpoint, or a run folder (its best.ckpt, else
+    last.ckpt). `device`: a torch device ("cpu", "cuda", ...).
+    """
     import torch
 
     from gperceiver.train.checkpoint import load_model
@@ -69,6 +76,7 @@ def embed(
     if out is not None:
         check_writable(out, force)
     ds = open_store(store)
+    ckpt = checkpoint_path(ckpt)
     model, info, _ = load_model(ckpt)
     info.check_store(ds, str(store))
     try:
@@ -101,6 +109,17 @@ def embed(
         _encode_samples(model, store, arrays, batch_size, progress)
         zarr.consolidate_metadata(tmp)
     return xr.open_zarr(out)
+
+
+def checkpoint_path(ckpt: str | os.PathLike) -> Path:
+    """`ckpt` itself, or for a run folder its best checkpoint (else its last)."""
+    path = Path(ckpt)
+    if not path.is_dir():
+        return path
+    for name in RUN_CHECKPOINTS:
+        if (path / name).is_file():
+            return path / name
+    raise InputNotFoundError(f"{path}: run folder without {' or '.join(RUN_CHECKPOINTS)}")
 
 
 def _labels(ds: xr.Dataset, ckpt, store, params) -> xr.Dataset:

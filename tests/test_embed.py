@@ -82,7 +82,7 @@ def test_dims_coordinates_and_merge_with_the_store(emb_path, example_store, run_
 def test_each_sample_is_embedded_from_its_own_genotype(run_dir, example_store):
     """Alone in a batch or with others: the same vector, equal to a direct encode."""
     ckpt = run_dir / "best.ckpt"
-    alone = embed(ckpt, example_store, batch_size=1)
+    alone = embed(run_dir, example_store, batch_size=1)  # a run folder: its best.ckpt
     together = embed(ckpt, example_store, batch_size=16)
     np.testing.assert_allclose(alone["sample_embedding"], together["sample_embedding"],
                                atol=1e-5)

@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="examples:\n  gperceiver embed runs/pre/best.ckpt panel.zarr -o emb.zarr\n"
         "  gperceiver plot emb.zarr --phenos phenos.tsv --block 0",
     )
-    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint (pretrain or fit)")
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="checkpoint of pretrain or fit, or their run folder (its best.ckpt)")
     p.add_argument("store", metavar="STORE", help="genotype store (Zarr)")
     p.add_argument("-o", "--output", required=True, metavar="EMB.zarr", help="output Zarr")
     p.add_argument("--latents", action="store_true",
