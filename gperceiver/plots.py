@@ -206,8 +206,8 @@ def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def validation_fold(run_dir: str | os.PathLike) -> int | None:
-    """The `cv` fold a run held out, when its params.json (or metrics.json) records one."""
-    for name in ("params.json", "metrics.json"):
+    """The `cv` fold a run held out, as its metrics.json (fit, baseline) records it."""
+    for name in ("metrics.json", "params.json"):
         path = Path(run_dir) / name
         try:
             data = json.loads(path.read_text())

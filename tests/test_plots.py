@@ -154,7 +154,9 @@ def test_predictions_without_fold_give_r_on_every_observed_row(run_dir):
 
 
 def test_plot_run_dir_writes_both_pictures_and_uses_the_recorded_fold(run_dir, cli):
-    (run_dir / "params.json").write_text(json.dumps({"cv": 2, "epochs": 3}))
+    # fit and baseline record the held-out fold in metrics.json; params.json has none.
+    (run_dir / "params.json").write_text(json.dumps({"epochs": 3}))
+    (run_dir / "metrics.json").write_text(json.dumps({"cv": 2, "validation": None}))
     assert plots.validation_fold(run_dir) == 2
     proc = cli("plot", run_dir, check=True)
     written = [Path(line) for line in proc.stdout.split()]

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="phenotype block to colour by, with --phenos [0]")
     p.add_argument("--cv", type=int, default=None, metavar="K",
                    help="run folder: highlight the rows of fold K as validation "
-                   "[the fold recorded in RUN_DIR/params.json]")
+                   "[the fold recorded in RUN_DIR/metrics.json]")
     p.add_argument("--force", action="store_true", help="replace existing PNGs")
     p.set_defaults(func=run)
 
