@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +20,7 @@ from converters.vcz import finish_vcz, show_progress
 from converters.writer import ZARR_FORMAT
 from gperceiver import schema
 from gperceiver.atomic import atomic_output, check_writable
-from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
+from gperceiver.errors import InputFormatError, InputNotFoundError, SystemFailure, UsageError
 
 BED_MAGIC = b"\x6c\x1b\x01"  # variant-major .bed
 SUFFIXES = (".bed", ".bim", ".fam")
@@ -111,6 +112,10 @@ def convert_plink(
                 show_progress=show_progress(progress),
                 zarr_format=ZARR_FORMAT,
             )
+        except BrokenProcessPool:
+            raise SystemFailure(
+                f"{where}: a bio2zarr worker process died (out of memory? try fewer --workers)"
+            ) from None
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.ENOMEM):
                 raise

@@ -21,13 +21,14 @@ import shutil
 import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from converters.vcz import finish_vcz, show_progress
 from converters.writer import ZARR_FORMAT
 from gperceiver import schema
 from gperceiver.atomic import TMP_MARK, atomic_output, check_writable
-from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
+from gperceiver.errors import InputFormatError, InputNotFoundError, SystemFailure, UsageError
 
 GZIP_MAGIC = b"\x1f\x8b"
 VCF_MAGIC = b"##fileformat=VCF"
@@ -270,6 +271,10 @@ def _vcf2zarr(
             show_progress=shown,
             zarr_format=ZARR_FORMAT,
         )
+    except BrokenProcessPool:
+        raise SystemFailure(
+            f"{where}: a bio2zarr worker process died (out of memory? try fewer --workers)"
+        ) from None
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.ENOMEM):
             raise
