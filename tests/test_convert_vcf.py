@@ -366,7 +366,8 @@ def test_vcz_with_default_chunks_is_rechunked_for_training(bio2zarr_vcz, simulat
 
 
 def test_vcz_chunk_rules(bio2zarr_vcz, tmp_path):
-    """Small sample chunks are kept (a plain copy); zarr v3 input is read too."""
+    """Small sample chunks are kept (a plain copy); zarr v3 input with int16 calls is
+    read too (calls narrowed to int8)."""
     from bio2zarr import vcf as vcf2zarr  # noqa: F401 - bio2zarr made the store
 
     v2 = tmp_path / "ok.vcz"
@@ -381,12 +382,14 @@ def test_vcz_chunk_rules(bio2zarr_vcz, tmp_path):
     for name, array in src.arrays():
         copy = dst.create_array(
             name, shape=array.shape, chunks=array.chunks,
-            dtype=str if array.dtype.kind in "UOT" else array.dtype,
+            dtype=str if array.dtype.kind in "UOT" else
+            np.int16 if name == "call_genotype" else array.dtype,
             dimension_names=array.attrs["_ARRAY_DIMENSIONS"],
         )
         copy[...] = array[...]
     out = convert_vcz(v3, tmp_path / "from_v3.zarr", progress=False)
     ds = open_store(out)
+    assert ds.call_genotype.dtype == np.int8
     np.testing.assert_array_equal(ds.call_genotype.values, src["call_genotype"][:])
     assert ds.call_genotype.data.chunksize[1] == 20  # 20 samples in one chunk: kept
 
@@ -402,6 +405,10 @@ def test_vcz_bad_input(tmp_path, capfd):
     assert len(capfd.readouterr().err.strip().splitlines()) == 1
     assert main(["convert", "vcz", str(tmp_path / "no.vcz"), "-o", out]) == ExitCode.INPUT_NOT_FOUND
     assert "no.vcz" in capfd.readouterr().err
+    no_calls = zarr.open_group(tmp_path / "nocalls.vcz", mode="w")
+    no_calls.create_array("sample_id", shape=(2,), dtype=str)
+    assert main(["convert", "vcz", str(tmp_path / "nocalls.vcz"), "-o", out]) == 3
+    assert "no call_genotype" in capfd.readouterr().err
     assert main(["convert", "vcz", str(not_zarr), "-o", out, "--workers", "0"]) == ExitCode.USAGE
     assert "--workers" in capfd.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.vcz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nocalls.vcz", "x.vcz"]
