@@ -126,9 +126,18 @@ def run_tsv(args: argparse.Namespace) -> None:
         print(f"wrote {out}", file=sys.stderr)
 
 
+def default_workers() -> int:
+    """The CPUs this process may use, at most 8 (each bio2zarr worker holds its own buffers)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus))
+
+
 def add_workers(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+        "--workers", type=int, default=default_workers(), metavar="N",
         help="parallel worker processes (1: all in this process)",
     )
 
