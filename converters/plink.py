@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from converters.vcz import finish_vcz, show_progress
+from converters.vcz import finish_vcz, local_output, show_progress
 from converters.writer import ZARR_FORMAT
 from gperceiver import schema
-from gperceiver.atomic import atomic_output, check_writable
+from gperceiver.atomic import atomic_output
 from gperceiver.errors import InputFormatError, InputNotFoundError, SystemFailure, UsageError
 
 BED_MAGIC = b"\x6c\x1b\x01"  # variant-major .bed
@@ -95,8 +95,7 @@ def convert_plink(
     if samples_chunk < 1 or variants_chunk < 1 or workers < 1:
         raise UsageError("--samples-chunk, --variants-chunk and --workers must be >= 1")
     bed, bim, fam = fileset(prefix)
-    output = Path(output)
-    check_writable(output, force)
+    output = local_output(output, force)
     check_fileset(bed, bim, fam)
     from bio2zarr import plink as b2z_plink
 

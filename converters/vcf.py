@@ -24,10 +24,10 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from converters.vcz import finish_vcz, show_progress
+from converters.vcz import finish_vcz, local_output, show_progress
 from converters.writer import ZARR_FORMAT
 from gperceiver import schema
-from gperceiver.atomic import TMP_MARK, atomic_output, check_writable
+from gperceiver.atomic import TMP_MARK, atomic_output
 from gperceiver.errors import InputFormatError, InputNotFoundError, SystemFailure, UsageError
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -224,8 +224,7 @@ def convert_vcf(
         raise UsageError("no VCF/BCF input given")
     if len({p.resolve() for p in paths}) != len(paths):
         raise UsageError("the same VCF/BCF file is given twice")
-    output = Path(output)
-    check_writable(output, force)
+    output = local_output(output, force)
     where = paths[0] if len(paths) == 1 else Path(", ".join(map(str, paths)))
     with atomic_output(output, force) as tmp, _work_folder(output, temp_dir) as work:
         ready = [prepare_input(p, work / f"input{i}") for i, p in enumerate(paths)]

@@ -28,7 +28,7 @@ import zarr
 from converters import CONVERTER_VERSION
 from converters.writer import GENOTYPE_COMPRESSOR, ZARR_FORMAT, finish_store
 from gperceiver import schema
-from gperceiver.atomic import atomic_output, check_writable
+from gperceiver.atomic import atomic_output, check_writable, is_url
 from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
 from gperceiver.progress import progress_bar
 
@@ -102,6 +102,16 @@ def _widen(group: zarr.Group, name: str, dtype: type[np.integer]) -> None:
         compressors=OTHER_COMPRESSOR, attributes=attrs, overwrite=True,
     )
     wide[:] = values
+
+
+def local_output(output: str | os.PathLike, force: bool) -> Path:
+    """The checked local output path; bio2zarr writes local folders only."""
+    if is_url(output):
+        raise UsageError(
+            f"{os.fspath(output)}: VCF, PLINK and VCZ input convert to a local store; "
+            "copy it to object storage afterwards"
+        )
+    return Path(check_writable(output, force))
 
 
 def show_progress(enabled: bool) -> bool:
@@ -246,8 +256,9 @@ def convert_vcz(
     for n in (samples_chunk, variants_chunk, workers):
         if n is not None and n < 1:
             raise UsageError("--samples-chunk, --variants-chunk and --workers must be >= 1")
-    src_path, output = Path(vcz), Path(output)
-    check_writable(output, force)
+    if is_url(vcz):
+        raise UsageError(f"{os.fspath(vcz)}: give a local VCF Zarr store")
+    src_path, output = Path(vcz), local_output(output, force)
     src = open_vcz(src_path)
     if "call_genotype" not in src:
         raise InputFormatError(src_path, "no call_genotype array (the VCF had no GT field?)")

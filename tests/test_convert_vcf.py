@@ -323,6 +323,14 @@ def test_bad_inputs_one_line_exit_code_nothing_written(tmp_path, capfd):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
+def test_object_store_output_is_refused_cleanly(tmp_path, capfd):
+    from gperceiver.cli.main import main
+
+    vcf = write(tmp_path / "g.vcf", GOOD)
+    assert main(["convert", "vcf", str(vcf), "-o", "s3://bucket/x.zarr"]) == ExitCode.USAGE
+    assert "local store" in capfd.readouterr().err
+
+
 def test_existing_output_needs_force(tmp_path):
     vcf = write(tmp_path / "g.vcf", GOOD)
     (tmp_path / "out.zarr").mkdir()
