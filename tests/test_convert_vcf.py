@@ -102,7 +102,7 @@ def check_against_cyvcf2(store: Path, *vcfs: Path) -> None:
             assert have == given
     assert ds.attrs["ploidy"] == expected.shape[2] == ds.sizes["ploidy"]
     assert ds.attrs["n_alleles"] == n_alleles
-    assert ds.attrs["source"] == "vcf"
+    assert ds.attrs["source"] in ("vcf", "vcz")
     np.testing.assert_allclose(
         ds.variant_allele_frequency.values, frequencies(calls, n_alleles), rtol=1e-6
     )
@@ -400,6 +400,16 @@ def test_vcz_chunk_rules(bio2zarr_vcz, tmp_path):
     assert ds.call_genotype.dtype == np.int8
     np.testing.assert_array_equal(ds.call_genotype.values, src["call_genotype"][:])
     assert ds.call_genotype.data.chunksize[1] == 20  # 20 samples in one chunk: kept
+
+
+def test_zipped_vcz(tmp_path):
+    from bio2zarr import vcf as vcf2zarr
+
+    vcf = write(tmp_path / "m.vcf.gz", MIXED, "bgzf+index")
+    vcf2zarr.convert([vcf], tmp_path / "m.vcz.zip", worker_processes=0)
+    out = convert_vcz(tmp_path / "m.vcz.zip", tmp_path / "m.zarr", progress=False)
+    check_against_cyvcf2(out, vcf)
+    assert open_store(out).attrs["source"] == "vcz"
 
 
 def test_vcz_bad_input(tmp_path, capfd):
