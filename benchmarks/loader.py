@@ -6,8 +6,10 @@ with zarr alone (raw), runs one epoch of the plain and one of the masked task
 with --workers DataLoader workers, and prints one JSON line per sample count:
 {"samples","variants","store_uncompressed_mb","raw_samples_per_s",
 "plain_samples_per_s","masked_samples_per_s","plain_ratio","masked_ratio",
-"peak_rss_mb","peak_pss_mb"}; peak RSS is summed over this process and its workers
+"peak_rss_mb", ...}; peak RSS is summed over this process and its workers
 (shared pages counted once per process), PSS the same with shared pages split.
+Extra fields: CPU ms per sample of each path over all its processes (robust to
+other load on the machine, unlike the rates) and the 1-minute load average.
 Targets: plain_ratio >= 0.7, masked_ratio >= 0.35, peak_rss_mb <= 1000 and not
 growing with the number of samples.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import threading
@@ -58,20 +61,28 @@ def build_store(path: Path, n_samples: int, n_variants: int, seed: int = 0) -> N
     finish_store(path)
 
 
-def memory_mb(pids: list[int]) -> tuple[float, float]:
-    """Summed (RSS, PSS) in MB; PSS splits shared pages (torch, shared batches) fairly."""
-    rss = pss = 0.0
+def rss_mb(pids: list[int]) -> float:
+    """Summed RSS in MB (cheap: /proc/PID/statm)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE_MB
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
+def pss_mb(pids: list[int]) -> float:
+    """Summed PSS in MB: shared pages (torch, batches in flight) split fairly."""
+    total = 0.0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Rss:"):
-                        rss += int(line.split()[1]) / 1024
-                    elif line.startswith("Pss:"):
-                        pss += int(line.split()[1]) / 1024
+                total += sum(int(line.split()[1]) for line in f if line.startswith("Pss:"))
         except (FileNotFoundError, ProcessLookupError):
             pass
-    return rss, pss
+    return total / 1024
 
 
 def children(pid: int) -> list[int]:
@@ -92,7 +103,8 @@ def children(pid: int) -> list[int]:
 
 
 class PeakRSS:
-    """Samples the summed RSS and PSS of this process and its children every 50 ms."""
+    """Samples the summed RSS (every 50 ms) and PSS (every 0.5 s) of this process
+    and its children."""
 
     def __enter__(self):
         self.peak = self.peak_pss = 0.0
@@ -102,10 +114,13 @@ class PeakRSS:
         return self
 
     def _run(self):
-        me = os.getpid()
+        me, tick = os.getpid(), 0
         while not self._stop.is_set():
-            rss, pss = memory_mb([me, *children(me)])
-            self.peak, self.peak_pss = max(self.peak, rss), max(self.peak_pss, pss)
+            pids = [me, *children(me)]
+            self.peak = max(self.peak, rss_mb(pids))
+            if tick % 10 == 0:  # PSS walks the page tables: sample it less often
+                self.peak_pss = max(self.peak_pss, pss_mb(pids))
+            tick += 1
             time.sleep(0.05)
 
     def __exit__(self, *exc):
@@ -113,33 +128,43 @@ class PeakRSS:
         self._thread.join()
 
 
-def raw_epoch(store: Path, samples: np.ndarray) -> float:
-    """Samples/s reading the loader's blocks with zarr alone (no task, no torch)."""
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished (joined) children."""
+    me, kids = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                    resource.RUSAGE_CHILDREN))
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def raw_epoch(store: Path, samples: np.ndarray) -> tuple[float, float]:
+    """(samples/s, CPU ms/sample) reading the loader's blocks with zarr alone."""
     dataset = GenotypeDataset(store, "plain", samples=samples, shuffle=False)
     calls = zarr.open_group(store, mode="r")["call_genotype"]
     chunk = dataset.samples_chunk
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     for block in dataset._blocks(dataset.shard_samples(0, 1)):
         index = dataset.selected[block]
         lo, hi = index.min() // chunk * chunk, (index.max() // chunk + 1) * chunk
         calls[:, lo:hi, :]
-    return len(samples) / (time.perf_counter() - start)
+    elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    return len(samples) / elapsed, 1000 * cpu / len(samples)
 
 
-def loader_epoch(store: Path, task: str, samples: np.ndarray, args) -> tuple[float, PeakRSS]:
-    """(samples/s, peak memory) over one epoch of `task`."""
+def loader_epoch(store: Path, task: str, samples: np.ndarray, args):
+    """(samples/s, CPU ms/sample over all processes, peak memory) for one epoch."""
     loader = make_loader(
         store, task, batch_size=args.batch_size, num_workers=args.workers, samples=samples,
         prop_y=args.prop_y, shuffle_buffer=args.shuffle_buffer,
     )
     seen = 0
     with PeakRSS() as rss:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         for batch in loader:
             seen += len(batch["sample_index"])
         elapsed = time.perf_counter() - start
+        del batch
+        cpu = cpu_seconds() - cpu  # the workers have been joined: their CPU is counted
     assert seen == len(samples), (seen, len(samples))
-    return seen / elapsed, rss
+    return seen / elapsed, 1000 * cpu / seen, rss
 
 
 def main() -> None:
@@ -162,9 +187,9 @@ def main() -> None:
         n_variants, n_samples, ploidy = calls.shape
         for n in (n_samples, n_samples // 4):
             samples = np.arange(n)
-            raw = raw_epoch(store, samples)
-            plain, plain_rss = loader_epoch(store, "plain", samples, args)
-            masked, masked_rss = loader_epoch(store, "masked", samples, args)
+            raw, raw_cpu = raw_epoch(store, samples)
+            plain, plain_cpu, plain_rss = loader_epoch(store, "plain", samples, args)
+            masked, masked_cpu, masked_rss = loader_epoch(store, "masked", samples, args)
             print(json.dumps({
                 "samples": n,
                 "variants": n_variants,
@@ -176,6 +201,10 @@ def main() -> None:
                 "masked_ratio": round(masked / raw, 3),
                 "peak_rss_mb": round(max(plain_rss.peak, masked_rss.peak), 1),
                 "peak_pss_mb": round(max(plain_rss.peak_pss, masked_rss.peak_pss), 1),
+                "raw_cpu_ms_per_sample": round(raw_cpu, 3),
+                "plain_cpu_ms_per_sample": round(plain_cpu, 3),
+                "masked_cpu_ms_per_sample": round(masked_cpu, 3),
+                "load_average": round(os.getloadavg()[0], 1),
             }), flush=True)
 
 

@@ -24,6 +24,7 @@ epoch; that loader also advances the epoch by itself at every new iteration.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -34,7 +35,7 @@ import zarr
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from gperceiver import schema
-from gperceiver.data.tasks import TARGET_TASKS, TaskBuilder
+from gperceiver.data.tasks import TARGET_TASKS, TaskBuilder, widen
 from gperceiver.errors import UsageError
 from gperceiver.store import open_store
 
@@ -44,6 +45,10 @@ MIN_BLOCK_SAMPLES = 256
 
 class GenotypeDataset(IterableDataset):
     """Batches of one task over the (selected) samples of the store at `store`.
+
+    It yields COMPACT batches (x_alleles/y_counts/y_shared int8, x_index/y_index
+    int32); `tasks.widen` turns one into the contract's int64, as the loader from
+    `make_loader` does.
 
     `samples`: sample names or store indices (None: all samples); `phenotypes`
     (n_selected, n_blocks) float32 aligned with `samples` (phenotype task).
@@ -186,8 +191,8 @@ class GenotypeDataset(IterableDataset):
             yield self._batch(geno, pos, np.arange(len(pos)), rng)
 
     def _shuffled(self, blocks, rng) -> Iterator[dict[str, torch.Tensor]]:
-        pool = _Pool(self.n_variants, self.ploidy)
         target = max(self.shuffle_buffer, self.batch_size)
+        pool = _Pool(self.n_variants, self.ploidy, target + self._block_samples())
         exhausted = False
         while True:
             while not exhausted and len(pool) < target:
@@ -220,9 +225,9 @@ class GenotypeDataset(IterableDataset):
 class _Pool:
     """The shuffle buffer: genotypes of samples read but not yet yielded."""
 
-    def __init__(self, n_variants: int, ploidy: int):
-        self.geno = np.empty((0, n_variants, ploidy), dtype=np.int8)
-        self.pos = np.empty(0, dtype=np.int64)
+    def __init__(self, n_variants: int, ploidy: int, capacity: int):
+        self.geno = np.empty((capacity, n_variants, ploidy), dtype=np.int8)
+        self.pos = np.empty(capacity, dtype=np.int64)
         self.n = 0
 
     def __len__(self) -> int:
@@ -232,10 +237,7 @@ class _Pool:
         """Make room for samples at `pos`; return the (n, V, P) rows to fill."""
         need = self.n + len(pos)
         if need > len(self.pos):
-            capacity = max(need, 2 * len(self.pos))
-            grown = np.empty((capacity, *self.geno.shape[1:]), dtype=np.int8)
-            grown[: self.n] = self.geno[: self.n]
-            self.geno, self.pos = grown, np.resize(self.pos, capacity)
+            raise RuntimeError(f"shuffle buffer overflow: {need} > {len(self.pos)} samples")
         start, self.n = self.n, need
         self.pos[start:need] = pos
         return self.geno[start:need]
@@ -253,10 +255,16 @@ class _Pool:
 
 
 class GenotypeLoader(DataLoader):
-    """A DataLoader over a GenotypeDataset that advances the epoch at each iteration."""
+    """A DataLoader over a GenotypeDataset yielding batches in the contract's dtypes.
 
-    def __init__(self, dataset: GenotypeDataset, **kwargs):
+    Workers send compact batches (int8 alleles, int32 indices: 8x less shared
+    memory to fault in); they are widened to int64 here, in the main process,
+    then pinned when `pin_memory`. Each new iteration advances the epoch.
+    """
+
+    def __init__(self, dataset: GenotypeDataset, *, pin_memory: bool = False, **kwargs):
         super().__init__(dataset, batch_size=None, collate_fn=collate, **kwargs)
+        self.pin = pin_memory
         self._next_epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -265,7 +273,11 @@ class GenotypeLoader(DataLoader):
     def __iter__(self):
         self.dataset.set_epoch(self._next_epoch)
         self._next_epoch += 1
-        return super().__iter__()
+        for batch in super().__iter__():
+            batch = widen(batch)
+            if self.pin and torch.cuda.is_available():
+                batch = {k: v.pin_memory() for k, v in batch.items()}
+            yield batch
 
 
 def make_loader(
@@ -282,6 +294,7 @@ def make_loader(
     """A DataLoader of `task` batches over the store; see GenotypeDataset for options."""
     dataset = GenotypeDataset(store, task, batch_size=batch_size, **dataset_kwargs)
     dataset.num_workers = num_workers
+    _return_big_blocks_to_the_system()
     extra = {}
     if num_workers > 0:
         extra = {"prefetch_factor": prefetch_factor or 2,
@@ -309,6 +322,21 @@ def samples_major(block: np.ndarray, rows: np.ndarray, out: np.ndarray | None = 
     else:
         target.copy_(source.permute(1, 0, 2))
     return out
+
+
+def _return_big_blocks_to_the_system(threshold: int = 4 << 20) -> None:
+    """Fix glibc's mmap threshold (it otherwise rises to the largest block freed).
+
+    Batches are tens of MB; with the dynamic threshold glibc serves them from
+    its heap and keeps the freed memory, and the main process and each worker
+    grow by a GB or more. A fixed 4 MB threshold maps big blocks and unmaps them
+    when freed. Process-wide, glibc only; elsewhere nothing happens.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, threshold)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

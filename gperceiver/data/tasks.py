@@ -43,6 +43,8 @@ from gperceiver.data.sampling import locus_weights, sample_without_replacement, 
 
 TASKS = ("plain", "masked", "contrastive", "phenotype")
 TARGET_TASKS = ("masked", "contrastive")
+INDEX = torch.int32  # locus indices in compact batches
+WIDE = ("x_index", "x_alleles", "y_index", "y_counts", "y_shared")  # int64 in the contract
 
 
 def task_sizes(task: str, n_variants: int, prop_x: float, prop_y: float) -> tuple[int, int]:
@@ -102,10 +104,10 @@ class TaskBuilder:
 
     def plain(self, geno: np.ndarray, sample_index: np.ndarray, rng) -> dict[str, torch.Tensor]:
         x_index, chosen = choose_inputs(rng, geno.shape[0], self.n_variants, self.lx)
-        if chosen is None:  # all loci in order: one shared row, expanded (stride 0)
+        if chosen is None:  # all loci in order: one row, expanded (stride 0) over the batch
             x = torch.arange(self.n_variants).expand(geno.shape[0], -1)
         else:
-            x = to_shared(x_index, torch.int64)
+            x = to_shared(x_index, INDEX)
         return {
             "sample_index": _tensor(sample_index, np.int64),
             "x_index": x,
@@ -122,10 +124,10 @@ class TaskBuilder:
         counts[~y_mask] = 0
         return {
             "sample_index": _tensor(sample_index, np.int64),
-            "x_index": to_shared(x_index, torch.int64),
+            "x_index": to_shared(x_index, INDEX),
             "x_alleles": tokens(geno, chosen),
-            "y_index": torch.from_numpy(y_index),
-            "y_counts": torch.from_numpy(counts),
+            "y_index": to_shared(y_index, INDEX),
+            "y_counts": to_shared(counts, torch.int8),
             "y_mask": torch.from_numpy(y_mask),
         }
 
@@ -147,13 +149,11 @@ class TaskBuilder:
         shared = shared_alleles(gather(geno, y_index), gather(partner, y_index), self.n_alleles)
         shared[~y_mask] = 0
         return {
-            "sample_index": torch.from_numpy(
-                np.stack([sample_index, partner_index], axis=1).astype(np.int64)
-            ),
-            "x_index": to_shared(x_index, torch.int64),
-            "x_alleles": torch.stack([tokens(geno, chosen), tokens(partner, chosen)], dim=1),
-            "y_index": torch.from_numpy(y_index),
-            "y_shared": torch.from_numpy(shared),
+            "sample_index": _tensor(np.stack([sample_index, partner_index], axis=1), np.int64),
+            "x_index": to_shared(x_index, INDEX),
+            "x_alleles": tokens(np.stack([geno, partner], axis=1), chosen),
+            "y_index": to_shared(y_index, INDEX),
+            "y_shared": to_shared(shared, torch.int8),
             "y_mask": torch.from_numpy(y_mask),
         }
 
@@ -206,14 +206,17 @@ def unpacked(items: np.ndarray, ploidy: int) -> np.ndarray:
 
 
 def tokens(geno: np.ndarray, chosen: np.ndarray | None) -> torch.Tensor:
-    """int64 allele tokens (B, Lx, P) = call_genotype + 1 at the loci where `chosen`
-    (B, V) is True (None: all loci)."""
-    if chosen is None:
-        picked = geno + np.int8(1)
-    else:
-        n_rows, ploidy = geno.shape[0], geno.shape[-1]
-        picked = unpacked(packed(geno)[chosen].reshape(n_rows, -1), ploidy) + np.int8(1)
-    return to_shared(picked, torch.int64)
+    """int8 allele tokens (B, [2,] Lx, P) = call_genotype + 1 at the loci where
+    `chosen` (B, V) is True (None: all loci); `geno` is (B, [2,] V, P)."""
+    if chosen is not None:
+        items = packed(geno)  # (B, [2,] V)
+        if items.ndim == 3:  # a pair per row: the same loci in both
+            items = items.transpose(1, 0, 2)[:, chosen].reshape(2, len(chosen), -1)
+            items = np.ascontiguousarray(items.transpose(1, 0, 2))
+        else:
+            items = items[chosen].reshape(len(chosen), -1)
+        geno = unpacked(items, geno.shape[-1])
+    return to_shared(geno + np.int8(1), torch.int8)
 
 
 def to_shared(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
@@ -227,22 +230,32 @@ def to_shared(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     return torch.empty(0, dtype=dtype).set_(storage, 0, source.shape).copy_(source)
 
 
+def widen(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch contract's dtypes (int64) from a compact batch, in place; returns it."""
+    for key in WIDE:
+        if key in batch and batch[key].dtype != torch.int64:
+            batch[key] = batch[key].to(torch.int64)
+    return batch
+
+
 def gather(geno: np.ndarray, index: np.ndarray) -> np.ndarray:
     """Genotypes (B, L, P) int8 at loci `index` (B, L)."""
     return unpacked(np.take_along_axis(packed(geno), index, axis=1), geno.shape[-1])
 
 
 def allele_counts(geno: np.ndarray, n_alleles: int) -> np.ndarray:
-    """(..., A) int64 count of each allele over the copies (last axis) of `geno`."""
-    counts = np.zeros((*geno.shape[:-1], n_alleles), dtype=np.int64)
-    for allele in range(n_alleles):
-        counts[..., allele] = (geno == allele).sum(axis=-1)
+    """(..., A) int8 count of each allele over the copies (last axis) of `geno`."""
+    alleles = np.arange(n_alleles, dtype=np.int8)
+    counts = np.zeros((*geno.shape[:-1], n_alleles), dtype=np.int8)
+    for copy in range(geno.shape[-1]):
+        counts += geno[..., copy, None] == alleles
     return counts
 
 
 def shared_alleles(geno_a: np.ndarray, geno_b: np.ndarray, n_alleles: int) -> np.ndarray:
-    """(...) int64 size of the multiset intersection of the copies of two genotypes."""
-    return np.minimum(allele_counts(geno_a, n_alleles), allele_counts(geno_b, n_alleles)).sum(-1)
+    """(...) int8 size of the multiset intersection of the copies of two genotypes."""
+    both = np.minimum(allele_counts(geno_a, n_alleles), allele_counts(geno_b, n_alleles))
+    return both.sum(-1, dtype=np.int8)
 
 
 def phenotype_fields(phenotypes: np.ndarray | None) -> dict[str, torch.Tensor]:
