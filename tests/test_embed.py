@@ -86,6 +86,9 @@ def test_each_sample_is_embedded_from_its_own_genotype(run_dir, example_store):
     together = embed(ckpt, example_store, batch_size=16)
     np.testing.assert_allclose(alone["sample_embedding"], together["sample_embedding"],
                                atol=1e-5)
+    whole = embed_module(ckpt, example_store, batch_size=40)  # `gperceiver.embed(...)` works
+    np.testing.assert_allclose(whole["sample_embedding"], together["sample_embedding"],
+                               atol=1e-5)
     model, _, _ = load_model(ckpt)
     calls = open_store(example_store)["call_genotype"].values  # (variants, samples, ploidy)
     for i in (0, 17, 39):
