@@ -60,7 +60,7 @@ def test_every_snippet_runs_in_order(workdir):
             assert main(argv[1:]) == 0, f"{where}: `{command}` failed"
     # What the page says it makes is there.
     for png in ["emb.pca.png", "run/learning_curves.png", "afs.png", "missing.png",
-                "pca_labels.png"]:
+                "pca_folds.png"]:
         assert_png(workdir / png)
     assert namespace["genotype_pcs"].shape == (40, 2)
     assert namespace["in_memory"]["sample_embedding"].shape == (40, 12)
