@@ -40,7 +40,7 @@ def impute_batch(model: torch.nn.Module, x_alleles: torch.Tensor,
     y_pos = order[:, :width]  # positions within x_index
     y_mask = torch.arange(width) < n_missing.unsqueeze(-1)
     y_index = torch.gather(x_index, 1, y_pos)
-    logits = model.masked(model.encode(x_alleles, x_index), y_index)  # (B, L, K)
+    logits = model.decode_masked(model.encode(x_alleles, x_index), y_index)  # (B, L, K)
 
     tokens = torch.gather(x_alleles, 1, y_pos.unsqueeze(-1).expand(-1, -1, x_alleles.shape[-1]))
     classes = model.classes  # (K, A)

@@ -64,30 +64,75 @@ class Decoder(nn.Module):
 
 
 class MaskedDecoder(nn.Module):
-    """Logits over genotype classes at target loci."""
+    """Logits over genotype classes at target loci.
 
-    def __init__(self, decoder: Decoder, output_dim: int, n_classes: int):
+    With `n_variants`, a per-locus read-out adds, for each allele, the dot product
+    of the decoded state with that locus' vector for the allele, times the allele's
+    count in the class: the score of a genotype can then depend on the locus and
+    the latent state jointly (a sum of locus-specific allele dosage effects), which
+    a shared output layer can only approximate.
+    """
+
+    def __init__(self, decoder: Decoder, output_dim: int, classes: torch.Tensor,
+                 n_variants: int | None = None):
         super().__init__()
         self.decoder = decoder
         self.norm = nn.LayerNorm(output_dim)
-        self.logits = nn.Linear(output_dim, n_classes)
+        self.logits = nn.Linear(output_dim, len(classes))
+        self.n_alleles = classes.shape[1]
+        self.readout = None
+        if n_variants is not None:
+            self.readout = nn.Embedding(n_variants * self.n_alleles, output_dim)
+            nn.init.normal_(self.readout.weight, std=output_dim**-0.5)
 
-    def forward(self, latents: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        return self.logits(self.norm(self.decoder(latents, index)))
+    def forward(self, latents: torch.Tensor, index: torch.Tensor,
+                classes: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.norm(self.decoder(latents, index))
+        logits = self.logits(h)
+        if self.readout is not None and classes is not None:
+            rows = index.unsqueeze(-1) * self.n_alleles + torch.arange(
+                self.n_alleles, device=index.device)
+            dosage = torch.einsum("blo,blao->bla", h, self.readout(rows))  # (B, L, A)
+            logits = logits + dosage @ classes.to(dosage.dtype).T
+        return logits
 
 
 class ContrastiveDecoder(nn.Module):
-    """Logits over 0..P shared alleles between two genotypes, symmetric in the twins."""
+    """Logits over 0..P shared alleles between two genotypes, symmetric in the twins.
 
-    def __init__(self, decoder: Decoder, output_dim: int, ploidy: int, hidden: int):
+    With `n_variants`, per-locus allele read-outs (as in `MaskedDecoder`) give each
+    twin an allele-dosage score at the locus, fed to the head with the states.
+    """
+
+    def __init__(self, decoder: Decoder, output_dim: int, ploidy: int, hidden: int,
+                 n_alleles: int, n_variants: int | None = None):
         super().__init__()
         self.decoder = decoder
+        self.n_alleles = n_alleles
+        self.readout = None
+        width = 2 * output_dim
+        if n_variants is not None:
+            self.readout = nn.Embedding(n_variants * n_alleles, output_dim)
+            nn.init.normal_(self.readout.weight, std=output_dim**-0.5)
+            width += 2 * n_alleles
+        self.norm = nn.LayerNorm(output_dim)
         self.head = nn.Sequential(
-            nn.LayerNorm(2 * output_dim), nn.Linear(2 * output_dim, hidden), nn.GELU(),
+            nn.LayerNorm(width), nn.Linear(width, hidden), nn.GELU(),
             nn.Linear(hidden, ploidy + 1),
         )
 
+    def _features(self, latents: torch.Tensor, index: torch.Tensor):
+        h = self.norm(self.decoder(latents, index))
+        if self.readout is None:
+            return h, None
+        rows = index.unsqueeze(-1) * self.n_alleles + torch.arange(
+            self.n_alleles, device=index.device)
+        return h, torch.einsum("blo,blao->bla", h, self.readout(rows))
+
     def forward(self, latents_a: torch.Tensor, latents_b: torch.Tensor,
                 index: torch.Tensor) -> torch.Tensor:
-        a, b = self.decoder(latents_a, index), self.decoder(latents_b, index)
-        return self.head(torch.cat([a + b, a * b], -1))
+        (a, da), (b, db) = self._features(latents_a, index), self._features(latents_b, index)
+        parts = [a + b, a * b]
+        if da is not None:
+            parts += [da + db, da * db]
+        return self.head(torch.cat(parts, -1))

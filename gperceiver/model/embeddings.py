@@ -72,14 +72,41 @@ class FourierPosition(nn.Module):
         return torch.cat([angle.sin(), angle.cos()], -1) + self.contig_table(self.contig[index])
 
 
+class LocusAlleleEmbedding(nn.Module):
+    """One vector per (locus, allele token), summed over copies like `AlleleEmbedding`.
+
+    Added to the shared allele embedding, it makes an input's value depend on which
+    allele sits at which locus, so even evenly spread attention reads a sketch of
+    the whole genotype rather than allele counts only.
+    """
+
+    def __init__(self, n_variants: int, n_tokens: int, dim: int, std: float):
+        super().__init__()
+        self.n_tokens = n_tokens
+        self.table = nn.Embedding(n_variants * n_tokens, dim)
+        nn.init.normal_(self.table.weight, std=std)
+
+    def rows(self, alleles: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """(B, L, P) row numbers into `table` (padded copies point at row 0)."""
+        return index.unsqueeze(-1) * self.n_tokens + alleles.clamp(min=0)
+
+    def forward(self, alleles: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        present = (alleles >= 0).unsqueeze(-1).to(self.table.weight.dtype)
+        return (self.table(self.rows(alleles, index)) * present).sum(-2)
+
+
 class InputEmbedding(nn.Module):
     """Allele embedding combined (added or concatenated) with the position embedding."""
 
     def __init__(self, *, n_tokens: int, allele_dim: int, position_kind: str,
                  position_dim: int, position_trainable: bool, combine: str,
-                 variant_position: torch.Tensor, variant_contig: torch.Tensor, n_contigs: int):
+                 variant_position: torch.Tensor, variant_contig: torch.Tensor, n_contigs: int,
+                 locus_alleles: bool = False):
         super().__init__()
         self.alleles = AlleleEmbedding(n_tokens, allele_dim)
+        self.locus_alleles = (
+            LocusAlleleEmbedding(len(variant_position), n_tokens, allele_dim, std=0.5)
+            if locus_alleles else None)
         if position_kind == "learned":
             self.position: nn.Module = LearnedPosition(
                 len(variant_position), position_dim, position_trainable)
@@ -94,6 +121,8 @@ class InputEmbedding(nn.Module):
     def forward(self, alleles: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """(B, L, P) tokens at (B, L) loci -> (B, L, dim)."""
         a, p = self.alleles(alleles), self.position(index)
+        if self.locus_alleles is not None:
+            a = a + self.locus_alleles(alleles, index)
         return a + p if self.combine == "add" else torch.cat([a, p], -1)
 
     def project(self, linear: nn.Linear, alleles: torch.Tensor,
@@ -118,8 +147,14 @@ class InputEmbedding(nn.Module):
         counts = torch.stack(
             [(alleles == t).sum(-1) for t in range(table.shape[0])], -1).to(table.dtype)
         rows = F.embedding(index.flatten(), position_proj)
-        out = torch.addmm(rows, counts.flatten(0, 1), allele_proj)
-        return out.view(*index.shape, -1)
+        out = torch.addmm(rows, counts.flatten(0, 1), allele_proj).view(*index.shape, -1)
+        if self.locus_alleles is not None:
+            locus_proj = self.locus_alleles.table.weight @ w_a.T  # (V * T, out)
+            rows = self.locus_alleles.rows(alleles, index)
+            for copy in range(alleles.shape[-1]):
+                present = (alleles[..., copy] >= 0).unsqueeze(-1).to(out.dtype)
+                out = out + F.embedding(rows[..., copy], locus_proj) * present
+        return out
 
     def _n_loci(self) -> int:
         pos = self.position

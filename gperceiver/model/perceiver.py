@@ -91,7 +91,7 @@ class GPerceiver(nn.Module):
             position_trainable=p.position_embed_trainable, combine=p.position_embed_combine,
             variant_position=torch.as_tensor(variant_position, dtype=torch.float64),
             variant_contig=torch.as_tensor(variant_contig, dtype=torch.long),
-            n_contigs=n_contigs,
+            n_contigs=n_contigs, locus_alleles=p.locus_allele_embed,
         )
         self.latents = nn.Parameter(torch.randn(p.num_latents, p.latent_dim) * 0.02)
         n_distinct = min(p.num_encode_iters, 2) if p.share_weights else p.num_encode_iters
@@ -106,9 +106,11 @@ class GPerceiver(nn.Module):
                            p.output_dim, p.projection_dim, p.num_cross_attention_heads,
                            p.feedforward_dim, p.num_decode_iters, p.dropout)
 
-        self.masked = MaskedDecoder(decoder(), p.output_dim, len(self.classes))
-        self.contrastive = ContrastiveDecoder(decoder(), p.output_dim, self.ploidy,
-                                              p.feedforward_dim)
+        self.masked = MaskedDecoder(decoder(), p.output_dim, self.classes,
+                                    self.n_variants if p.locus_allele_embed else None)
+        self.contrastive = ContrastiveDecoder(
+            decoder(), p.output_dim, self.ploidy, p.feedforward_dim, self.n_alleles,
+            self.n_variants if p.locus_allele_embed else None)
 
     # -- encoder
     def encode(self, x_alleles: torch.Tensor, x_index: torch.Tensor,
@@ -131,7 +133,11 @@ class GPerceiver(nn.Module):
     def masked_logits(self, x_alleles: torch.Tensor, x_index: torch.Tensor,
                       y_index: torch.Tensor) -> torch.Tensor:
         """Logits (B, Ly, K) over `classes` at the target loci."""
-        return self.masked(self.encode(x_alleles, x_index), y_index)
+        return self.decode_masked(self.encode(x_alleles, x_index), y_index)
+
+    def decode_masked(self, latents: torch.Tensor, y_index: torch.Tensor) -> torch.Tensor:
+        """Logits (B, Ly, K) over `classes` at loci `y_index` from encoded latents."""
+        return self.masked(latents, y_index, self.classes)
 
     def class_of(self, counts: torch.Tensor) -> torch.Tensor:
         """(..., A) allele counts -> (...) class index; -1 where no class fits (e.g. 0s)."""

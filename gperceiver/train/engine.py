@@ -12,12 +12,13 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
@@ -39,6 +40,33 @@ def quiet_lightning() -> None:
         ".*number of training batches.*", ".*LeafSpec.*",
     ):
         warnings.filterwarnings("ignore", message=pattern)
+
+
+class StderrProgressBar(TQDMProgressBar):
+    """Lightning's bars, on stderr like every gperceiver progress bar (stdout stays clean)."""
+
+    @staticmethod
+    def _on_stderr(make):
+        saved, sys.stdout = sys.stdout, sys.stderr  # Lightning passes file=sys.stdout
+        try:
+            return make()
+        finally:
+            sys.stdout = saved
+
+    def init_sanity_tqdm(self):
+        return self._on_stderr(super().init_sanity_tqdm)
+
+    def init_train_tqdm(self):
+        return self._on_stderr(super().init_train_tqdm)
+
+    def init_validation_tqdm(self):
+        return self._on_stderr(super().init_validation_tqdm)
+
+    def init_predict_tqdm(self):
+        return self._on_stderr(super().init_predict_tqdm)
+
+    def init_test_tqdm(self):
+        return self._on_stderr(super().init_test_tqdm)
 
 
 class _Writer(ExperimentWriter):
@@ -116,7 +144,8 @@ def make_trainer(
         precision=params.precision,
         gradient_clip_val=params.grad_clip or None,
         deterministic="warn" if on_gpu else True,
-        callbacks=[checkpoint, stopper, *(callbacks or [])],
+        callbacks=[checkpoint, stopper, *([StderrProgressBar()] if progress else []),
+                   *(callbacks or [])],
         logger=RunLogger(run_dir, resume_epoch),
         enable_progress_bar=progress,
         enable_model_summary=False,

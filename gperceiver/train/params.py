@@ -39,6 +39,9 @@ class Params:
     ploidy: int | None = _p(None, "copies per genotype; null: from the store", low=1)
     # -- embeddings
     allele_embed_dim: int = _p(32, "allele embedding width (summed over copies)", low=1)
+    locus_allele_embed: bool = _p(
+        True, "per-locus allele embeddings at the input (which allele sits where) and "
+        "per-locus allele read-outs in the masked decoder")
     position_embed_kind: str = _p(
         "learned", "'learned' (one vector per locus) or 'fourier' (of the within-contig "
         "position, plus a contig embedding)", choices=("learned", "fourier"))

@@ -1,0 +1,459 @@
+"""Finetuning: predict phenotypes of every block in one pass, from scratch or pretrained.
+
+`fit(store, phenotypes, run_dir, params)` reads the phenotype TSV aligned to the
+store, splits training and validation rows (`cv`), streams genotypes with the
+loader's "phenotype" task and trains a GPerceiver with a finetuning head through
+the shared Trainer (`engine`). RUN_DIR gets best.ckpt, last.ckpt, metrics.csv,
+params.json, and then predictions.tsv and metrics.json from the best weights,
+the same files as `baseline` writes.
+
+Regression responses are standardised per block on the training rows (and
+predictions mapped back), so one learning rate suits every trait. Each sample's
+prediction depends on that sample alone: the heads never mix a batch's samples.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+import xarray as xr
+
+from gperceiver import schema
+from gperceiver.atomic import atomic_output
+from gperceiver.data.loader import make_loader
+from gperceiver.data.phenotypes import read_phenotypes, split_masks
+from gperceiver.errors import InputFormatError, UsageError
+from gperceiver.metrics import evaluate
+from gperceiver.model.heads import FinetuneHead, head_loss
+from gperceiver.outputs import (
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    predictions_dataset,
+    write_metrics,
+    write_predictions,
+)
+from gperceiver.progress import progress_bar
+from gperceiver.store import open_store
+from gperceiver.train import engine
+from gperceiver.train.checkpoint import (
+    KEY,
+    ModelInfo,
+    build_model,
+    load_checkpoint,
+    load_model,
+    model_info,
+)
+from gperceiver.train.params import Params
+from gperceiver.train.pretrain import (
+    _check_resumable,
+    _params_json,
+    configure_adamw,
+    next_epoch,
+    resolve_params,
+)
+
+FINETUNE_KEY = "gperceiver_finetune"
+# Params that shape the network: a pretrained checkpoint's values win for these.
+ARCHITECTURE = (
+    "nalleles", "ploidy", "allele_embed_dim", "position_embed_kind", "position_embed_dim",
+    "position_embed_combine", "num_latents", "latent_dim", "projection_dim",
+    "num_cross_attention_heads", "num_self_attention_heads", "num_self_attention",
+    "num_encode_iters", "share_weights", "feedforward_dim", "output_dim", "num_decode_iters",
+)
+
+
+@dataclass
+class Target:
+    """How responses map to the head's outputs and back, per block."""
+
+    objective: str
+    n_blocks: int
+    n_classes: int
+    mean: np.ndarray  # (n_blocks,) regression centring (0 otherwise)
+    scale: np.ndarray  # (n_blocks,) regression scaling (1 otherwise)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"objective": self.objective, "n_blocks": self.n_blocks,
+                "n_classes": self.n_classes, "mean": torch.as_tensor(self.mean),
+                "scale": torch.as_tensor(self.scale)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Target:
+        return cls(str(d["objective"]), int(d["n_blocks"]), int(d["n_classes"]),
+                   np.asarray(d["mean"], np.float64), np.asarray(d["scale"], np.float64))
+
+
+def make_target(objective: str, response: np.ndarray, train: np.ndarray, where: str) -> Target:
+    """Check responses fit the objective; regression scaling from the training rows."""
+    n_blocks = response.shape[1]
+    observed = response[~np.isnan(response)]
+    mean, scale = np.zeros(n_blocks), np.ones(n_blocks)
+    n_classes = 2
+    if objective == "regression":
+        for b in range(n_blocks):
+            y = response[train[:, b], b]
+            if len(y):
+                mean[b] = y.mean()
+                scale[b] = y.std() if len(y) > 1 and y.std() > 0 else 1.0
+    else:
+        bad = observed[(observed != np.round(observed)) | (observed < 0)]
+        if len(bad):
+            raise InputFormatError(where, f"response {bad[0]:g} is not a class number "
+                                   f"(0, 1, ...) for the {objective} objective", column="response")
+        n_classes = int(observed.max()) + 1 if len(observed) else 2
+        if objective == "binary" and n_classes > 2:
+            raise InputFormatError(where, f"response {n_classes - 1} is not 0 or 1 for the "
+                                   "binary objective", column="response")
+        n_classes = max(n_classes, 2)
+    return Target(objective, n_blocks, n_classes, mean, scale)
+
+
+class FinetuneModule(L.LightningModule):
+    """A GPerceiver encoder, a finetuning head, and the masked phenotype loss."""
+
+    def __init__(self, model: torch.nn.Module, head: FinetuneHead, info: ModelInfo,
+                 target: Target, ranking_weight: float = 0.0):
+        super().__init__()
+        self.model, self.head, self.info, self.target = model, head, info, target
+        self.ranking_weight = ranking_weight
+        self.register_buffer("mean", torch.as_tensor(target.mean, dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(target.scale, dtype=torch.float32))
+        self.loaders: dict[str, Any] = {}
+
+    def forward(self, x_alleles: torch.Tensor, x_index: torch.Tensor) -> torch.Tensor:
+        return self.head(self.model, x_alleles, x_index)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = self(batch["x_alleles"], batch["x_index"])
+        y, mask = batch["y"], batch["y_mask"]
+        if self.target.objective == "regression":
+            y = (y - self.mean) / self.scale
+        loss = head_loss(self.target.objective, out.float(), y, mask)
+        if self.ranking_weight > 0:
+            loss = loss + self.ranking_weight * ranking_loss(out[..., 0].float(), y, mask)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(batch)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=batch["y"].shape[0])
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", self.loss(batch), on_epoch=True, prog_bar=True,
+                 batch_size=batch["y"].shape[0])
+
+    def configure_optimizers(self):
+        return configure_adamw(self, self.info.params)
+
+    def on_train_epoch_end(self) -> None:
+        if "train" in self.loaders:
+            self.loaders["train"].set_epoch(self.current_epoch + 1)
+
+    def on_validation_epoch_end(self) -> None:
+        if "val" in self.loaders:
+            self.loaders["val"].set_epoch(0)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[KEY] = self.info.to_dict()
+        checkpoint[FINETUNE_KEY] = {**self.target.to_dict(), "head": self.head.kind,
+                                    "ranking_weight": float(self.ranking_weight)}
+        checkpoint["rng_torch"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if isinstance(checkpoint.get("rng_torch"), torch.Tensor):
+            torch.set_rng_state(checkpoint["rng_torch"])
+
+
+def ranking_loss(score: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Pairwise logistic loss, per block, over observed pairs ordered by their response."""
+    diff_y = y.unsqueeze(1) - y.unsqueeze(0)  # (B, B, blocks): y_i - y_j
+    diff_s = score.unsqueeze(1) - score.unsqueeze(0)
+    pair = mask.unsqueeze(1) & mask.unsqueeze(0) & (diff_y > 0)
+    if not pair.any():
+        return score.sum() * 0.0
+    return F.softplus(-diff_s[pair]).mean()
+
+
+def build_head(params: Params, target: Target) -> FinetuneHead:
+    return FinetuneHead(params.head, params.latent_dim, params.feedforward_dim,
+                        target.n_blocks, target.objective, target.n_classes)
+
+
+def set_trainable(module: FinetuneModule, *, freeze_encoder: bool, freeze_latents: bool,
+                  position_trainable: bool) -> None:
+    """Apply the freezing flags: the head always trains."""
+    model = module.model
+    for p in model.parameters():
+        p.requires_grad_(not freeze_encoder)
+    if freeze_latents:
+        model.latents.requires_grad_(False)
+    for p in model.embed.position.parameters():
+        p.requires_grad_(position_trainable and not freeze_encoder)
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    best: Path
+    metrics: dict[str, Any]
+    predictions: xr.Dataset
+
+
+def fit(
+    store: str | os.PathLike,
+    phenotypes: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    params: Params | None = None,
+    *,
+    pretrained: str | os.PathLike | None = None,
+    cv: int | None = None,
+    freeze_encoder: bool = False,
+    freeze_latents: bool = False,
+    ranking_weight: float = 0.0,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    num_nodes: int = 1,
+    strategy: str = "auto",
+) -> FitResult:
+    """Finetune on `phenotypes` and write predictions and metrics into `run_dir`."""
+    params = params or Params()
+    if ranking_weight < 0:
+        raise UsageError(f"--ranking-weight must be >= 0, got {ranking_weight}")
+    if ranking_weight > 0 and params.objective == "multiclass":
+        raise UsageError("--ranking-weight needs an ordered response (not multiclass)")
+    ds = open_store(store)
+    sample_id = [str(s) for s in ds["sample_id"].values.tolist()]
+    phenos = read_phenotypes(phenotypes, sample_id, cv=cv)
+    train_mask, val_mask = (np.asarray(m.values, bool) for m in split_masks(phenos))
+    response = phenos["response"].values.astype(np.float64)
+    if not train_mask.any():
+        raise InputFormatError(phenotypes, "no training rows left (all rows are validation)")
+
+    encoder_state = None
+    if pretrained is not None:
+        model, pre_info, _ = load_model(pretrained)
+        pre_info.check_store(ds, str(store))
+        arch = {k: getattr(pre_info.params, k) for k in ARCHITECTURE}
+        params = params.replace(**arch)
+        encoder_state = model.state_dict()
+    params = resolve_params(params, ds, str(store))
+    target = make_target(params.objective, response, train_mask, str(phenotypes))
+
+    run_dir = Path(run_dir)
+    last = engine.prepare_run_dir(run_dir, resume=resume, force=force)
+    info = ModelInfo.from_store(ds, params, "fit")
+    resume_epoch = None
+    if last is not None:
+        ckpt = load_checkpoint(last)
+        _check_resumable(model_info(ckpt, last), info, last)
+        resume_epoch = next_epoch(ckpt) - 1
+    for name in (PREDICTIONS_FILE, METRICS_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    with atomic_output(run_dir / "params.json", force=True) as tmp:
+        tmp.write_text(_params_json(params))
+
+    L.seed_everything(params.seed, workers=True, verbose=False)
+    model = build_model(info)
+    if encoder_state is not None:
+        model.load_state_dict(encoder_state)
+    module = FinetuneModule(model, build_head(params, target), info, target, ranking_weight)
+    set_trainable(module, freeze_encoder=freeze_encoder, freeze_latents=freeze_latents,
+                  position_trainable=params.position_embed_trainable)
+
+    common = dict(batch_size=params.batch_size, num_workers=params.num_workers,
+                  prop_x=params.prop_x, seed=params.seed)
+    train_rows = np.flatnonzero(train_mask.any(axis=1))
+    train_loader = make_loader(store, "phenotype", samples=train_rows, shuffle=True,
+                               phenotypes=_masked(response, train_mask)[train_rows], **common)
+    module.loaders["train"] = train_loader
+    train_loader.set_epoch(0 if resume_epoch is None else resume_epoch + 1)
+    val_loader = None
+    if val_mask.any():
+        val_rows = np.flatnonzero(val_mask.any(axis=1))
+        val_loader = make_loader(store, "phenotype", samples=val_rows, shuffle=False,
+                                 phenotypes=_masked(response, val_mask)[val_rows], **common)
+        module.loaders["val"] = val_loader
+    monitor = "val_loss" if val_loader is not None else "train_loss"
+    trainer = engine.make_trainer(run_dir, params, monitor=monitor, progress=progress,
+                                  accelerator=accelerator, devices=devices,
+                                  resume_epoch=resume_epoch, num_nodes=num_nodes,
+                                  strategy=strategy)
+    engine.fit(trainer, module, train_loader, val_loader, last)
+    if trainer.global_rank != 0:
+        return FitResult(run_dir, run_dir / engine.BEST, {}, xr.Dataset())
+
+    best = run_dir / engine.BEST
+    predictor = Predictor.load(best if best.is_file() else run_dir / engine.LAST)
+    predicted, probabilities = predictor.predict(store, progress=progress)
+    preds = predictions_dataset(phenos, predicted, probabilities)
+    metrics = {
+        "objective": params.objective,
+        "head": params.head,
+        "store": str(store),
+        "phenotypes": str(phenotypes),
+        "cv": cv,
+        "pretrained": None if pretrained is None else str(pretrained),
+        "samples": len(sample_id),
+        "variants": int(ds.sizes[schema.VARIANTS]),
+        "epochs": int(trainer.current_epoch),
+        "best_checkpoint_score": _score(trainer),
+        "train": _evaluate(params.objective, preds, train_mask),
+        "validation": _evaluate(params.objective, preds, val_mask) if val_mask.any() else None,
+    }
+    write_predictions(preds, run_dir / PREDICTIONS_FILE, force=True)
+    write_metrics(metrics, run_dir / METRICS_FILE, force=True)
+    return FitResult(run_dir, best, metrics, preds)
+
+
+def _masked(response: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return np.where(mask, response, np.nan).astype(np.float32)
+
+
+def _score(trainer: L.Trainer) -> float | None:
+    cb = trainer.checkpoint_callback
+    score = getattr(cb, "best_model_score", None)
+    return None if score is None else float(score)
+
+
+def _evaluate(objective: str, preds: xr.Dataset, mask: np.ndarray) -> dict[str, Any]:
+    mask_da = xr.DataArray(mask, dims=preds["observed"].dims, coords=preds["observed"].coords)
+    return evaluate(objective, preds["observed"], preds["predicted"], mask_da,
+                    preds.get("probability"))
+
+
+# ---------------------------------------------------------------- prediction
+
+
+class Predictor:
+    """A finetuned model read back from a checkpoint, ready to predict a store."""
+
+    def __init__(self, model: torch.nn.Module, head: FinetuneHead, info: ModelInfo,
+                 target: Target):
+        self.model, self.head, self.info, self.target = model.eval(), head.eval(), info, target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Predictor:
+        """From a fit checkpoint, or a run folder holding best.ckpt (else last.ckpt)."""
+        path = Path(path)
+        if path.is_dir():
+            best = path / engine.BEST
+            path = best if best.is_file() else path / engine.LAST
+        model, info, ckpt = load_model(path)
+        meta = ckpt.get(FINETUNE_KEY)
+        if not isinstance(meta, dict):
+            raise InputFormatError(path, "not a finetuned model (no prediction head): "
+                                   "run `gperceiver fit` first, or use it as --pretrained")
+        target = Target.from_dict(meta)
+        head = build_head(info.params.replace(head=str(meta["head"])), target)
+        state = {k[len("head."):]: v for k, v in ckpt["state_dict"].items()
+                 if k.startswith("head.")}
+        try:
+            head.load_state_dict(state)
+        except RuntimeError as e:
+            raise InputFormatError(
+                path, f"head weights do not fit: {str(e).splitlines()[0]}") from None
+        return cls(model, head, info, target)
+
+    @torch.no_grad()
+    def predict(self, store: str | os.PathLike, *, batch_size: int | None = None,
+                progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """(predicted (samples, blocks), probabilities (samples, blocks, classes) or None)."""
+        ds = open_store(store)
+        self.info.check_store(ds, str(store))
+        n = int(ds.sizes[schema.SAMPLES])
+        p = self.info.params
+        loader = make_loader(store, "plain", batch_size=batch_size or p.batch_size,
+                             shuffle=False, prop_x=1.0, seed=p.seed)
+        objective, scale, mean = self.target.objective, self.target.scale, self.target.mean
+        predicted = np.full((n, self.target.n_blocks), np.nan, np.float32)
+        probs = None
+        if objective != "regression":
+            probs = np.full((n, self.target.n_blocks, self.target.n_classes), np.nan, np.float32)
+        bar = progress_bar(n, "predict", "samples", progress)
+        for batch in loader:
+            out = self.head(self.model, batch["x_alleles"], batch["x_index"]).float()
+            rows = batch["sample_index"].numpy()
+            if objective == "regression":
+                predicted[rows] = out[..., 0].numpy() * scale + mean
+            else:
+                prob = class_probabilities(objective, out)
+                probs[rows] = prob.numpy()
+                predicted[rows] = (prob[..., 1] if objective == "binary"
+                                   else prob.argmax(-1).float()).numpy()
+            bar.update(len(rows))
+        bar.close()
+        return predicted, probs
+
+
+def class_probabilities(objective: str, out: torch.Tensor) -> torch.Tensor:
+    """(B, blocks, classes) probabilities from a head's outputs."""
+    if objective == "binary":
+        p1 = torch.sigmoid(out[..., 0])
+        return torch.stack([1 - p1, p1], -1)
+    if objective == "multiclass":
+        return torch.softmax(out, -1)
+    # ordinal: out[..., k] = logit P(y > k); P(y = k) = P(y > k - 1) - P(y > k)
+    above = torch.sigmoid(out)
+    ones = torch.ones_like(above[..., :1])
+    upper = torch.cat([ones, above], -1)
+    lower = torch.cat([above, torch.zeros_like(ones)], -1)
+    prob = (upper - lower).clamp(min=0)
+    return prob / prob.sum(-1, keepdim=True).clamp(min=1e-12)
+
+
+def predict(
+    model: str | os.PathLike, store: str | os.PathLike, output: str | os.PathLike | None = None,
+    *, batch_size: int | None = None, force: bool = False, progress: bool = True,
+) -> xr.Dataset:
+    """Predict every sample of `store` for every block; write a TSV when `output` is given.
+
+    Returns a Dataset (samples, blocks) with `predicted` (and `probability`).
+    """
+    predictor = Predictor.load(model)
+    predicted, probs = predictor.predict(store, batch_size=batch_size, progress=progress)
+    ds = open_store(store)
+    out = xr.Dataset(
+        {"predicted": (("samples", "blocks"), predicted)},
+        coords={"sample_id": ("samples", [str(s) for s in ds["sample_id"].values.tolist()]),
+                "block": ("blocks", np.arange(predictor.target.n_blocks))},
+    )
+    if probs is not None:
+        out["probability"] = (("samples", "blocks", "classes"), probs)
+        out = out.assign_coords({"class": ("classes", np.arange(probs.shape[-1]))})
+    if output is not None:
+        write_prediction_table(out, output, force)
+    return out
+
+
+def prediction_table(preds: xr.Dataset):
+    """Rows `name block predicted [prob_k ...]`, block by block, samples in store order."""
+    import pandas as pd
+
+    n, k = preds.sizes["samples"], preds.sizes["blocks"]
+    table = pd.DataFrame({
+        "name": np.tile(preds["sample_id"].values.astype(object), k),
+        "block": np.repeat(preds["block"].values, n),
+        "predicted": preds["predicted"].values.T.ravel(),
+    })
+    if "probability" in preds:
+        probs = preds["probability"].values.transpose(1, 0, 2).reshape(n * k, -1)
+        for c in range(probs.shape[1]):
+            table[f"prob_{c}"] = probs[:, c]
+    return table
+
+
+def write_prediction_table(preds: xr.Dataset, output: str | os.PathLike, force: bool) -> Path:
+    with atomic_output(output, force) as tmp:
+        prediction_table(preds).to_csv(tmp, sep="\t", index=False, float_format="%.7g")
+    return Path(output)

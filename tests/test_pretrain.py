@@ -1,0 +1,149 @@
+"""Pretraining: it learns, it is reproducible, a resumed run ends like an uninterrupted one."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from gperceiver.cli.main import main
+from gperceiver.errors import ExitCode, InputFormatError, UsageError
+from gperceiver.train.checkpoint import load_checkpoint, load_model
+from gperceiver.train.params import Params
+from gperceiver.train.pretrain import pretrain
+from tests.conftest import run_cli
+from tests.tiny_stores import ONE_THREAD, founder_store, one_torch_thread
+
+pytestmark = pytest.mark.usefixtures(one_torch_thread.__name__)
+
+TINY = dict(allele_embed_dim=8, position_embed_dim=8, num_latents=6, latent_dim=16,
+            projection_dim=16, num_self_attention_heads=2, num_self_attention=1,
+            num_encode_iters=1, feedforward_dim=32, output_dim=16, batch_size=16,
+            prop_y=0.2, lr=0.01, val_fraction=0.25)
+
+
+@pytest.fixture(scope="module")
+def founders(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("founders") / "founders.zarr"
+    founder_store(path, n_samples=256)
+    return path
+
+
+def metrics(run: Path, key: str) -> list[float]:
+    with open(run / "metrics.csv", newline="") as f:
+        return [float(r[key]) for r in csv.DictReader(f) if r.get(key)]
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["state_dict"]
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    wa, wb = weights(a), weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_masked_pretraining_drives_the_loss_far_down(founders, tmp_path):
+    run = tmp_path / "run"
+    result = pretrain(founders, run, "masked", Params(**TINY, epochs=12), progress=False)
+    losses = metrics(run, "val_loss")
+    assert len(losses) == result.epochs == 12
+    assert min(losses) < 0.3 * losses[0], losses
+    assert max(metrics(run, "val_accuracy")) > 0.85
+    assert result.best_score == pytest.approx(min(losses), rel=1e-6)
+    model, info, ckpt = load_model(result.best)
+    assert info.task == "masked" and info.variant_id[:2] == ["v0", "v1"]
+    assert ckpt["epoch"] == losses.index(min(losses))
+
+
+def test_contrastive_pretraining_learns_shared_alleles(founders, tmp_path):
+    run = tmp_path / "run"
+    params = Params(**TINY, epochs=6, contrastive=True, contrastive_weight=2.0)
+    pretrain(founders, run, None, params, progress=False)  # task from params.contrastive
+    losses = metrics(run, "val_loss")
+    assert min(losses) < 0.9 * losses[0], losses
+    _, info, _ = load_model(run / "last.ckpt")
+    assert info.task == "contrastive" and info.params.contrastive_weight == 2.0
+
+
+def test_same_seed_same_weights_and_exact_resume(founders, tmp_path):
+    params = Params(**{**TINY, "dropout": 0.1, "batch_size": 64}, epochs=3, seed=3)
+    pretrain(founders, tmp_path / "a", "masked", params, progress=False)
+    pretrain(founders, tmp_path / "b", "masked", params, progress=False)
+    assert same_weights(tmp_path / "a" / "last.ckpt", tmp_path / "b" / "last.ckpt")
+    pretrain(founders, tmp_path / "c", "masked", params.replace(seed=4), progress=False)
+    assert not same_weights(tmp_path / "a" / "last.ckpt", tmp_path / "c" / "last.ckpt")
+
+    # Stopped after 1 epoch, resumed to 3: the same weights and metrics as 3 in one go.
+    pretrain(founders, tmp_path / "r", "masked", params.replace(epochs=1), progress=False)
+    assert metrics(tmp_path / "r", "val_loss") == metrics(tmp_path / "a", "val_loss")[:1]
+    pretrain(founders, tmp_path / "r", "masked", params, resume=True, progress=False)
+    assert same_weights(tmp_path / "a" / "last.ckpt", tmp_path / "r" / "last.ckpt")
+    assert (tmp_path / "a" / "metrics.csv").read_text() == (
+        tmp_path / "r" / "metrics.csv").read_text()
+
+    with pytest.raises(UsageError, match="cannot resume with latent_dim=32"):
+        pretrain(founders, tmp_path / "r", "masked", params.replace(latent_dim=32),
+                 resume=True, progress=False)
+    with pytest.raises(UsageError, match="trained on the masked task"):
+        pretrain(founders, tmp_path / "r", "contrastive", params, resume=True,
+                 progress=False)
+
+
+def test_params_contradicting_the_store_refused(founders, tmp_path):
+    with pytest.raises(UsageError, match="ploidy is 4 in the params but 2 in the store"):
+        pretrain(founders, tmp_path / "run", "masked", Params(**TINY, ploidy=4))
+
+
+def test_cli_pretrain_resume_and_refusals(example_store, tmp_path, capsys):
+    params = tmp_path / "tiny.json"
+    params.write_text(json.dumps({**TINY, "epochs": 5}))
+    run = tmp_path / "run"
+    env = {**ONE_THREAD, "GPERCEIVER_PROGRESS": "1"}
+    proc = run_cli("pretrain", example_store, "-o", run, "--params", params, "--epochs", "1",
+                   "--seed", "2", "--batch-size", "8", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "Epoch 0" in proc.stderr and "pretrained 1 epochs" in proc.stdout
+    assert sorted(os.listdir(run)) == ["best.ckpt", "last.ckpt", "metrics.csv", "params.json"]
+    saved = json.loads((run / "params.json").read_text())
+    assert (saved["epochs"], saved["seed"], saved["batch_size"]) == (1, 2, 8)
+    assert (saved["ploidy"], saved["nalleles"]) == (2, 3)  # resolved from the store
+    assert saved["latent_dim"] == TINY["latent_dim"]
+    ckpt = torch.load(run / "best.ckpt", weights_only=True)
+    assert ckpt["gperceiver"]["variant_id"][:3] == ["m0", "m1", "m2"]
+
+    assert main(["pretrain", str(example_store), "-o", str(run)]) == ExitCode.CANNOT_WRITE
+    assert "pass --resume to continue it or --force" in capsys.readouterr().err
+    # Resume takes RUN_DIR/params.json; only --epochs changes.
+    code = main(["pretrain", str(example_store), "-o", str(run), "--resume", "--epochs", "2",
+                 "-q"])
+    assert code == 0, capsys.readouterr().err
+    assert [int(e) for e in metrics(run, "epoch")][-1] == 1
+    assert len(metrics(run, "val_loss")) == 2
+
+
+def test_crafted_pickle_checkpoint_refused(example_store, tmp_path, capsys):
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"state_dict": {}, "epoch": 0, "payload": Exploit()}, run / "last.ckpt")
+    with pytest.raises(InputFormatError, match="refused: .*GLOBAL posix.system"):
+        load_checkpoint(run / "last.ckpt")
+    code = main(["pretrain", str(example_store), "-o", str(run), "--resume"])
+    assert code == ExitCode.INPUT_FORMAT
+    err = capsys.readouterr().err
+    assert err.startswith(f"gperceiver: error: {run / 'last.ckpt'}: refused:")
+    assert len(err.strip().splitlines()) == 1
+    assert not marker.exists()
+    code = main(["pretrain", str(example_store), "-o", str(tmp_path / "none"), "--resume"])
+    assert code == ExitCode.INPUT_NOT_FOUND
+    assert "nothing to resume" in capsys.readouterr().err
