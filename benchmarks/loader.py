@@ -9,7 +9,8 @@ with --workers DataLoader workers, and prints one JSON line per sample count:
 "peak_rss_mb", ...}; peak RSS is summed over this process and its workers
 (shared pages counted once per process), PSS the same with shared pages split.
 Extra fields: CPU ms per sample of each path over all its processes (robust to
-other load on the machine, unlike the rates) and the 1-minute load average.
+other load on the machine, unlike the rates), the plain task with compact=True
+(batches left int8/int32, widened on the device) and the 1-minute load average.
 Targets: plain_ratio >= 0.7, masked_ratio >= 0.35, peak_rss_mb <= 1000 and not
 growing with the number of samples.
 """
@@ -149,11 +150,11 @@ def raw_epoch(store: Path, samples: np.ndarray) -> tuple[float, float]:
     return len(samples) / elapsed, 1000 * cpu / len(samples)
 
 
-def loader_epoch(store: Path, task: str, samples: np.ndarray, args):
+def loader_epoch(store: Path, task: str, samples: np.ndarray, args, compact: bool = False):
     """(samples/s, CPU ms/sample over all processes, peak memory) for one epoch."""
     loader = make_loader(
         store, task, batch_size=args.batch_size, num_workers=args.workers, samples=samples,
-        prop_y=args.prop_y, shuffle_buffer=args.shuffle_buffer,
+        prop_y=args.prop_y, shuffle_buffer=args.shuffle_buffer, compact=compact,
     )
     seen = 0
     with PeakRSS() as rss:
@@ -190,6 +191,7 @@ def main() -> None:
             raw, raw_cpu = raw_epoch(store, samples)
             plain, plain_cpu, plain_rss = loader_epoch(store, "plain", samples, args)
             masked, masked_cpu, masked_rss = loader_epoch(store, "masked", samples, args)
+            compact, compact_cpu, _ = loader_epoch(store, "plain", samples, args, compact=True)
             print(json.dumps({
                 "samples": n,
                 "variants": n_variants,
@@ -204,6 +206,9 @@ def main() -> None:
                 "raw_cpu_ms_per_sample": round(raw_cpu, 3),
                 "plain_cpu_ms_per_sample": round(plain_cpu, 3),
                 "masked_cpu_ms_per_sample": round(masked_cpu, 3),
+                "plain_compact_samples_per_s": round(compact, 1),
+                "plain_compact_ratio": round(compact / raw, 3),
+                "plain_compact_cpu_ms_per_sample": round(compact_cpu, 3),
                 "load_average": round(os.getloadavg()[0], 1),
             }), flush=True)
 

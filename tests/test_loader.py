@@ -11,7 +11,7 @@ import torch
 
 from converters.writer import create_store, finish_store
 from gperceiver.data.loader import GenotypeDataset, make_loader
-from gperceiver.data.tasks import allele_counts, shared_alleles
+from gperceiver.data.tasks import allele_counts, shared_alleles, widen
 from gperceiver.errors import UsageError
 
 
@@ -68,6 +68,8 @@ def test_every_selected_sample_once_per_epoch(diploid, num_workers, world_size):
             path, "masked", batch_size=4, num_workers=num_workers, samples=subset,
             shuffle_buffer=10, rank=rank, world_size=world_size, seed=5,
         )
+        if rank == 0:
+            check_masked(next(iter(loader)), diploid[1], 2, 45, 5)
         got = epoch_samples(loader)
         assert sum(1 for _ in loader) == len(loader)  # second epoch: same batch count
         seen.update(got)
@@ -75,6 +77,20 @@ def test_every_selected_sample_once_per_epoch(diploid, num_workers, world_size):
     assert sorted(seen) == sorted(subset.tolist())
     assert max(seen.values()) == 1
     assert max(per_rank) - min(per_rank) <= 1  # ranks are balanced to one sample
+
+
+def test_even_ranks_yield_the_same_number_of_batches(diploid):
+    path, _ = diploid
+    counts = []
+    for even in (False, True):
+        for rank in range(2):
+            loader = make_loader(path, "plain", batch_size=5, samples=np.arange(31),
+                                 rank=rank, world_size=2, even_ranks=even)
+            assert loader.dataset.batches_per_rank() == [3, 4]  # 15 and 16 samples
+            n = sum(1 for _ in loader)
+            assert n == len(loader)
+            counts.append(n)
+    assert counts == [3, 4, 3, 3]
 
 
 def test_same_seed_same_batches_and_epochs_differ(diploid):
@@ -109,6 +125,9 @@ def check_masked(batch, geno, n_alleles, lx, ly):
     """Targets: real, never missing, hidden from the inputs, counted right."""
     B = len(batch["sample_index"])
     P = geno.shape[2]
+    for key in ("sample_index", "x_index", "x_alleles", "y_index", "y_counts"):
+        assert batch[key].dtype == torch.int64, key
+    assert batch["y_mask"].dtype == torch.bool
     assert batch["x_index"].shape == (B, lx) and batch["x_alleles"].shape == (B, lx, P)
     assert batch["y_index"].shape == (B, ly) and batch["y_counts"].shape == (B, ly, n_alleles)
     for k, s in enumerate(batch["sample_index"].tolist()):
@@ -205,6 +224,23 @@ def test_contrastive_pairs_share_loci_and_count_shared_alleles(diploid):
             np.testing.assert_array_equal(batch["y_shared"][k].numpy()[m], brute)
             n += 1
     assert n == 45
+
+
+def test_compact_batches_and_widen(diploid):
+    """Workers send int8/int32 batches; the loader widens them to the contract."""
+    path, _ = diploid
+    dataset = GenotypeDataset(path, "contrastive", batch_size=5)
+    compact = next(iter(dataset))
+    assert compact["x_alleles"].dtype == torch.int8 and compact["x_index"].dtype == torch.int32
+    assert compact["y_index"].dtype == torch.int32 and compact["y_shared"].dtype == torch.int8
+    wide = widen(dict(compact))
+    for key in ("x_index", "x_alleles", "y_index", "y_shared", "sample_index"):
+        assert wide[key].dtype == torch.int64
+        assert torch.equal(wide[key], compact[key].long())
+    loader = make_loader(path, "contrastive", batch_size=5, compact=True)
+    assert next(iter(loader))["x_alleles"].dtype == torch.int8
+    loader = make_loader(path, "contrastive", batch_size=5)
+    assert next(iter(loader))["y_shared"].dtype == torch.int64
 
 
 def test_shared_alleles_equal_a_brute_force_count():

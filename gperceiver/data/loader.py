@@ -11,11 +11,11 @@ with (seed, epoch), identically in every process), that sequence is cut into
 rank's range into one range per DataLoader worker. So every selected sample is
 yielded exactly once per epoch, with no padding or duplication; ranks get sample
 counts that differ by at most one, and their batch counts by at most one per
-worker (the last, partial batch of each worker). With DDP, train with
-`drop_last=True` (every rank then yields `len(loader)` full batches, up to
-one partial batch per worker fewer on some ranks) or let Lightning's
-`limit_train_batches` cut to the smallest rank. A range boundary that falls
-inside a block makes both neighbours read that block (each keeps only its part).
+worker (each worker ends with its own partial batch). DDP needs equal counts:
+`even_ranks=True` makes every rank stop after the smallest rank's count (the
+surplus, at most one batch per worker, is skipped that epoch; which samples
+changes with the epoch's shuffle). A range boundary that falls inside a block
+makes both neighbours read that block (each keeps only its part).
 
 Determinism: batches depend only on (seed, epoch, rank, worker, num_workers).
 `set_epoch(epoch)` on the dataset or on the loader from `make_loader` picks the
@@ -54,6 +54,9 @@ class GenotypeDataset(IterableDataset):
     (n_selected, n_blocks) float32 aligned with `samples` (phenotype task).
     `shuffle_buffer` bounds the samples held in memory per worker (plus one block).
     `rank`/`world_size` default to torch.distributed when it is initialised.
+    `even_ranks`: the loader from `make_loader` stops every rank after the
+    smallest rank's batch count (`len`), so DDP ranks step together; the
+    surplus (at most one batch per worker on some ranks) is skipped that epoch.
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class GenotypeDataset(IterableDataset):
         shuffle: bool = True,
         shuffle_buffer: int = 1024,
         drop_last: bool = False,
+        even_ranks: bool = False,
         seed: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
@@ -97,6 +101,7 @@ class GenotypeDataset(IterableDataset):
             raise UsageError(str(e)) from None
         self.phenotypes = _check_phenotypes(task, phenotypes, len(self.selected))
         self.task, self.batch_size, self.drop_last = task, batch_size, drop_last
+        self.even_ranks = even_ranks
         self.shuffle, self.shuffle_buffer, self.seed = shuffle, max(1, shuffle_buffer), seed
         self.rank, self.world_size = _distributed(rank, world_size)
         self.num_workers = 0  # the DataLoader's, to size __len__; make_loader sets it
@@ -117,12 +122,17 @@ class GenotypeDataset(IterableDataset):
         workers = max(1, self.num_workers)
         return [c for n in per_rank for c in _split(n, workers)]
 
-    def __len__(self) -> int:
-        """Batches this rank yields per epoch (given `num_workers`)."""
+    def batches_per_rank(self) -> list[int]:
+        """Batches each rank yields per epoch (given `num_workers`)."""
         workers = max(1, self.num_workers)
-        mine = self.shard_counts()[self.rank * workers : (self.rank + 1) * workers]
         round_ = math.floor if self.drop_last else math.ceil
-        return sum(round_(n / self.batch_size) for n in mine)
+        counts = [round_(n / self.batch_size) for n in self.shard_counts()]
+        return [sum(counts[r * workers : (r + 1) * workers]) for r in range(self.world_size)]
+
+    def __len__(self) -> int:
+        """Batches this rank yields per epoch; with `even_ranks`, every rank's count."""
+        counts = self.batches_per_rank()
+        return min(counts) if self.even_ranks else counts[self.rank]
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_calls": None}  # each process opens the store itself
@@ -262,9 +272,12 @@ class GenotypeLoader(DataLoader):
     then pinned when `pin_memory`. Each new iteration advances the epoch.
     """
 
-    def __init__(self, dataset: GenotypeDataset, *, pin_memory: bool = False, **kwargs):
+    def __init__(
+        self, dataset: GenotypeDataset, *, pin_memory: bool = False, compact: bool = False,
+        **kwargs,
+    ):
         super().__init__(dataset, batch_size=None, collate_fn=collate, **kwargs)
-        self.pin = pin_memory
+        self.pin, self.compact = pin_memory, compact
         self._next_epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -273,8 +286,12 @@ class GenotypeLoader(DataLoader):
     def __iter__(self):
         self.dataset.set_epoch(self._next_epoch)
         self._next_epoch += 1
-        for batch in super().__iter__():
-            batch = widen(batch)
+        limit = len(self.dataset) if self.dataset.even_ranks else None
+        for count, batch in enumerate(super().__iter__()):
+            if count == limit:
+                break  # the same number of batches on every rank (DDP)
+            if not self.compact:
+                batch = widen(batch)
             if self.pin and torch.cuda.is_available():
                 batch = {k: v.pin_memory() for k, v in batch.items()}
             yield batch
@@ -289,9 +306,15 @@ def make_loader(
     pin_memory: bool = False,
     prefetch_factor: int | None = None,
     multiprocessing_context: str | None = None,
+    compact: bool = False,
     **dataset_kwargs,
 ) -> GenotypeLoader:
-    """A DataLoader of `task` batches over the store; see GenotypeDataset for options."""
+    """A DataLoader of `task` batches over the store; see GenotypeDataset for options.
+
+    `compact=True` skips widening to int64 (x_alleles/y_counts/y_shared int8,
+    x_index/y_index int32): widen on the device instead (`tasks.widen`), which
+    saves the main process most of its work for large V.
+    """
     dataset = GenotypeDataset(store, task, batch_size=batch_size, **dataset_kwargs)
     dataset.num_workers = num_workers
     _return_big_blocks_to_the_system()
@@ -299,7 +322,9 @@ def make_loader(
     if num_workers > 0:
         extra = {"prefetch_factor": prefetch_factor or 2,
                  "multiprocessing_context": multiprocessing_context}
-    return GenotypeLoader(dataset, num_workers=num_workers, pin_memory=pin_memory, **extra)
+    return GenotypeLoader(
+        dataset, num_workers=num_workers, pin_memory=pin_memory, compact=compact, **extra
+    )
 
 
 def samples_major(block: np.ndarray, rows: np.ndarray, out: np.ndarray | None = None):

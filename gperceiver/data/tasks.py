@@ -6,13 +6,16 @@ TOKENS are call_genotype + 1: 0 = missing copy, 1..A = allele 0..A-1, -1 = padde
 copy (the model ignores those). Variant indices index the store's `variants` dim.
 
 Sizes, constant within an epoch so batches stack (V = number of variants):
-Ly = max(1, round(prop_y * V)) targets; for masked/contrastive
+Ly = max(1, round(prop_y * V)) targets (at most V - 1); for masked/contrastive
 Lx = min(V - Ly, max(1, round(prop_x * V))) inputs drawn uniformly among the
 non-target loci; for plain/phenotype Lx = max(1, round(prop_x * V)) (prop_x = 1:
 all V loci in store order). x_index is sorted ascending within each sample.
 
+The contract (what `make_loader`'s loader yields; dtypes after `widen`):
 - every task: "sample_index" int64 (B,) store sample index (contrastive: (B, 2)).
-- "plain": "x_index" int64 (B, Lx), "x_alleles" int64 (B, Lx, P).
+- "plain": "x_index" int64 (B, Lx), "x_alleles" int64 (B, Lx, P). With all loci
+  (prop_x = 1) x_index is one arange row expanded over the batch (stride 0 on
+  dim 0): read it freely, call .contiguous() before writing into it.
 - "masked": plain fields with the targets never among the inputs, plus
   "y_index" int64 (B, Ly) targets drawn per sample without replacement with weight
   prod over copies (1 - freq of the copy's allele) ** frequency_scaler (loci with a
@@ -23,11 +26,17 @@ all V loci in store order). x_index is sorted ascending within each sample.
 - "contrastive": two genotypes per row sharing x_index/y_index: "x_alleles" int64
   (B, 2, Lx, P) (targets hidden in both), "y_shared" int64 (B, Ly) size of the
   multiset intersection of the two genotypes' alleles at the target (0..P),
-  "y_mask" (B, Ly), "sample_index" (B, 2). A locus is eligible when neither
-  genotype has a missing copy there; its weight is the product of the two
-  genotypes' weights.
+  "y_mask" (B, Ly), "sample_index" (B, 2): the partner is another sample of the
+  same shuffle buffer. A locus is eligible when neither genotype has a missing
+  copy there; its weight is the product of the two genotypes' weights.
 - "phenotype": plain fields plus "y" float32 (B, n_blocks) (NaN -> 0) and
   "y_mask" bool (B, n_blocks), True where observed.
+
+Builders (and so `GenotypeDataset`, in the DataLoader workers) make COMPACT
+batches: the same keys and shapes, but x_alleles/y_counts/y_shared int8 and
+x_index/y_index int32, 8x less shared memory per batch to hand to the main
+process. `widen` gives the int64 contract; `make_loader(..., compact=True)`
+skips it, for a model that widens on its device.
 """
 
 from __future__ import annotations
