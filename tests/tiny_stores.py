@@ -27,12 +27,13 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the same for CLI subprocesses
 
 def founder_store(path: Path, *, n_samples: int = 64, n_variants: int = 48, ploidy: int = 2,
                   n_alleles: int = 2, n_founders: int = 4, missing: float = 0.0,
-                  padded_samples: int = 0, seed: int = 0) -> np.ndarray:
+                  padded_samples: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Write a store whose samples are copies of a few founder genotypes.
 
     A masked locus is then predictable from the others (which founder is it?).
     `missing`: fraction of copies set to -1; `padded_samples`: that many samples get
-    their last copy padded (-2, mixed ploidy). Returns the calls (V, S, P) written.
+    their last copy padded (-2, mixed ploidy). Returns the calls (V, S, P) written
+    and the same calls before any were hidden.
     """
     rng = np.random.default_rng(seed)
     founders = rng.integers(0, n_alleles, size=(n_founders, n_variants, ploidy))
@@ -40,6 +41,7 @@ def founder_store(path: Path, *, n_samples: int = 64, n_variants: int = 48, ploi
     calls = np.sort(founders[which], axis=-1).transpose(1, 0, 2).astype(np.int8)
     if padded_samples:
         calls[:, :padded_samples, -1] = schema.FILL
+    truth = calls.copy()
     if missing:
         hide = (rng.random(calls.shape) < missing) & (calls != schema.FILL)
         calls[hide] = schema.MISSING
@@ -56,4 +58,4 @@ def founder_store(path: Path, *, n_samples: int = 64, n_variants: int = 48, ploi
     )
     out[:] = calls
     finish_store(path)
-    return calls
+    return calls, truth
