@@ -122,6 +122,7 @@ def make_trainer(
     devices: int | str = "auto",
     resume_epoch: int | None = None,
     callbacks: list | None = None,
+    max_time: str | None = None,
     num_nodes: int = 1,
     strategy: str = "auto",
 ) -> L.Trainer:
@@ -137,6 +138,7 @@ def make_trainer(
     return L.Trainer(
         default_root_dir=run_dir,
         max_epochs=params.epochs,
+        max_time=max_time,
         accelerator=accelerator,
         devices=devices,
         num_nodes=num_nodes,

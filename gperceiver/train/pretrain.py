@@ -155,8 +155,14 @@ def pretrain(
     progress: bool = True,
     accelerator: str = "auto",
     devices: int | str = "auto",
+    max_time: str | None = None,
+    callbacks: list | None = None,
 ) -> PretrainResult:
-    """Pretrain a GPerceiver on `store`; checkpoints and metrics go to `run_dir`."""
+    """Pretrain a GPerceiver on `store`; checkpoints and metrics go to `run_dir`.
+
+    `max_time` ("DD:HH:MM:SS") bounds the wall time; `callbacks` are extra
+    Lightning callbacks (benchmarks use them to time epochs).
+    """
     params = params or Params()
     ds = open_store(store)
     params = resolve_params(params, ds, str(store))
@@ -193,7 +199,8 @@ def pretrain(
     monitor = "val_loss" if val_loader is not None else "train_loss"
     trainer = engine.make_trainer(run_dir, params, monitor=monitor, progress=progress,
                                   accelerator=accelerator, devices=devices,
-                                  resume_epoch=resume_epoch)
+                                  resume_epoch=resume_epoch, max_time=max_time,
+                                  callbacks=callbacks)
     engine.fit(trainer, module, train_loader, val_loader, last)
     best_cb = trainer.checkpoint_callback
     score = best_cb.best_model_score if best_cb is not None else None
