@@ -129,9 +129,15 @@ def make_trainer(
     """A Trainer writing best/last checkpoints and metrics.csv into `run_dir`."""
     quiet_lightning()
     run_dir = Path(run_dir)
-    checkpoint = ModelCheckpoint(
+    best = ModelCheckpoint(
         dirpath=run_dir, filename=Path(BEST).stem, monitor=monitor, mode="min",
-        save_top_k=1, save_last=True, enable_version_counter=False,
+        save_top_k=1, enable_version_counter=False,
+    )
+    # Lightning's save_last only refreshes last.ckpt when a new best is saved; this one
+    # writes it after every epoch, so a resume loses at most the epoch in progress.
+    last = ModelCheckpoint(
+        dirpath=run_dir, filename=Path(LAST).stem, monitor=None, save_top_k=1,
+        every_n_epochs=1, enable_version_counter=False,
     )
     stopper = EarlyStopping(monitor=monitor, mode="min", patience=params.patience)
     on_gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
@@ -146,7 +152,7 @@ def make_trainer(
         precision=params.precision,
         gradient_clip_val=params.grad_clip or None,
         deterministic="warn" if on_gpu else True,
-        callbacks=[checkpoint, stopper, *([StderrProgressBar()] if progress else []),
+        callbacks=[best, last, stopper, *([StderrProgressBar()] if progress else []),
                    *(callbacks or [])],
         logger=RunLogger(run_dir, resume_epoch),
         enable_progress_bar=progress,
