@@ -36,21 +36,42 @@ def weight_table(frequency: np.ndarray, frequency_scaler: float) -> np.ndarray:
     return table
 
 
-def locus_weights(geno: np.ndarray, table: np.ndarray) -> np.ndarray:
+class Scratch:
+    """Reusable work arrays, so a worker does not fault in fresh pages per batch."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        array = self._arrays.get(name)
+        if array is None or array.shape != shape or array.dtype != dtype:
+            array = self._arrays[name] = np.empty(shape, dtype=dtype)
+        return array
+
+
+def locus_weights(
+    geno: np.ndarray, table: np.ndarray, scratch: Scratch | None = None
+) -> np.ndarray:
     """(B, V) float32 weights of genotypes `geno` (B, V, P) int8 under `weight_table`."""
     n_loci, width = table.shape
     if geno.shape[1] != n_loci:
         raise ValueError(f"genotypes have {geno.shape[1]} loci, the weight table {n_loci}")
+    scratch = scratch or Scratch()
     flat = table.reshape(-1)
-    offsets = np.arange(0, n_loci * width, width, dtype=np.int32)[None, :] + 2
-    weights = np.take(flat, offsets + geno[..., 0])
+    offsets = np.arange(2, n_loci * width, width, dtype=np.int32)
+    index = scratch.get("index", geno.shape[:2], np.int32)
+    factor = scratch.get("factor", geno.shape[:2], np.float32)
+    weights = np.empty(geno.shape[:2], dtype=np.float32)
+    np.add(offsets, geno[..., 0], out=index)
+    np.take(flat, index, out=weights)
     for copy in range(1, geno.shape[2]):
-        weights *= np.take(flat, offsets + geno[..., copy])
+        np.add(offsets, geno[..., copy], out=index)
+        weights *= np.take(flat, index, out=factor)
     return weights
 
 
 def sample_without_replacement(
-    weights: np.ndarray, k: int, rng: np.random.Generator
+    weights: np.ndarray, k: int, rng: np.random.Generator, scratch: Scratch | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw `k` distinct columns per row of `weights` (B, V), proportional to weight.
 
@@ -64,10 +85,11 @@ def sample_without_replacement(
     if k < n_cols:
         # Weight-0 loci get key 0 and lose to every positive key. E is kept off 0
         # (float32 draws can be exactly 0) so that 0 / 0 never makes a NaN key.
-        exponential = rng.standard_exponential(weights.shape, dtype=np.float32)
-        exponential += np.float32(1e-37)
+        keys = (scratch or Scratch()).get("keys", weights.shape, np.float32)
+        rng.standard_exponential(dtype=np.float32, out=keys)
+        keys += np.float32(1e-37)
         with np.errstate(over="ignore"):
-            keys = np.divide(weights, exponential, out=exponential)
+            np.divide(weights, keys, out=keys)
         index = np.argpartition(keys, n_cols - k, axis=1)[:, n_cols - k :]
     else:
         index = np.broadcast_to(np.arange(n_cols), (n_rows, n_cols))

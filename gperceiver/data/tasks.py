@@ -48,7 +48,12 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from gperceiver.data.sampling import locus_weights, sample_without_replacement, weight_table
+from gperceiver.data.sampling import (
+    Scratch,
+    locus_weights,
+    sample_without_replacement,
+    weight_table,
+)
 
 TASKS = ("plain", "masked", "contrastive", "phenotype")
 TARGET_TASKS = ("masked", "contrastive")
@@ -85,7 +90,7 @@ class TaskBuilder:
 
     def __post_init__(self) -> None:
         self.lx, self.ly = task_sizes(self.task, self.n_variants, self.prop_x, self.prop_y)
-        self.table = None
+        self.table, self.scratch = None, Scratch()
         if self.task in TARGET_TASKS:
             if self.frequency is None:
                 raise ValueError(f"the {self.task} task needs allele frequencies")
@@ -124,8 +129,8 @@ class TaskBuilder:
         }
 
     def masked(self, geno: np.ndarray, sample_index: np.ndarray, rng) -> dict[str, torch.Tensor]:
-        weights = locus_weights(geno, self.table)
-        y_index, y_mask = sample_without_replacement(weights, self.ly, rng)
+        weights = locus_weights(geno, self.table, self.scratch)
+        y_index, y_mask = sample_without_replacement(weights, self.ly, rng, self.scratch)
         x_index, chosen = choose_inputs(
             rng, geno.shape[0], self.n_variants, self.lx, y_index, y_mask
         )
@@ -150,8 +155,9 @@ class TaskBuilder:
     ) -> dict[str, torch.Tensor]:
         if partner is None or partner_index is None:
             raise ValueError("the contrastive task needs a partner genotype per sample")
-        weights = locus_weights(geno, self.table) * locus_weights(partner, self.table)
-        y_index, y_mask = sample_without_replacement(weights, self.ly, rng)
+        weights = locus_weights(geno, self.table, self.scratch)
+        weights *= locus_weights(partner, self.table, self.scratch)
+        y_index, y_mask = sample_without_replacement(weights, self.ly, rng, self.scratch)
         x_index, chosen = choose_inputs(
             rng, geno.shape[0], self.n_variants, self.lx, y_index, y_mask
         )
