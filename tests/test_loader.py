@@ -146,6 +146,33 @@ def check_masked(batch, geno, n_alleles, lx, ly):
         )
 
 
+def test_target_frequencies_fit_the_store_weights(diploid):
+    """Goodness of fit, end to end: one sample's first target over many draws
+    against prod over copies (1 - store frequency) ** frequency_scaler."""
+    from scipy import stats
+
+    from gperceiver.store import open_store
+
+    path, geno = diploid
+    freq = open_store(path)["variant_allele_frequency"].values
+    dataset = GenotypeDataset(path, "masked", prop_y=0.02, frequency_scaler=1.5)
+    assert dataset.sizes[1] == 1
+    sample, n_draws = 7, 20_000
+    one = np.ascontiguousarray(geno[:, sample])  # (V, P)
+    batch = dataset.builder(np.broadcast_to(one, (n_draws, *one.shape)).copy(),
+                            np.full(n_draws, sample), np.random.default_rng(0))
+    assert batch["y_mask"].all()
+    observed = np.bincount(batch["y_index"][:, 0].numpy(), minlength=len(one))
+    weight = np.array([
+        0.0 if (g < 0).any() else np.prod([(1 - freq[v, a]) ** 1.5 for a in g])
+        for v, g in enumerate(one)
+    ])
+    assert np.all(observed[weight == 0] == 0)
+    expected = weight[weight > 0] / weight.sum()
+    expected *= n_draws / expected.sum()
+    assert stats.chisquare(observed[weight > 0], expected).pvalue > 1e-3
+
+
 def test_masked_batches_match_the_store(diploid):
     path, geno = diploid
     loader = make_loader(path, "masked", batch_size=6, prop_y=0.2, shuffle_buffer=16)
