@@ -17,7 +17,9 @@ from gperceiver.cluster import dask_scheduler
 from gperceiver.errors import EXIT_CODE_HELP, ExitCode, GPerceiverError
 
 # Subcommand modules, in the order --help lists them; each has register(subparsers).
-SUBCOMMANDS = ["convert", "info", "plot", "pretrain", "impute", "embed", "baseline"]
+SUBCOMMANDS = [
+    "convert", "info", "pretrain", "fit", "predict", "embed", "impute", "baseline", "plot",
+]
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

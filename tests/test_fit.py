@@ -1,0 +1,206 @@
+"""fit and predict: phenotypes of several blocks learnt from streamed genotypes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from converters.tsv import convert_tsv
+from gperceiver.errors import ExitCode, InputFormatError
+from gperceiver.train.checkpoint import load_checkpoint
+from gperceiver.train.finetune import Predictor, fit, predict
+from gperceiver.train.params import Params
+from tests.conftest import TEST_DATA, run_cli
+from tests.test_convert_tsv import write_panel
+from tests.tiny_stores import ONE_THREAD, one_torch_thread
+
+pytestmark = pytest.mark.usefixtures(one_torch_thread.__name__)
+
+TINY = dict(latent_dim=32, num_latents=8, feedforward_dim=64, projection_dim=16,
+            allele_embed_dim=8, position_embed_dim=8, output_dim=16, num_self_attention=1,
+            num_encode_iters=1, num_self_attention_heads=2, num_cross_attention_heads=4,
+            batch_size=16, lr=3e-3,
+            patience=100)
+
+
+def tiny(**changes) -> Params:
+    return Params(**{**TINY, **changes})
+
+
+@pytest.fixture(scope="module")
+def panel(tmp_path_factory):
+    """150 diploid samples x 40 loci; additive traits (4 causal loci) in 3 blocks.
+
+    Block 2 is observed for two samples in three only; `cv` = sample index % 5.
+    Returns (store, phenotype TSV, genetic values (samples, blocks)).
+    """
+    folder = tmp_path_factory.mktemp("panel")
+    rng = np.random.default_rng(0)
+    n, m = 150, 40
+    freq = rng.uniform(0.2, 0.5, m)
+    dosage = (rng.random((n, m, 2)) < freq[None, :, None]).sum(-1)
+    mpath, cpath = write_panel(folder, dosage + 3)
+    store = folder / "panel.zarr"
+    convert_tsv(mpath, cpath, store, samples_chunk=64, progress=False)
+    rows, genetic = [], np.zeros((n, 3))
+    for b in range(3):
+        beta = np.zeros(m)
+        beta[rng.choice(m, 4, replace=False)] = rng.normal(0, 1, 4)
+        g = (dosage - 2 * freq) @ beta
+        genetic[:, b] = (g - g.mean()) / g.std()
+        y = genetic[:, b] + rng.normal(0, 0.2, n)
+        rows += [(f"s{i}", y[i], b, i % 5) for i in range(n) if b < 2 or i % 3]
+    phenos = folder / "phenos.tsv"
+    pd.DataFrame(rows, columns=["name", "response", "block", "cv"]).to_csv(
+        phenos, sep="\t", index=False)
+    return store, phenos, genetic
+
+
+def classes_file(panel, folder, cuts) -> str:
+    """The panel's genetic values cut into classes at `cuts`, as a phenotype TSV."""
+    _, _, genetic = panel
+    rows = [(f"s{i}", int(np.searchsorted(cuts, genetic[i, b])), b, i % 5)
+            for i in range(len(genetic)) for b in range(2)]
+    path = folder / "classes.tsv"
+    pd.DataFrame(rows, columns=["name", "response", "block", "cv"]).to_csv(
+        path, sep="\t", index=False)
+    return path
+
+
+def test_regression_latent_head_learns_every_block(panel, tmp_path):
+    store, phenos, _ = panel
+    result = fit(store, phenos, tmp_path / "run", tiny(epochs=40, head="latent"), cv=0,
+                 progress=False)
+    val = result.metrics["validation"]["blocks"]
+    assert all(val[b]["pearson_r"] > 0.8 for b in ("0", "1", "2")), val
+    # exact cv filtering: metrics count exactly the observed rows of fold 0
+    table = pd.read_csv(tmp_path / "run" / "predictions.tsv", sep="\t")
+    fold0 = table[(table.cv == 0) & table.observed.notna()]
+    assert {b: val[str(b)]["n"] for b in range(3)} == fold0.groupby("block").size().to_dict()
+    assert val["2"]["n"] < val["0"]["n"]  # block 2 observed for some samples only
+    # predictions exist for every sample and block, and differ between samples
+    assert len(table) == 150 * 3 and table.predicted.notna().all()
+    assert table.groupby("block").predicted.std().min() > 0.5
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["validation"]["blocks"]["0"]["pearson_r"] == pytest.approx(val["0"]["pearson_r"])
+    for name in ("best.ckpt", "last.ckpt", "metrics.csv", "params.json"):
+        assert (tmp_path / "run" / name).is_file()
+
+
+def test_regression_pool_head_learns(panel, tmp_path):
+    store, phenos, _ = panel
+    result = fit(store, phenos, tmp_path / "run", tiny(epochs=80, lr=1e-3, head="pool"), cv=0,
+                 progress=False)
+    assert result.metrics["validation"]["mean"]["pearson_r"] > 0.8, result.metrics["validation"]
+
+
+def test_binary_objective(panel, tmp_path):
+    store, _, _ = panel
+    phenos = classes_file(panel, tmp_path, [0.0])
+    result = fit(store, phenos, tmp_path / "run", tiny(epochs=25, objective="binary"), cv=1,
+                 progress=False)
+    val = result.metrics["validation"]
+    assert val["mean"]["auc"] > 0.85, val
+    table = pd.read_csv(tmp_path / "run" / "predictions.tsv", sep="\t")
+    assert {"prob_0", "prob_1"} <= set(table.columns)
+    np.testing.assert_allclose(table.prob_0 + table.prob_1, 1.0, atol=1e-5)
+
+
+def test_ordinal_and_multiclass_objectives(panel, tmp_path):
+    store, _, _ = panel
+    phenos = classes_file(panel, tmp_path, [-0.6, 0.6])  # 3 ordered classes
+    ordinal = fit(store, phenos, tmp_path / "ord", tiny(epochs=25, objective="ordinal"), cv=1,
+                  progress=False).metrics["validation"]
+    assert ordinal["mean"]["spearman"] > 0.7, ordinal
+    multi = fit(store, phenos, tmp_path / "multi", tiny(epochs=25, objective="multiclass"),
+                cv=1, progress=False).metrics["validation"]
+    assert multi["mean"]["accuracy"] > 0.6, multi
+    table = pd.read_csv(tmp_path / "multi" / "predictions.tsv", sep="\t")
+    assert {"prob_0", "prob_1", "prob_2"} <= set(table.columns)
+
+
+def test_classes_must_be_class_numbers(panel, tmp_path):
+    store, phenos, _ = panel
+    with pytest.raises(InputFormatError, match="is not a class number"):
+        fit(store, phenos, tmp_path / "run", tiny(epochs=1, objective="multiclass"),
+            progress=False)
+
+
+def test_validation_rows_never_train(panel, tmp_path):
+    """Changing only validation responses leaves the trained weights bit-identical."""
+    store, phenos, _ = panel
+    table = pd.read_csv(phenos, sep="\t")
+    table.loc[table.cv == 2, "response"] = 1000.0
+    other = tmp_path / "other.tsv"
+    table.to_csv(other, sep="\t", index=False)
+    states = []
+    for name, path in (("a", phenos), ("b", other)):
+        fit(store, path, tmp_path / name, tiny(epochs=3), cv=2, progress=False)
+        states.append(load_checkpoint(tmp_path / name / "last.ckpt")["state_dict"])
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key
+
+
+def test_each_prediction_comes_from_its_sample_alone(panel, tmp_path):
+    store, phenos, _ = panel
+    fit(store, phenos, tmp_path / "run", tiny(epochs=3), cv=0, progress=False)
+    predictor = Predictor.load(tmp_path / "run")
+    in_batches, _ = predictor.predict(store, batch_size=32, progress=False)
+    one_by_one, _ = predictor.predict(store, batch_size=1, progress=False)
+    np.testing.assert_allclose(in_batches, one_by_one, atol=1e-5)
+    assert in_batches.std(axis=0).min() > 0  # not collapsed to a constant
+
+
+def test_freeze_encoder_trains_only_the_head(panel, tmp_path):
+    store, phenos, _ = panel
+    fit(store, phenos, tmp_path / "a", tiny(epochs=1), cv=0, progress=False)
+    fit(store, phenos, tmp_path / "b", tiny(epochs=2), cv=0, progress=False,
+        pretrained=tmp_path / "a" / "last.ckpt", freeze_encoder=True)
+    before = load_checkpoint(tmp_path / "a" / "last.ckpt")["state_dict"]
+    after = load_checkpoint(tmp_path / "b" / "last.ckpt")["state_dict"]
+    encoder = [k for k in before if k.startswith("model.")]
+    assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("head."))
+
+
+def test_cli_fit_predict_pretrained(example_store, tmp_path):
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps({**TINY, "epochs": 2, "batch_size": 8}))
+    pre = run_cli("pretrain", example_store, "-o", tmp_path / "pre", "--params", params,
+                  "--epochs", "1", env=ONE_THREAD)
+    assert pre.returncode == 0, pre.stderr
+    proc = run_cli("fit", example_store, TEST_DATA / "phenos.tsv", "-o", tmp_path / "fit",
+                   "--cv", "1", "--params", params, "--pretrained", tmp_path / "pre" / "best.ckpt",
+                   "--strategy", "pool", env=ONE_THREAD)
+    assert proc.returncode == 0, proc.stderr
+    assert "block 0:" in proc.stdout and "pearson_r=" in proc.stdout
+    assert json.loads((tmp_path / "fit" / "params.json").read_text())["head"] == "pool"
+    out = tmp_path / "new.tsv"
+    pred = run_cli("predict", tmp_path / "fit", example_store, "-o", out, env=ONE_THREAD)
+    assert pred.returncode == 0, pred.stderr
+    new = pd.read_csv(out, sep="\t")
+    old = pd.read_csv(tmp_path / "fit" / "predictions.tsv", sep="\t")
+    merged = new.merge(old, on=["name", "block"])
+    assert len(merged) == len(new) == 40 * 2
+    np.testing.assert_allclose(merged.predicted_x, merged.predicted_y, rtol=1e-4, atol=1e-5)
+    # the same run again without --force is refused; an unknown flag value is a usage error
+    again = run_cli("fit", example_store, TEST_DATA / "phenos.tsv", "-o", tmp_path / "fit",
+                    "--params", params)
+    assert again.returncode == ExitCode.CANNOT_WRITE
+    bad = run_cli("fit", example_store, TEST_DATA / "phenos.tsv", "-o", tmp_path / "x",
+                  "--objective", "poisson")
+    assert bad.returncode == ExitCode.USAGE
+
+
+def test_predict_refuses_other_variants(panel, example_store, tmp_path):
+    store, phenos, _ = panel
+    fit(store, phenos, tmp_path / "run", tiny(epochs=1), progress=False)
+    with pytest.raises(InputFormatError, match="not the model's variants"):
+        predict(tmp_path / "run", example_store)
+    proc = run_cli("predict", tmp_path / "run", example_store)
+    assert proc.returncode == ExitCode.INPUT_FORMAT
+    assert "not the model's variants" in proc.stderr and proc.stderr.count("\n") == 1
