@@ -57,8 +57,8 @@ class Params:
     projection_dim: int = _p(64, "query/key/value width of the cross-attention", low=1)
     num_cross_attention_heads: int = _p(1, "heads of the cross-attention", low=1)
     num_self_attention_heads: int = _p(4, "heads of each self-attention block", low=1)
-    num_self_attention: int = _p(2, "self-attention blocks per encoder iteration", low=0)
-    num_encode_iters: int = _p(2, "cross-attention + self-attention iterations", low=1)
+    num_self_attention: int = _p(4, "self-attention blocks per encoder iteration", low=0)
+    num_encode_iters: int = _p(1, "cross-attention + self-attention iterations", low=1)
     share_weights: bool = _p(False, "iterations after the first share their weights")
     feedforward_dim: int = _p(256, "hidden width of every feed-forward layer", low=1)
     dropout: float = _p(0.0, "dropout in attention outputs and feed-forward layers",
