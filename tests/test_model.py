@@ -90,14 +90,16 @@ def test_padded_copies_contribute_nothing_and_differ_from_missing():
     assert not torch.allclose(four.masked_logits(x, xi, yi), four.masked_logits(missing, xi, yi))
 
 
-@pytest.mark.parametrize("kind, combine", [("learned", "concat"), ("fourier", "add"),
-                                           ("fourier", "concat"), ("learned", "add")])
-def test_factorised_projection_equals_projecting_embeddings(kind, combine):
-    model = make_model(2, 3, position_embed_kind=kind, position_embed_combine=combine)
+@pytest.mark.parametrize("kind, combine, ploidy, locus", [
+    ("learned", "concat", 2, True), ("fourier", "add", 2, True), ("fourier", "concat", 4, True),
+    ("learned", "add", 1, True), ("learned", "concat", 2, False), ("fourier", "add", 6, False)])
+def test_factorised_projection_equals_projecting_embeddings(kind, combine, ploidy, locus):
+    model = make_model(ploidy, 3, position_embed_kind=kind, position_embed_combine=combine,
+                       locus_allele_embed=locus)
     embed: InputEmbedding = model.embed
     linear = model.iterations[0].cross.to_kv
-    x = tokens(3, 12, 2, 3)
-    x[0, 0, 1] = -1  # a padded copy
+    x = tokens(3, 12, ploidy, 3)
+    x[0, 0, -1] = -1  # a padded copy
     xi = loci(3, 12)
     torch.testing.assert_close(embed.project(linear, x, xi), linear(embed(x, xi)))
 

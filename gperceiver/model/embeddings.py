@@ -13,6 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Largest number of (ordered) copy combinations per locus for which `project` builds
+# a per-locus table of every combination (one lookup per input locus).
+MAX_GENOTYPE_CODES = 32
+
 
 class AlleleEmbedding(nn.Module):
     """One vector per allele token, summed over the ploidy copies of a locus."""
@@ -129,29 +133,47 @@ class InputEmbedding(nn.Module):
                 index: torch.Tensor) -> torch.Tensor:
         """`linear(self(alleles, index))`, computed without materialising embeddings.
 
-        The projection is linear, so it is applied once to the allele table (a few
-        rows) and once to every locus' position embedding, then gathered and summed:
-        per input locus only a small count-by-table product and a row lookup remain.
-        This is what makes long inputs (10^4 loci) cheap on a CPU.
+        The projection is linear, so it is applied once to the allele tables and to
+        every locus' position embedding, then looked up and summed per input locus.
+        With few copy combinations (diploid, biallelic: 4^2) the sums are tabulated
+        per locus and each input locus costs one row lookup. This is what makes long
+        inputs (10^4 loci) cheap on a CPU.
         """
         weight = linear.weight
         a_dim = self.alleles.table.embedding_dim
         w_a, w_p = (weight, weight) if self.combine == "add" else (
             weight[:, :a_dim], weight[:, a_dim:])
-        table = self.alleles.table.weight
-        allele_proj = table @ w_a.T  # (T, out)
+        allele_proj = self.alleles.table.weight @ w_a.T  # (T, out)
+        n_tokens = allele_proj.shape[0]
         all_loci = torch.arange(self._n_loci(), device=index.device)
         position_proj = self.position(all_loci) @ w_p.T  # (V, out)
         if linear.bias is not None:
             position_proj = position_proj + linear.bias
-        counts = torch.stack(
-            [(alleles == t).sum(-1) for t in range(table.shape[0])], -1).to(table.dtype)
-        rows = F.embedding(index.flatten(), position_proj)
-        out = torch.addmm(rows, counts.flatten(0, 1), allele_proj).view(*index.shape, -1)
+        locus_proj = None
         if self.locus_alleles is not None:
-            locus_proj = self.locus_alleles.table.weight @ w_a.T  # (V * T, out)
+            locus_proj = (self.locus_alleles.table.weight @ w_a.T).view(
+                len(all_loci), n_tokens, -1)  # (V, T, out)
+        ploidy, states = alleles.shape[-1], n_tokens + 1  # a copy: padded or a token
+        if locus_proj is not None and states**ploidy <= MAX_GENOTYPE_CODES:
+            # A row per (locus, ordered copies): the whole input is one lookup.
+            per_copy = torch.cat([torch.zeros_like(locus_proj[:, :1]),
+                                  locus_proj + allele_proj], 1)  # (V, states, out)
+            digits = torch.cartesian_prod(
+                *[torch.arange(states, device=index.device)] * ploidy).view(-1, ploidy)
+            table = position_proj.unsqueeze(1) + sum(
+                per_copy[:, digits[:, p]] for p in range(ploidy))  # (V, codes, out)
+            weights = states ** torch.arange(ploidy - 1, -1, -1, device=index.device)
+            code = ((alleles + 1) * weights).sum(-1)
+            return F.embedding(index * states**ploidy + code, table.flatten(0, 1))
+
+        counts = torch.stack([(alleles == t).sum(-1) for t in range(n_tokens)], -1)
+        rows = F.embedding(index.flatten(), position_proj)
+        out = torch.addmm(rows, counts.flatten(0, 1).to(allele_proj.dtype), allele_proj)
+        out = out.view(*index.shape, -1)
+        if locus_proj is not None:
             rows = self.locus_alleles.rows(alleles, index)
-            for copy in range(alleles.shape[-1]):
+            locus_proj = locus_proj.flatten(0, 1)
+            for copy in range(ploidy):
                 present = (alleles[..., copy] >= 0).unsqueeze(-1).to(out.dtype)
                 out = out + F.embedding(rows[..., copy], locus_proj) * present
         return out
