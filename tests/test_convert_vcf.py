@@ -15,7 +15,7 @@ import zarr
 from converters.tsv import convert_tsv
 from converters.vcf import convert_vcf
 from converters.vcz import convert_vcz
-from gperceiver.errors import ExitCode
+from gperceiver.errors import ExitCode, UsageError
 from gperceiver.preprocessing import gen_allele_decoder
 from gperceiver.store import open_store
 from tests.conftest import run_cli
@@ -321,6 +321,29 @@ def test_bad_inputs_one_line_exit_code_nothing_written(tmp_path, capfd):
         assert words in lines[0], (case, lines[0])
         assert not out.exists(), case
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_temp_dir_is_used_and_emptied(tmp_path, monkeypatch):
+    """The work folder (recompressed input, index, ICF) goes to --temp-dir, then away."""
+    import converters.vcf as vcf_module
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    seen = []
+    real = vcf_module._vcf2zarr
+
+    def spy(ready, *args):
+        seen.extend(p.parent.parent for p in ready)
+        return real(ready, *args)
+
+    monkeypatch.setattr(vcf_module, "_vcf2zarr", spy)
+    vcf = write(tmp_path / "g.vcf", GOOD)
+    out = convert_vcf(vcf, tmp_path / "g.zarr", workers=1, temp_dir=scratch, progress=False)
+    assert seen and seen[0].parent == scratch
+    assert list(scratch.iterdir()) == []
+    assert open_store(out).sizes["variants"] == 2
+    with pytest.raises(UsageError):
+        convert_vcf(vcf, tmp_path / "h.zarr", temp_dir=tmp_path / "nope", progress=False)
 
 
 def test_object_store_output_is_refused_cleanly(tmp_path, capfd):
