@@ -59,7 +59,11 @@ def report(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return (and, as a script, exit with) its documented exit code."""
-    args = build_parser().parse_args(argv)
+    return run_command(build_parser().parse_args(argv))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Call `args.func(args)`, turning every failure into one line and its exit code."""
     # A batch scheduler's SIGTERM ends the run like Ctrl-C: outputs stay atomic.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     # `gperceiver info STORE | head` ends quietly, like any Unix tool.
