@@ -64,3 +64,14 @@ def test_corrupt_chunk_names_variable(example_store, tmp_path):
     assert proc.returncode == ExitCode.INPUT_FORMAT
     assert "variable 'call_genotype'" in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_corrupt_chunk_while_streaming_names_variable(example_store, tmp_path):
+    from gperceiver.data.loader import make_loader
+
+    broken = tmp_path / "b.zarr"
+    shutil.copytree(example_store, broken)
+    (broken / "call_genotype" / "0.1.0").write_bytes(b"\x00garbage" * 9)
+    loader = make_loader(broken, "plain", batch_size=8, shuffle=False)
+    with pytest.raises(InputFormatError, match=r"variable 'call_genotype' cannot be read"):
+        list(loader)

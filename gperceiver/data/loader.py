@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from gperceiver import schema
 from gperceiver.data.tasks import TARGET_TASKS, TaskBuilder, widen
 from gperceiver.errors import UsageError
-from gperceiver.store import open_store
+from gperceiver.store import CheckedReader, open_store
 
 # Aim for reads of at least this many samples when the store's sample chunks are small.
 MIN_BLOCK_SAMPLES = 256
@@ -113,7 +113,7 @@ class GenotypeDataset(IterableDataset):
         self.rank, self.world_size = _distributed(rank, world_size)
         self.num_workers = 0  # the DataLoader's, to size __len__; make_loader sets it
         self.epoch = 0
-        self._calls: zarr.Array | None = None
+        self._calls: CheckedReader | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -175,8 +175,9 @@ class GenotypeDataset(IterableDataset):
     def read(self, positions: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Genotypes (n, V, P) int8 of selected samples at `positions` (one block),
         written into `out` when given."""
-        if self._calls is None:
-            self._calls = zarr.open_group(self.path, mode="r")["call_genotype"]
+        if self._calls is None:  # read errors name the store, variable and region
+            self._calls = CheckedReader(
+                zarr.open_group(self.path, mode="r")["call_genotype"], self.path, "call_genotype")
         index = self.selected[positions]
         chunk = self.samples_chunk
         lo = index.min() // chunk * chunk
