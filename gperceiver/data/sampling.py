@@ -8,9 +8,10 @@ Loci with a missing copy get weight 0 and are never targets; padded copies
 (mixed ploidy, call_genotype -2) contribute a factor 1.
 
 Draws are without replacement with the exponential-keys form of the Gumbel
-top-k trick: key = weight / E with E ~ Exp(1) (log key = log weight + Gumbel),
-and the k largest keys are the sample. That is successive sampling proportional
-to weight (Plackett-Luce), done for a whole batch with one argpartition.
+top-k trick: key = -E / weight with E = -log U ~ Exp(1) (the order of
+log weight + Gumbel), and the k largest keys are the sample. That is successive
+sampling proportional to weight (Plackett-Luce), for a whole batch with one
+argpartition.
 """
 
 from __future__ import annotations
@@ -83,13 +84,15 @@ def sample_without_replacement(
     if not 1 <= k <= n_cols:
         raise ValueError(f"cannot draw {k} of {n_cols} loci")
     if k < n_cols:
-        # Weight-0 loci get key 0 and lose to every positive key. E is kept off 0
-        # (float32 draws can be exactly 0) so that 0 / 0 never makes a NaN key.
+        # key = log(U) / weight = -E / weight with E ~ Exp(1): the same order as
+        # weight / E, and a vectorised log beats drawing exponentials. U is kept
+        # off 0 so eligible keys are finite; weight-0 loci get -inf and lose.
         keys = (scratch or Scratch()).get("keys", weights.shape, np.float32)
-        rng.standard_exponential(dtype=np.float32, out=keys)
-        keys += np.float32(1e-37)
-        with np.errstate(over="ignore"):
-            np.divide(weights, keys, out=keys)
+        rng.random(dtype=np.float32, out=keys)
+        keys += np.float32(2.0**-30)
+        np.log(keys, out=keys)
+        with np.errstate(divide="ignore"):
+            np.divide(keys, weights, out=keys)
         index = np.argpartition(keys, n_cols - k, axis=1)[:, n_cols - k :]
     else:
         index = np.broadcast_to(np.arange(n_cols), (n_rows, n_cols))
