@@ -57,7 +57,7 @@ def epoch_samples(loader) -> list[int]:
 
 
 @pytest.mark.parametrize(
-    "num_workers,world_size", [(0, 1), (0, 2), (0, 3), (2, 1), (2, 3)]
+    "num_workers,world_size", [(0, 1), (0, 2), (0, 3), (2, 1), (2, 2), (2, 3)]
 )
 def test_every_selected_sample_once_per_epoch(diploid, num_workers, world_size):
     path, _ = diploid
