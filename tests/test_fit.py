@@ -87,7 +87,8 @@ def test_regression_latent_head_learns_every_block(panel, tmp_path):
     assert table.groupby("block").predicted.std().min() > 0.5
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["validation"]["blocks"]["0"]["pearson_r"] == pytest.approx(val["0"]["pearson_r"])
-    for name in ("best.ckpt", "last.ckpt", "metrics.csv", "params.json"):
+    for name in ("best.ckpt", "last.ckpt", "metrics.csv", "params.json",
+                 "learning_curves.png", "observed_vs_predicted.png"):
         assert (tmp_path / "run" / name).is_file()
 
 

@@ -39,6 +39,7 @@ from gperceiver.outputs import (
     write_metrics,
     write_predictions,
 )
+from gperceiver.plots import plot_path
 from gperceiver.progress import progress_bar
 from gperceiver.store import open_store
 from gperceiver.train import engine
@@ -143,12 +144,12 @@ class FinetuneModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         loss = self.loss(batch)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=batch["y"].shape[0])
+                 batch_size=batch["y"].shape[0], sync_dist=True)  # DDP: over every rank
         return loss
 
     def validation_step(self, batch, batch_idx):
         self.log("val_loss", self.loss(batch), on_epoch=True, prog_bar=True,
-                 batch_size=batch["y"].shape[0])
+                 batch_size=batch["y"].shape[0], sync_dist=True)
 
     def configure_optimizers(self):
         return configure_adamw(self, self.info.params)
@@ -251,17 +252,21 @@ def fit(
     target = make_target(params.objective, response, train_mask, str(phenotypes))
 
     run_dir = Path(run_dir)
-    last = engine.prepare_run_dir(run_dir, resume=resume, force=force)
+    main = engine.is_main_process()  # the other processes of a DDP run leave RUN_DIR alone
+    last = None
+    if main or resume:  # a resume reads last.ckpt in every process
+        last = engine.prepare_run_dir(run_dir, resume=resume, force=force)
     info = ModelInfo.from_store(ds, params, "fit")
     resume_epoch = None
     if last is not None:
         ckpt = load_checkpoint(last)
         _check_resumable(model_info(ckpt, last), info, last)
         resume_epoch = next_epoch(ckpt) - 1
-    for name in (PREDICTIONS_FILE, METRICS_FILE):
-        (run_dir / name).unlink(missing_ok=True)
-    with atomic_output(run_dir / "params.json", force=True) as tmp:
-        tmp.write_text(_params_json(params))
+    if main:
+        for name in (PREDICTIONS_FILE, METRICS_FILE):
+            (run_dir / name).unlink(missing_ok=True)
+        with atomic_output(run_dir / "params.json", force=True) as tmp:
+            tmp.write_text(_params_json(params))
 
     L.seed_everything(params.seed, workers=True, verbose=False)
     model = build_model(info)
@@ -313,6 +318,7 @@ def fit(
     }
     write_predictions(preds, run_dir / PREDICTIONS_FILE, force=True)
     write_metrics(metrics, run_dir / METRICS_FILE, force=True)
+    plot_path(run_dir, cv=cv, force=True)  # learning curves, observed vs predicted
     return FitResult(run_dir, best, metrics, preds)
 
 
