@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "metrics.csv and the resolved params.json. A run that was stopped continues "
         "with --resume exactly as if it had not been.",
         epilog="example:\n  gperceiver pretrain panel.zarr -o run --params params.json "
-        "--epochs 50\n  gperceiver pretrain panel.zarr -o run --resume --epochs 80",
+        "--epochs 50\n  gperceiver pretrain panel.zarr -o run --resume --epochs 80\n"
+        "  gperceiver pretrain panel.zarr -o run --accelerator gpu --devices 4 --strategy ddp",
     )
     p.add_argument("store", metavar="STORE", help="genotype store (Zarr)")
     p.add_argument("-o", "--output", required=True, metavar="RUN_DIR",
@@ -41,6 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--accelerator", default="auto",
                    help="Lightning accelerator: auto, cpu, gpu, ...")
     p.add_argument("--devices", default="auto", help="Lightning devices: auto, N or a list")
+    p.add_argument("--num-nodes", type=int, default=1, help="machines (multi-node DDP)")
+    p.add_argument("--strategy", default="auto",
+                   help="Lightning strategy: auto, ddp (data-parallel over --devices and "
+                   "--num-nodes, or the processes torchrun/srun started), ...")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -75,7 +80,10 @@ def run(args: argparse.Namespace) -> None:
     devices = int(args.devices) if args.devices.isdigit() else args.devices
     result = pretrain(args.store, args.output, args.task, params, resume=args.resume,
                       force=args.force, progress=show_progress(args.quiet),
-                      accelerator=args.accelerator, devices=devices)
+                      accelerator=args.accelerator, devices=devices,
+                      num_nodes=args.num_nodes, strategy=args.strategy)
+    if result.rank != 0:
+        return  # a non-zero rank of a distributed run: rank 0 reports
     score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"
     print(f"pretrained {result.epochs} epochs; best loss {score}; "
           f"checkpoints {result.best} and {result.last}")

@@ -226,8 +226,14 @@ def fit(
     devices: int | str = "auto",
     num_nodes: int = 1,
     strategy: str = "auto",
+    callbacks: list | None = None,
 ) -> FitResult:
-    """Finetune on `phenotypes` and write predictions and metrics into `run_dir`."""
+    """Finetune on `phenotypes` and write predictions and metrics into `run_dir`.
+
+    `devices`, `num_nodes` and `strategy` ("ddp") train data-parallel (see
+    `engine`); then global rank 0 alone predicts and writes the outputs.
+    `callbacks` are extra Lightning callbacks.
+    """
     params = params or Params()
     if ranking_weight < 0:
         raise UsageError(f"--ranking-weight must be >= 0, got {ranking_weight}")
@@ -293,7 +299,7 @@ def fit(
     trainer = engine.make_trainer(run_dir, params, monitor=monitor, progress=progress,
                                   accelerator=accelerator, devices=devices,
                                   resume_epoch=resume_epoch, num_nodes=num_nodes,
-                                  strategy=strategy)
+                                  strategy=strategy, callbacks=callbacks)
     engine.fit(trainer, module, train_loader, val_loader, last)
     if trainer.global_rank != 0:
         return FitResult(run_dir, run_dir / engine.BEST, {}, xr.Dataset())

@@ -67,15 +67,19 @@ class PretrainModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         loss, accuracy = self.loss(batch)
         n = batch["x_index"].shape[0]
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
-        self.log("train_accuracy", accuracy, on_step=False, on_epoch=True, batch_size=n)
+        # sync_dist: under DDP the epoch figures are over every rank's samples
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n,
+                 sync_dist=True)
+        self.log("train_accuracy", accuracy, on_step=False, on_epoch=True, batch_size=n,
+                 sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
         loss, accuracy = self.loss(batch)
         n = batch["x_index"].shape[0]
-        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=n)
-        self.log("val_accuracy", accuracy, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
+        self.log("val_accuracy", accuracy, on_epoch=True, prog_bar=True, batch_size=n,
+                 sync_dist=True)
 
     def configure_optimizers(self):
         return configure_adamw(self.model, self.info.params)
@@ -142,6 +146,7 @@ class PretrainResult:
     last: Path
     epochs: int
     best_score: float | None
+    rank: int = 0  # global rank of this process in a distributed run
 
 
 def pretrain(
@@ -157,11 +162,14 @@ def pretrain(
     devices: int | str = "auto",
     max_time: str | None = None,
     callbacks: list | None = None,
+    num_nodes: int = 1,
+    strategy: str = "auto",
 ) -> PretrainResult:
     """Pretrain a GPerceiver on `store`; checkpoints and metrics go to `run_dir`.
 
     `max_time` ("DD:HH:MM:SS") bounds the wall time; `callbacks` are extra
-    Lightning callbacks (benchmarks use them to time epochs).
+    Lightning callbacks (benchmarks use them to time epochs). `devices`,
+    `num_nodes` and `strategy` ("ddp") train data-parallel (see `engine`).
     """
     params = params or Params()
     ds = open_store(store)
@@ -170,7 +178,10 @@ def pretrain(
     if task not in TASKS:
         raise UsageError(f"unknown pretraining task '{task}' (one of {', '.join(TASKS)})")
     run_dir = Path(run_dir)
-    last = engine.prepare_run_dir(run_dir, resume=resume, force=force)
+    main = engine.is_main_process()  # the other processes of a DDP run leave RUN_DIR alone
+    last = None
+    if main or resume:  # a resume reads last.ckpt in every process
+        last = engine.prepare_run_dir(run_dir, resume=resume, force=force)
     resume_epoch = None
     info = ModelInfo.from_store(ds, params, task)
     if last is not None:
@@ -178,8 +189,9 @@ def pretrain(
         previous = model_info(ckpt, last)
         _check_resumable(previous, info, last)
         resume_epoch = next_epoch(ckpt) - 1
-    with atomic_output(run_dir / "params.json", force=True) as tmp:
-        tmp.write_text(_params_json(params))
+    if main:
+        with atomic_output(run_dir / "params.json", force=True) as tmp:
+            tmp.write_text(_params_json(params))
 
     L.seed_everything(params.seed, workers=True, verbose=False)
     model = build_model(info)
@@ -200,13 +212,14 @@ def pretrain(
     trainer = engine.make_trainer(run_dir, params, monitor=monitor, progress=progress,
                                   accelerator=accelerator, devices=devices,
                                   resume_epoch=resume_epoch, max_time=max_time,
-                                  callbacks=callbacks)
+                                  callbacks=callbacks, num_nodes=num_nodes, strategy=strategy)
     engine.fit(trainer, module, train_loader, val_loader, last)
     best_cb = trainer.checkpoint_callback
     score = best_cb.best_model_score if best_cb is not None else None
     return PretrainResult(
         run_dir=run_dir, best=run_dir / engine.BEST, last=run_dir / engine.LAST,
         epochs=trainer.current_epoch, best_score=None if score is None else float(score),
+        rank=trainer.global_rank,
     )
 
 
