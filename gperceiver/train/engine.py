@@ -5,6 +5,17 @@ early stopping on the monitored (validation) loss, RUN_DIR/metrics.csv, a
 progress bar, gradient clipping, precision, deterministic seeding, and resume
 from RUN_DIR/last.ckpt with weights-only loading (a code-running pickle is
 refused before Lightning sees it).
+
+Data parallelism (DDP, `devices`/`num_nodes`/`strategy`, launched by Lightning,
+torchrun or SLURM): every process runs the same command. Only the main process
+(`is_main_process`) prepares RUN_DIR and writes files; Lightning saves
+checkpoints and metrics from global rank 0. `fit` shards the loaders by rank once
+the process group exists (`ShardByRank`): the training loader stops every rank
+after the same number of batches (the loader's `even_ranks`), since DDP
+all-reduces gradients at every step and a rank with one batch more would wait
+for the others forever. Validation is sharded without that cut (no gradients, so
+no per-batch collective); epoch metrics are logged with `sync_dist`, so every
+rank sees the same global validation loss for checkpointing and early stopping.
 """
 
 from __future__ import annotations
@@ -18,9 +29,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
 from gperceiver.errors import CannotWriteError, InputNotFoundError
@@ -28,6 +40,9 @@ from gperceiver.train.checkpoint import load_checkpoint
 from gperceiver.train.params import Params
 
 LAST, BEST, METRICS = "last.ckpt", "best.ckpt", "metrics.csv"
+# A model carries parameters its task leaves unused (the other pretraining decoder, the
+# decoders when finetuning), which plain DDP refuses: these names get DDP to skip them.
+DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
 PENDING = ".last.ckpt.pending"  # an epoch's last.ckpt until its metrics rows are written
 RUN_FILES = (LAST, BEST, METRICS, "params.json", "hparams.yaml", PENDING)
 
@@ -104,6 +119,7 @@ class RunLogger(CSVLogger):
         self._keep = keep_through_epoch
 
     @property
+    @rank_zero_experiment
     def experiment(self) -> _Writer:
         if self._experiment is None:
             os.makedirs(self.log_dir, exist_ok=True)
@@ -164,6 +180,8 @@ def make_trainer(
     )
     stopper = EarlyStopping(monitor=monitor, mode="min", patience=params.patience)
     on_gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+    if strategy in DDP_STRATEGIES:
+        strategy = f"{strategy}_find_unused_parameters_true"
     return L.Trainer(
         default_root_dir=run_dir,
         max_epochs=params.epochs,
@@ -183,6 +201,43 @@ def make_trainer(
         num_sanity_val_steps=0,
         log_every_n_steps=1,
     )
+
+
+def is_main_process() -> bool:
+    """False in the processes a launcher started besides global rank 0.
+
+    Read from the environment, before any process group exists: torchrun sets
+    RANK, SLURM (srun, several tasks) SLURM_PROCID, Lightning's own launcher
+    LOCAL_RANK and NODE_RANK in the processes it starts.
+    """
+    env = os.environ
+    if "RANK" in env:
+        return env["RANK"] == "0"
+    if int(env.get("SLURM_NTASKS", "1") or 1) > 1 and "SLURM_PROCID" in env:
+        return env["SLURM_PROCID"] == "0"
+    return all(env.get(key, "0") == "0" for key in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
+
+
+class ShardByRank(Callback):
+    """Give the loaders this process' rank once the process group is set up.
+
+    The loaders are built before Lightning starts (or joins) the other processes,
+    so they cannot read the rank then. Training: every rank stops after the same
+    number of batches (`even_ranks`, see the loader). Validation: sharded when
+    every rank gets a sample, else each rank validates them all.
+    """
+
+    def __init__(self, train_loader, val_loader=None):
+        self.train, self.val = train_loader, val_loader
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        rank, world = trainer.global_rank, trainer.world_size
+        train = self.train.dataset
+        train.rank, train.world_size, train.even_ranks = rank, world, world > 1
+        if self.val is not None:
+            val = self.val.dataset
+            shard = len(val.selected) >= world
+            val.rank, val.world_size = (rank, world) if shard else (0, 1)
 
 
 def prepare_run_dir(run_dir: str | os.PathLike, *, resume: bool, force: bool) -> Path | None:
@@ -219,7 +274,8 @@ def prepare_run_dir(run_dir: str | os.PathLike, *, resume: bool, force: bool) ->
 
 def fit(trainer: L.Trainer, module: L.LightningModule, train_loader, val_loader,
         last: Path | None) -> None:
-    """trainer.fit, resuming from `last` (weights-only) when given."""
+    """trainer.fit, resuming from `last` (weights-only) when given; loaders shard by rank."""
+    trainer.callbacks.append(ShardByRank(train_loader, val_loader))
     try:
         trainer.fit(module, train_loader, val_loader, ckpt_path=last,
                     weights_only=True if last is not None else None)
