@@ -1,7 +1,9 @@
-"""Faults: a killed conversion leaves nothing behind, and a rerun succeeds."""
+"""Faults: a killed conversion leaves nothing behind and a rerun succeeds; a killed
+training run resumes to the same end; Ctrl-C exits 130 and keeps the last checkpoint."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,10 +11,17 @@ import sys
 import time
 
 import numpy as np
+import pytest
+import torch
 
 from gperceiver import open_store
 from gperceiver.errors import ExitCode
+from gperceiver.train.checkpoint import load_checkpoint
+from tests.conftest import TEST_DATA
 from tests.test_convert_tsv import write_panel
+from tests.test_fit import TINY as FIT_TINY
+from tests.test_pretrain import TINY as PRETRAIN_TINY
+from tests.tiny_stores import ONE_THREAD, founder_store
 
 
 def _convert(mpath, cpath, out) -> subprocess.Popen:
@@ -60,3 +69,101 @@ def test_ctrl_c_during_convert_exits_interrupted(tmp_path):
     assert proc.stderr.read().strip() == "gperceiver: error: interrupted"
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.zarr")]
+
+
+# --- training: SIGKILL then --resume ends like an uninterrupted run; Ctrl-C keeps last.ckpt
+
+def _train(command: str, run, *inputs, params, extra=()) -> subprocess.Popen:
+    """`gperceiver pretrain|fit INPUTS -o RUN ...` in a real subprocess, one torch thread."""
+    args = [sys.executable, "-m", "gperceiver", command, *map(str, inputs), "-o", str(run),
+            "--params", str(params), "-q", *extra]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **ONE_THREAD})
+
+
+def _signal_after_first_epoch(proc: subprocess.Popen, run, sig: int, timeout=300.0) -> None:
+    """Send `sig` as soon as the first epoch's last.ckpt exists (the run still going)."""
+    deadline = time.monotonic() + timeout
+    while not (run / "last.ckpt").is_file():
+        assert proc.poll() is None, f"the run ended before its first checkpoint: {proc.stderr}"
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.005)
+    assert proc.poll() is None, "the run finished before it could be stopped: give it more epochs"
+    proc.send_signal(sig)
+
+
+def _finish(proc: subprocess.Popen) -> tuple[int, str]:
+    _, err = proc.communicate(timeout=300)
+    return proc.returncode, err
+
+
+def _same_weights(a, b) -> bool:
+    wa, wb = load_checkpoint(a)["state_dict"], load_checkpoint(b)["state_dict"]
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.fixture(scope="module")
+def founders(tmp_path_factory):
+    path = tmp_path_factory.mktemp("founders") / "founders.zarr"
+    founder_store(path, n_samples=128)
+    return path
+
+
+def _params(folder, tiny: dict, **changes):
+    path = folder / "params.json"
+    path.write_text(json.dumps({**tiny, "patience": 100, "seed": 5, **changes}))
+    return path
+
+
+def test_sigkill_during_pretrain_then_resume_ends_like_an_uninterrupted_run(founders, tmp_path):
+    params = _params(tmp_path, PRETRAIN_TINY, epochs=6, dropout=0.1)
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert _finish(_train("pretrain", whole, founders, params=params))[0] == 0
+    proc = _train("pretrain", killed, founders, params=params)
+    _signal_after_first_epoch(proc, killed, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    code, err = _finish(_train("pretrain", killed, founders, params=params, extra=["--resume"]))
+    assert code == 0, err
+    assert (killed / "metrics.csv").read_text() == (whole / "metrics.csv").read_text()
+    assert _same_weights(killed / "last.ckpt", whole / "last.ckpt")
+    assert _same_weights(killed / "best.ckpt", whole / "best.ckpt")
+
+
+def test_sigkill_during_fit_then_resume_ends_like_an_uninterrupted_run(example_store, tmp_path):
+    params = _params(tmp_path, {**FIT_TINY, "batch_size": 8}, epochs=6)
+    phenos = TEST_DATA / "phenos.tsv"
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert _finish(_train("fit", whole, example_store, phenos, params=params,
+                          extra=["--cv", "1"]))[0] == 0
+    proc = _train("fit", killed, example_store, phenos, params=params, extra=["--cv", "1"])
+    _signal_after_first_epoch(proc, killed, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert not (killed / "metrics.json").exists()
+    code, err = _finish(_train("fit", killed, example_store, phenos, params=params,
+                               extra=["--cv", "1", "--resume"]))
+    assert code == 0, err
+    for name in ("metrics.csv", "metrics.json", "predictions.tsv"):
+        assert (killed / name).read_text() == (whole / name).read_text(), name
+    assert _same_weights(killed / "last.ckpt", whole / "last.ckpt")
+    assert _same_weights(killed / "best.ckpt", whole / "best.ckpt")
+
+
+@pytest.mark.parametrize("command", ["pretrain", "fit"])
+def test_ctrl_c_during_training_exits_interrupted_and_keeps_last_checkpoint(
+        command, example_store, tmp_path):
+    tiny = PRETRAIN_TINY if command == "pretrain" else FIT_TINY
+    params = _params(tmp_path, {**tiny, "batch_size": 8}, epochs=50)
+    inputs = [example_store] + ([TEST_DATA / "phenos.tsv"] if command == "fit" else [])
+    run = tmp_path / "run"
+    proc = _train(command, run, *inputs, params=params)
+    _signal_after_first_epoch(proc, run, signal.SIGINT)
+    code, err = _finish(proc)
+    assert code == ExitCode.INTERRUPTED, err
+    assert err.strip().splitlines()[-1] == "gperceiver: error: interrupted"
+    assert "Traceback" not in err
+    epoch = load_checkpoint(run / "last.ckpt")["epoch"]
+    assert epoch >= 0
+    # and the kept checkpoint resumes
+    code, err = _finish(_train(command, run, *inputs, params=params,
+                               extra=["--resume", "--epochs", str(epoch + 2)]))
+    assert code == 0, err
