@@ -31,6 +31,7 @@ from converters.writer import create_store, finish_store
 from gperceiver import schema
 from gperceiver.atomic import atomic_output, check_writable
 from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
+from gperceiver.inputs import open_decompressed
 from gperceiver.preprocessing import decoder_table, gen_allele_decoder
 from gperceiver.progress import progress_bar
 
@@ -44,18 +45,7 @@ MAX_CODE_DIGITS = 9
 
 def open_text(path: str | os.PathLike) -> io.BufferedIOBase:
     """Open a plain or gzip-compressed file for binary reading (gzip by magic bytes)."""
-    path = Path(path)
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - returned to the caller
-    except FileNotFoundError:
-        raise InputNotFoundError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputNotFoundError(f"{path}: is a folder, expected a file") from None
-    except PermissionError:
-        raise InputNotFoundError(f"{path}: permission denied") from None
-    if f.peek(2)[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
-    return f
+    return open_decompressed(path)
 
 
 READ_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)

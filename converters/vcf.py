@@ -28,7 +28,8 @@ from converters.vcz import finish_vcz, local_output, show_progress
 from converters.writer import ZARR_FORMAT
 from gperceiver import schema
 from gperceiver.atomic import TMP_MARK, atomic_output
-from gperceiver.errors import InputFormatError, InputNotFoundError, SystemFailure, UsageError
+from gperceiver.errors import InputFormatError, SystemFailure, UsageError
+from gperceiver.inputs import open_binary
 
 GZIP_MAGIC = b"\x1f\x8b"
 VCF_MAGIC = b"##fileformat=VCF"
@@ -72,15 +73,8 @@ def _last(lines: list[str], fallback: str) -> str:
 
 def sniff(path: Path) -> str:
     """'bgzf-vcf', 'bgzf-bcf', 'gzip-vcf' or 'text-vcf'; anything else is refused."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(18)
-    except FileNotFoundError:
-        raise InputNotFoundError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputNotFoundError(f"{path}: is a folder, expected a VCF or BCF file") from None
-    except PermissionError:
-        raise InputNotFoundError(f"{path}: permission denied") from None
+    with open_binary(path, "a VCF or BCF file") as f:
+        head = f.read(18)
     if head.startswith(GZIP_MAGIC):
         bgzf = len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC"
         try:

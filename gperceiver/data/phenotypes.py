@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
+from gperceiver.errors import InputFormatError, UsageError
+from gperceiver.inputs import open_decompressed
 from gperceiver.schema import SAMPLES
 
 BLOCKS = "blocks"
@@ -54,16 +55,7 @@ class _Row:
 
 
 def _open(path: Path) -> io.TextIOBase:
-    try:
-        raw = open(path, "rb")  # noqa: SIM115 - wrapped and returned
-    except FileNotFoundError:
-        raise InputNotFoundError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputNotFoundError(f"{path}: is a folder, expected a file") from None
-    except PermissionError:
-        raise InputNotFoundError(f"{path}: permission denied") from None
-    stream = gzip.GzipFile(fileobj=raw, mode="rb") if raw.peek(2)[:2] == b"\x1f\x8b" else raw
-    return io.TextIOWrapper(stream, encoding="utf-8", newline="")
+    return io.TextIOWrapper(open_decompressed(path), encoding="utf-8", newline="")
 
 
 def _lines(path: Path) -> Iterator[tuple[int, list[str]]]:
