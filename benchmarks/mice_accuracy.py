@@ -47,19 +47,21 @@ def gperceiver(*args: str | Path) -> float:
     return time.perf_counter() - start
 
 
-def methods(store: Path, phenos: Path) -> dict[str, Method]:
+def methods(store: Path, phenos: Path, params: Path, epochs: int,
+            pretrained: Path | None) -> dict[str, Method]:
     """Every method compared, by name."""
     found: dict[str, Method] = {
         "gblup": lambda k, out: ["baseline", store, phenos, "--cv", str(k), "-o", out, "--force"],
     }
-    # ---------------------------------------------------------------------------------
-    # gperceiver `fit` runs go HERE (to be added with `fit`): one entry per configuration,
-    # e.g. from scratch and from a pretrained encoder, each writing metrics.json into
-    # `out` like `baseline` does, for instance
-    #   found["gperceiver_scratch"] = lambda k, out: [
-    #       "fit", store, phenos, "--cv", str(k), "-o", out, "--force", ...]
-    # and state the CPU budget (threads, epochs, wall time) in the printed JSON.
-    # ---------------------------------------------------------------------------------
+    # gperceiver fit, from scratch and from an encoder pretrained on every genotype (the
+    # test lines' genotypes included, as the original tool intends; never their phenotypes).
+    budget = ["--params", params, "--epochs", str(epochs), "-q"]
+    found["gperceiver_scratch"] = lambda k, out: [
+        "fit", store, phenos, "--cv", str(k), "-o", out, "--force", *budget]
+    if pretrained is not None:
+        found["gperceiver_pretrained"] = lambda k, out: [
+            "fit", store, phenos, "--cv", str(k), "-o", out, "--force",
+            "--pretrained", pretrained, *budget]
     return found
 
 
@@ -95,8 +97,18 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep the store and runs here (default: a temporary folder)")
     parser.add_argument("--only", nargs="*", default=None, metavar="METHOD",
-                        help="run only these methods")
+                        help="run only these methods (gblup, gperceiver_scratch, "
+                        "gperceiver_pretrained)")
+    parser.add_argument("--folds", type=int, nargs="*", default=list(FOLDS),
+                        help="cv folds to run")
+    parser.add_argument("--params", type=Path, default=ROOT / "benchmarks" / "mice_params.json",
+                        help="gperceiver hyper-parameters for pretrain and fit")
+    parser.add_argument("--epochs", type=int, default=10, help="fit epochs per fold (budget)")
+    parser.add_argument("--pretrain-epochs", type=int, default=3,
+                        help="pretraining epochs, once for all folds (budget)")
     args = parser.parse_args()
+    folds = tuple(args.folds)
+    wanted = set(args.only or ["gblup", "gperceiver_scratch", "gperceiver_pretrained"])
 
     with tempfile.TemporaryDirectory(prefix="mice_accuracy_") as tmp:
         workdir = args.workdir or Path(tmp)
@@ -106,17 +118,24 @@ def main() -> None:
             "convert", "tsv", "--markers", args.data / "markers.tsv.gz",
             "--chroms", args.data / "chroms.tsv", "-o", store, "--force", "--quiet",
         )
-        results = {
-            name: evaluate(name, method, workdir, FOLDS)
-            for name, method in methods(store, args.data / "phenos.tsv").items()
-            if args.only is None or name in args.only
-        }
+        pretrained, pretrain_s = None, 0.0
+        if "gperceiver_pretrained" in wanted:
+            pretrain_s = gperceiver("pretrain", store, "-o", workdir / "pretrain", "--force",
+                                    "--params", args.params, "--epochs",
+                                    str(args.pretrain_epochs), "-q")
+            pretrained = workdir / "pretrain" / "best.ckpt"
+        found = methods(store, args.data / "phenos.tsv", args.params, args.epochs, pretrained)
+        results = {name: evaluate(name, method, workdir, folds)
+                   for name, method in found.items() if name in wanted}
     report = {
         "benchmark": "mice_accuracy",
         "data": str(args.data),
-        "folds": list(FOLDS),
+        "folds": list(folds),
         "cpus": os.cpu_count(),
         "convert_seconds": round(convert_s, 1),
+        "budget": {"fit_epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs,
+                   "pretrain_seconds": round(pretrain_s, 1),
+                   "params": json.loads(args.params.read_text())},
         "methods": results,
         "reference": REFERENCE,
     }
