@@ -31,6 +31,7 @@ from gperceiver import schema
 from gperceiver.atomic import atomic_output, check_writable, is_url
 from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
 from gperceiver.progress import progress_bar
+from gperceiver.progress import shown as show_progress
 
 # A samples chunk above this makes every training read decompress far more
 # samples than it uses (DESIGN: about 64-512 samples per chunk).
@@ -112,12 +113,6 @@ def local_output(output: str | os.PathLike, force: bool) -> Path:
             "copy it to object storage afterwards"
         )
     return Path(check_writable(output, force))
-
-
-def show_progress(enabled: bool) -> bool:
-    """bio2zarr's bars follow gperceiver.progress: on a terminal or GPERCEIVER_PROGRESS=1."""
-    forced = os.environ.get("GPERCEIVER_PROGRESS", "") not in ("", "0")
-    return enabled and (forced or sys.stderr.isatty())
 
 
 def _drop_consolidated(path: Path) -> None:

@@ -12,14 +12,16 @@ import sys
 from tqdm import tqdm
 
 
-def progress_bar(total: int | None, desc: str, unit: str, enabled: bool = True) -> tqdm:
-    """A tqdm bar on stderr following the rules above."""
-    forced = os.environ.get("GPERCEIVER_PROGRESS", "") not in ("", "0")
+def shown(enabled: bool = True) -> bool:
+    """Whether progress bars are shown, by the rule above (also for Lightning's, bio2zarr's)."""
     if not enabled:
-        disable: bool | None = True
-    elif forced:
-        disable = False
-    else:
-        disable = None  # tqdm: off when not a terminal
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=disable,
+        return False
+    if os.environ.get("GPERCEIVER_PROGRESS", "") not in ("", "0"):
+        return True
+    return sys.stderr.isatty()
+
+
+def progress_bar(total: int | None, desc: str, unit: str, enabled: bool = True) -> tqdm:
+    """A tqdm bar on stderr following the rule above."""
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not shown(enabled),
                 dynamic_ncols=True)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from typing import Any
 
 
@@ -40,9 +38,9 @@ def devices(args: argparse.Namespace) -> int | str:
 
 def show_progress(quiet: bool) -> bool:
     """Progress bars: on a terminal, or forced with GPERCEIVER_PROGRESS=1; never with -q."""
-    if quiet:
-        return False
-    return sys.stderr.isatty() or os.environ.get("GPERCEIVER_PROGRESS", "") not in ("", "0")
+    from gperceiver.progress import shown
+
+    return shown(not quiet)
 
 
 def resolve_run_params(args: argparse.Namespace, **extra: Any):
