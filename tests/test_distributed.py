@@ -16,6 +16,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -195,6 +196,17 @@ def test_only_the_main_process_prepares_the_run_folder(monkeypatch):
             for key, value in env.items():
                 m.setenv(key, value)
             assert engine.is_main_process() is main, env
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a GPU machine runs it all")
+def test_gpu_check_says_there_is_no_gpu_and_does_nothing_else(tmp_path):
+    """benchmarks/gpu_check.sh (the GPU figures) stops at once, in one line, without a GPU."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.run(["bash", ROOT / "benchmarks" / "gpu_check.sh"], capture_output=True,
+                          text=True, env=env, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == "gpu_check: no CUDA GPU here (nvidia-smi not found)\n"
+    assert list(tmp_path.iterdir()) == []  # no scratch folder left behind
 
 
 if __name__ == "__main__":
