@@ -40,7 +40,13 @@ def cached_store(markers: str, chroms: str, nalleles: int, ploidy: int, near: Pa
     folder.mkdir(parents=True, exist_ok=True)
     store = folder / f"{digest.hexdigest()[:20]}.zarr"
     if not store.exists():
-        convert_tsv(markers, chroms, store, ploidy=ploidy, nalleles=nalleles, progress=progress)
+        try:
+            convert_tsv(markers, chroms, store, ploidy=ploidy, nalleles=nalleles,
+                        progress=progress)
+        except BaseException:
+            if not any(folder.iterdir()):
+                folder.rmdir()  # a failed first conversion leaves no empty cache behind
+            raise
     return store
 
 
@@ -65,12 +71,12 @@ def _prepare(args: argparse.Namespace, default_dir: str) -> tuple[Path, bool]:
     run_dir = Path(args.model or default_dir)
     if args.checkpoint is None:
         return run_dir, False
-    run_dir.mkdir(parents=True, exist_ok=True)
     last = run_dir / "last.ckpt"
     if Path(args.checkpoint).resolve() != last.resolve():
         from gperceiver.train.checkpoint import load_checkpoint
 
         load_checkpoint(args.checkpoint)  # refuse a bad or unsafe file before copying it
+        run_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(args.checkpoint, last)
     return run_dir, True
 
