@@ -22,6 +22,7 @@ from converters.writer import create_store, finish_store
 from gperceiver import schema
 from gperceiver.atomic import atomic_output, check_writable
 from gperceiver.data.loader import make_loader
+from gperceiver.errors import InputFormatError
 from gperceiver.store import open_store
 from gperceiver.train.checkpoint import load_model
 
@@ -75,6 +76,9 @@ def impute(
 ) -> xr.Dataset:
     """Write `out_store`: `store` with missing calls imputed by the model in `ckpt`."""
     model, info, _ = load_model(ckpt)
+    if info.task != "masked":  # only masked pretraining trains the read-outs used here
+        raise InputFormatError(ckpt, f"a {info.task} checkpoint; imputation needs one from "
+                               "masked pretraining (gperceiver pretrain --task masked)")
     ds = open_store(store)
     info.check_store(ds, str(store))
     check_writable(out_store, force)
