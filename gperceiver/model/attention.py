@@ -46,12 +46,14 @@ class Attention(nn.Module):
         b, n, d = x.shape
         return x.view(b, n, self.heads, d // self.heads).transpose(1, 2)
 
-    def forward(self, q: torch.Tensor, kv: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, kv: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`mask` (B, 1, Lq, Lk) bool: True where a query may attend to a key."""
         qn = self.norm_q(q)
         kvn = qn if kv is None else self.norm_kv(kv)
         k, v = self.to_kv(kvn).chunk(2, -1)
         att = F.scaled_dot_product_attention(
-            self._split(self.to_q(qn)), self._split(k), self._split(v))
+            self._split(self.to_q(qn)), self._split(k), self._split(v), attn_mask=mask)
         b, h, n, d = att.shape
         return q + self.dropout(self.out(att.transpose(1, 2).reshape(b, n, h * d)))
 
@@ -65,8 +67,9 @@ class CrossBlock(nn.Module):
         self.attend = Attention(q_dim, kv_dim, inner_dim, heads, dropout)
         self.ff = FeedForward(q_dim, hidden, dropout)
 
-    def forward(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
-        return self.ff(self.attend(q, kv))
+    def forward(self, q: torch.Tensor, kv: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.ff(self.attend(q, kv, mask))
 
 
 class SelfBlock(nn.Module):

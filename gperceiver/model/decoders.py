@@ -55,11 +55,12 @@ class Decoder(nn.Module):
             for _ in range(iters)
         )
 
-    def forward(self, latents: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """(B, N, D) latents, (B, L) loci -> (B, L, output_dim)."""
+    def forward(self, latents: torch.Tensor, index: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N, D) latents, (B, L) loci -> (B, L, output_dim); `mask` (B, 1, L, N)."""
         q = self.query(self.position(index))
         for block in self.blocks:
-            q = block(q, latents)
+            q = block(q, latents, mask)
         return q
 
 
@@ -86,8 +87,9 @@ class MaskedDecoder(nn.Module):
             nn.init.normal_(self.readout.weight, std=output_dim**-0.5)
 
     def forward(self, latents: torch.Tensor, index: torch.Tensor,
-                classes: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.norm(self.decoder(latents, index))
+                classes: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.norm(self.decoder(latents, index, mask))
         logits = self.logits(h)
         if self.readout is not None and classes is not None:
             rows = index.unsqueeze(-1) * self.n_alleles + torch.arange(
@@ -121,8 +123,8 @@ class ContrastiveDecoder(nn.Module):
             nn.Linear(hidden, ploidy + 1),
         )
 
-    def _features(self, latents: torch.Tensor, index: torch.Tensor):
-        h = self.norm(self.decoder(latents, index))
+    def _features(self, latents: torch.Tensor, index: torch.Tensor, mask=None):
+        h = self.norm(self.decoder(latents, index, mask))
         if self.readout is None:
             return h, None
         rows = index.unsqueeze(-1) * self.n_alleles + torch.arange(
@@ -130,8 +132,9 @@ class ContrastiveDecoder(nn.Module):
         return h, torch.einsum("blo,blao->bla", h, self.readout(rows))
 
     def forward(self, latents_a: torch.Tensor, latents_b: torch.Tensor,
-                index: torch.Tensor) -> torch.Tensor:
-        (a, da), (b, db) = self._features(latents_a, index), self._features(latents_b, index)
+                index: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        (a, da), (b, db) = (self._features(latents_a, index, mask),
+                            self._features(latents_b, index, mask))
         parts = [a + b, a * b]
         if da is not None:
             parts += [da + db, da * db]

@@ -25,6 +25,35 @@ from gperceiver.model.embeddings import InputEmbedding
 from gperceiver.train.params import Params
 
 
+class Segments:
+    """Latent i reads the i-th of `num_latents` contiguous runs of loci (store order).
+
+    Masks for local latents: the encoder's latent i attends only to input loci of its
+    segment (extra latents, e.g. finetuning queries, to all); a decoder query for
+    locus l reads the latents of l's segment and its two neighbours. Self-attention
+    among the latents stays global, so information still flows genome-wide.
+    """
+
+    def __init__(self, n_latents: int, n_variants: int):
+        self.n_latents, self.n_variants = n_latents, n_variants
+
+    def of(self, index: torch.Tensor) -> torch.Tensor:
+        return index * self.n_latents // self.n_variants
+
+    def __call__(self, n_queries: int, x_index: torch.Tensor) -> torch.Tensor:
+        """(B, n_queries, L) bool: which inputs each latent (then each extra) may read."""
+        seg = self.of(x_index).unsqueeze(1)  # (B, 1, L)
+        rows = torch.arange(n_queries, device=x_index.device).view(1, -1, 1)
+        allowed = (seg == rows) | (rows >= self.n_latents)
+        return allowed | ~allowed.any(-1, keepdim=True)  # an empty segment reads all
+
+    def decoder_mask(self, y_index: torch.Tensor, n_keys: int) -> torch.Tensor:
+        """(B, 1, Ly, n_keys) bool: the latents a query for each target locus reads."""
+        seg = self.of(y_index).unsqueeze(-1)  # (B, Ly, 1)
+        cols = torch.arange(n_keys, device=y_index.device).view(1, 1, -1)
+        return ((seg - cols).abs() <= 1).unsqueeze(1)
+
+
 class InputCross(nn.Module):
     """Latents cross-attend to the input loci, then a feed-forward layer.
 
@@ -41,6 +70,7 @@ class InputCross(nn.Module):
         self.out = nn.Linear(p.projection_dim, p.latent_dim)
         self.dropout = nn.Dropout(p.dropout)
         self.ff = FeedForward(p.latent_dim, p.feedforward_dim, p.dropout)
+        self.local: Segments | None = None  # set by GPerceiver when latents are local
 
     def forward(self, latents: torch.Tensor, embed: InputEmbedding, x_alleles: torch.Tensor,
                 x_index: torch.Tensor) -> torch.Tensor:
@@ -50,7 +80,8 @@ class InputCross(nn.Module):
         def split(x: torch.Tensor) -> torch.Tensor:
             return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
 
-        att = F.scaled_dot_product_attention(split(q), split(k), split(v))
+        mask = None if self.local is None else self.local(latents.shape[1], x_index).unsqueeze(1)
+        att = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask)
         att = att.transpose(1, 2).flatten(-2)
         return self.ff(latents + self.dropout(self.out(att)))
 
@@ -96,6 +127,9 @@ class GPerceiver(nn.Module):
         self.latents = nn.Parameter(torch.randn(p.num_latents, p.latent_dim) * 0.02)
         n_distinct = min(p.num_encode_iters, 2) if p.share_weights else p.num_encode_iters
         self.iterations = nn.ModuleList(Iteration(p, self.embed.dim) for _ in range(n_distinct))
+        self.segments = Segments(p.num_latents, self.n_variants) if p.local_latents else None
+        for iteration in self.iterations:
+            iteration.cross.local = self.segments
         self.norm = nn.LayerNorm(p.latent_dim)
 
         self.register_buffer("classes", genotype_classes(self.n_alleles, self.ploidy))
@@ -137,7 +171,12 @@ class GPerceiver(nn.Module):
 
     def decode_masked(self, latents: torch.Tensor, y_index: torch.Tensor) -> torch.Tensor:
         """Logits (B, Ly, K) over `classes` at loci `y_index` from encoded latents."""
-        return self.masked(latents, y_index, self.classes)
+        return self.masked(latents, y_index, self.classes, self._decoder_mask(latents, y_index))
+
+    def _decoder_mask(self, latents: torch.Tensor, y_index: torch.Tensor):
+        if self.segments is None:
+            return None
+        return self.segments.decoder_mask(y_index, latents.shape[1])
 
     def class_of(self, counts: torch.Tensor) -> torch.Tensor:
         """(..., A) allele counts -> (...) class index; -1 where no class fits (e.g. 0s)."""
@@ -153,4 +192,5 @@ class GPerceiver(nn.Module):
         b = x_alleles.shape[0]
         latents = self.encode(x_alleles.flatten(0, 1), x_index.repeat_interleave(2, 0))
         latents = latents.view(b, 2, *latents.shape[1:])
-        return self.contrastive(latents[:, 0], latents[:, 1], y_index)
+        return self.contrastive(latents[:, 0], latents[:, 1], y_index,
+                                self._decoder_mask(latents[:, 0], y_index))

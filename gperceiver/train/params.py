@@ -53,6 +53,9 @@ class Params:
         choices=("concat", "add"))
     # -- encoder
     num_latents: int = _p(32, "latent array length", low=1)
+    local_latents: bool = _p(
+        True, "latent i reads only the i-th contiguous run of loci and decoders read the "
+        "latents around their locus (self-attention stays global): learns LD fast")
     latent_dim: int = _p(128, "latent width", low=1)
     projection_dim: int = _p(64, "query/key/value width of the cross-attention", low=1)
     num_cross_attention_heads: int = _p(1, "heads of the cross-attention", low=1)
