@@ -17,7 +17,6 @@ naming the file, line and column.
 from __future__ import annotations
 
 import gzip
-import io
 import math
 import os
 import warnings
@@ -54,21 +53,20 @@ class _Row:
 # ---------------------------------------------------------------- reading rows
 
 
-def _open(path: Path) -> io.TextIOBase:
-    return io.TextIOWrapper(open_decompressed(path), encoding="utf-8", newline="")
-
-
 def _lines(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """(line number, tab-separated fields) of every non-blank line."""
-    with _open(path) as f:
+    """(line number, tab-separated fields) of every non-blank line.
+
+    Each line is decoded on its own, so text that is not UTF-8 is reported on its line.
+    """
+    with open_decompressed(path) as f:
         number = 0
         try:
-            for number, text in enumerate(f, start=1):  # noqa: B007 - used after the loop
-                text = text.rstrip("\r\n")
+            for number, raw in enumerate(f, start=1):  # noqa: B007 - used after the loop
+                text = raw.decode("utf-8").rstrip("\r\n")
                 if text.strip():
                     yield number, text.split("\t")
         except UnicodeDecodeError:
-            raise InputFormatError(path, "not UTF-8 text", line=number + 1) from None
+            raise InputFormatError(path, "not UTF-8 text", line=number) from None
         except (EOFError, gzip.BadGzipFile, OSError) as e:
             raise InputFormatError(path, f"cannot read compressed data ({e})") from None
 
