@@ -52,7 +52,7 @@ class Params:
         "concat", "'concat' or 'add' allele and position embeddings (add: equal widths)",
         choices=("concat", "add"))
     # -- encoder
-    num_latents: int = _p(32, "latent array length", low=1)
+    num_latents: int = _p(64, "latent array length", low=1)
     local_latents: bool = _p(
         True, "latent i reads only the i-th contiguous run of loci and decoders read the "
         "latents around their locus (self-attention stays global): learns LD fast")
