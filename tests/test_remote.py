@@ -92,3 +92,28 @@ def test_unreachable_scheduler_is_a_usage_error(tmp_path):
     proc = run_cli("info", tmp_path / "x.zarr", "--scheduler", f"tcp://127.0.0.1:{_free_port()}")
     assert proc.returncode == ExitCode.USAGE
     assert "cannot connect" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_pretrain_fit_predict_reading_from_s3(s3_env, tmp_path):
+    """Training and prediction stream the genotypes straight from object storage."""
+    import json
+
+    from tests.test_fit import TINY
+    from tests.tiny_stores import ONE_THREAD
+
+    url = "s3://panels/train.zarr"
+    env = {**s3_env, **ONE_THREAD}
+    assert run_cli("convert", "tsv", "--markers", TEST_DATA / "markers.tsv",
+                   "--chroms", TEST_DATA / "chroms.tsv", "-o", url, "-q", env=env).returncode == 0
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps({**TINY, "epochs": 1, "batch_size": 8}))
+    pre = run_cli("pretrain", url, "-o", tmp_path / "pre", "--params", params, "-q", env=env)
+    assert pre.returncode == 0, pre.stderr
+    fit = run_cli("fit", url, TEST_DATA / "phenos.tsv", "-o", tmp_path / "fit", "--cv", "1",
+                  "--params", params, "--pretrained", tmp_path / "pre" / "best.ckpt", "-q",
+                  env=env)
+    assert fit.returncode == 0, fit.stderr
+    pred = run_cli("predict", tmp_path / "fit", url, "-q", env=env)
+    assert pred.returncode == 0, pred.stderr
+    rows = [line.split("\t") for line in pred.stdout.strip().splitlines()]
+    assert rows[0][:3] == ["name", "block", "predicted"] and len(rows) == 1 + 40 * 2
