@@ -35,7 +35,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
-from gperceiver.errors import CannotWriteError, InputNotFoundError
+from gperceiver.errors import CannotWriteError, InputNotFoundError, UsageError
 from gperceiver.train.checkpoint import load_checkpoint
 from gperceiver.train.params import Params
 
@@ -202,6 +202,24 @@ def make_trainer(
         num_sanity_val_steps=0,
         log_every_n_steps=1,
     )
+
+
+def check_hardware(accelerator: str = "auto", devices: int | str = "auto", num_nodes: int = 1,
+                   strategy: str = "auto") -> None:
+    """Refuse an --accelerator/--devices/--strategy Lightning cannot use here, before
+    RUN_DIR is touched (a Trainer made with them alone: nothing runs or is written)."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    quiet_lightning()
+    if strategy in DDP_STRATEGIES:
+        strategy = f"{strategy}_find_unused_parameters_true"
+    try:
+        L.Trainer(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+                  strategy=strategy, logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False)
+    except (MisconfigurationException, ValueError, ImportError) as e:  # ImportError: TPU
+        raise UsageError(f"--accelerator {accelerator} --devices {devices} --num-nodes "
+                         f"{num_nodes} --strategy {strategy}: {e}") from None
 
 
 def is_main_process() -> bool:

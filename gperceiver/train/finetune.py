@@ -257,6 +257,7 @@ def fit(
     params = resolve_params(params, ds, str(store))
     target = make_target(params.objective, response, train_mask, str(phenotypes))
 
+    engine.check_hardware(accelerator, devices, num_nodes, strategy)
     run_dir = Path(run_dir)
     main = engine.is_main_process()  # the other processes of a DDP run leave RUN_DIR alone
     last = None

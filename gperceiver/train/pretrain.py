@@ -177,6 +177,7 @@ def pretrain(
     task = task or ("contrastive" if params.contrastive else "masked")
     if task not in TASKS:
         raise UsageError(f"unknown pretraining task '{task}' (one of {', '.join(TASKS)})")
+    engine.check_hardware(accelerator, devices, num_nodes, strategy)
     run_dir = Path(run_dir)
     main = engine.is_main_process()  # the other processes of a DDP run leave RUN_DIR alone
     last = None
