@@ -247,6 +247,9 @@ def cases(w) -> dict[str, Case]:
         "pretrain: --resume a fit run": Case(
             ["pretrain", s, "-o", w.d / "fitcopy", "--resume", "-q"], USAGE,
             ["fitcopy/last.ckpt"], w.d / "fitcopy", extra={"copy": "fit"}),
+        "pretrain: unknown --accelerator": Case(
+            ["pretrain", s, "-o", o, "--params", w.p_ok, "--accelerator", "foo"], USAGE,
+            ["--accelerator foo", "invalid accelerator"], o),
         # fit
         "fit: phenotypes without a block column": Case(
             ["fit", s, w.ph_noblock, "-o", o, "--params", w.p_ok], FORMAT,
@@ -278,6 +281,9 @@ def cases(w) -> dict[str, Case]:
         "fit: unknown --objective": Case(
             ["fit", s, w.phenos, "-o", o, "--objective", "poisson"], USAGE,
             ["--objective"], o, flag_error=True),
+        "fit: an accelerator this machine lacks": Case(
+            ["fit", s, w.phenos, "-o", o, "--params", w.p_ok, "--accelerator", "tpu"], USAGE,
+            ["--accelerator tpu"], o),
         # predict
         "predict: a pretraining checkpoint": Case(
             ["predict", w.pre / "best.ckpt", s, "-o", o], FORMAT,
