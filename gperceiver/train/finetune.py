@@ -387,8 +387,9 @@ class Predictor:
         n = int(ds.sizes[schema.SAMPLES])
         p = self.info.params
         # every sample, here: also after a DDP fit, whose process group is still up
-        loader = make_loader(store, "plain", batch_size=batch_size or p.batch_size,
-                             shuffle=False, prop_x=1.0, seed=p.seed, rank=0, world_size=1)
+        size = p.batch_size if batch_size is None else batch_size  # 0 is refused, not default
+        loader = make_loader(store, "plain", batch_size=size, shuffle=False, prop_x=1.0,
+                             seed=p.seed, rank=0, world_size=1)
         objective, scale, mean = self.target.objective, self.target.scale, self.target.mean
         predicted = np.full((n, self.target.n_blocks), np.nan, np.float32)
         probs = None
