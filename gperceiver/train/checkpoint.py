@@ -137,6 +137,8 @@ def load_model(path: str | os.PathLike, prefix: str = "model."):
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise InputFormatError(path, f"weights do not fit the model: {first}") from None
+        # torch's first line only says "Error(s) in loading state_dict"; the next says which
+        reasons = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
+        reason = (reasons[0] if reasons else str(e).strip())[:300]
+        raise InputFormatError(path, f"weights do not fit the model: {reason}") from None
     return model.eval(), info, ckpt
