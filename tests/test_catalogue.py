@@ -145,6 +145,12 @@ def w(tmp_path_factory, example_store) -> SimpleNamespace:
     w.noise.write_bytes(np.random.default_rng(0).bytes(2000))
     w.plain = d / "plain.ckpt"  # loads safely, but is no gperceiver checkpoint
     torch.save({"state_dict": {"w": torch.zeros(2)}, "epoch": 0}, w.plain)
+    good = torch.load(w.pre / "best.ckpt", weights_only=True)
+    weights = dict(good["state_dict"])
+    w.shape = d / "shape.ckpt"  # a tensor of the wrong shape
+    torch.save({**good, "state_dict": {**weights, "model.latents": torch.zeros(3, 3)}}, w.shape)
+    w.nokeys = d / "nokeys.ckpt"  # half the weights gone
+    torch.save({**good, "state_dict": dict(list(weights.items())[::2])}, w.nokeys)
     # an earlier output that must stay untouched
     w.exists = d / "exists"
     w.exists.mkdir()
@@ -278,6 +284,9 @@ def cases(w) -> dict[str, Case]:
         "fit: --pretrained on other variants": Case(
             ["fit", w.other, w.ph_founders, "-o", o, "--params", w.p_ok, "--pretrained",
              w.pre / "best.ckpt"], FORMAT, ["other.zarr", "not the model's variants"], o),
+        "fit: --pretrained with weights missing": Case(
+            ["fit", s, w.phenos, "-o", o, "--params", w.p_ok, "--pretrained", w.nokeys],
+            FORMAT, ["nokeys.ckpt", "Missing key(s) in state_dict"], o),
         "fit: unknown --objective": Case(
             ["fit", s, w.phenos, "-o", o, "--objective", "poisson"], USAGE,
             ["--objective"], o, flag_error=True),
@@ -304,6 +313,9 @@ def cases(w) -> dict[str, Case]:
             ["embed", w.truncated, s, "-o", o], FORMAT, ["truncated.ckpt"], o),
         "embed: not a gperceiver checkpoint": Case(
             ["embed", w.plain, s, "-o", o], FORMAT, ["plain.ckpt"], o),
+        "embed: a weight of the wrong shape": Case(
+            ["embed", w.shape, s, "-o", o], FORMAT,
+            ["shape.ckpt", "weights do not fit the model: size mismatch for latents"], o),
         "embed: output exists": Case(
             ["embed", w.pre / "best.ckpt", s, "-o", w.exists], WRITE, ["exists"], w.exists),
         # impute
@@ -352,14 +364,15 @@ def cases(w) -> dict[str, Case]:
     }
 
 
+class _AnyPath:
+    """Stands in for the fixture when only the case names are needed (collection)."""
+
+    def __getattr__(self, name: str) -> Path:
+        return Path(name)
+
+
 def _case_names() -> list[str]:
-    w = SimpleNamespace(**{k: Path(k) for k in (
-        "d store phenos markers chroms code_x short_row dup_sample pos_abc unknown_marker "
-        "decoder vcf_garbage vcf_bad_gt plink_nobim not_zarr store_file store_novar other "
-        "p_ok p_json p_unknown p_type p_range p_list ph_noblock ph_text ph_names ph_cv "
-        "ph_binary ph_founders labels_bad pre fit truncated marker evil noise plain exists "
-        "exists_file").split()})
-    return list(cases(w))
+    return list(cases(_AnyPath()))
 
 
 def snapshot(path: Path | None) -> dict | None:
