@@ -15,13 +15,14 @@ import pytest
 import torch
 
 from gperceiver import open_store
+from gperceiver.cli.main import main
 from gperceiver.errors import ExitCode
 from gperceiver.train.checkpoint import load_checkpoint
 from tests.conftest import TEST_DATA
 from tests.test_convert_tsv import write_panel
 from tests.test_fit import TINY as FIT_TINY
 from tests.test_pretrain import TINY as PRETRAIN_TINY
-from tests.tiny_stores import ONE_THREAD, founder_store
+from tests.tiny_stores import ONE_THREAD, founder_store, one_torch_thread
 
 
 def _convert(mpath, cpath, out) -> subprocess.Popen:
@@ -92,6 +93,12 @@ def _signal_after_first_epoch(proc: subprocess.Popen, run, sig: int, timeout=300
     proc.send_signal(sig)
 
 
+def _in_process(command: str, run, *inputs, params, extra=()) -> int:
+    """The same command in this process (no start-up cost; torch on one thread)."""
+    return main([command, *map(str, inputs), "-o", str(run), "--params", str(params), "-q",
+                 *extra])
+
+
 def _finish(proc: subprocess.Popen) -> tuple[int, str]:
     _, err = proc.communicate(timeout=300)
     return proc.returncode, err
@@ -115,10 +122,11 @@ def _params(folder, tiny: dict, **changes):
     return path
 
 
+@pytest.mark.usefixtures(one_torch_thread.__name__)
 def test_sigkill_during_pretrain_then_resume_ends_like_an_uninterrupted_run(founders, tmp_path):
     params = _params(tmp_path, PRETRAIN_TINY, epochs=6, dropout=0.1)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    assert _finish(_train("pretrain", whole, founders, params=params))[0] == 0
+    assert _in_process("pretrain", whole, founders, params=params) == 0
     proc = _train("pretrain", killed, founders, params=params)
     _signal_after_first_epoch(proc, killed, signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
@@ -129,12 +137,13 @@ def test_sigkill_during_pretrain_then_resume_ends_like_an_uninterrupted_run(foun
     assert _same_weights(killed / "best.ckpt", whole / "best.ckpt")
 
 
+@pytest.mark.usefixtures(one_torch_thread.__name__)
 def test_sigkill_during_fit_then_resume_ends_like_an_uninterrupted_run(example_store, tmp_path):
     params = _params(tmp_path, {**FIT_TINY, "batch_size": 8}, epochs=6)
     phenos = TEST_DATA / "phenos.tsv"
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    assert _finish(_train("fit", whole, example_store, phenos, params=params,
-                          extra=["--cv", "1"]))[0] == 0
+    assert _in_process("fit", whole, example_store, phenos, params=params,
+                       extra=["--cv", "1"]) == 0
     proc = _train("fit", killed, example_store, phenos, params=params, extra=["--cv", "1"])
     _signal_after_first_epoch(proc, killed, signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
@@ -148,6 +157,7 @@ def test_sigkill_during_fit_then_resume_ends_like_an_uninterrupted_run(example_s
     assert _same_weights(killed / "best.ckpt", whole / "best.ckpt")
 
 
+@pytest.mark.usefixtures(one_torch_thread.__name__)
 @pytest.mark.parametrize("command", ["pretrain", "fit"])
 def test_ctrl_c_during_training_exits_interrupted_and_keeps_last_checkpoint(
         command, example_store, tmp_path):
@@ -164,6 +174,5 @@ def test_ctrl_c_during_training_exits_interrupted_and_keeps_last_checkpoint(
     epoch = load_checkpoint(run / "last.ckpt")["epoch"]
     assert epoch >= 0
     # and the kept checkpoint resumes
-    code, err = _finish(_train(command, run, *inputs, params=params,
-                               extra=["--resume", "--epochs", str(epoch + 2)]))
-    assert code == 0, err
+    assert _in_process(command, run, *inputs, params=params,
+                       extra=["--resume", "--epochs", str(epoch + 2)]) == 0
