@@ -159,10 +159,10 @@ def _check_rows(path: Path, rows: list[_Row]) -> int:
             )
     blocks = {row.block for row in rows}
     n_blocks = max(blocks) + 1
-    gaps = sorted(set(range(n_blocks)) - blocks)
-    if gaps:
+    if n_blocks != len(blocks):  # found without range(n_blocks): a block may be 10**12
+        gap = next(b for b in range(len(blocks) + 1) if b not in blocks)
         raise InputFormatError(
-            path, f"blocks must be numbered 0..{n_blocks - 1} without gaps; block {gaps[0]} "
+            path, f"blocks must be numbered 0..{n_blocks - 1} without gaps; block {gap} "
             "has no rows", column="block",
         )
     return n_blocks
