@@ -87,7 +87,7 @@ def finish_vcz(
             **(attrs or {}),
         }
     )
-    finish_store(path)
+    finish_store(path, where)
 
 
 def _widen(group: zarr.Group, name: str, dtype: type[np.integer]) -> None:

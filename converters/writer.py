@@ -19,6 +19,7 @@ import zarr
 from converters import CONVERTER_VERSION
 from converters.frequencies import allele_frequency
 from gperceiver import schema
+from gperceiver.errors import InputFormatError
 
 ZARR_FORMAT = 2  # what bio2zarr writes by default; read by every zarr/xarray/sgkit version
 GENOTYPE_COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE)
@@ -77,17 +78,25 @@ def create_store(
     return calls
 
 
-def finish_store(path: str | os.PathLike) -> xr.Dataset:
+def finish_store(path: str | os.PathLike, where: object = None) -> xr.Dataset:
     """Compute allele frequencies from the written calls, consolidate, validate.
 
     The frequencies run on Dask's current scheduler: threads by default, or a
     distributed cluster when a `dask.distributed.Client` is active (`--scheduler`).
+    In the same pass, an allele index beyond the store's alleles (a VCF's `0/7` with
+    one ALT) is refused, naming `where` (the user's input) or else the store.
     """
     path = os.fspath(path)
     group = zarr.open_group(path, mode="a", zarr_format=ZARR_FORMAT)
     n_alleles = int(group.attrs["n_alleles"])
     calls = da.from_zarr(path, component="call_genotype")
-    freq = allele_frequency(calls, n_alleles).compute()
+    freq, high = da.compute(allele_frequency(calls, n_alleles), calls.max())
+    if high >= n_alleles:
+        first = int(np.argmax(calls.max(axis=(1, 2)).compute() >= n_alleles))
+        raise InputFormatError(
+            where if where is not None else path,
+            f"variant {first + 1} ('{group['variant_id'][first]}') has allele index {high}; "
+            f"the alleles are 0..{n_alleles - 1}")
     out = group.create_array(
         "variant_allele_frequency",
         shape=freq.shape,
