@@ -85,6 +85,13 @@ def w(tmp_path_factory, example_store) -> SimpleNamespace:
         "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\ta\tb\n"
         "1\t10\tr1\tA\tG\t.\tPASS\t.\tGT\t0/1\t1/1\n"
         "1\t5\tr2\tA\tG\t.\tPASS\t.\tGT\t0/1\t1/1\n")  # unsorted
+    w.vcf_allele = d / "allele7.vcf"
+    w.vcf_allele.write_text(
+        "##fileformat=VCFv4.2\n##contig=<ID=1>\n"
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\ta\tb\n"
+        "1\t5\tr1\tA\tG\t.\tPASS\t.\tGT\t0/1\t1/1\n"
+        "1\t10\tr2\tA\tG\t.\tPASS\t.\tGT\t0/7\t1/1\n")  # allele 7 of 2
     (d / "nobim.fam").write_text("f a 0 0 0 -9\n")
     (d / "nobim.bed").write_bytes(bytes([0x6C, 0x1B, 0x01]))
     w.plink_nobim = d / "nobim"
@@ -214,6 +221,9 @@ def cases(w) -> dict[str, Case]:
                                 ["garbage.vcf"], o),
         "vcf: records out of order": Case(["convert", "vcf", w.vcf_bad_gt, "-o", o], FORMAT,
                                           ["bad_gt.vcf", "sorted"], o),
+        "vcf: an allele index beyond REF and ALT": Case(
+            ["convert", "vcf", w.vcf_allele, "-o", o], FORMAT,
+            ["allele7.vcf", "variant 2 ('r2') has allele index 7"], o),
         "vcf: missing": Case(["convert", "vcf", w.d / "nope.vcf.gz", "-o", o], NOT_FOUND,
                              ["nope.vcf.gz"], o),
         "plink: no .bim": Case(["convert", "plink", w.plink_nobim, "-o", o], NOT_FOUND,
