@@ -131,6 +131,7 @@ def load_model(path: str | os.PathLike, prefix: str = "model."):
     """(GPerceiver in eval mode, ModelInfo, checkpoint dict) from a checkpoint file."""
     ckpt = load_checkpoint(path)
     info = model_info(ckpt, path)
+    torch.set_flush_denormal(True)  # denormal weights would slow a CPU tenfold
     model = build_model(info)
     state = {k[len(prefix):]: v for k, v in ckpt.get("state_dict", {}).items()
              if k.startswith(prefix)}

@@ -168,6 +168,7 @@ def make_trainer(
 ) -> L.Trainer:
     """A Trainer writing best/last checkpoints and metrics.csv into `run_dir`."""
     quiet_lightning()
+    torch.set_flush_denormal(True)  # see gperceiver.model: for threads started from here on
     run_dir = Path(run_dir)
     best = ModelCheckpoint(
         dirpath=run_dir, filename=Path(BEST).stem, monitor=monitor, mode="min",
