@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,12 +112,20 @@ def _atomic_remote(url: str) -> Iterator[str]:
         raise
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+def _remove(path: Path, settle: float = 2.0) -> None:
+    """Remove a temporary output, again while it comes back: after Ctrl-C, writes
+    already in flight (zarr's I/O thread, Dask workers) may recreate parts of it for a
+    moment. Gives up after `settle` seconds (the next run removes what is left)."""
+    deadline = time.monotonic() + settle
+    while True:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        time.sleep(0.05)
+        if not (path.exists() or path.is_symlink()) or time.monotonic() > deadline:
+            return
 
 
 def _owner_alive(name: str) -> bool:
