@@ -273,6 +273,8 @@ def prepare_run_dir(run_dir: str | os.PathLike, *, resume: bool, force: bool) ->
         if not last.is_file():
             raise InputNotFoundError(f"{last}: nothing to resume (no last checkpoint)")
         load_checkpoint(last)
+        # a killed run's checkpoint whose rows never reached metrics.csv: never put in place
+        (run_dir / PENDING).unlink(missing_ok=True)
         return last
     if run_dir.exists() and not run_dir.is_dir():
         raise CannotWriteError(f"{run_dir}: exists and is not a folder")
