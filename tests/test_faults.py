@@ -18,6 +18,7 @@ from gperceiver import open_store
 from gperceiver.cli.main import main
 from gperceiver.errors import ExitCode
 from gperceiver.train.checkpoint import load_checkpoint
+from gperceiver.train.engine import LAST, PENDING, prepare_run_dir
 from tests.conftest import TEST_DATA
 from tests.test_convert_tsv import write_panel
 from tests.test_fit import TINY as FIT_TINY
@@ -176,3 +177,12 @@ def test_ctrl_c_during_training_exits_interrupted_and_keeps_last_checkpoint(
     # and the kept checkpoint resumes
     assert _in_process(command, run, *inputs, params=params,
                        extra=["--resume", "--epochs", str(epoch + 2)]) == 0
+
+
+def test_resume_never_puts_a_killed_runs_pending_checkpoint_in_place(tmp_path):
+    """A run killed between writing an epoch's checkpoint and its metrics rows leaves
+    it pending; the resume starts from last.ckpt and drops the pending one."""
+    torch.save({"state_dict": {}, "epoch": 0}, tmp_path / LAST)
+    (tmp_path / PENDING).write_bytes(b"the killed run's next epoch")
+    assert prepare_run_dir(tmp_path, resume=True, force=False) == tmp_path / LAST
+    assert not (tmp_path / PENDING).exists()
