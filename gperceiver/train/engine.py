@@ -21,6 +21,7 @@ rank sees the same global validation loss for checkpointing and early stopping.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import sys
@@ -35,8 +36,9 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
+from gperceiver.atomic import atomic_output
 from gperceiver.errors import CannotWriteError, InputNotFoundError, UsageError
-from gperceiver.train.checkpoint import load_checkpoint
+from gperceiver.train.checkpoint import ModelInfo, load_checkpoint, model_info
 from gperceiver.train.params import Params
 
 LAST, BEST, METRICS = "last.ckpt", "best.ckpt", "metrics.csv"
@@ -305,3 +307,55 @@ def fit(trainer: L.Trainer, module: L.LightningModule, train_loader, val_loader,
         if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1): keep it an interrupt
             raise KeyboardInterrupt from None
         raise
+
+
+# Keys a resumed run may change: they do not alter what the run computes so far.
+RESUMABLE_CHANGES = ("epochs", "patience", "num_workers")
+
+
+def start_run(
+    run_dir: Path, info: ModelInfo, *, resume: bool, force: bool,
+    accelerator: str = "auto", devices: int | str = "auto", num_nodes: int = 1,
+    strategy: str = "auto",
+) -> tuple[Path | None, int | None]:
+    """Check the hardware, prepare RUN_DIR and save params.json; for `pretrain` and `fit`.
+
+    Returns (last.ckpt to resume from, the last epoch it finished), or (None, None)
+    for a fresh run. Only the main process of a DDP run writes into RUN_DIR.
+    """
+    check_hardware(accelerator, devices, num_nodes, strategy)
+    main = is_main_process()
+    last = None
+    if main or resume:  # a resume reads last.ckpt in every process
+        last = prepare_run_dir(run_dir, resume=resume, force=force)
+    resume_epoch = None
+    if last is not None:
+        ckpt = load_checkpoint(last)
+        check_resumable(model_info(ckpt, last), info, last)
+        resume_epoch = next_epoch(ckpt) - 1
+    if main:
+        with atomic_output(run_dir / "params.json", force=True) as tmp:
+            tmp.write_text(json.dumps(info.params.to_dict(), indent=2) + "\n")
+    return last, resume_epoch
+
+
+def next_epoch(ckpt: dict) -> int:
+    """The epoch a run resumed from `ckpt` starts with (the epochs it processed)."""
+    try:
+        return int(ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError):
+        return int(ckpt.get("epoch", -1)) + 1
+
+
+def check_resumable(previous: ModelInfo, now: ModelInfo, last: Path) -> None:
+    """Refuse resuming `last` with another task, store or a changed hyper-parameter."""
+    if previous.task != now.task:
+        raise UsageError(f"{last}: was trained on the {previous.task} task, not {now.task}")
+    if previous.variant_id != now.variant_id:
+        raise UsageError(f"{last}: was trained on a store with other variants")
+    old, new = previous.params.to_dict(), now.params.to_dict()
+    for key in old:
+        if key not in RESUMABLE_CHANGES and old[key] != new[key]:
+            raise UsageError(
+                f"{last}: cannot resume with {key}={new[key]!r}; the run used {old[key]!r} "
+                f"(only {', '.join(RESUMABLE_CHANGES)} may change)")

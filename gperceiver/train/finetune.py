@@ -47,18 +47,10 @@ from gperceiver.train.checkpoint import (
     KEY,
     ModelInfo,
     build_model,
-    load_checkpoint,
     load_model,
-    model_info,
 )
 from gperceiver.train.params import Params
-from gperceiver.train.pretrain import (
-    _check_resumable,
-    _params_json,
-    configure_adamw,
-    next_epoch,
-    resolve_params,
-)
+from gperceiver.train.pretrain import configure_adamw, resolve_params
 
 FINETUNE_KEY = "gperceiver_finetune"
 # Params that shape the network: a pretrained checkpoint's values win for these.
@@ -257,23 +249,14 @@ def fit(
     params = resolve_params(params, ds, str(store))
     target = make_target(params.objective, response, train_mask, str(phenotypes))
 
-    engine.check_hardware(accelerator, devices, num_nodes, strategy)
     run_dir = Path(run_dir)
-    main = engine.is_main_process()  # the other processes of a DDP run leave RUN_DIR alone
-    last = None
-    if main or resume:  # a resume reads last.ckpt in every process
-        last = engine.prepare_run_dir(run_dir, resume=resume, force=force)
     info = ModelInfo.from_store(ds, params, "fit")
-    resume_epoch = None
-    if last is not None:
-        ckpt = load_checkpoint(last)
-        _check_resumable(model_info(ckpt, last), info, last)
-        resume_epoch = next_epoch(ckpt) - 1
-    if main:
+    last, resume_epoch = engine.start_run(
+        run_dir, info, resume=resume, force=force, accelerator=accelerator, devices=devices,
+        num_nodes=num_nodes, strategy=strategy)
+    if engine.is_main_process():  # this run's outputs replace an earlier run's
         for name in (PREDICTIONS_FILE, METRICS_FILE):
             (run_dir / name).unlink(missing_ok=True)
-        with atomic_output(run_dir / "params.json", force=True) as tmp:
-            tmp.write_text(_params_json(params))
 
     L.seed_everything(params.seed, workers=True, verbose=False)
     model = build_model(info)

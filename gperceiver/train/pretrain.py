@@ -22,17 +22,14 @@ import torch
 import torch.nn.functional as F
 
 from gperceiver import schema
-from gperceiver.atomic import atomic_output
 from gperceiver.data.loader import make_loader
 from gperceiver.errors import UsageError
 from gperceiver.store import open_store
 from gperceiver.train import engine
-from gperceiver.train.checkpoint import KEY, ModelInfo, build_model, load_checkpoint, model_info
+from gperceiver.train.checkpoint import KEY, ModelInfo, build_model
 from gperceiver.train.params import Params
 
 TASKS = ("masked", "contrastive")
-# Keys a resumed run may change: they do not alter what the run computes so far.
-RESUMABLE_CHANGES = ("epochs", "patience", "num_workers")
 
 
 class PretrainModule(L.LightningModule):
@@ -177,22 +174,11 @@ def pretrain(
     task = task or ("contrastive" if params.contrastive else "masked")
     if task not in TASKS:
         raise UsageError(f"unknown pretraining task '{task}' (one of {', '.join(TASKS)})")
-    engine.check_hardware(accelerator, devices, num_nodes, strategy)
     run_dir = Path(run_dir)
-    main = engine.is_main_process()  # the other processes of a DDP run leave RUN_DIR alone
-    last = None
-    if main or resume:  # a resume reads last.ckpt in every process
-        last = engine.prepare_run_dir(run_dir, resume=resume, force=force)
-    resume_epoch = None
     info = ModelInfo.from_store(ds, params, task)
-    if last is not None:
-        ckpt = load_checkpoint(last)
-        previous = model_info(ckpt, last)
-        _check_resumable(previous, info, last)
-        resume_epoch = next_epoch(ckpt) - 1
-    if main:
-        with atomic_output(run_dir / "params.json", force=True) as tmp:
-            tmp.write_text(_params_json(params))
+    last, resume_epoch = engine.start_run(
+        run_dir, info, resume=resume, force=force, accelerator=accelerator, devices=devices,
+        num_nodes=num_nodes, strategy=strategy)
 
     L.seed_everything(params.seed, workers=True, verbose=False)
     model = build_model(info)
@@ -222,30 +208,3 @@ def pretrain(
         epochs=trainer.current_epoch, best_score=None if score is None else float(score),
         rank=trainer.global_rank,
     )
-
-
-def next_epoch(ckpt: dict) -> int:
-    """The epoch a run resumed from `ckpt` starts with (the epochs it processed)."""
-    try:
-        return int(ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
-    except (KeyError, TypeError):
-        return int(ckpt.get("epoch", -1)) + 1
-
-
-def _params_json(params: Params) -> str:
-    import json
-
-    return json.dumps(params.to_dict(), indent=2) + "\n"
-
-
-def _check_resumable(previous: ModelInfo, now: ModelInfo, last: Path) -> None:
-    if previous.task != now.task:
-        raise UsageError(f"{last}: was trained on the {previous.task} task, not {now.task}")
-    if previous.variant_id != now.variant_id:
-        raise UsageError(f"{last}: was trained on a store with other variants")
-    old, new = previous.params.to_dict(), now.params.to_dict()
-    for key in old:
-        if key not in RESUMABLE_CHANGES and old[key] != new[key]:
-            raise UsageError(
-                f"{last}: cannot resume with {key}={new[key]!r}; the run used {old[key]!r} "
-                f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
