@@ -81,6 +81,12 @@ def test_bad_json_names_line_and_column(tmp_path):
         load_params(tmp_path / "absent.json")
 
 
+def test_key_given_twice_is_refused(tmp_path):
+    path = write(tmp_path, '{"lr": 0.1, "epochs": 3, "lr": 0.2}')
+    with pytest.raises(InputFormatError, match=r"p.json: key 'lr' is given twice"):
+        load_params(path)
+
+
 def test_override_validated_as_usage_error():
     with pytest.raises(UsageError, match="batch_size: must be >= 1"):
         Params().replace(batch_size=0)

@@ -201,7 +201,7 @@ def load_params(path: str | os.PathLike | None = None, **overrides: Any) -> Para
         except (IsADirectoryError, PermissionError) as e:
             raise InputNotFoundError(f"{path}: {e.strerror}") from None
         try:
-            d = json.loads(text)
+            d = json.loads(text, object_pairs_hook=_no_duplicate_keys(path))
         except json.JSONDecodeError as e:
             raise InputFormatError(path, f"not valid JSON: {e.msg}", line=e.lineno,
                                    column=e.colno) from None
@@ -211,6 +211,20 @@ def load_params(path: str | os.PathLike | None = None, **overrides: Any) -> Para
             raise InputFormatError(path, "expected a JSON object of parameters")
     params = params_from_dict(d, where=str(path) if path is not None else "params")
     return params.replace(**overrides) if overrides else params
+
+
+def _no_duplicate_keys(path: Path):
+    """A json object hook refusing a key given twice (JSON would keep the last silently)."""
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in seen:
+                raise InputFormatError(path, f"key '{key}' is given twice")
+            seen[key] = value
+        return seen
+
+    return hook
 
 
 def save_params(params: Params, path: str | os.PathLike) -> None:
