@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from converters.vcz import finish_vcz, local_output, show_progress
+from converters.vcz import finish_vcz, local_output, show_progress, via_local
 from converters.writer import ZARR_FORMAT
 from gperceiver import schema
-from gperceiver.atomic import atomic_output
+from gperceiver.atomic import atomic_output, is_url
 from gperceiver.errors import InputFormatError, InputNotFoundError, SystemFailure, UsageError
 
 BED_MAGIC = b"\x6c\x1b\x01"  # variant-major .bed
@@ -92,6 +92,10 @@ def convert_plink(
     progress: bool = True,
 ) -> Path:
     """Convert the PLINK fileset `prefix`.bed/.bim/.fam into a genotype store."""
+    if is_url(output):
+        return via_local(os.fspath(output), force, lambda local: convert_plink(
+            prefix, local, samples_chunk=samples_chunk, variants_chunk=variants_chunk,
+            workers=workers, progress=progress))
     if samples_chunk < 1 or variants_chunk < 1 or workers < 1:
         raise UsageError("--samples-chunk, --variants-chunk and --workers must be >= 1")
     bed, bim, fam = fileset(prefix)

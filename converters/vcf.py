@@ -24,10 +24,10 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from converters.vcz import finish_vcz, local_output, show_progress
+from converters.vcz import finish_vcz, local_output, show_progress, via_local
 from converters.writer import ZARR_FORMAT
 from gperceiver import schema
-from gperceiver.atomic import TMP_MARK, atomic_output
+from gperceiver.atomic import TMP_MARK, atomic_output, is_url
 from gperceiver.errors import InputFormatError, SystemFailure, UsageError
 from gperceiver.inputs import open_binary
 
@@ -211,6 +211,10 @@ def convert_vcf(
     `workers` processes explode and encode in parallel (1: all in this process).
     The ICF goes into `temp_dir` (default: beside `output`) and is always removed.
     """
+    if is_url(output):
+        return via_local(os.fspath(output), force, lambda local: convert_vcf(
+            inputs, local, samples_chunk=samples_chunk, variants_chunk=variants_chunk,
+            workers=workers, temp_dir=temp_dir, progress=progress), temp_dir)
     if samples_chunk < 1 or variants_chunk < 1 or workers < 1:
         raise UsageError("--samples-chunk, --variants-chunk and --workers must be >= 1")
     paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]

@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,25 @@ def _widen(group: zarr.Group, name: str, dtype: type[np.integer]) -> None:
         compressors=OTHER_COMPRESSOR, attributes=attrs, overwrite=True,
     )
     wide[:] = values
+
+
+def via_local(output: str, force: bool, convert: Callable[[Path], object],
+              temp_dir: str | os.PathLike | None = None) -> str:
+    """Convert into a local temporary store, then move it to the URL `output` atomically.
+
+    bio2zarr writes local folders; object storage gets the finished store in one
+    atomic remote move (see gperceiver.atomic), never a half-written one.
+    """
+    import fsspec
+
+    check_writable(output, force)
+    with tempfile.TemporaryDirectory(prefix=".gperceiver-", dir=temp_dir) as tmp:
+        local = Path(tmp) / "store.zarr"
+        convert(local)
+        with atomic_output(output, force) as remote:
+            fs, root = fsspec.core.url_to_fs(str(remote))
+            fs.put(str(local), root, recursive=True)
+    return output
 
 
 def local_output(output: str | os.PathLike, force: bool) -> Path:
@@ -248,6 +268,10 @@ def convert_vcz(
     The input is never changed. Chunks change only when asked for or when bad for
     training (see `training_chunks`); otherwise a zarr v2 folder is copied file by file.
     """
+    if is_url(output):
+        return via_local(os.fspath(output), force, lambda local: convert_vcz(
+            vcz, local, samples_chunk=samples_chunk, variants_chunk=variants_chunk,
+            workers=workers, progress=progress))
     for n in (samples_chunk, variants_chunk, workers):
         if n is not None and n < 1:
             raise UsageError("--samples-chunk, --variants-chunk and --workers must be >= 1")

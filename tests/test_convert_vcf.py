@@ -346,14 +346,6 @@ def test_temp_dir_is_used_and_emptied(tmp_path, monkeypatch):
         convert_vcf(vcf, tmp_path / "h.zarr", temp_dir=tmp_path / "nope", progress=False)
 
 
-def test_object_store_output_is_refused_cleanly(tmp_path, capfd):
-    from gperceiver.cli.main import main
-
-    vcf = write(tmp_path / "g.vcf", GOOD)
-    assert main(["convert", "vcf", str(vcf), "-o", "s3://bucket/x.zarr"]) == ExitCode.USAGE
-    assert "local store" in capfd.readouterr().err
-
-
 def test_existing_output_needs_force(tmp_path):
     vcf = write(tmp_path / "g.vcf", GOOD)
     (tmp_path / "out.zarr").mkdir()

@@ -117,3 +117,27 @@ def test_pretrain_fit_predict_reading_from_s3(s3_env, tmp_path):
     assert pred.returncode == 0, pred.stderr
     rows = [line.split("\t") for line in pred.stdout.strip().splitlines()]
     assert rows[0][:3] == ["name", "block", "predicted"] and len(rows) == 1 + 40 * 2
+
+
+def test_convert_vcf_and_plink_into_s3(s3_env, tmp_path):
+    """bio2zarr writes locally; the finished store then moves to object storage whole."""
+    import s3fs
+
+    from converters.plink import convert_plink
+    from converters.vcf import convert_vcf
+    from tests.test_convert_plink import write_fileset
+    from tests.test_convert_vcf import GOOD, write
+
+    vcf = write(tmp_path / "g.vcf", GOOD)
+    assert run_cli("convert", "vcf", vcf, "-o", "s3://panels/vcf.zarr", "-q",
+                   env=s3_env).returncode == 0
+    local = convert_vcf(vcf, tmp_path / "vcf.zarr", progress=False)
+    write_fileset(tmp_path / "panel")
+    convert_plink(tmp_path / "panel", "s3://panels/plink.zarr", progress=False)
+    local_plink = convert_plink(tmp_path / "panel", tmp_path / "plink.zarr", progress=False)
+    for url, path in (("s3://panels/vcf.zarr", local), ("s3://panels/plink.zarr", local_plink)):
+        remote, here = open_store(url), open_store(path)
+        for name in ("call_genotype", "variant_id", "sample_id", "variant_allele_frequency"):
+            np.testing.assert_array_equal(remote[name].values, here[name].values)
+    names = sorted(p.rsplit("/", 1)[-1] for p in s3fs.S3FileSystem().ls("panels"))
+    assert not [n for n in names if ".tmp-" in n]  # nothing half-written left behind
