@@ -94,7 +94,7 @@ def test_unreachable_scheduler_is_a_usage_error(tmp_path):
     assert "cannot connect" in proc.stderr and proc.stderr.count("\n") == 1
 
 
-def test_pretrain_fit_predict_reading_from_s3(s3_env, tmp_path):
+def test_pretrain_fit_predict_impute_embed_with_s3(s3_env, tmp_path):
     """Training and prediction stream the genotypes straight from object storage."""
     import json
 
@@ -117,6 +117,16 @@ def test_pretrain_fit_predict_reading_from_s3(s3_env, tmp_path):
     assert pred.returncode == 0, pred.stderr
     rows = [line.split("\t") for line in pred.stdout.strip().splitlines()]
     assert rows[0][:3] == ["name", "block", "predicted"] and len(rows) == 1 + 40 * 2
+    # outputs may live there too: an imputed store and an embedding
+    imp = run_cli("impute", tmp_path / "pre" / "best.ckpt", url, "-o", "s3://panels/imp.zarr",
+                  "-q", env=env)
+    assert imp.returncode == 0, imp.stderr
+    assert open_store("s3://panels/imp.zarr").sizes["samples"] == 40
+    emb = run_cli("embed", tmp_path / "fit", url, "-o", "s3://panels/emb.zarr", "-q", env=env)
+    assert emb.returncode == 0, emb.stderr
+    import xarray as xr
+
+    assert xr.open_zarr("s3://panels/emb.zarr")["sample_embedding"].shape[0] == 40
 
 
 def test_convert_vcf_and_plink_into_s3(s3_env, tmp_path):
