@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -73,13 +74,13 @@ def validation_r(run_dir: Path) -> list[float]:
             for b in sorted(blocks, key=int)]
 
 
-def evaluate(name: str, method: Method, workdir: Path, folds: tuple[int, ...]) -> dict:
-    """Run one method on every fold; per-block r averaged over folds, and run time."""
-    seconds, per_fold = [], []
-    for k in folds:
-        out = workdir / f"{name}_cv{k}"
-        seconds.append(gperceiver(*method(k, out)))
-        per_fold.append(validation_r(out))
+def evaluate(name: str, method: Method, workdir: Path, folds: tuple[int, ...],
+             jobs: int = 1) -> dict:
+    """Run one method on every fold (`jobs` folds at a time); per-block r over folds."""
+    outs = [workdir / f"{name}_cv{k}" for k in folds]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        seconds = list(pool.map(lambda k, out: gperceiver(*method(k, out)), folds, outs))
+    per_fold = [validation_r(out) for out in outs]
     r = np.array(per_fold)
     block_r = r.mean(axis=0)
     return {
@@ -88,6 +89,7 @@ def evaluate(name: str, method: Method, workdir: Path, folds: tuple[int, ...]) -
         "fold_r": [[round(float(x), 4) for x in row] for row in r],
         "seconds": round(sum(seconds), 1),
         "seconds_per_fold": round(sum(seconds) / len(folds), 1),
+        "parallel_folds": jobs,
     }
 
 
@@ -104,6 +106,8 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=ROOT / "benchmarks" / "mice_params.json",
                         help="gperceiver hyper-parameters for pretrain and fit")
     parser.add_argument("--epochs", type=int, default=10, help="fit epochs per fold (budget)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="folds run at once (each its own process; set OMP_NUM_THREADS)")
     parser.add_argument("--pretrain-epochs", type=int, default=3,
                         help="pretraining epochs, once for all folds (budget)")
     args = parser.parse_args()
@@ -125,7 +129,7 @@ def main() -> None:
                                     str(args.pretrain_epochs), "-q")
             pretrained = workdir / "pretrain" / "best.ckpt"
         found = methods(store, args.data / "phenos.tsv", args.params, args.epochs, pretrained)
-        results = {name: evaluate(name, method, workdir, folds)
+        results = {name: evaluate(name, method, workdir, folds, args.jobs)
                    for name, method in found.items() if name in wanted}
     report = {
         "benchmark": "mice_accuracy",
