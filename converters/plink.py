@@ -9,18 +9,16 @@ fileset ends in one line naming the file; the VCZ is then finished in place by
 
 from __future__ import annotations
 
-import errno
 import os
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pandas as pd
 
-from converters.vcz import finish_vcz, local_output, show_progress, via_local
+from converters.vcz import bio2zarr_errors, finish_vcz, local_output, show_progress, via_local
 from converters.writer import ZARR_FORMAT
 from gperceiver import schema
 from gperceiver.atomic import atomic_output, is_url
-from gperceiver.errors import InputFormatError, InputNotFoundError, SystemFailure, UsageError
+from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
 
 BED_MAGIC = b"\x6c\x1b\x01"  # variant-major .bed
 SUFFIXES = (".bed", ".bim", ".fam")
@@ -105,7 +103,7 @@ def convert_plink(
 
     where = bed.with_suffix("")
     with atomic_output(output, force) as tmp:
-        try:
+        with bio2zarr_errors(where):
             b2z_plink.convert(
                 str(where),
                 tmp,
@@ -115,15 +113,5 @@ def convert_plink(
                 show_progress=show_progress(progress),
                 zarr_format=ZARR_FORMAT,
             )
-        except BrokenProcessPool:
-            raise SystemFailure(
-                f"{where}: a bio2zarr worker process died (out of memory? try fewer --workers)"
-            ) from None
-        except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.ENOMEM):
-                raise
-            raise InputFormatError(where, f"bio2zarr cannot read it ({e})") from None
-        except (ValueError, KeyError, IndexError) as e:
-            raise InputFormatError(where, f"bio2zarr cannot convert it ({e})") from None
         finish_vcz(tmp, source="plink", where=where, attrs={"plink_prefix": where.name})
     return output

@@ -21,14 +21,19 @@ import shutil
 import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from converters.vcz import finish_vcz, local_output, show_progress, via_local
+from converters.vcz import (
+    bio2zarr_errors,
+    finish_vcz,
+    local_output,
+    show_progress,
+    via_local,
+)
 from converters.writer import ZARR_FORMAT
 from gperceiver import schema
 from gperceiver.atomic import TMP_MARK, atomic_output, is_url
-from gperceiver.errors import InputFormatError, SystemFailure, UsageError
+from gperceiver.errors import InputFormatError, UsageError
 from gperceiver.inputs import open_binary
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -258,30 +263,18 @@ def _vcf2zarr(
     processes = 0 if workers == 1 else workers
     shown = show_progress(progress)
     try:
-        vcf2zarr.explode(icf, ready, worker_processes=processes, show_progress=shown)
-        vcf2zarr.encode(
-            icf,
-            dest,
-            variants_chunk_size=variants_chunk,
-            samples_chunk_size=samples_chunk,
-            worker_processes=processes,
-            show_progress=shown,
-            zarr_format=ZARR_FORMAT,
-        )
-    except BrokenProcessPool:
-        raise SystemFailure(
-            f"{where}: a bio2zarr worker process died (out of memory? try fewer --workers)"
-        ) from None
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.ENOMEM):
-            raise
-        raise InputFormatError(where, f"bio2zarr cannot read it ({_one_line(e)})") from None
-    except (ValueError, RuntimeError, KeyError, IndexError, EOFError) as e:
-        raise InputFormatError(where, f"bio2zarr cannot convert it ({_one_line(e)})") from None
+        with bio2zarr_errors(where, (ValueError, RuntimeError, KeyError, IndexError, EOFError)):
+            vcf2zarr.explode(icf, ready, worker_processes=processes, show_progress=shown)
+            vcf2zarr.encode(
+                icf,
+                dest,
+                variants_chunk_size=variants_chunk,
+                samples_chunk_size=samples_chunk,
+                worker_processes=processes,
+                show_progress=shown,
+                zarr_format=ZARR_FORMAT,
+            )
     finally:
         shutil.rmtree(icf, ignore_errors=True)
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")

@@ -12,11 +12,14 @@ is kept, so the result is still a VCZ that sgkit and bio2zarr read.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,7 @@ from converters import CONVERTER_VERSION
 from converters.writer import GENOTYPE_COMPRESSOR, ZARR_FORMAT, finish_store
 from gperceiver import schema
 from gperceiver.atomic import atomic_output, check_writable, is_url
-from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
+from gperceiver.errors import InputFormatError, InputNotFoundError, SystemFailure, UsageError
 from gperceiver.progress import progress_bar
 from gperceiver.progress import shown as show_progress
 
@@ -104,6 +107,32 @@ def _widen(group: zarr.Group, name: str, dtype: type[np.integer]) -> None:
         compressors=OTHER_COMPRESSOR, attributes=attrs, overwrite=True,
     )
     wide[:] = values
+
+
+@contextlib.contextmanager
+def bio2zarr_errors(
+    where: object, convert: tuple[type[BaseException], ...] = (ValueError, KeyError, IndexError)
+) -> Iterator[None]:
+    """Turn bio2zarr's failures into one-line errors: a dead worker is a system failure,
+    an unreadable or unconvertible input an input-format error; a full disk stays an OSError."""
+    try:
+        yield
+    except BrokenProcessPool:
+        raise SystemFailure(
+            f"{where}: a bio2zarr worker process died (out of memory? try fewer --workers)"
+        ) from None
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.ENOMEM):
+            raise
+        raise InputFormatError(where, f"bio2zarr cannot read it ({one_line(e)})") from None
+    except convert as e:
+        raise InputFormatError(where, f"bio2zarr cannot convert it ({one_line(e)})") from None
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as 'Type: first line of its message'."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def via_local(output: str, force: bool, convert: Callable[[Path], object],
