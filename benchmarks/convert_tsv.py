@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from measure import timed
 
 
 def write_panel(folder: Path, samples: int, markers: int, missing: float, seed: int) -> Path:
@@ -47,22 +47,6 @@ def write_panel(folder: Path, samples: int, markers: int, missing: float, seed: 
                 f.write(f"s{start + i}\t".encode())
                 f.write(row[i].tobytes())
     return path
-
-
-def child_rss(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one command, measured in a fresh wrapper process."""
-    wrapper = (
-        "import resource,subprocess,sys,time,json;t=time.perf_counter();"
-        "r=subprocess.run(sys.argv[1:],capture_output=True,text=True);"
-        "e=time.perf_counter()-t;"
-        "sys.stderr.write(r.stderr) if r.returncode else None;"
-        "print(json.dumps([r.returncode,e,resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))"
-    )
-    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True)
-    rc, elapsed, rss_kb = json.loads(out.stdout.strip().splitlines()[-1])
-    if rc != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}")
-    return elapsed, rss_kb / 1024
 
 
 def convert_cmd(folder: Path, out: Path) -> list[str]:
@@ -94,9 +78,9 @@ def main() -> None:
                 pass
         read_bytes_s = time.perf_counter() - t0
 
-        convert_s, rss = child_rss(convert_cmd(big, tmp / "big.zarr"))
-        _, rss_small = child_rss(convert_cmd(small, tmp / "small.zarr"))
-        pandas_s, pandas_rss = child_rss(
+        convert_s, rss = timed(convert_cmd(big, tmp / "big.zarr"))
+        _, rss_small = timed(convert_cmd(small, tmp / "small.zarr"))
+        pandas_s, pandas_rss = timed(
             [sys.executable, "-c",
              f"import pandas; pandas.read_csv({str(path)!r}, sep='\\t')"]
         )

@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from measure import timed
 
 
 class BgzfText:
@@ -60,22 +60,6 @@ def simulate_vcf(path: Path, samples: int, sites: int, seed: int) -> int:
     sink.close()
     pysam.tabix_index(str(path), preset="vcf", csi=True, force=True)
     return ts.num_sites
-
-
-def timed(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one command, measured in a fresh wrapper process."""
-    wrapper = (
-        "import resource,subprocess,sys,time,json;t=time.perf_counter();"
-        "r=subprocess.run(sys.argv[1:],capture_output=True,text=True);"
-        "e=time.perf_counter()-t;"
-        "sys.stderr.write(r.stderr) if r.returncode else None;"
-        "print(json.dumps([r.returncode,e,resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))"
-    )
-    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True)
-    rc, elapsed, rss_kb = json.loads(out.stdout.strip().splitlines()[-1])
-    if rc != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}")
-    return elapsed, rss_kb / 1024
 
 
 def main() -> None:
