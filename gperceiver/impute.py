@@ -60,7 +60,7 @@ def impute_batch(model: torch.nn.Module, x_alleles: torch.Tensor,
     allele = (ends.unsqueeze(-2) <= rank.unsqueeze(-1)).sum(-1)  # (B, L, P)
     filled = torch.where(missing_copy, allele + 1, tokens)
     filled = torch.where(y_mask.unsqueeze(-1), filled, tokens)
-    out.scatter_(1, y_pos.unsqueeze(-1).expand_as(filled), filled)
+    out.scatter_(1, y_pos.unsqueeze(-1).expand_as(filled), filled.to(out.dtype))
     return out
 
 

@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 import dask.array as da
+import numpy as np
 import xarray as xr
 import zarr
 
@@ -69,6 +70,63 @@ class CheckedReader:
                 f"variable '{self.name}' cannot be read at [{region}]: a chunk is corrupt "
                 f"or missing ({type(e).__name__}: {e})",
             ) from None
+
+
+class LocalChunks:
+    """Whole chunks of a local Zarr v2 array, decoded by the array's own compressor
+    straight into one reused buffer.
+
+    This is the same decoding zarr does, without its asynchronous machinery (a
+    thread hand-off per chunk and a fresh buffer each time), which costs the
+    loader's hot path about a third more CPU than decompression itself. `open`
+    returns None for anything else (remote stores, filters, Fortran order); read
+    those through `CheckedReader`. Faults name the variable and region likewise.
+    """
+
+    def __init__(self, array: zarr.Array, folder: str, path: str, name: str):
+        meta = array.metadata
+        self.compressor, self.fill = meta.compressor, meta.fill_value
+        self.separator = meta.dimension_separator or "."
+        self.folder, self.path, self.name = folder, path, name
+        self.shape, self.chunks = array.shape, array.chunks
+        self.buffer = np.empty(self.chunks, dtype=array.dtype)
+        self.raw = bytearray()  # the compressed bytes of the last chunk read
+
+    @classmethod
+    def open(cls, array: zarr.Array, path: str, name: str) -> LocalChunks | None:
+        meta, store = array.metadata, array.store
+        root = getattr(store, "root", None)
+        if (meta.zarr_format != 2 or meta.filters or meta.order != "C" or root is None
+                or meta.compressor is None or not hasattr(meta.compressor, "decode")
+                or not os.path.isdir(os.path.join(str(root), array.path))):
+            return None
+        return cls(array, os.path.join(str(root), array.path), path, name)
+
+    def __getitem__(self, chunk: tuple[int, ...]) -> np.ndarray:
+        """The chunk at grid position `chunk`, cut to the array's edge (a view of
+        the reused buffer: copy what you keep before the next read)."""
+        key = self.separator.join(str(c) for c in chunk)
+        starts = [c * n for c, n in zip(chunk, self.chunks, strict=True)]
+        stops = [min(s + n, size) for s, n, size in zip(starts, self.chunks, self.shape,
+                                                         strict=True)]
+        try:
+            with open(os.path.join(self.folder, key), "rb", buffering=0) as f:
+                size = os.fstat(f.fileno()).st_size
+                if len(self.raw) < size:
+                    self.raw = bytearray(size)
+                data = memoryview(self.raw)[:size]
+                f.readinto(data)
+                self.compressor.decode(data, out=self.buffer)
+        except FileNotFoundError:
+            self.buffer.fill(self.fill)  # an absent chunk holds the fill value
+        except Exception as e:  # noqa: BLE001 - any codec/IO fault of a chunk read
+            region = ", ".join(f"{a}:{b}" for a, b in zip(starts, stops, strict=True))
+            raise InputFormatError(
+                self.path,
+                f"variable '{self.name}' cannot be read at [{region}]: a chunk is corrupt "
+                f"or missing ({type(e).__name__}: {e})",
+            ) from None
+        return self.buffer[tuple(slice(0, b - a) for a, b in zip(starts, stops, strict=True))]
 
 
 def _checked(ds: xr.Dataset, path: str) -> xr.Dataset:

@@ -11,7 +11,7 @@ import torch
 
 from converters.writer import create_store, finish_store
 from gperceiver.data.loader import GenotypeDataset, make_loader
-from gperceiver.data.tasks import allele_counts, shared_alleles, widen
+from gperceiver.data.tasks import DTYPES, allele_counts, shared_alleles
 from gperceiver.errors import UsageError
 
 
@@ -69,7 +69,7 @@ def test_every_selected_sample_once_per_epoch(diploid, num_workers, world_size):
             shuffle_buffer=10, rank=rank, world_size=world_size, seed=5,
         )
         if rank == 0:
-            check_masked(next(iter(loader)), diploid[1], 2, 45, 5)
+            check_masked(next(iter(loader)), diploid[1], 2, 50, 5)
         got = epoch_samples(loader)
         assert sum(1 for _ in loader) == len(loader)  # second epoch: same batch count
         seen.update(got)
@@ -121,25 +121,38 @@ def test_loader_advances_epoch_by_itself(diploid):
     assert next(iter(loader))["sample_index"].tolist() == first["sample_index"].tolist()
 
 
+def check_dtypes(batch):
+    """Every field in the contract's (compact) dtype."""
+    for key, value in batch.items():
+        assert value.dtype == DTYPES[key], key
+
+
+def check_hidden(tokens, geno_s, x, targets):
+    """Tokens of one genotype: the store's calls + 1 at the inputs, except the
+    targets, where every real copy is 0 (missing) and padded copies stay -1."""
+    expected = geno_s[x] + 1
+    hidden = np.isin(x, targets)
+    expected[hidden] = np.where(expected[hidden] > 0, 0, expected[hidden])
+    np.testing.assert_array_equal(tokens, expected)
+    assert hidden.sum() == len(targets)  # every target is among the inputs
+
+
 def check_masked(batch, geno, n_alleles, lx, ly):
-    """Targets: real, never missing, hidden from the inputs, counted right."""
+    """Targets: real, never missing, hidden among the inputs, counted right."""
     B = len(batch["sample_index"])
     P = geno.shape[2]
-    for key in ("sample_index", "x_index", "x_alleles", "y_index", "y_counts"):
-        assert batch[key].dtype == torch.int64, key
-    assert batch["y_mask"].dtype == torch.bool
+    check_dtypes(batch)
     assert batch["x_index"].shape == (B, lx) and batch["x_alleles"].shape == (B, lx, P)
     assert batch["y_index"].shape == (B, ly) and batch["y_counts"].shape == (B, ly, n_alleles)
     for k, s in enumerate(batch["sample_index"].tolist()):
         x = batch["x_index"][k].numpy()
         assert np.all(np.diff(x) > 0)
-        np.testing.assert_array_equal(batch["x_alleles"][k].numpy(), geno[x, s] + 1)
         m = batch["y_mask"][k].numpy()
         y = batch["y_index"][k].numpy()
         assert np.all(y[~m] == 0) and np.all(batch["y_counts"][k].numpy()[~m] == 0)
         targets = y[m]
-        assert len(np.unique(targets)) == len(targets)
-        assert not np.isin(targets, x).any()  # hidden
+        assert len(np.unique(targets)) == len(targets) and np.all(np.diff(targets) > 0)
+        check_hidden(batch["x_alleles"][k].numpy(), geno[:, s], x, targets)
         assert np.all(geno[targets, s] != -1)  # never missing
         np.testing.assert_array_equal(
             batch["y_counts"][k].numpy()[m], allele_counts(geno[targets, s], n_alleles)
@@ -177,18 +190,18 @@ def test_masked_batches_match_the_store(diploid):
     path, geno = diploid
     loader = make_loader(path, "masked", batch_size=6, prop_y=0.2, shuffle_buffer=16)
     lx, ly = loader.dataset.sizes
-    assert (lx, ly) == (40, 10)
+    assert (lx, ly) == (50, 10)  # all loci are inputs; a fifth of them targets
     for batch in loader:
-        assert batch["x_alleles"].dtype == torch.int64 and batch["y_mask"].dtype == torch.bool
         check_masked(batch, geno, 2, lx, ly)
 
 
 def test_input_subsampling_with_prop_x(diploid):
     path, geno = diploid
-    loader = make_loader(path, "masked", batch_size=8, prop_x=0.5, prop_y=0.1)
-    assert loader.dataset.sizes == (25, 5)
+    loader = make_loader(path, "masked", batch_size=8, prop_x=0.5, prop_y=0.2)
+    assert loader.dataset.sizes == (25, 5)  # prop_y is a share of the input loci
     for batch in loader:
         check_masked(batch, geno, 2, 25, 5)
+    assert len({tuple(r) for r in batch["x_index"].tolist()}) > 1  # inputs drawn per sample
     plain = make_loader(path, "plain", batch_size=8, prop_x=0.3, shuffle=False)
     batch = next(iter(plain))
     assert batch["x_index"].shape == (8, 15)
@@ -231,43 +244,57 @@ def test_sample_subset_by_name_and_phenotypes(diploid):
 
 def test_contrastive_pairs_share_loci_and_count_shared_alleles(diploid):
     path, geno = diploid
-    loader = make_loader(path, "contrastive", batch_size=8, prop_y=0.2)
-    n = 0
-    for batch in loader:
-        B = len(batch["sample_index"])
-        assert batch["x_alleles"].shape == (B, 2, 40, 2) and batch["y_shared"].shape == (B, 10)
-        for k, (a, b) in enumerate(batch["sample_index"].tolist()):
-            assert a != b
-            x, y = batch["x_index"][k].numpy(), batch["y_index"][k].numpy()
-            m = batch["y_mask"][k].numpy()
-            for side, s in enumerate((a, b)):
-                np.testing.assert_array_equal(batch["x_alleles"][k, side].numpy(), geno[x, s] + 1)
-                assert np.all(geno[y[m], s] != -1)
-            assert not np.isin(y[m], x).any()
-            brute = [
-                sum((collections.Counter(geno[v, a]) & collections.Counter(geno[v, b])).values())
-                for v in y[m]
-            ]
-            np.testing.assert_array_equal(batch["y_shared"][k].numpy()[m], brute)
-            n += 1
-    assert n == 45
+    for prop_x, lx in ((1.0, 50), (0.6, 30)):
+        loader = make_loader(path, "contrastive", batch_size=8, prop_x=prop_x, prop_y=0.2)
+        ly = loader.dataset.sizes[1]
+        n = 0
+        for batch in loader:
+            check_dtypes(batch)
+            B = len(batch["sample_index"])
+            assert batch["x_alleles"].shape == (B, 2, lx, 2)
+            assert batch["y_shared"].shape == (B, ly) == (B, round(0.2 * lx))
+            for k, (a, b) in enumerate(batch["sample_index"].tolist()):
+                assert a != b
+                x, y = batch["x_index"][k].numpy(), batch["y_index"][k].numpy()
+                m = batch["y_mask"][k].numpy()
+                for side, s in enumerate((a, b)):  # the same targets hidden in both
+                    check_hidden(batch["x_alleles"][k, side].numpy(), geno[:, s], x, y[m])
+                    assert np.all(geno[y[m], s] != -1)
+                brute = [
+                    sum((collections.Counter(geno[v, a]) & collections.Counter(geno[v, b]))
+                        .values())
+                    for v in y[m]
+                ]
+                np.testing.assert_array_equal(batch["y_shared"][k].numpy()[m], brute)
+                n += 1
+        assert n == 45
 
 
-def test_compact_batches_and_widen(diploid):
-    """Workers send int8/int32 batches; the loader widens them to the contract."""
+def test_every_task_yields_the_contract_dtypes_from_workers(diploid):
+    """Compact batches (int8 tokens, int32 loci) come out of worker processes too,
+    and the model widens them itself."""
+    from gperceiver.model.perceiver import GPerceiver
+    from gperceiver.train.params import Params
+
     path, _ = diploid
-    dataset = GenotypeDataset(path, "contrastive", batch_size=5)
-    compact = next(iter(dataset))
-    assert compact["x_alleles"].dtype == torch.int8 and compact["x_index"].dtype == torch.int32
-    assert compact["y_index"].dtype == torch.int32 and compact["y_shared"].dtype == torch.int8
-    wide = widen(dict(compact))
-    for key in ("x_index", "x_alleles", "y_index", "y_shared", "sample_index"):
-        assert wide[key].dtype == torch.int64
-        assert torch.equal(wide[key], compact[key].long())
-    loader = make_loader(path, "contrastive", batch_size=5, compact=True)
-    assert next(iter(loader))["x_alleles"].dtype == torch.int8
-    loader = make_loader(path, "contrastive", batch_size=5)
-    assert next(iter(loader))["y_shared"].dtype == torch.int64
+    extra = {"phenotype": {"phenotypes": np.zeros((45, 2), np.float32)}}
+    for task in ("plain", "masked", "contrastive", "phenotype"):
+        for workers in (0, 2):
+            loader = make_loader(path, task, batch_size=9, num_workers=workers,
+                                 **extra.get(task, {}))
+            batches = list(loader)
+            assert sum(len(b["sample_index"]) for b in batches) == 45
+            for batch in batches:
+                check_dtypes(batch)
+    params = Params(nalleles=3, ploidy=2, num_latents=4, latent_dim=8, projection_dim=8,
+                    feedforward_dim=8, output_dim=8, num_self_attention=1,
+                    allele_embed_dim=4, position_embed_dim=4)
+    model = GPerceiver(params, torch.arange(50.0), torch.zeros(50, dtype=torch.long), 1)
+    batch = next(iter(make_loader(path, "masked", batch_size=3)))
+    compact = model.masked_logits(batch["x_alleles"], batch["x_index"], batch["y_index"])
+    wide = model.masked_logits(batch["x_alleles"].long(), batch["x_index"].long(),
+                               batch["y_index"].long())
+    torch.testing.assert_close(compact, wide)
 
 
 def test_shared_alleles_equal_a_brute_force_count():
@@ -287,7 +314,7 @@ def test_polyploid_multiallelic_store(tmp_path, ploidy, n_alleles):
     loader = make_loader(path, "masked", batch_size=7, prop_y=0.2, shuffle_buffer=8)
     seen = []
     for batch in loader:
-        check_masked(batch, geno, n_alleles, 24, 6)
+        check_masked(batch, geno, n_alleles, 30, 6)
         seen += batch["sample_index"].tolist()
         assert batch["x_alleles"].min() >= -1 and batch["x_alleles"].max() <= n_alleles
     assert sorted(seen) == list(range(20))
@@ -304,7 +331,7 @@ def test_samples_without_enough_eligible_loci_are_padded(tmp_path):
     assert batch["y_mask"][1].tolist() == [True] * 3 + [False] * 2
     assert batch["y_index"][1].tolist() == [0, 1, 2, 0, 0]
     assert batch["y_mask"][[0, 2, 3, 4, 5]].all()
-    check_masked(batch, geno, 3, 15, 5)
+    check_masked(batch, geno, 3, 20, 5)
 
 
 def test_rare_and_common_alleles_are_targeted_about_equally(tmp_path):

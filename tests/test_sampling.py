@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gperceiver.data.sampling import locus_weights, sample_without_replacement, weight_table
+from gperceiver.data.sampling import (
+    locus_weights,
+    sample_without_replacement,
+    weight_table,
+)
 
 
 def brute_weight(genotype, frequency, scaler):
@@ -22,7 +26,9 @@ def brute_weight(genotype, frequency, scaler):
     return w
 
 
-@pytest.mark.parametrize("ploidy,n_alleles,scaler", [(2, 2, 1.0), (4, 3, 0.5), (6, 4, 2.0)])
+@pytest.mark.parametrize("ploidy,n_alleles,scaler", [
+    (1, 3, 1.0), (2, 2, 1.0), (2, 6, 1.0), (2, 7, 0.5), (4, 3, 0.5), (6, 4, 2.0),
+])  # (2, 6): the largest tabulated pair code; (2, 7): copy by copy
 def test_locus_weights_follow_the_definition(ploidy, n_alleles, scaler):
     rng = np.random.default_rng(ploidy)
     n_rows, n_loci = 5, 40
@@ -30,6 +36,10 @@ def test_locus_weights_follow_the_definition(ploidy, n_alleles, scaler):
     geno = rng.integers(-1, n_alleles, (n_rows, n_loci, ploidy)).astype(np.int8)
     geno[0, :, -1] = -2  # a padded copy (mixed ploidy) contributes nothing
     weights = locus_weights(geno, weight_table(frequency, scaler))
+    index = rng.integers(0, n_loci, (n_rows, 7))  # at given loci: the same weights there
+    at = locus_weights(np.take_along_axis(geno, index[..., None], axis=1),
+                       weight_table(frequency, scaler), index)
+    np.testing.assert_array_equal(at, np.take_along_axis(weights, index, axis=1))
     expected = np.array(
         [[brute_weight(geno[b, v], frequency[v], scaler) for v in range(n_loci)]
          for b in range(n_rows)]
@@ -107,3 +117,4 @@ def test_same_generator_state_same_draws():
 def test_bad_k_is_refused():
     with pytest.raises(ValueError):
         sample_without_replacement(np.ones((1, 3), np.float32), 4, np.random.default_rng())
+

@@ -75,3 +75,27 @@ def test_corrupt_chunk_while_streaming_names_variable(example_store, tmp_path):
     loader = make_loader(broken, "plain", batch_size=8, shuffle=False)
     with pytest.raises(InputFormatError, match=r"variable 'call_genotype' cannot be read"):
         list(loader)
+
+
+def test_local_chunks_decode_like_zarr(example_store, tmp_path):
+    """The loader's direct chunk decoder returns what zarr returns, edge chunks cut,
+    an absent chunk as the fill value, and a corrupt one as a named error."""
+    from gperceiver.store import LocalChunks
+
+    copy = tmp_path / "c.zarr"
+    shutil.copytree(example_store, copy)
+    array = zarr.open_group(copy, mode="r")["call_genotype"]
+    chunks = LocalChunks.open(array, str(copy), "call_genotype")
+    assert chunks is not None
+    grid = [-(-n // c) for n, c in zip(array.shape, array.chunks, strict=True)]
+    assert grid[1] > 1
+    for i in range(grid[0]):
+        for j in range(grid[1]):
+            region = tuple(slice(k * c, (k + 1) * c) for k, c in zip((i, j, 0), array.chunks,
+                                                                     strict=True))
+            np.testing.assert_array_equal(chunks[i, j, 0], array[region])
+    (copy / "call_genotype" / "0.1.0").unlink()
+    assert (chunks[0, 1, 0] == -1).all()
+    (copy / "call_genotype" / "0.0.0").write_bytes(b"\x00garbage")
+    with pytest.raises(InputFormatError, match=r"'call_genotype' cannot be read at \[0:"):
+        chunks[0, 0, 0]

@@ -7,10 +7,13 @@ loci drawn on the fly and vectorised over the batch. Metadata comes from
 `open_store` (xarray); the blocks are read with zarr directly, which measured
 about 1.5x less CPU per sample than computing the same Dask slices.
 
-Workers hand over compact batches (int8 alleles, int32 indices) in shared
-memory; the loader widens them to the int64 batch contract in the main process
-(`compact=True` leaves that to the model's device). Persistent workers are not
-used: each epoch's workers get the epoch set on the dataset.
+Batches come in the contract's compact dtypes (`tasks.DTYPES`: int8 tokens,
+int32 loci); the model widens them on its device. A worker hands each batch to
+the main process as ONE shared-memory buffer (`pack`, undone by the loader with
+`unpack`): torch shares every tensor through its own file descriptor and
+socket hand-shake, which for a batch of six tensors cost more CPU than building
+it. Persistent workers are not used: each epoch's workers get the epoch set on
+the dataset.
 
 Sharding. Each epoch the selected samples are ordered by block (blocks shuffled
 with (seed, epoch), identically in every process), that sequence is cut into
@@ -31,35 +34,44 @@ epoch; that loader also advances the epoch by itself at every new iteration.
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
+import sys
 from collections.abc import Iterator, Sequence
 
+import numcodecs.blosc
 import numpy as np
 import torch
 import zarr
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from gperceiver import schema
-from gperceiver.data.tasks import TARGET_TASKS, TaskBuilder, widen
+from gperceiver.data.tasks import TARGET_TASKS, TaskBuilder
 from gperceiver.errors import UsageError
-from gperceiver.store import CheckedReader, open_store
+from gperceiver.store import CheckedReader, LocalChunks, open_store
 
 # Aim for reads of at least this many samples when the store's sample chunks are small.
 MIN_BLOCK_SAMPLES = 256
+# Loci per slab of the block transpose in `samples_major` (a slab of 256 samples
+# is 512 KB for diploid calls: source and destination fit in a core's cache).
+TRANSPOSE_LOCI = 1024
+# A worker's GIL switch interval (seconds; Python's default is 0.005). Each batch
+# leaves through a thread that hands its shared memory to the main process; with
+# the default, that thread waits for the busy batch-building thread up to 5 ms,
+# during which the main process (and then the other workers) idle.
+SWITCH_INTERVAL = 0.0002
+PREFETCH = 6  # make_loader's default prefetch_factor
 
 
 class GenotypeDataset(IterableDataset):
     """Batches of one task over the (selected) samples of the store at `store`.
 
-    It yields COMPACT batches (x_alleles/y_counts/y_shared int8, x_index/y_index
-    int32); `tasks.widen` turns one into the contract's int64, as the loader from
-    `make_loader` does.
+    It yields batches of the contract in `gperceiver.data.tasks`.
 
     `samples`: sample names or store indices (None: all samples); `phenotypes`
     (n_selected, n_blocks) float32 aligned with `samples` (phenotype task).
-    `shuffle_buffer` bounds the samples held in memory per worker (plus one block).
+    `shuffle_buffer` bounds the samples held in memory per worker (it is raised to
+    one block plus one batch when smaller).
     `rank`/`world_size` default to torch.distributed when it is initialised.
     `even_ranks`: the loader from `make_loader` stops every rank after the
     smallest rank's batch count (`len`), so DDP ranks step together; the
@@ -94,7 +106,8 @@ class GenotypeDataset(IterableDataset):
         self.n_samples = int(ds.sizes[schema.SAMPLES])
         self.ploidy = int(ds.sizes[schema.PLOIDY])
         self.n_alleles = int(ds.sizes[schema.ALLELES])
-        self.samples_chunk = int(ds["call_genotype"].data.chunksize[1])
+        self.variants_chunk, self.samples_chunk = (
+            int(c) for c in ds["call_genotype"].data.chunksize[:2])
         self.selected = _select_samples(ds, samples, self.path)
         frequency = None
         if task in TARGET_TASKS:
@@ -103,6 +116,7 @@ class GenotypeDataset(IterableDataset):
             self.builder = TaskBuilder(
                 task, self.n_variants, self.n_alleles, frequency,
                 prop_x=prop_x, prop_y=prop_y, frequency_scaler=frequency_scaler,
+                ploidy=self.ploidy,
             )
         except ValueError as e:
             raise UsageError(str(e)) from None
@@ -112,8 +126,10 @@ class GenotypeDataset(IterableDataset):
         self.shuffle, self.shuffle_buffer, self.seed = shuffle, max(1, shuffle_buffer), seed
         self.rank, self.world_size = _distributed(rank, world_size)
         self.num_workers = 0  # the DataLoader's, to size __len__; make_loader sets it
+        self.pack = False  # workers send `pack`ed batches (make_loader's loader unpacks)
         self.epoch = 0
         self._calls: CheckedReader | None = None
+        self._chunks: LocalChunks | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -142,7 +158,8 @@ class GenotypeDataset(IterableDataset):
         return min(counts) if self.even_ranks else counts[self.rank]
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_calls": None}  # each process opens the store itself
+        # each process opens the store itself
+        return {**self.__dict__, "_calls": None, "_chunks": None}
 
     # -- planning ---------------------------------------------------------------------
 
@@ -173,24 +190,56 @@ class GenotypeDataset(IterableDataset):
     # -- reading ----------------------------------------------------------------------
 
     def read(self, positions: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Genotypes (n, V, P) int8 of selected samples at `positions` (one block),
-        written into `out` when given."""
+        """Genotypes (n, V, P) int8 of selected samples at `positions` (one block, in
+        ascending store order), written into `out` when given.
+
+        The block is read one chunk at a time, each transposed straight into
+        `out`: no block-sized temporary, and each slab is still in cache. Local
+        stores are decoded by `LocalChunks`, others through zarr.
+        """
         if self._calls is None:  # read errors name the store, variable and region
-            self._calls = CheckedReader(
-                zarr.open_group(self.path, mode="r")["call_genotype"], self.path, "call_genotype")
+            array = zarr.open_group(self.path, mode="r")["call_genotype"]
+            self._chunks = LocalChunks.open(array, self.path, "call_genotype")
+            if get_worker_info() is not None:  # workers run in parallel already, and
+                numcodecs.blosc.use_threads = False  # blosc's threads would only compete
+                sys.setswitchinterval(SWITCH_INTERVAL)
+            if self._chunks is not None and self._chunks.chunks[2] != self.ploidy:
+                self._chunks = None  # a chunk must hold every copy of its calls
+            self._calls = CheckedReader(array, self.path, "call_genotype")
         index = self.selected[positions]
-        chunk = self.samples_chunk
-        lo = index.min() // chunk * chunk
-        hi = min(self.n_samples, (index.max() // chunk + 1) * chunk)
-        return samples_major(self._calls[:, lo:hi, :], index - lo, out)
+        if out is None:
+            out = np.empty((len(index), self.n_variants, self.ploidy), dtype=np.int8)
+        v_step, s_step = self.variants_chunk, self.samples_chunk
+        # rows of `out` per sample chunk: contiguous, as `index` ascends
+        first, last = index[0] // s_step, index[-1] // s_step
+        bounds = np.searchsorted(index, np.arange(first, last + 2) * s_step)
+        for v_chunk, start in enumerate(range(0, self.n_variants, v_step)):
+            stop = min(self.n_variants, start + v_step)
+            for s_chunk, a, b in zip(range(first, last + 1), bounds[:-1], bounds[1:],
+                                     strict=True):
+                if a == b:
+                    continue
+                lo = s_chunk * s_step
+                if self._chunks is not None:
+                    block = self._chunks[v_chunk, s_chunk, 0]
+                else:
+                    block = self._calls[start:stop, lo : min(self.n_samples, lo + s_step), :]
+                samples_major(block, index[a:b] - lo, out[a:b, start:stop])
+        return out
 
     # -- iteration --------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker, num_workers = (0, 1) if info is None else (info.id, info.num_workers)
+        batches = self._batches(worker, num_workers)
+        yield from (map(pack, batches) if self.pack and info is not None else batches)
+
+    def _batches(self, worker: int, num_workers: int) -> Iterator[dict[str, torch.Tensor]]:
         positions = self.shard_samples(worker, num_workers)
-        rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
+        # SFC64: the target draws need one uniform per locus, and it makes them fastest
+        seeds = np.random.SeedSequence([self.seed, self.epoch, self.rank, worker])
+        rng = np.random.Generator(np.random.SFC64(seeds))
         blocks = iter(self._blocks(positions))
         if self.shuffle:
             yield from self._shuffled(blocks, rng)
@@ -209,16 +258,15 @@ class GenotypeDataset(IterableDataset):
             yield self._batch(geno, pos, np.arange(len(pos)), rng)
 
     def _shuffled(self, blocks, rng) -> Iterator[dict[str, torch.Tensor]]:
-        target = max(self.shuffle_buffer, self.batch_size)
-        pool = _Pool(self.n_variants, self.ploidy, target + self._block_samples())
-        exhausted = False
+        # The buffer holds at most `shuffle_buffer` samples (at least a block and a
+        # batch): a block is read whenever it fits, before each batch is drawn.
+        capacity = max(self.shuffle_buffer, self._block_samples() + self.batch_size)
+        pool = _Pool(self.n_variants, self.ploidy, capacity)
+        block = next(blocks, None)
         while True:
-            while not exhausted and len(pool) < target:
+            while block is not None and len(pool) + len(block) <= capacity:
+                self.read(block, pool.extend(block))
                 block = next(blocks, None)
-                if block is None:
-                    exhausted = True
-                else:
-                    self.read(block, pool.extend(block))
             size = min(self.batch_size, len(pool))
             if size == 0 or (size < self.batch_size and self.drop_last):
                 return
@@ -273,19 +321,12 @@ class _Pool:
 
 
 class GenotypeLoader(DataLoader):
-    """A DataLoader over a GenotypeDataset yielding batches in the contract's dtypes.
+    """A DataLoader over a GenotypeDataset: batches pinned when `pin_memory` (and a
+    GPU is there); each new iteration advances the epoch."""
 
-    Workers send compact batches (int8 alleles, int32 indices: 8x less shared
-    memory to fault in); they are widened to int64 here, in the main process,
-    then pinned when `pin_memory`. Each new iteration advances the epoch.
-    """
-
-    def __init__(
-        self, dataset: GenotypeDataset, *, pin_memory: bool = False, compact: bool = False,
-        **kwargs,
-    ):
+    def __init__(self, dataset: GenotypeDataset, *, pin_memory: bool = False, **kwargs):
         super().__init__(dataset, batch_size=None, collate_fn=collate, **kwargs)
-        self.pin, self.compact = pin_memory, compact
+        self.pin = pin_memory
         self._next_epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -298,8 +339,8 @@ class GenotypeLoader(DataLoader):
         for count, batch in enumerate(super().__iter__()):
             if count == limit:
                 break  # the same number of batches on every rank (DDP)
-            if not self.compact:
-                batch = widen(batch)
+            if PACKED in batch:
+                batch = unpack(batch)
             if self.pin and torch.cuda.is_available():
                 batch = {k: v.pin_memory() for k, v in batch.items()}
             yield batch
@@ -314,32 +355,30 @@ def make_loader(
     pin_memory: bool = False,
     prefetch_factor: int | None = None,
     multiprocessing_context: str | None = None,
-    compact: bool = False,
     **dataset_kwargs,
 ) -> GenotypeLoader:
     """A DataLoader of `task` batches over the store; see GenotypeDataset for options.
 
-    `compact=True` skips widening to int64 (x_alleles/y_counts/y_shared int8,
-    x_index/y_index int32): widen on the device instead (`tasks.widen`), which
-    saves the main process most of its work for large V.
+    `prefetch_factor`: batches each worker may have ready ahead (default
+    PREFETCH). A worker makes batches in bursts (a whole sample chunk is read
+    before the samples in it can be drawn), and batches reach the main process
+    in worker order, so with torch's default of 2 the other worker soon stalls.
     """
     dataset = GenotypeDataset(store, task, batch_size=batch_size, **dataset_kwargs)
-    dataset.num_workers = num_workers
-    _return_big_blocks_to_the_system()
+    dataset.num_workers, dataset.pack = num_workers, num_workers > 0
     extra = {}
     if num_workers > 0:
-        extra = {"prefetch_factor": prefetch_factor or 2,
+        extra = {"prefetch_factor": prefetch_factor or PREFETCH,
                  "multiprocessing_context": multiprocessing_context}
-    return GenotypeLoader(
-        dataset, num_workers=num_workers, pin_memory=pin_memory, compact=compact, **extra
-    )
+    return GenotypeLoader(dataset, num_workers=num_workers, pin_memory=pin_memory, **extra)
 
 
 def samples_major(block: np.ndarray, rows: np.ndarray, out: np.ndarray | None = None):
     """Rows `rows` of a (V, S, P) int8 block as a contiguous (n, V, P) array (`out`).
 
-    The copies of a call move together as wide integers and torch does the
-    transpose: several times faster than numpy's strided copy.
+    The copies of a call move together as one wide integer, and the transpose goes
+    in slabs of TRANSPOSE_LOCI loci, whose source and destination stay in cache:
+    about twice as fast as one whole-array strided copy.
     """
     if len(rows) < block.shape[1] or np.any(rows != np.arange(len(rows))):
         block = block[:, rows]
@@ -348,28 +387,51 @@ def samples_major(block: np.ndarray, rows: np.ndarray, out: np.ndarray | None = 
         out = np.empty((n_rows, n_variants, ploidy), dtype=np.int8)
     width = next(w for w in (8, 4, 2, 1) if ploidy % w == 0)
     kind = {8: np.int64, 4: np.int32, 2: np.int16, 1: np.int8}[width]
-    source = torch.from_numpy(np.ascontiguousarray(block).view(kind))
-    target = torch.from_numpy(out.view(kind))
-    if width == ploidy:  # one wide integer per call: a 2-D transpose, the fast path
-        target[..., 0].copy_(source[..., 0].T)
-    else:
-        target.copy_(source.permute(1, 0, 2))
+    source = np.ascontiguousarray(block).view(kind)  # (V, n, P / width)
+    target = out.view(kind)  # (n, V, P / width)
+    for start in range(0, n_variants, TRANSPOSE_LOCI):
+        stop = min(n_variants, start + TRANSPOSE_LOCI)
+        np.copyto(target[:, start:stop], source[start:stop].transpose(1, 0, 2))
     return out
 
 
-def _return_big_blocks_to_the_system(threshold: int = 4 << 20) -> None:
-    """Fix glibc's mmap threshold (it otherwise rises to the largest block freed).
+PACKED = "packed"  # the key of a packed batch's buffer
 
-    Batches are tens of MB; with the dynamic threshold glibc serves them from
-    its heap and keeps the freed memory, and the main process and each worker
-    grow by a GB or more. A fixed 4 MB threshold maps big blocks and unmaps them
-    when freed. Process-wide, glibc only; elsewhere nothing happens.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, threshold)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
+
+def pack(batch: dict[str, torch.Tensor]) -> dict:
+    """The batch's small fields in one uint8 buffer plus their layout (name, dtype,
+    shape, offset); a tensor expanded over dim 0 (stride 0, e.g. all loci's x_index)
+    travels as its one row; fields already in shared memory travel as they are.
+    Inverse: `unpack`."""
+    parts, layout, offset = [], [], 0
+    out = {name: t for name, t in batch.items() if t.is_shared()}
+    for name, tensor in batch.items():
+        if name in out:
+            continue
+        expanded = tensor.dim() > 0 and tensor.stride(0) == 0 and tensor.shape[0] > 1
+        data = (tensor[:1] if expanded else tensor).contiguous().view(-1).view(torch.uint8)
+        offset = -(-offset // 8) * 8  # keep every field 8-byte aligned
+        layout.append((name, tensor.dtype, tuple(tensor.shape), offset, expanded))
+        parts.append((offset, data))
+        offset += data.numel()
+    # made in shared memory: handing it over then copies nothing more
+    storage = torch.UntypedStorage._new_shared(max(offset, 1))
+    buffer = torch.empty(0, dtype=torch.uint8).set_(storage, 0, (offset,))
+    for start, data in parts:
+        buffer[start : start + data.numel()] = data
+    return {**out, PACKED: buffer, "layout": layout}
+
+
+def unpack(packed: dict) -> dict[str, torch.Tensor]:
+    """The batch dict of a `pack`ed batch: views into its buffer."""
+    buffer = packed.pop(PACKED)
+    batch = {name: t for name, t in packed.items() if name != "layout"}
+    for name, dtype, shape, offset, expanded in packed["layout"]:
+        rows = (1, *shape[1:]) if expanded else shape
+        size = math.prod(rows) * dtype.itemsize
+        tensor = buffer[offset : offset + size].view(dtype).view(rows)
+        batch[name] = tensor.expand(shape) if expanded else tensor
+    return batch
 
 
 def collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -50,25 +50,70 @@ class Scratch:
         return array
 
 
-def locus_weights(
-    geno: np.ndarray, table: np.ndarray, scratch: Scratch | None = None
-) -> np.ndarray:
-    """(B, V) float32 weights of genotypes `geno` (B, V, P) int8 under `weight_table`."""
-    n_loci, width = table.shape
-    if geno.shape[1] != n_loci:
-        raise ValueError(f"genotypes have {geno.shape[1]} loci, the weight table {n_loci}")
-    scratch = scratch or Scratch()
-    flat = table.reshape(-1)
-    offsets = np.arange(2, n_loci * width, width, dtype=np.int32)
-    index = scratch.get("index", geno.shape[:2], np.int32)
-    factor = scratch.get("factor", geno.shape[:2], np.float32)
-    weights = np.empty(geno.shape[:2], dtype=np.float32)
-    np.add(offsets, geno[..., 0], out=index)
-    np.take(flat, index, out=weights)
-    for copy in range(1, geno.shape[2]):
-        np.add(offsets, geno[..., copy], out=index)
-        weights *= np.take(flat, index, out=factor)
-    return weights
+class LocusWeights:
+    """Weights (B, L) of genotypes (B, L, P) under a `weight_table`.
+
+    For ploidy <= 2 with few alleles, each locus' weight of every ordered pair of
+    copies is tabulated, and a batch costs one gather: a lookup table turns the
+    P bytes of a call into the pair's code. Otherwise the factors of the copies
+    are gathered and multiplied one copy at a time.
+    """
+
+    def __init__(self, table: np.ndarray, ploidy: int):
+        self.table, self.ploidy = table, ploidy
+        n_loci, width = table.shape
+        self.codes = None
+        if ploidy <= 2 and width**ploidy <= 64:
+            calls = np.arange(2**(8 * ploidy), dtype=np.uint32)
+            code = np.zeros(len(calls), dtype=np.int64)
+            valid = np.ones(len(calls), dtype=bool)
+            for copy in range(ploidy):  # byte `copy` of the packed call (little-endian)
+                column = ((calls >> (8 * copy)) & 0xFF).astype(np.uint8).view(np.int8) + 2
+                valid &= (column >= 0) & (column < width)
+                code = code * width + column
+            self.codes = np.where(valid, code, MISSING + 2)  # impossible calls: weight 0
+            self.n_codes = width**ploidy
+            product = table if ploidy == 1 else table[:, :, None] * table[:, None, :]
+            self.by_code = np.ascontiguousarray(product).reshape(-1)  # (locus, code)
+
+    def __call__(self, geno: np.ndarray, index: np.ndarray | None = None,
+                 scratch: Scratch | None = None) -> np.ndarray:
+        """(B, L) float32 weights of `geno` (B, L, P) int8 at the store's loci
+        `index` (B, L) (None: L is every locus, in order)."""
+        n_loci, width = self.table.shape
+        if index is None and geno.shape[1] != n_loci:
+            raise ValueError(f"genotypes have {geno.shape[1]} loci, the weight table {n_loci}")
+        scratch = scratch or Scratch()
+        weights = np.empty(geno.shape[:2], dtype=np.float32)
+        rows = scratch.get("rows", geno.shape[:2], np.int64)
+        if self.codes is not None:
+            step = self.n_codes
+            calls = np.ascontiguousarray(geno).view(np.uint16 if self.ploidy == 2 else np.uint8)
+            np.take(self.codes, calls[..., 0], out=rows, mode="wrap")
+            rows += _offsets(index, n_loci, step)
+            return np.take(self.by_code, rows, out=weights, mode="wrap")
+        flat = self.table.reshape(-1)
+        offsets = _offsets(index, n_loci, width) + 2
+        factor = scratch.get("factor", geno.shape[:2], np.float32)
+        np.add(offsets, geno[..., 0], out=rows)
+        np.take(flat, rows, out=weights, mode="wrap")
+        for copy in range(1, geno.shape[2]):
+            np.add(offsets, geno[..., copy], out=rows)
+            weights *= np.take(flat, rows, out=factor, mode="wrap")
+        return weights
+
+
+def _offsets(index: np.ndarray | None, n_loci: int, step: int) -> np.ndarray:
+    """Start of each locus' row in a flattened (n_loci, step) table."""
+    if index is None:
+        return np.arange(0, n_loci * step, step, dtype=np.int64)
+    return index.astype(np.int64) * step
+
+
+def locus_weights(geno: np.ndarray, table: np.ndarray, index: np.ndarray | None = None,
+                  scratch: Scratch | None = None) -> np.ndarray:
+    """(B, L) float32 weights of genotypes `geno` (B, L, P) under `weight_table`."""
+    return LocusWeights(table, geno.shape[2])(geno, index, scratch)
 
 
 def sample_without_replacement(
@@ -101,3 +146,4 @@ def sample_without_replacement(
     mask = index < n_cols
     index[~mask] = 0
     return index.astype(np.int64, copy=False), mask
+

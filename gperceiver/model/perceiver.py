@@ -152,8 +152,11 @@ class GPerceiver(nn.Module):
         """(B, L, P) tokens at (B, L) loci -> latents (B, N, D).
 
         `extra` (E, D): trainable queries that join the latents (finetuning heads);
-        the result is then (B, N + E, D) with them last.
+        the result is then (B, N + E, D) with them last. Tokens and loci may come
+        compact (int8, int32: the loader's batch contract); they are widened here,
+        on the model's device.
         """
+        x_alleles, x_index = x_alleles.long(), x_index.long()
         latents = self.latents
         if extra is not None:
             latents = torch.cat([latents, extra.to(latents.dtype)], 0)
@@ -171,6 +174,7 @@ class GPerceiver(nn.Module):
 
     def decode_masked(self, latents: torch.Tensor, y_index: torch.Tensor) -> torch.Tensor:
         """Logits (B, Ly, K) over `classes` at loci `y_index` from encoded latents."""
+        y_index = y_index.long()
         return self.masked(latents, y_index, self.classes, self._decoder_mask(latents, y_index))
 
     def _decoder_mask(self, latents: torch.Tensor, y_index: torch.Tensor):
@@ -189,7 +193,7 @@ class GPerceiver(nn.Module):
     def shared_logits(self, x_alleles: torch.Tensor, x_index: torch.Tensor,
                       y_index: torch.Tensor) -> torch.Tensor:
         """Twins (B, 2, L, P) -> logits (B, Ly, P + 1) over the number of shared alleles."""
-        b = x_alleles.shape[0]
+        b, y_index = x_alleles.shape[0], y_index.long()
         latents = self.encode(x_alleles.flatten(0, 1), x_index.repeat_interleave(2, 0))
         latents = latents.view(b, 2, *latents.shape[1:])
         return self.contrastive(latents[:, 0], latents[:, 1], y_index,

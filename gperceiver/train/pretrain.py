@@ -50,7 +50,7 @@ class PretrainModule(L.LightningModule):
         else:
             logits = self.model.shared_logits(batch["x_alleles"], batch["x_index"],
                                               batch["y_index"])
-            target = batch["y_shared"]
+            target = batch["y_shared"].long()
             weight = self.info.params.contrastive_weight
         keep = batch["y_mask"] & (target >= 0)
         logits, target = logits[keep], target[keep]
