@@ -157,7 +157,7 @@ def main() -> None:
         (mode[:, None] == true_dosage[:, held])[hidden[:, held]].mean()), 4)
 
     params = load_params(args.params) if args.params else load_params(
-        None, frequency_scaler=0.0, prop_y=0.25, val_fraction=0.05, epochs=1000,
+        None, frequency_scaler=0.0, prop_y=0.25, val_fraction=0.05, epochs=1000, lr_patience=2,
         patience=1000, lr=2e-3, warmup_steps=50)
     minutes = int(args.minutes)
     seconds = int(round((args.minutes - minutes) * 60))

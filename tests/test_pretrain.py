@@ -71,7 +71,8 @@ def test_contrastive_pretraining_learns_shared_alleles(founders, tmp_path):
 
 
 def test_same_seed_same_weights_and_exact_resume(founders, tmp_path):
-    params = Params(**{**TINY, "dropout": 0.1, "batch_size": 64}, epochs=3, seed=3)
+    params = Params(**{**TINY, "dropout": 0.1, "batch_size": 64}, epochs=3, seed=3,
+                    lr_patience=1)  # its scheduler state, too, must survive the resume
     pretrain(founders, tmp_path / "a", "masked", params, progress=False)
     pretrain(founders, tmp_path / "b", "masked", params, progress=False)
     assert same_weights(tmp_path / "a" / "last.ckpt", tmp_path / "b" / "last.ckpt")
@@ -92,6 +93,20 @@ def test_same_seed_same_weights_and_exact_resume(founders, tmp_path):
     with pytest.raises(UsageError, match="trained on the masked task"):
         pretrain(founders, tmp_path / "r", "contrastive", params, resume=True,
                  progress=False)
+
+
+def test_learning_rate_halves_after_lr_patience_epochs_without_improvement():
+    from gperceiver.train.pretrain import configure_adamw
+
+    model = torch.nn.Linear(2, 1)
+    [optimiser], schedules = configure_adamw(model, Params(lr=0.1, lr_patience=2))
+    assert [s["monitor"] for s in schedules] == ["val_loss"]
+    plateau = schedules[0]["scheduler"]
+    for loss, lr in ((1.0, 0.1), (1.0, 0.1), (1.0, 0.05), (0.5, 0.05), (0.6, 0.05),
+                     (0.6, 0.025)):
+        plateau.step(loss)
+        assert optimiser.param_groups[0]["lr"] == pytest.approx(lr)
+    assert configure_adamw(model, Params(lr=0.1))[1] == []  # off by default
 
 
 def test_params_contradicting_the_store_refused(founders, tmp_path):

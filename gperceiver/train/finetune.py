@@ -144,7 +144,8 @@ class FinetuneModule(L.LightningModule):
                  batch_size=batch["y"].shape[0], sync_dist=True)
 
     def configure_optimizers(self):
-        return configure_adamw(self, self.info.params)
+        return configure_adamw(self, self.info.params,
+                               "val_loss" if "val" in self.loaders else "train_loss")
 
     def on_train_epoch_end(self) -> None:
         if "train" in self.loaders:

@@ -75,7 +75,8 @@ class Params:
                                    low=0.0, low_open=True)
     prop_x: float = _p(1.0, "proportion of loci given as input (bounds attention cost)",
                        low=0.0, high=1.0, low_open=True)
-    prop_y: float = _p(0.1, "proportion of loci drawn as pretraining targets",
+    prop_y: float = _p(0.1, "proportion of the input loci drawn as pretraining targets "
+                       "(hidden in place, as missing calls)",
                        low=0.0, high=1.0, low_open=True, high_open=True)
     frequency_scaler: float = _p(
         1.0, "exponent on target weights (prod over copies of 1 - allele frequency); "
@@ -89,6 +90,8 @@ class Params:
     lr: float = _p(1e-3, "AdamW learning rate", low=0.0, low_open=True)
     weight_decay: float = _p(0.01, "AdamW weight decay", low=0.0)
     warmup_steps: int = _p(0, "linear learning-rate warm-up steps", low=0)
+    lr_patience: int = _p(0, "halve the learning rate after this many epochs without a "
+                          "better validation loss (0: never)", low=0)
     batch_size: int = _p(16, "samples per batch", low=1)
     epochs: int = _p(100, "maximum epochs", low=1)
     patience: int = _p(10, "early stopping: epochs without a better validation loss", low=1)

@@ -79,7 +79,8 @@ class PretrainModule(L.LightningModule):
                  sync_dist=True)
 
     def configure_optimizers(self):
-        return configure_adamw(self.model, self.info.params)
+        return configure_adamw(self.model, self.info.params,
+                               "val_loss" if "val" in self.loaders else "train_loss")
 
     # Lightning may create an epoch's iterator before that epoch's hooks run, so the
     # loaders' epochs are set one step ahead: at the end of each epoch for the next
@@ -105,16 +106,21 @@ class PretrainModule(L.LightningModule):
             torch.set_rng_state(checkpoint["rng_torch"])
 
 
-def configure_adamw(model: torch.nn.Module, params: Params):
-    """AdamW with optional linear warm-up (per step); shared with finetuning."""
+def configure_adamw(model: torch.nn.Module, params: Params, monitor: str = "val_loss"):
+    """AdamW with optional linear warm-up (per step) and halving of the learning rate
+    when `monitor` stops improving (`lr_patience`); shared with finetuning."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
-    if params.warmup_steps <= 0:
-        return optimiser
-    warmup = params.warmup_steps
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda step: min(1.0, (step + 1) / warmup))
-    return {"optimizer": optimiser, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+    schedules = []
+    if params.warmup_steps > 0:
+        warmup = params.warmup_steps
+        schedules.append({"scheduler": torch.optim.lr_scheduler.LambdaLR(
+            optimiser, lambda step: min(1.0, (step + 1) / warmup)), "interval": "step"})
+    if params.lr_patience > 0:  # torch counts the epochs after the first bad one
+        schedules.append({"scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimiser, factor=0.5, patience=params.lr_patience - 1), "monitor": monitor,
+            "interval": "epoch"})
+    return [optimiser], schedules
 
 
 def resolve_params(params: Params, ds, where: str) -> Params:
