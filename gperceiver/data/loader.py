@@ -4,16 +4,17 @@ The dataset never loads the genotype array: it reads blocks of whole sample
 chunks (all variants of a few hundred samples), keeps a bounded shuffle buffer of
 them, and builds each batch with a task builder (`gperceiver.data.tasks`), target
 loci drawn on the fly and vectorised over the batch. Metadata comes from
-`open_store` (xarray); the blocks are read with zarr directly, which measured
-about 1.5x less CPU per sample than computing the same Dask slices.
+`open_store` (xarray); the blocks are read a chunk at a time, decoded by
+`store.LocalChunks` for local stores (zarr's own decoder without its async
+machinery) and through zarr otherwise: computing the same Dask slices measured
+about 1.5x the CPU per sample.
 
 Batches come in the contract's compact dtypes (`tasks.DTYPES`: int8 tokens,
 int32 loci); the model widens them on its device. A worker hands each batch to
-the main process as ONE shared-memory buffer (`pack`, undone by the loader with
-`unpack`): torch shares every tensor through its own file descriptor and
-socket hand-shake, which for a batch of six tensors cost more CPU than building
-it. Persistent workers are not used: each epoch's workers get the epoch set on
-the dataset.
+the main process as two shared-memory buffers, the tokens and the other fields
+`pack`ed together (undone by the loader with `unpack`): torch shares every
+tensor through its own file descriptor and socket hand-shake. Persistent
+workers are not used: each epoch's workers get the epoch set on the dataset.
 
 Sharding. Each epoch the selected samples are ordered by block (blocks shuffled
 with (seed, epoch), identically in every process), that sequence is cut into
