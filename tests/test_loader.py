@@ -379,3 +379,17 @@ def test_bad_arguments_are_usage_errors(diploid):
         GenotypeDataset(path, "phenotype", phenotypes=np.zeros((3, 1)))
     with pytest.raises(UsageError, match="rank"):
         GenotypeDataset(path, rank=2, world_size=2)
+
+
+def test_prefetch_shrinks_for_large_batches(diploid):
+    """Six batches ahead per worker, unless their tokens would pass 64 MB."""
+    from gperceiver.data.loader import default_prefetch
+
+    path, _ = diploid
+    dataset = GenotypeDataset(path, "plain", batch_size=8)
+    assert default_prefetch(dataset) == 6
+    assert make_loader(path, "plain", batch_size=8, num_workers=2).prefetch_factor == 6
+    dataset.batch_size = (64 << 20) // (50 * 2 * 3)  # 3 batches fit in 64 MB
+    assert default_prefetch(dataset) == 3
+    dataset.batch_size *= 100
+    assert default_prefetch(dataset) == 2

@@ -61,7 +61,9 @@ TRANSPOSE_LOCI = 1024
 # the default, that thread waits for the busy batch-building thread up to 5 ms,
 # during which the main process (and then the other workers) idle.
 SWITCH_INTERVAL = 0.0002
-PREFETCH = 6  # make_loader's default prefetch_factor
+# make_loader's default prefetch_factor: PREFETCH batches per worker, fewer (down
+# to torch's 2) when that many would hold more than PREFETCH_BYTES of tokens.
+PREFETCH, PREFETCH_BYTES = 6, 64 << 20
 
 
 class GenotypeDataset(IterableDataset):
@@ -361,15 +363,16 @@ def make_loader(
     """A DataLoader of `task` batches over the store; see GenotypeDataset for options.
 
     `prefetch_factor`: batches each worker may have ready ahead (default
-    PREFETCH). A worker makes batches in bursts (a whole sample chunk is read
-    before the samples in it can be drawn), and batches reach the main process
-    in worker order, so with torch's default of 2 the other worker soon stalls.
+    `default_prefetch`). A worker makes batches in bursts (a whole sample chunk
+    is read before the samples in it can be drawn), and batches reach the main
+    process in worker order, so with torch's default of 2 the other worker soon
+    stalls.
     """
     dataset = GenotypeDataset(store, task, batch_size=batch_size, **dataset_kwargs)
     dataset.num_workers, dataset.pack = num_workers, num_workers > 0
     extra = {}
     if num_workers > 0:
-        extra = {"prefetch_factor": prefetch_factor or PREFETCH,
+        extra = {"prefetch_factor": prefetch_factor or default_prefetch(dataset),
                  "multiprocessing_context": multiprocessing_context}
     return GenotypeLoader(dataset, num_workers=num_workers, pin_memory=pin_memory, **extra)
 
@@ -394,6 +397,14 @@ def samples_major(block: np.ndarray, rows: np.ndarray, out: np.ndarray | None = 
         stop = min(n_variants, start + TRANSPOSE_LOCI)
         np.copyto(target[:, start:stop], source[start:stop].transpose(1, 0, 2))
     return out
+
+
+def default_prefetch(dataset: GenotypeDataset) -> int:
+    """PREFETCH, or fewer batches (at least 2) when their tokens would pass
+    PREFETCH_BYTES: a million-marker batch is tens of MB."""
+    twins = 2 if dataset.task == "contrastive" else 1
+    batch_bytes = dataset.batch_size * twins * dataset.sizes[0] * dataset.ploidy
+    return max(2, min(PREFETCH, PREFETCH_BYTES // max(1, batch_bytes)))
 
 
 PACKED = "packed"  # the key of a packed batch's buffer
