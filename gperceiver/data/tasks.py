@@ -124,7 +124,8 @@ class TaskBuilder:
                 raise ValueError("the contrastive task needs a partner genotype per sample")
             sample_index = np.stack([sample_index, partner_index], axis=1)
         x_index, inputs = self.inputs(rng, geno, partner)
-        batch = {"sample_index": _tensor(sample_index, np.int64), "x_index": x_index}
+        batch = {"sample_index": as_tensor(sample_index, DTYPES["sample_index"]),
+                 "x_index": x_index}
         if self.task in TARGET_TASKS:
             batch.update(self.targets(rng, inputs, x_index))
         else:
@@ -258,7 +259,3 @@ def phenotype_fields(phenotypes: np.ndarray | None) -> dict[str, torch.Tensor]:
         "y_mask": torch.from_numpy(observed),
     }
 
-
-def _tensor(array: np.ndarray, dtype: type) -> torch.Tensor:
-    """A torch tensor owning a writable, contiguous copy when `array` is a view."""
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=dtype))
