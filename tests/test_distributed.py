@@ -150,7 +150,7 @@ def test_lightning_launched_ddp_matches_one_process_with_the_same_global_batch(r
     assert load_checkpoint(single / "last.ckpt")["global_step"] == steps
     a, b = val_losses(ddp), val_losses(single)
     assert len(a) == len(b) == EPOCHS
-    assert a[-1] < 0.9 * a[0] and b[-1] < 0.9 * b[0], (a, b)  # both learn
+    assert a[-1] < 0.95 * a[0] and b[-1] < 0.95 * b[0], (a, b)  # both learn
     assert np.allclose(a, b, rtol=0.1), (a, b)  # and alike
 
 

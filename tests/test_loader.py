@@ -272,7 +272,8 @@ def test_contrastive_pairs_share_loci_and_count_shared_alleles(diploid):
 
 def test_every_task_yields_the_contract_dtypes_from_workers(diploid):
     """Compact batches (int8 tokens, int32 loci) come out of worker processes too,
-    and the model widens them itself."""
+    through their shared-memory rings exactly as each worker built them, and the
+    model widens them itself."""
     from gperceiver.model.perceiver import GPerceiver
     from gperceiver.train.params import Params
 
@@ -286,6 +287,16 @@ def test_every_task_yields_the_contract_dtypes_from_workers(diploid):
             assert sum(len(b["sample_index"]) for b in batches) == 45
             for batch in batches:
                 check_dtypes(batch)
+            if workers:  # the same batches, built here shard by shard
+                loader.dataset.set_epoch(0)
+                built = {tuple(b["sample_index"].flatten().tolist()): b
+                         for w in range(workers) for b in loader.dataset._batches(w, workers)}
+                assert len(built) == len(batches)
+                for batch in batches:
+                    expected = built[tuple(batch["sample_index"].flatten().tolist())]
+                    assert batch.keys() == expected.keys()
+                    for name, value in batch.items():
+                        assert torch.equal(value, expected[name]), (task, name)
     params = Params(nalleles=3, ploidy=2, num_latents=4, latent_dim=8, projection_dim=8,
                     feedforward_dim=8, output_dim=8, num_self_attention=1,
                     allele_embed_dim=4, position_embed_dim=4)

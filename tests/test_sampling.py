@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from gperceiver.data import sampling
 from gperceiver.data.sampling import (
+    draw_targets,
     locus_weights,
     sample_without_replacement,
     weight_table,
@@ -118,3 +120,46 @@ def test_bad_k_is_refused():
     with pytest.raises(ValueError):
         sample_without_replacement(np.ones((1, 3), np.float32), 4, np.random.default_rng())
 
+
+
+@pytest.mark.parametrize("indexed,paired", [(False, False), (True, False), (False, True)])
+def test_draw_targets_is_sampling_by_locus_weights(indexed, paired):
+    """The fused per-tile kernel draws exactly what sample_without_replacement draws
+    from locus_weights (times the partner's), from the same generator state."""
+    rng = np.random.default_rng(4)
+    n_loci, ploidy = 9000, 2  # more than one tile of loci
+    table = weight_table(rng.random((n_loci, 3)).astype(np.float32) / 3, 1.5)
+    geno = rng.integers(-1, 3, (5, n_loci, ploidy)).astype(np.int8)
+    partner = rng.integers(-1, 3, (5, n_loci, ploidy)).astype(np.int8) if paired else None
+    index = None
+    if indexed:
+        index = np.sort(rng.choice(n_loci, (5, 7000)), axis=1).astype(np.int32)
+        geno = np.take_along_axis(geno, index[..., None], axis=1)
+    weights = locus_weights(geno, table, index)
+    if paired:
+        weights *= locus_weights(partner, table, index)
+    expected = sample_without_replacement(weights, 600, np.random.default_rng(9))
+    drawn = draw_targets(geno, table, 600, np.random.default_rng(9), index, partner)
+    np.testing.assert_array_equal(drawn[0], expected[0])
+    np.testing.assert_array_equal(drawn[1], expected[1])
+
+
+@pytest.mark.parametrize("order", ["random", "adversarial"])
+def test_selection_is_exact(order):
+    """_smallest returns the k smallest finite keys, ascending, ties broken by
+    position; also when every 8th key (its sample) misleads the bracket."""
+    rng = np.random.default_rng(5)
+    n = 20_000
+    keys = rng.exponential(size=n).astype(np.float32) / rng.random(n).astype(np.float32)
+    keys[rng.random(n) < 0.1] = np.inf  # ineligible loci
+    keys[100:140] = keys[99]  # ties
+    if order == "adversarial":  # the sampled keys are all tiny
+        keys[::8] = rng.random(len(keys[::8])).astype(np.float32) * 1e-6
+    lower, inside = np.empty(n, np.int32), np.empty(n, np.int32)
+    for k in (1, 7, 500, 5000, 17_000, n):
+        out = np.full(k, -1, np.int64)
+        drawn = sampling._smallest(keys, k, out, lower, inside)
+        finite = np.flatnonzero(np.isfinite(keys))
+        ranked = finite[np.lexsort((finite, keys[finite]))][:k]  # by key, then position
+        assert drawn == min(k, len(finite))
+        np.testing.assert_array_equal(out[:drawn], np.sort(ranked))

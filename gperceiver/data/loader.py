@@ -10,10 +10,13 @@ machinery) and through zarr otherwise: computing the same Dask slices measured
 about 1.5x the CPU per sample.
 
 Batches come in the contract's compact dtypes (`tasks.DTYPES`: int8 tokens,
-int32 loci); the model widens them on its device. A worker hands each batch to
-the main process as two shared-memory buffers, the tokens and the other fields
-`pack`ed together (undone by the loader with `unpack`): torch shares every
-tensor through its own file descriptor and socket hand-shake. Persistent
+int32 loci); the model widens them on its device. A worker hands its batches to
+the main process through a ring of shared-memory slots (`handoff`): the task
+builder writes the tokens straight into the next free slot, and the loader
+copies each batch out and frees the slot. The shuffle buffer keeps samples in
+fixed slots (a yielded sample's slot is refilled, nothing moves), and the
+per-locus work (transposing chunks, target draws, hiding, counting) is compiled
+with numba; `make_loader` compiles it before forking its workers. Persistent
 workers are not used: each epoch's workers get the epoch set on the dataset.
 
 Sharding. Each epoch the selected samples are ordered by block (blocks shuffled
@@ -40,6 +43,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 
+import numba
 import numcodecs.blosc
 import numpy as np
 import torch
@@ -47,19 +51,20 @@ import zarr
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from gperceiver import schema
+from gperceiver.data.handoff import MAX_SLOTS, Receiver, Ring
 from gperceiver.data.tasks import TARGET_TASKS, TaskBuilder
 from gperceiver.errors import UsageError
 from gperceiver.store import CheckedReader, LocalChunks, open_store
 
 # Aim for reads of at least this many samples when the store's sample chunks are small.
 MIN_BLOCK_SAMPLES = 256
-# Loci per slab of the block transpose in `samples_major` (a slab of 256 samples
-# is 512 KB for diploid calls: source and destination fit in a core's cache).
-TRANSPOSE_LOCI = 1024
-# A worker's GIL switch interval (seconds; Python's default is 0.005). Each batch
-# leaves through a thread that hands its shared memory to the main process; with
-# the default, that thread waits for the busy batch-building thread up to 5 ms,
-# during which the main process (and then the other workers) idle.
+# Loci per tile of the block transpose in `samples_major`: the tile's source cache
+# lines (one per locus, shared by 32 diploid samples) stay in a core's L1/L2.
+TRANSPOSE_LOCI = 256
+# A worker's GIL switch interval (seconds; Python's default is 0.005). Each batch's
+# message leaves through the result queue's feeder thread; with the default, that
+# thread waits for the busy batch-building thread up to 5 ms, during which the
+# main process (and then the other workers) idle.
 SWITCH_INTERVAL = 0.0002
 # make_loader's default prefetch_factor: PREFETCH batches per worker, fewer (down
 # to torch's 2) when that many would hold more than PREFETCH_BYTES of tokens.
@@ -129,13 +134,29 @@ class GenotypeDataset(IterableDataset):
         self.shuffle, self.shuffle_buffer, self.seed = shuffle, max(1, shuffle_buffer), seed
         self.rank, self.world_size = _distributed(rank, world_size)
         self.num_workers = 0  # the DataLoader's, to size __len__; make_loader sets it
-        self.pack = False  # workers send `pack`ed batches (make_loader's loader unpacks)
+        self.ring_slots = 0  # > 0: workers hand batches over through a handoff.Ring
         self.epoch = 0
         self._calls: CheckedReader | None = None
         self._chunks: LocalChunks | None = None
+        self._ring: Ring | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def compile(self) -> None:
+        """Compile (or load from numba's cache) the kernels this dataset's batches
+        use, by building a one-sample batch: workers forked afterwards start with
+        them instead of loading them again, every epoch."""
+        rng = np.random.Generator(np.random.SFC64(0))
+        geno = np.zeros((1, self.n_variants, self.ploidy), dtype=np.int8)
+        block = np.zeros((1, 1, self.ploidy), dtype=np.int8)
+        samples_major(block, np.zeros(1, np.int64), geno, np.zeros(1, np.int64))
+        extra = {}
+        if self.task == "contrastive":
+            extra = {"partner": geno, "partner_index": np.zeros(1, np.int64)}
+        if self.task == "phenotype":
+            extra = {"phenotypes": self.phenotypes[:1]}
+        self.builder(geno, np.zeros(1, np.int64), rng, **extra)
 
     @property
     def sizes(self) -> tuple[int, int]:
@@ -162,7 +183,7 @@ class GenotypeDataset(IterableDataset):
 
     def __getstate__(self) -> dict:
         # each process opens the store itself
-        return {**self.__dict__, "_calls": None, "_chunks": None}
+        return {**self.__dict__, "_calls": None, "_chunks": None, "_ring": None}
 
     # -- planning ---------------------------------------------------------------------
 
@@ -192,12 +213,14 @@ class GenotypeDataset(IterableDataset):
 
     # -- reading ----------------------------------------------------------------------
 
-    def read(self, positions: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def read(self, positions: np.ndarray, out: np.ndarray | None = None,
+             rows: np.ndarray | None = None) -> np.ndarray:
         """Genotypes (n, V, P) int8 of selected samples at `positions` (one block, in
-        ascending store order), written into `out` when given.
+        ascending store order); with `out` (N, V, P), written into its `rows`
+        (default 0..n-1) instead.
 
         The block is read one chunk at a time, each transposed straight into
-        `out`: no block-sized temporary, and each slab is still in cache. Local
+        `out`: no block-sized temporary, and each chunk is still in cache. Local
         stores are decoded by `LocalChunks`, others through zarr.
         """
         if self._calls is None:  # read errors name the store, variable and region
@@ -212,8 +235,9 @@ class GenotypeDataset(IterableDataset):
         index = self.selected[positions]
         if out is None:
             out = np.empty((len(index), self.n_variants, self.ploidy), dtype=np.int8)
+        rows = np.arange(len(index)) if rows is None else np.asarray(rows)
         v_step, s_step = self.variants_chunk, self.samples_chunk
-        # rows of `out` per sample chunk: contiguous, as `index` ascends
+        # positions per sample chunk: contiguous, as `index` ascends
         first, last = index[0] // s_step, index[-1] // s_step
         bounds = np.searchsorted(index, np.arange(first, last + 2) * s_step)
         for v_chunk, start in enumerate(range(0, self.n_variants, v_step)):
@@ -227,7 +251,7 @@ class GenotypeDataset(IterableDataset):
                     block = self._chunks[v_chunk, s_chunk, 0]
                 else:
                     block = self._calls[start:stop, lo : min(self.n_samples, lo + s_step), :]
-                samples_major(block, index[a:b] - lo, out[a:b, start:stop])
+                samples_major(block, index[a:b] - lo, out, rows[a:b], start)
         return out
 
     # -- iteration --------------------------------------------------------------------
@@ -235,8 +259,20 @@ class GenotypeDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker, num_workers = (0, 1) if info is None else (info.id, info.num_workers)
-        batches = self._batches(worker, num_workers)
-        yield from (map(pack, batches) if self.pack and info is not None else batches)
+        self._ring = None
+        if self.ring_slots and info is not None:  # make_loader's loader receives them
+            self._ring = Ring(worker, self.ring_slots, *self.batch_bytes())
+            yield from map(self._ring.send, self._batches(worker, num_workers))
+        else:
+            yield from self._batches(worker, num_workers)
+
+    def batch_bytes(self) -> tuple[int, int]:
+        """(bytes of a batch's tokens, a bound on the bytes of its other fields)."""
+        lx, ly = self.sizes
+        twins = 2 if self.task == "contrastive" else 1
+        n_blocks = 0 if self.phenotypes is None else self.phenotypes.shape[1]
+        per_sample = 16 + 4 * lx + ly * (6 + self.n_alleles) + 5 * n_blocks
+        return self.batch_size * twins * lx * self.ploidy, self.batch_size * per_sample + 1024
 
     def _batches(self, worker: int, num_workers: int) -> Iterator[dict[str, torch.Tensor]]:
         positions = self.shard_samples(worker, num_workers)
@@ -268,59 +304,65 @@ class GenotypeDataset(IterableDataset):
         block = next(blocks, None)
         while True:
             while block is not None and len(pool) + len(block) <= capacity:
-                self.read(block, pool.extend(block))
+                self.read(block, pool.geno, pool.add(block))
                 block = next(blocks, None)
             size = min(self.batch_size, len(pool))
             if size == 0 or (size < self.batch_size and self.drop_last):
                 return
-            rows = rng.choice(len(pool), size, replace=False)
-            yield self._batch(pool.geno[: len(pool)], pool.pos[: len(pool)], rows, rng)
-            pool.remove(rows)
+            slots = pool.take(rng.choice(len(pool), size, replace=False))
+            yield self._batch(pool.geno, pool.pos, slots, rng, pool.held)
 
-    def _batch(self, geno, pos, rows, rng) -> dict[str, torch.Tensor]:
-        """Build the task's batch from rows `rows` of a buffer (geno, positions)."""
-        n = len(pos)
+    def _batch(self, geno, pos, rows, rng, others=None) -> dict[str, torch.Tensor]:
+        """Build the task's batch from rows `rows` of a buffer (geno, positions); a
+        contrastive partner is another of `rows` or of `others` (default: any row)."""
         extra = {}
         if self.task == "contrastive":
+            candidates = np.arange(len(pos)) if others is None else np.r_[rows, others]
+            n = len(candidates)
+            mine = np.arange(len(rows)) if others is not None else rows
             partner = rng.integers(0, max(1, n - 1), size=len(rows))
-            partner = np.where((partner >= rows) & (n > 1), partner + 1, partner)
-            partner = np.where(n > 1, partner, rows)
+            partner = np.where((partner >= mine) & (n > 1), partner + 1, partner)
+            partner = candidates[np.where(n > 1, partner, mine)]
             extra = {"partner": geno[partner], "partner_index": self.selected[pos[partner]]}
         if self.task == "phenotype":
             extra = {"phenotypes": self.phenotypes[pos[rows]]}
-        return self.builder(geno[rows], self.selected[pos[rows]], rng, **extra)
+        out = None
+        if self._ring is not None:  # the tokens go straight into the ring's next slot
+            twins = (2,) if self.task == "contrastive" else ()
+            out = self._ring.tokens((len(rows), *twins, self.builder.lx, self.ploidy))
+        return self.builder(geno[rows], self.selected[pos[rows]], rng, tokens_out=out, **extra)
 
 
 class _Pool:
-    """The shuffle buffer: genotypes of samples read but not yet yielded."""
+    """The shuffle buffer: `capacity` slots of genotypes, those in `held` hold
+    samples read but not yet yielded (a yielded sample's slot is reused as it is,
+    nothing moves)."""
 
     def __init__(self, n_variants: int, ploidy: int, capacity: int):
         self.geno = np.empty((capacity, n_variants, ploidy), dtype=np.int8)
         self.pos = np.empty(capacity, dtype=np.int64)
-        self.n = 0
+        self.held = np.empty(0, dtype=np.int64)
+        self.free = np.arange(capacity)
 
     def __len__(self) -> int:
-        return self.n
+        return len(self.held)
 
-    def extend(self, pos: np.ndarray) -> np.ndarray:
-        """Make room for samples at `pos`; return the (n, V, P) rows to fill."""
-        need = self.n + len(pos)
-        if need > len(self.pos):
-            raise RuntimeError(f"shuffle buffer overflow: {need} > {len(self.pos)} samples")
-        start, self.n = self.n, need
-        self.pos[start:need] = pos
-        return self.geno[start:need]
+    def add(self, pos: np.ndarray) -> np.ndarray:
+        """Slots for samples at `pos` (to fill)."""
+        if len(pos) > len(self.free):
+            raise RuntimeError(f"shuffle buffer overflow: {len(self.held) + len(pos)} > "
+                               f"{len(self.geno)} samples")
+        slots, self.free = self.free[: len(pos)], self.free[len(pos) :]
+        self.pos[slots] = pos
+        self.held = np.r_[self.held, slots]
+        return slots
 
-    def remove(self, rows: np.ndarray) -> None:
-        """Drop `rows`, moving rows from the end into their places."""
-        rows = np.sort(rows)
-        keep = self.n - len(rows)
-        holes = rows[rows < keep]
-        taken_tail = np.zeros(self.n - keep, dtype=bool)
-        taken_tail[rows[rows >= keep] - keep] = True
-        movers = np.flatnonzero(~taken_tail) + keep
-        self.geno[holes], self.pos[holes] = self.geno[movers], self.pos[movers]
-        self.n = keep
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The slots of held samples `rows` (indices into `held`), released."""
+        slots = self.held[rows]
+        self.held = np.delete(self.held, rows)
+        self.free = np.r_[self.free, slots]
+        return slots
 
 
 class GenotypeLoader(DataLoader):
@@ -339,12 +381,14 @@ class GenotypeLoader(DataLoader):
         self.dataset.set_epoch(self._next_epoch)
         self._next_epoch += 1
         limit = len(self.dataset) if self.dataset.even_ranks else None
+        pin = self.pin and torch.cuda.is_available()
+        receive = Receiver(pin_memory=pin)
         for count, batch in enumerate(super().__iter__()):
             if count == limit:
                 break  # the same number of batches on every rank (DDP)
-            if PACKED in batch:
-                batch = unpack(batch)
-            if self.pin and torch.cuda.is_available():
+            if "layout" in batch:  # a worker's message
+                batch = receive(batch)
+            elif pin:
                 batch = {k: v.pin_memory() for k, v in batch.items()}
             yield batch
 
@@ -369,34 +413,45 @@ def make_loader(
     stalls.
     """
     dataset = GenotypeDataset(store, task, batch_size=batch_size, **dataset_kwargs)
-    dataset.num_workers, dataset.pack = num_workers, num_workers > 0
+    dataset.num_workers = num_workers
     extra = {}
     if num_workers > 0:
-        extra = {"prefetch_factor": prefetch_factor or default_prefetch(dataset),
-                 "multiprocessing_context": multiprocessing_context}
+        dataset.compile()
+        prefetch = prefetch_factor or default_prefetch(dataset)
+        dataset.ring_slots = min(MAX_SLOTS, prefetch + 2)
+        extra = {"prefetch_factor": prefetch, "multiprocessing_context": multiprocessing_context}
     return GenotypeLoader(dataset, num_workers=num_workers, pin_memory=pin_memory, **extra)
 
 
-def samples_major(block: np.ndarray, rows: np.ndarray, out: np.ndarray | None = None):
-    """Rows `rows` of a (V, S, P) int8 block as a contiguous (n, V, P) array (`out`).
+def samples_major(block: np.ndarray, columns: np.ndarray, out: np.ndarray,
+                  rows: np.ndarray, start: int = 0) -> None:
+    """out[rows[j], start : start + V] = block[:, columns[j]] for a (V, S, P) int8 block.
 
-    The copies of a call move together as one wide integer, and the transpose goes
-    in slabs of TRANSPOSE_LOCI loci, whose source and destination stay in cache:
-    about twice as fast as one whole-array strided copy.
+    Compiled, in tiles of TRANSPOSE_LOCI loci whose source lines stay in cache; the
+    copies of a call move together as one wide integer.
     """
-    if len(rows) < block.shape[1] or np.any(rows != np.arange(len(rows))):
-        block = block[:, rows]
-    n_variants, n_rows, ploidy = block.shape
-    if out is None:
-        out = np.empty((n_rows, n_variants, ploidy), dtype=np.int8)
+    ploidy = block.shape[2]
     width = next(w for w in (8, 4, 2, 1) if ploidy % w == 0)
     kind = {8: np.int64, 4: np.int32, 2: np.int16, 1: np.int8}[width]
-    source = np.ascontiguousarray(block).view(kind)  # (V, n, P / width)
-    target = out.view(kind)  # (n, V, P / width)
-    for start in range(0, n_variants, TRANSPOSE_LOCI):
-        stop = min(n_variants, start + TRANSPOSE_LOCI)
-        np.copyto(target[:, start:stop], source[start:stop].transpose(1, 0, 2))
-    return out
+    source = np.ascontiguousarray(block).view(kind)  # (V, S, P / width)
+    target = out.view(kind)  # (N, V, P / width)
+    if source.shape[2] == 1:  # one item per call: 2-d, the fast loop
+        source, target = source[..., 0], target[..., 0]
+    _transpose(source, np.asarray(columns, np.int64), target, np.asarray(rows, np.int64),
+               start, TRANSPOSE_LOCI)
+
+
+@numba.njit(cache=True, nogil=True)
+def _transpose(source, columns, out, rows, start, tile):
+    # slices, then indices from 0: numba elides negative-index handling, 2x faster
+    n_loci = source.shape[0]
+    for tile_start in range(0, n_loci, tile):
+        tile_stop = min(n_loci, tile_start + tile)
+        for j in range(columns.shape[0]):
+            target = out[rows[j], start + tile_start : start + tile_stop]
+            column = source[tile_start:tile_stop, columns[j]]
+            for i in range(target.shape[0]):
+                target[i] = column[i]
 
 
 def default_prefetch(dataset: GenotypeDataset) -> int:
@@ -405,45 +460,6 @@ def default_prefetch(dataset: GenotypeDataset) -> int:
     twins = 2 if dataset.task == "contrastive" else 1
     batch_bytes = dataset.batch_size * twins * dataset.sizes[0] * dataset.ploidy
     return max(2, min(PREFETCH, PREFETCH_BYTES // max(1, batch_bytes)))
-
-
-PACKED = "packed"  # the key of a packed batch's buffer
-
-
-def pack(batch: dict[str, torch.Tensor]) -> dict:
-    """The batch's small fields in one uint8 buffer plus their layout (name, dtype,
-    shape, offset); a tensor expanded over dim 0 (stride 0, e.g. all loci's x_index)
-    travels as its one row; fields already in shared memory travel as they are.
-    Inverse: `unpack`."""
-    parts, layout, offset = [], [], 0
-    out = {name: t for name, t in batch.items() if t.is_shared()}
-    for name, tensor in batch.items():
-        if name in out:
-            continue
-        expanded = tensor.dim() > 0 and tensor.stride(0) == 0 and tensor.shape[0] > 1
-        data = (tensor[:1] if expanded else tensor).contiguous().view(-1).view(torch.uint8)
-        offset = -(-offset // 8) * 8  # keep every field 8-byte aligned
-        layout.append((name, tensor.dtype, tuple(tensor.shape), offset, expanded))
-        parts.append((offset, data))
-        offset += data.numel()
-    # made in shared memory: handing it over then copies nothing more
-    storage = torch.UntypedStorage._new_shared(max(offset, 1))
-    buffer = torch.empty(0, dtype=torch.uint8).set_(storage, 0, (offset,))
-    for start, data in parts:
-        buffer[start : start + data.numel()] = data
-    return {**out, PACKED: buffer, "layout": layout}
-
-
-def unpack(packed: dict) -> dict[str, torch.Tensor]:
-    """The batch dict of a `pack`ed batch: views into its buffer."""
-    buffer = packed.pop(PACKED)
-    batch = {name: t for name, t in packed.items() if name != "layout"}
-    for name, dtype, shape, offset, expanded in packed["layout"]:
-        rows = (1, *shape[1:]) if expanded else shape
-        size = math.prod(rows) * dtype.itemsize
-        tensor = buffer[offset : offset + size].view(dtype).view(rows)
-        batch[name] = tensor.expand(shape) if expanded else tensor
-    return batch
 
 
 def collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -36,25 +36,19 @@ widens them on its device.
 - "phenotype": plain fields plus "y" (B, n_blocks) (NaN -> 0) and "y_mask"
   (B, n_blocks), True where observed.
 
-In a DataLoader worker the tokens are made in shared memory, and the loader
-moves the other fields out in one more shared buffer (`gperceiver.data.loader.pack`).
+A DataLoader worker hands each batch over through its shared-memory ring
+(`gperceiver.data.handoff`).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import torch
-from torch.utils.data import get_worker_info
 
-from gperceiver.data.sampling import (
-    LocusWeights,
-    Scratch,
-    sample_without_replacement,
-    weight_table,
-)
+from gperceiver.data.sampling import Scratch, draw_targets, weight_table
 
 TASKS = ("plain", "masked", "contrastive", "phenotype")
 TARGET_TASKS = ("masked", "contrastive")
@@ -100,12 +94,11 @@ class TaskBuilder:
 
     def __post_init__(self) -> None:
         self.lx, self.ly = task_sizes(self.task, self.n_variants, self.prop_x, self.prop_y)
-        self.weights, self.scratch = None, Scratch()
+        self.table, self.scratch = None, Scratch()
         if self.task in TARGET_TASKS:
             if self.frequency is None:
                 raise ValueError(f"the {self.task} task needs allele frequencies")
-            table = weight_table(self.frequency, self.frequency_scaler)
-            self.weights = LocusWeights(table, self.ploidy)
+            self.table = weight_table(self.frequency, self.frequency_scaler)
         self.all_loci = torch.arange(self.n_variants, dtype=DTYPES["x_index"])
 
     def __call__(
@@ -117,8 +110,10 @@ class TaskBuilder:
         partner: np.ndarray | None = None,
         partner_index: np.ndarray | None = None,
         phenotypes: np.ndarray | None = None,
+        tokens_out: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The batch for genotypes `geno` (B, V, P) of store samples `sample_index` (B,)."""
+        """The batch for genotypes `geno` (B, V, P) of store samples `sample_index` (B,);
+        `tokens_out`: where to write "x_alleles" (a new tensor when None)."""
         if self.task == "contrastive":
             if partner is None or partner_index is None:
                 raise ValueError("the contrastive task needs a partner genotype per sample")
@@ -127,9 +122,9 @@ class TaskBuilder:
         batch = {"sample_index": as_tensor(sample_index, DTYPES["sample_index"]),
                  "x_index": x_index}
         if self.task in TARGET_TASKS:
-            batch.update(self.targets(rng, inputs, x_index))
+            batch.update(self.targets(rng, inputs, x_index, tokens_out))
         else:
-            batch["x_alleles"] = tokens(*inputs)
+            batch["x_alleles"] = tokens(*inputs, out=tokens_out)
         if self.task == "phenotype":
             batch.update(phenotype_fields(phenotypes))
         return batch
@@ -144,17 +139,17 @@ class TaskBuilder:
         picked = np.sort(np.argpartition(keys, self.lx - 1, axis=1)[:, : self.lx], axis=1)
         return as_tensor(picked, DTYPES["x_index"]), [gather(g, picked) for g in genos]
 
-    def targets(self, rng, inputs: list[np.ndarray], x_index: torch.Tensor) -> dict:
+    def targets(self, rng, inputs: list[np.ndarray], x_index: torch.Tensor,
+                tokens_out: torch.Tensor | None = None) -> dict:
         """Draw targets among the inputs, hide them, and count their alleles."""
         index = None if self.lx == self.n_variants else x_index.numpy()
-        weights = self.weights(inputs[0], index, self.scratch)
-        for other in inputs[1:]:
-            weights *= self.weights(other, index, self.scratch)
-        y_pos, y_mask = sample_without_replacement(weights, self.ly, rng, self.scratch)
+        partner = inputs[1] if len(inputs) > 1 else None
+        y_pos, y_mask = draw_targets(inputs[0], self.table, self.ly, rng, index, partner,
+                                     self.scratch)
         y_index = y_pos if index is None else np.take_along_axis(index, y_pos, axis=1)
         y_index[~y_mask] = 0
         fields = {
-            "x_alleles": tokens(*inputs, hide=(y_pos, y_mask)),
+            "x_alleles": tokens(*inputs, hide=(y_pos, y_mask), out=tokens_out),
             "y_index": as_tensor(y_index, DTYPES["y_index"]),
             "y_mask": torch.from_numpy(y_mask),
         }
@@ -184,37 +179,32 @@ def unpacked(items: np.ndarray, ploidy: int) -> np.ndarray:
     return items.view(np.int8).reshape(*items.shape, ploidy)
 
 
-def tokens(*genos: np.ndarray, hide: tuple[np.ndarray, np.ndarray] | None = None):
+def tokens(*genos: np.ndarray, hide: tuple[np.ndarray, np.ndarray] | None = None,
+           out: torch.Tensor | None = None) -> torch.Tensor:
     """int8 allele tokens = call_genotype + 1 of one genotype array (B, L, P), or of
-    several stacked on dim 1 (B, n, L, P); `hide` = (positions (B, k), mask (B, k)):
-    every copy at the masked-in positions becomes token 0 (missing)."""
+    several stacked on dim 1 (B, n, L, P), written into `out` when given; `hide` =
+    (positions (B, k), mask (B, k)): every copy at the masked-in positions becomes
+    token 0 (missing)."""
     shape = genos[0].shape if len(genos) == 1 else (genos[0].shape[0], len(genos),
                                                     *genos[0].shape[1:])
-    out, array = empty(shape, torch.int8, shared=True)
+    if out is None:
+        out = torch.empty(shape, dtype=torch.int8)
+    elif tuple(out.shape) != shape:
+        raise ValueError(f"tokens_out has shape {tuple(out.shape)}, expected {shape}")
+    array = out.numpy()
     parts = [array] if len(genos) == 1 else [array[:, i] for i in range(len(genos))]
     for part, geno in zip(parts, genos, strict=True):
         np.add(geno, np.int8(1), out=part)
     if hide is not None:  # real copies become 0; padded copies (-1) stay padded
         positions, mask = hide
-        rows, drawn = np.nonzero(mask)
-        loci = positions[rows, drawn]
         for part in parts:
-            calls = packed(part)  # a view of `part`: one item per locus
-            at = unpacked(calls[rows, loci], part.shape[-1])
-            calls[rows, loci] = packed(np.where(at > 0, np.int8(0), at))
+            _hide(part, positions, mask)
     return out
 
 
-def empty(shape: tuple[int, ...], dtype: torch.dtype,
-          shared: bool = False) -> tuple[torch.Tensor, np.ndarray]:
-    """An uninitialised tensor and a numpy view of it; `shared`: in shared memory
-    when in a DataLoader worker, so the batch's largest field is handed over as
-    it is, without a copy."""
-    if shared and get_worker_info() is not None:
-        storage = torch.UntypedStorage._new_shared(max(1, math.prod(shape) * dtype.itemsize))
-        tensor = torch.empty(0, dtype=dtype).set_(storage, 0, shape)
-    else:
-        tensor = torch.empty(shape, dtype=dtype)
+def empty(shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, np.ndarray]:
+    """An uninitialised tensor and a numpy view of it."""
+    tensor = torch.empty(shape, dtype=dtype)
     return tensor, tensor.numpy()
 
 
@@ -228,18 +218,46 @@ def as_tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
 
 def gather(geno: np.ndarray, index: np.ndarray) -> np.ndarray:
     """Genotypes (B, L, P) int8 at loci `index` (B, L)."""
-    return unpacked(np.take_along_axis(packed(geno), index, axis=1), geno.shape[-1])
+    out = np.empty((*index.shape, geno.shape[2]), dtype=np.int8)
+    _gather(geno, index, out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather(geno, index, out):
+    for b in range(index.shape[0]):
+        for i in range(index.shape[1]):
+            out[b, i] = geno[b, index[b, i]]
+
+
+@numba.njit(cache=True, nogil=True)
+def _hide(tokens, positions, mask):
+    """Every real copy's token at the masked-in `positions` (B, k) becomes 0."""
+    for b in range(positions.shape[0]):
+        for j in range(positions.shape[1]):
+            if mask[b, j]:
+                locus = positions[b, j]
+                for copy in range(tokens.shape[2]):
+                    if tokens[b, locus, copy] > 0:
+                        tokens[b, locus, copy] = 0
 
 
 def allele_counts(geno: np.ndarray, n_alleles: int) -> np.ndarray:
     """(..., A) int8 count of each allele over the copies (last axis) of `geno`."""
-    counts = np.empty((*geno.shape[:-1], n_alleles), dtype=np.int8)
-    for allele in range(n_alleles):
-        count = (geno[..., 0] == allele).view(np.int8)
-        for copy in range(1, geno.shape[-1]):
-            count += geno[..., copy] == allele
-        counts[..., allele] = count
-    return counts
+    calls = np.ascontiguousarray(geno).reshape(-1, geno.shape[-1])
+    counts = np.zeros((len(calls), n_alleles), dtype=np.int8)
+    _count(calls, counts)
+    return counts.reshape(*geno.shape[:-1], n_alleles)
+
+
+@numba.njit(cache=True, nogil=True)
+def _count(calls, counts):
+    n_alleles = counts.shape[1]
+    for i in range(calls.shape[0]):
+        for copy in range(calls.shape[1]):
+            allele = calls[i, copy]
+            if 0 <= allele < n_alleles:  # not missing (-1) nor a padded copy (-2)
+                counts[i, allele] += 1
 
 
 def shared_alleles(geno_a: np.ndarray, geno_b: np.ndarray, n_alleles: int) -> np.ndarray:
