@@ -2,7 +2,9 @@
 
 Each sample is encoded from all its loci (missing copies are token 0); the
 masked decoder then scores every genotype class at the sample's loci with a
-missing copy. Only classes consistent with the locus are allowed: as many copies
+missing copy. A model pretrained on windows of loci (`input_window`) sees windows
+of that length, half overlapping, and each locus is filled from the window whose
+centre is nearest. Only classes consistent with the locus are allowed: as many copies
 as the sample has there (padded copies, -2, stay padded) and containing the
 alleles already called. The missing copies (-1) receive the remaining alleles.
 The output store has the input's samples, variants and order, and is written
@@ -22,15 +24,36 @@ from converters.writer import create_store, finish_store
 from gperceiver import schema
 from gperceiver.atomic import atomic_output, check_writable
 from gperceiver.data.loader import make_loader
+from gperceiver.data.tasks import task_sizes
 from gperceiver.errors import InputFormatError
 from gperceiver.store import open_store
 from gperceiver.train.checkpoint import load_model
 
 
+def windows(n_variants: int, length: int) -> list[tuple[int, int, int, int]]:
+    """(start, stop, keep_from, keep_to) of windows of `length` loci, half
+    overlapping, over `n_variants` loci: loci keep_from..keep_to - 1 are nearest
+    this window's centre (every locus is kept from exactly one window)."""
+    if length >= n_variants:
+        return [(0, n_variants, 0, n_variants)]
+    starts = [*range(0, n_variants - length, max(1, length // 2)), n_variants - length]
+    centres = [start + length / 2 for start in starts]
+    middles = (int((a + b) / 2) for a, b in zip(centres[:-1], centres[1:], strict=True))
+    cuts = [0, *middles, n_variants]
+    return [(start, start + length, cuts[i], cuts[i + 1]) for i, start in enumerate(starts)]
+
+
 @torch.inference_mode()
-def impute_batch(model: torch.nn.Module, x_alleles: torch.Tensor,
-                 x_index: torch.Tensor) -> torch.Tensor:
-    """Tokens (B, V, P) of all loci -> the same tokens with every 0 (missing) filled."""
+def impute_batch(model: torch.nn.Module, x_alleles: torch.Tensor, x_index: torch.Tensor,
+                 window: int | None = None) -> torch.Tensor:
+    """Tokens (B, V, P) of all loci -> the same tokens with every 0 (missing) filled;
+    `window`: the model sees `windows` of that many loci at a time."""
+    if window is not None and window < x_alleles.shape[1]:
+        out = x_alleles.clone()
+        for start, stop, keep_from, keep_to in windows(x_alleles.shape[1], window):
+            filled = impute_batch(model, x_alleles[:, start:stop], x_index[:, start:stop])
+            out[:, keep_from:keep_to] = filled[:, keep_from - start : keep_to - start]
+        return out
     out = x_alleles.clone()
     locus_missing = (x_alleles == 0).any(-1)  # (B, V)
     n_missing = locus_missing.sum(-1)
@@ -41,7 +64,7 @@ def impute_batch(model: torch.nn.Module, x_alleles: torch.Tensor,
     y_pos = order[:, :width]  # positions within x_index
     y_mask = torch.arange(width) < n_missing.unsqueeze(-1)
     y_index = torch.gather(x_index, 1, y_pos)
-    logits = model.decode_masked(model.encode(x_alleles, x_index), y_index)  # (B, L, K)
+    logits = model.decode_masked(model.encode(x_alleles, x_index), y_index, x_index)
 
     tokens = torch.gather(x_alleles, 1, y_pos.unsqueeze(-1).expand(-1, -1, x_alleles.shape[-1]))
     classes = model.classes  # (K, A)
@@ -86,6 +109,10 @@ def impute(
     v_chunk, s_chunk = (int(c) for c in ds["call_genotype"].data.chunksize[:2])
     loader = make_loader(store, "plain", batch_size=batch_size, shuffle=False, prop_x=1.0,
                          num_workers=num_workers)
+    window = None
+    if model.params.input_window and model.params.prop_x < 1:  # as in pretraining
+        window = task_sizes("masked", int(ds.sizes[schema.VARIANTS]), model.params.prop_x,
+                            model.params.prop_y)[0]
     attrs = {k: v for k, v in ds.attrs.items() if k not in ("ploidy", "n_alleles")}
     attrs.update(imputed_with=Path(ckpt).name)
     with atomic_output(out_store, force) as tmp:
@@ -101,7 +128,7 @@ def impute(
         writer = _ChunkWriter(calls, s_chunk)
         bar = _progress(n_samples, progress)
         for batch in loader:
-            tokens = impute_batch(model, batch["x_alleles"], batch["x_index"])
+            tokens = impute_batch(model, batch["x_alleles"], batch["x_index"], window)
             writer.add(batch["sample_index"].numpy(), (tokens - 1).to(torch.int8).numpy())
             bar.update(len(tokens))
         bar.close()

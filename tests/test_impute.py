@@ -12,7 +12,7 @@ import torch
 from gperceiver import schema
 from gperceiver.cli.main import main
 from gperceiver.errors import ExitCode
-from gperceiver.impute import impute
+from gperceiver.impute import impute, windows
 from gperceiver.store import open_store
 from gperceiver.train.params import Params
 from gperceiver.train.pretrain import pretrain
@@ -37,6 +37,40 @@ def founders(tmp_path_factory):
 def test_imputation_beats_the_most_frequent_genotype(founders, tmp_path):
     store, ckpt, calls, truth = founders
     out = impute(ckpt, store, tmp_path / "out.zarr", progress=False)
+    check_imputation(out, calls, truth)
+    # The same schema, samples, variants and order; frequencies recomputed.
+    source = open_store(store)
+    for name in ("sample_id", "variant_id", "variant_contig", "variant_position", "contig_id"):
+        assert np.array_equal(out[name].values, source[name].values), name
+    assert out["call_genotype"].dtype == np.int8
+    assert out.attrs["ploidy"] == 2 and out.attrs["imputed_with"] == "best.ckpt"
+    assert not np.isnan(out["variant_allele_frequency"].values).any()
+
+
+def test_a_model_pretrained_on_windows_imputes_window_by_window(founders, tmp_path):
+    """input_window: pretraining sees contiguous windows of 3/4 of the loci (read by
+    6 of 8 local latents), and imputation slides such windows over the panel; it
+    still beats most-frequent."""
+    store, _, calls, truth = founders
+    params = Params(**{**TINY, "num_latents": 8}, epochs=24, prop_x=0.75, input_window=True)
+    pretrain(store, tmp_path / "run", "masked", params, progress=False)
+    out = impute(tmp_path / "run" / "best.ckpt", store, tmp_path / "out.zarr", progress=False)
+    check_imputation(out, calls, truth)
+
+
+@pytest.mark.parametrize("n_variants,length", [(10, 4), (10_346, 1_700), (11, 11), (7, 3),
+                                               (100, 99), (5, 1)])
+def test_windows_keep_every_locus_once_from_a_window_holding_it(n_variants, length):
+    kept = np.zeros(n_variants, dtype=int)
+    for start, stop, keep_from, keep_to in windows(n_variants, length):
+        assert stop - start == min(length, n_variants)
+        assert start <= keep_from <= keep_to <= stop
+        kept[keep_from:keep_to] += 1
+    assert np.all(kept == 1)
+
+
+def check_imputation(out, calls, truth) -> None:
+    """Every call filled, calls kept, and accuracy well above most-frequent."""
     filled = out["call_genotype"].values
     assert (filled == schema.MISSING).sum() == 0
     called = calls >= 0
@@ -52,13 +86,6 @@ def test_imputation_beats_the_most_frequent_genotype(founders, tmp_path):
         baseline.extend((truth[v][hidden[v]] == best).all(-1))
     assert accuracy > np.mean(baseline) + 0.1, (accuracy, np.mean(baseline))
     assert accuracy > 0.8
-    # The same schema, samples, variants and order; frequencies recomputed.
-    source = open_store(store)
-    for name in ("sample_id", "variant_id", "variant_contig", "variant_position", "contig_id"):
-        assert np.array_equal(out[name].values, source[name].values), name
-    assert out["call_genotype"].dtype == np.int8
-    assert out.attrs["ploidy"] == 2 and out.attrs["imputed_with"] == "best.ckpt"
-    assert not np.isnan(out["variant_allele_frequency"].values).any()
 
 
 def test_mixed_ploidy_padded_copies_stay_padded(tmp_path):

@@ -208,6 +208,21 @@ def test_input_subsampling_with_prop_x(diploid):
     assert len({tuple(r) for r in batch["x_index"].tolist()}) > 1  # drawn per sample
 
 
+def test_input_window_is_one_contiguous_run_per_batch(diploid):
+    path, geno = diploid
+    loader = make_loader(path, "masked", batch_size=8, prop_x=0.4, input_window=True,
+                         prop_y=0.2)
+    assert loader.dataset.sizes == (20, 4)
+    starts = set()
+    for batch in loader:
+        check_masked(batch, geno, 2, 20, 4)  # targets hidden among the window's loci
+        x = batch["x_index"]
+        assert (x == x[:1]).all() and torch.equal(x[0], torch.arange(x[0, 0], x[0, 0] + 20,
+                                                                      dtype=x.dtype))
+        starts.add(int(x[0, 0]))
+    assert len(starts) > 1 and max(starts) <= 30  # windows move, and stay in the panel
+
+
 def test_plain_in_order_is_the_store(diploid):
     path, geno = diploid
     loader = make_loader(path, "plain", batch_size=7, shuffle=False)

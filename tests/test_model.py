@@ -163,3 +163,24 @@ def test_a_masked_model_learns_a_fixed_batch():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.2 * losses[0]
+
+
+def test_windowed_local_latents_use_the_runs_a_window_spans():
+    """Latent i reads the i-th run of the panel; with windows (input_window) an
+    input uses the latents of the runs it spans alone, each with its own loci."""
+    from gperceiver.model.perceiver import Segments
+
+    panel = torch.arange(100).unsqueeze(0)
+    window = torch.arange(60, 80).unsqueeze(0)  # runs 2 and 3 of 4
+    whole = Segments(4, 100)
+    assert whole.span(window) == (0, 4)
+    mask = whole(4, window)[0]
+    assert mask[:2].all() and mask[2:].sum(-1).tolist() == [15, 5]  # 0, 1: none, read all
+    segments = Segments(4, 100, windowed=True)
+    assert segments.span(panel) == (0, 4) and segments.span(window) == (2, 4)
+    mask = segments(3, window)[0]  # latents 2 and 3, then one extra query
+    assert mask[0].tolist() == [True] * 15 + [False] * 5 and mask[2].all()
+    decoder = segments.decoder_mask(torch.tensor([[60, 79]]), 2, window)[0, 0]
+    assert decoder.tolist() == [[True, True], [True, True]]
+    assert whole.decoder_mask(torch.tensor([[30]]), 4)[0, 0, 0].tolist() == [
+        True, True, True, False]

@@ -78,6 +78,8 @@ class GenotypeDataset(IterableDataset):
 
     `samples`: sample names or store indices (None: all samples); `phenotypes`
     (n_selected, n_blocks) float32 aligned with `samples` (phenotype task).
+    `input_window`: with prop_x < 1, a batch's inputs are one contiguous run of loci
+    (see `gperceiver.data.tasks`).
     `shuffle_buffer` bounds the samples held in memory per worker (it is raised to
     one block plus one batch when smaller).
     `rank`/`world_size` default to torch.distributed when it is initialised.
@@ -95,6 +97,7 @@ class GenotypeDataset(IterableDataset):
         samples: Sequence[str] | Sequence[int] | np.ndarray | None = None,
         phenotypes: np.ndarray | None = None,
         prop_x: float = 1.0,
+        input_window: bool = False,
         prop_y: float = 0.1,
         frequency_scaler: float = 1.0,
         shuffle: bool = True,
@@ -124,7 +127,7 @@ class GenotypeDataset(IterableDataset):
             self.builder = TaskBuilder(
                 task, self.n_variants, self.n_alleles, frequency,
                 prop_x=prop_x, prop_y=prop_y, frequency_scaler=frequency_scaler,
-                ploidy=self.ploidy,
+                ploidy=self.ploidy, window=input_window,
             )
         except ValueError as e:
             raise UsageError(str(e)) from None

@@ -8,7 +8,9 @@ padded copy (the model ignores those). Variant indices index the store's
 
 Sizes, constant within an epoch so batches stack (V = number of variants):
 Lx = max(1, round(prop_x * V)) input loci (prop_x = 1: all V loci in store order,
-otherwise drawn uniformly per sample and sorted); for masked/contrastive,
+otherwise drawn uniformly per sample and sorted, or with `window` one contiguous
+run of Lx loci around a uniform locus, the same for the whole batch); for
+masked/contrastive,
 Ly = max(1, round(prop_y * Lx)) targets among the inputs (at most Lx - 1).
 
 The contract (what the loader yields; `DTYPES` declares every field's dtype).
@@ -91,6 +93,7 @@ class TaskBuilder:
     prop_y: float = 0.1
     frequency_scaler: float = 1.0
     ploidy: int = 2
+    window: bool = False  # prop_x < 1: inputs are one contiguous run of loci per batch
 
     def __post_init__(self) -> None:
         self.lx, self.ly = task_sizes(self.task, self.n_variants, self.prop_x, self.prop_y)
@@ -135,6 +138,13 @@ class TaskBuilder:
         n_rows = genos[0].shape[0]
         if self.lx == self.n_variants:  # all loci in order: one row, expanded (stride 0)
             return self.all_loci.expand(n_rows, -1), genos
+        if self.window:  # one run of loci for the batch: one row too
+            # centred on a uniform locus, then moved inside the panel: the first and
+            # last loci are inputs half as often as the others, not 1 / Lx as often
+            centre = int(rng.integers(0, self.n_variants))
+            start = min(max(0, centre - self.lx // 2), self.n_variants - self.lx)
+            run = self.all_loci[start : start + self.lx]
+            return run.expand(n_rows, -1), [g[:, start : start + self.lx] for g in genos]
         keys = rng.random((n_rows, self.n_variants), dtype=np.float32)
         picked = np.sort(np.argpartition(keys, self.lx - 1, axis=1)[:, : self.lx], axis=1)
         return as_tensor(picked, DTYPES["x_index"]), [gather(g, picked) for g in genos]

@@ -32,24 +32,39 @@ class Segments:
     segment (extra latents, e.g. finetuning queries, to all); a decoder query for
     locus l reads the latents of l's segment and its two neighbours. Self-attention
     among the latents stays global, so information still flows genome-wide.
+    `windowed` (input_window pretraining): an input covering only part of the panel
+    is read by the latents of the runs it spans alone (`span`), so a step costs the
+    same however large the panel, and every latent keeps its own loci.
     """
 
-    def __init__(self, n_latents: int, n_variants: int):
-        self.n_latents, self.n_variants = n_latents, n_variants
+    def __init__(self, n_latents: int, n_variants: int, windowed: bool = False):
+        self.n_latents, self.n_variants, self.windowed = n_latents, n_variants, windowed
 
     def of(self, index: torch.Tensor) -> torch.Tensor:
         return index * self.n_latents // self.n_variants
 
+    def span(self, x_index: torch.Tensor) -> tuple[int, int]:
+        """(first, stop): the latents used for inputs at `x_index` (every one unless
+        `windowed`)."""
+        if not self.windowed:
+            return 0, self.n_latents
+        return int(self.of(x_index.min())), int(self.of(x_index.max())) + 1
+
     def __call__(self, n_queries: int, x_index: torch.Tensor) -> torch.Tensor:
-        """(B, n_queries, L) bool: which inputs each latent (then each extra) may read."""
-        seg = self.of(x_index).unsqueeze(1)  # (B, 1, L)
+        """(B, n_queries, L) bool: which inputs each used latent (then each extra)
+        may read."""
+        first, stop = self.span(x_index)
+        seg = self.of(x_index).unsqueeze(1) - first  # (B, 1, L)
         rows = torch.arange(n_queries, device=x_index.device).view(1, -1, 1)
-        allowed = (seg == rows) | (rows >= self.n_latents)
+        allowed = (seg == rows) | (rows >= stop - first)
         return allowed | ~allowed.any(-1, keepdim=True)  # an empty segment reads all
 
-    def decoder_mask(self, y_index: torch.Tensor, n_keys: int) -> torch.Tensor:
-        """(B, 1, Ly, n_keys) bool: the latents a query for each target locus reads."""
-        seg = self.of(y_index).unsqueeze(-1)  # (B, Ly, 1)
+    def decoder_mask(self, y_index: torch.Tensor, n_keys: int,
+                     x_index: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 1, Ly, n_keys) bool: the latents a query for each target locus reads,
+        of those used for inputs at `x_index` (None: every latent)."""
+        first = 0 if x_index is None else self.span(x_index)[0]
+        seg = self.of(y_index).unsqueeze(-1) - first  # (B, Ly, 1)
         cols = torch.arange(n_keys, device=y_index.device).view(1, 1, -1)
         return ((seg - cols).abs() <= 1).unsqueeze(1)
 
@@ -127,7 +142,9 @@ class GPerceiver(nn.Module):
         self.latents = nn.Parameter(torch.randn(p.num_latents, p.latent_dim) * 0.02)
         n_distinct = min(p.num_encode_iters, 2) if p.share_weights else p.num_encode_iters
         self.iterations = nn.ModuleList(Iteration(p, self.embed.dim) for _ in range(n_distinct))
-        self.segments = Segments(p.num_latents, self.n_variants) if p.local_latents else None
+        self.segments = None
+        if p.local_latents:
+            self.segments = Segments(p.num_latents, self.n_variants, p.input_window)
         for iteration in self.iterations:
             iteration.cross.local = self.segments
         self.norm = nn.LayerNorm(p.latent_dim)
@@ -158,6 +175,9 @@ class GPerceiver(nn.Module):
         """
         x_alleles, x_index = x_alleles.long(), x_index.long()
         latents = self.latents
+        if self.segments is not None:  # a window's latents alone (input_window)
+            first, stop = self.segments.span(x_index)
+            latents = latents[first:stop]
         if extra is not None:
             latents = torch.cat([latents, extra.to(latents.dtype)], 0)
         latents = latents.unsqueeze(0).expand(x_alleles.shape[0], -1, -1)
@@ -170,17 +190,22 @@ class GPerceiver(nn.Module):
     def masked_logits(self, x_alleles: torch.Tensor, x_index: torch.Tensor,
                       y_index: torch.Tensor) -> torch.Tensor:
         """Logits (B, Ly, K) over `classes` at the target loci."""
-        return self.decode_masked(self.encode(x_alleles, x_index), y_index)
+        return self.decode_masked(self.encode(x_alleles, x_index), y_index, x_index)
 
-    def decode_masked(self, latents: torch.Tensor, y_index: torch.Tensor) -> torch.Tensor:
-        """Logits (B, Ly, K) over `classes` at loci `y_index` from encoded latents."""
+    def decode_masked(self, latents: torch.Tensor, y_index: torch.Tensor,
+                      x_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, Ly, K) over `classes` at loci `y_index` from latents encoded
+        from inputs at `x_index` (None: every locus)."""
         y_index = y_index.long()
-        return self.masked(latents, y_index, self.classes, self._decoder_mask(latents, y_index))
+        mask = self._decoder_mask(latents, y_index, x_index)
+        return self.masked(latents, y_index, self.classes, mask)
 
-    def _decoder_mask(self, latents: torch.Tensor, y_index: torch.Tensor):
+    def _decoder_mask(self, latents: torch.Tensor, y_index: torch.Tensor,
+                      x_index: torch.Tensor | None):
         if self.segments is None:
             return None
-        return self.segments.decoder_mask(y_index, latents.shape[1])
+        x_index = None if x_index is None else x_index.long()
+        return self.segments.decoder_mask(y_index, latents.shape[1], x_index)
 
     def class_of(self, counts: torch.Tensor) -> torch.Tensor:
         """(..., A) allele counts -> (...) class index; -1 where no class fits (e.g. 0s)."""
@@ -197,4 +222,4 @@ class GPerceiver(nn.Module):
         latents = self.encode(x_alleles.flatten(0, 1), x_index.repeat_interleave(2, 0))
         latents = latents.view(b, 2, *latents.shape[1:])
         return self.contrastive(latents[:, 0], latents[:, 1], y_index,
-                                self._decoder_mask(latents[:, 0], y_index))
+                                self._decoder_mask(latents[:, 0], y_index, x_index))

@@ -75,6 +75,11 @@ class Params:
                                    low=0.0, low_open=True)
     prop_x: float = _p(1.0, "proportion of loci given as input (bounds attention cost)",
                        low=0.0, high=1.0, low_open=True)
+    input_window: bool = _p(
+        False, "pretraining with prop_x < 1: the input loci are one contiguous window "
+        "(a random start per batch) instead of scattered; impute then slides windows of "
+        "that length over the panel. A step costs the same however large the panel, and "
+        "local latents split the window, not the panel")
     prop_y: float = _p(0.1, "proportion of the input loci drawn as pretraining targets "
                        "(hidden in place, as missing calls)",
                        low=0.0, high=1.0, low_open=True, high_open=True)

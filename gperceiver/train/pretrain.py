@@ -192,7 +192,7 @@ def pretrain(
     train_idx, val_idx = split_samples(int(ds.sizes[schema.SAMPLES]), params.val_fraction,
                                        params.seed)
     common = dict(batch_size=params.batch_size, num_workers=params.num_workers,
-                  prop_x=params.prop_x, prop_y=params.prop_y,
+                  prop_x=params.prop_x, input_window=params.input_window, prop_y=params.prop_y,
                   frequency_scaler=params.frequency_scaler, seed=params.seed)
     train_loader = make_loader(store, task, samples=train_idx, shuffle=True, **common)
     val_loader = None
