@@ -4,17 +4,17 @@ torch hands every tensor a worker returns over in a fresh shared-memory file,
 with a socket hand-shake per file descriptor: per batch, the worker faults in
 (and the kernel zeroes) new pages, and a hand-off thread must win the GIL. For a
 loader whose batches are megabytes of tokens, that cost as much CPU as reading
-them. Instead each worker makes one `Ring` of slots in shared memory when its
-first batch is ready, sends it once (torch's usual way), and then writes every
-batch into its next free slot: the message is the slot number and the fields'
-layout. The main process (`Receiver`) copies the batch out of the slot, into
-pinned memory when asked, and marks the slot free.
+them. Instead each worker makes one `Ring` of slots in shared memory when it
+starts, sends the slots once (torch's usual way) with its first batch, and then
+writes every batch into a free slot: the message is the slot number and the
+fields' layout.
 
-A worker never waits for long: it has at most prefetch_factor batches in flight
-and the ring has more slots. It waits only while the slot it needs holds a batch
-the main process has not reached yet, and the main process always reaches the
-earliest batch, so it cannot deadlock. A batch larger than a slot travels the
-old way, as one fresh shared buffer (`pack`).
+The main process (`Receiver`) lends the slot to the batch it returns (its fields
+are views into the slot: nothing is copied) and marks the slot free once no
+field of that batch is alive any more; with pinned memory it copies the batch
+there and frees the slot at once. A worker whose slots are all lent (the caller
+keeps many batches) waits a little, then sends the batch the old way, as one
+fresh shared buffer (`pack`); so does a batch larger than a slot.
 """
 
 from __future__ import annotations
@@ -26,11 +26,9 @@ import time
 import numpy as np
 import torch
 
-HEADER = 64  # bytes before the first slot: one int32 state per slot (0 free, 1 full)
-MAX_SLOTS = HEADER // 4
-SLACK = 1.25  # a slot holds the first batch's bytes times this (later batches are no larger)
-ALIGN = 64
-POLL_S = 0.0002  # a worker's sleep between looks at a full slot
+ALIGN = 64  # every field starts on such a boundary
+POLL_S = 0.0002  # a worker's sleep between looks for a free slot
+WAIT_S = 0.05  # how long a worker waits for one before sending a batch packed
 
 Layout = list[tuple[str, torch.dtype, tuple[int, ...], int, bool]]
 
@@ -90,99 +88,106 @@ class Ring:
 
     A slot starts with the batch's tokens (`tokens_bytes`, the largest batch's:
     the builder writes them there, from `tokens`) and then has `rest_bytes` for
-    the other fields, which `send` copies in.
+    the other fields, which `send` copies in. `state[i]` is 1 while slot i is
+    the main process', 0 when free.
     """
 
     def __init__(self, worker: int, slots: int, tokens_bytes: int, rest_bytes: int):
-        if not 1 <= slots <= MAX_SLOTS:
-            raise ValueError(f"a ring has 1..{MAX_SLOTS} slots, got {slots}")
-        self.worker, self.n_slots = worker, slots
+        if slots < 1:
+            raise ValueError(f"a ring needs a slot, got {slots}")
+        self.worker = worker
         self.tokens_bytes = -(-tokens_bytes // ALIGN) * ALIGN
         self.slot_bytes = self.tokens_bytes + -(-rest_bytes // ALIGN) * ALIGN
-        self.buffer = shared_bytes(HEADER + slots * self.slot_bytes)
-        self.state = self.buffer[:HEADER].numpy().view(np.int32)
+        self.slots = [shared_bytes(self.slot_bytes) for _ in range(slots)]
+        self.state_tensor = shared_bytes(4 * slots)
+        self.state = self.state_tensor.numpy().view(np.int32)
         self.state[:] = 0
-        self.next, self.claimed, self.sent = 0, None, False
+        self.claimed: tuple[int, torch.Tensor] | None = None
+        self.sent = False
         self.parent = os.getppid()
 
-    def _slot(self, slot: int) -> torch.Tensor:
-        start = HEADER + slot * self.slot_bytes
-        return self.buffer[start : start + self.slot_bytes]
-
     def tokens(self, shape: tuple[int, ...]) -> torch.Tensor | None:
-        """An int8 tensor of `shape` in the next slot, once that slot is free
-        (None when it does not fit: the batch then travels by `pack`)."""
+        """An int8 tensor of `shape` in a free slot (None when it does not fit, or
+        no slot frees up within WAIT_S: the batch then travels by `pack`)."""
         size = math.prod(shape)
         if size > self.tokens_bytes:
             return None
-        while self.state[self.next]:  # the main process has not copied it out yet
+        deadline = time.monotonic() + WAIT_S
+        while (free := np.flatnonzero(self.state == 0)).size == 0:
             if os.getppid() != self.parent:  # the main process is gone
                 raise SystemExit(1)
+            if time.monotonic() > deadline:
+                return None
             time.sleep(POLL_S)
-        self.claimed = self._slot(self.next)[:size].view(torch.int8).view(shape)
-        return self.claimed
+        slot = int(free[0])
+        tokens = self.slots[slot][:size].view(torch.int8).view(shape)
+        self.claimed = slot, tokens
+        return tokens
 
     def send(self, batch: dict[str, torch.Tensor]) -> dict:
         """The message for `batch`, whose "x_alleles" came from `tokens`."""
-        tokens, self.claimed = self.claimed, None
-        if tokens is None or batch["x_alleles"].data_ptr() != tokens.data_ptr():
+        claimed, self.claimed = self.claimed, None
+        if claimed is None or batch["x_alleles"].data_ptr() != claimed[1].data_ptr():
             return pack(batch)
+        slot, tokens = claimed
         rest = {name: t for name, t in batch.items() if name != "x_alleles"}
         layout, size = layout_of(rest)
         if size > self.slot_bytes - self.tokens_bytes:
             return pack(batch)
-        slot = self.next
-        write(rest, layout, self._slot(slot)[self.tokens_bytes :])
+        write(rest, layout, self.slots[slot][self.tokens_bytes :])
         layout = [(name, dtype, shape, self.tokens_bytes + offset, expanded)
                   for name, dtype, shape, offset, expanded in layout]
         layout.append(("x_alleles", tokens.dtype, tuple(tokens.shape), 0, False))
         self.state[slot] = 1
-        self.next = (slot + 1) % self.n_slots
-        message = {"worker": self.worker, "slot": slot, "slot_bytes": self.slot_bytes,
-                   "size": self.tokens_bytes + size, "layout": layout}
-        if not self.sent:  # the ring itself travels once, with the first batch
-            message["ring"], self.sent = self.buffer, True
+        message = {"worker": self.worker, "slot": slot, "size": self.tokens_bytes + size,
+                   "layout": layout}
+        if not self.sent:  # the slots themselves travel once, with the first batch
+            message.update(slots=self.slots, state=self.state_tensor)
+            self.sent = True
         return message
 
 
 class Receiver:
-    """The main process' side: turns messages back into batches it owns.
+    """The main process' side: turns messages back into batches.
 
-    A batch is copied into a buffer of its own. Buffers are recycled once nothing
-    outside the receiver refers to them any more (no field of their batch is
-    alive), so a steady loop reuses a few buffers instead of faulting in fresh
-    pages for every batch.
+    A batch's fields are views into its slot, which stays lent to it until no
+    field is alive (checked at every message); with `pin_memory` the batch is
+    copied into pinned memory and the slot freed at once.
     """
 
-    def __init__(self, pin_memory: bool = False, keep: int = 8):
-        self.pin, self.keep = pin_memory, keep
-        self.rings: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self.buffers: list[torch.Tensor] = []
+    def __init__(self, pin_memory: bool = False):
+        self.pin = pin_memory
+        self.rings: dict[int, tuple[list[torch.Tensor], np.ndarray]] = {}
+        self.lent: list[tuple[np.ndarray, int, torch.Tensor]] = []
 
-    def _buffer(self, size: int) -> torch.Tensor:
-        for buffer in self.buffers:
-            if buffer.numel() == size and not _in_use(buffer):
-                return buffer
-        buffer = torch.empty(size, dtype=torch.uint8, pin_memory=self.pin)
-        self.buffers = [*self.buffers[-(self.keep - 1):], buffer] if self.keep > 0 else []
-        return buffer
+    def release(self) -> None:
+        """Free the slots of batches no one holds any more."""
+        held = []
+        for state, slot, buffer in self.lent:
+            if _in_use(buffer):
+                held.append((state, slot, buffer))
+            else:
+                state[slot] = 0  # the worker may write its next batch there
+        self.lent = held
 
     def __call__(self, message: dict) -> dict[str, torch.Tensor]:
+        self.release()
         if "packed" in message:
             buffer = message["packed"]
             if self.pin:
                 buffer = buffer.pin_memory()
             return read(buffer, message["layout"])
         worker = message["worker"]
-        if "ring" in message:
-            ring = message["ring"].numpy()
-            self.rings[worker] = ring, ring[:HEADER].view(np.int32)
-        ring, state = self.rings[worker]
+        if "slots" in message:
+            self.rings[worker] = message["slots"], message["state"].numpy().view(np.int32)
+        slots, state = self.rings[worker]
         slot, size = message["slot"], message["size"]
-        start = HEADER + slot * message["slot_bytes"]
-        buffer = self._buffer(size)
-        np.copyto(buffer.numpy(), ring[start : start + size])  # one thread, unlike torch's
-        state[slot] = 0  # the worker may write its next batch there
+        buffer = slots[slot][:size]
+        if self.pin:
+            buffer = buffer.pin_memory()
+            state[slot] = 0
+        else:
+            self.lent.append((state, slot, slots[slot]))
         return read(buffer, message["layout"])
 
 

@@ -12,12 +12,13 @@ about 1.5x the CPU per sample.
 Batches come in the contract's compact dtypes (`tasks.DTYPES`: int8 tokens,
 int32 loci); the model widens them on its device. A worker hands its batches to
 the main process through a ring of shared-memory slots (`handoff`): the task
-builder writes the tokens straight into the next free slot, and the loader
-copies each batch out and frees the slot. The shuffle buffer keeps samples in
-fixed slots (a yielded sample's slot is refilled, nothing moves), and the
-per-locus work (transposing chunks, target draws, hiding, counting) is compiled
-with numba; `make_loader` compiles it before forking its workers. Persistent
-workers are not used: each epoch's workers get the epoch set on the dataset.
+builder writes the tokens straight into a free slot, and the loader lends the
+slot to the batch it yields (views, no copy) until no field of it is alive.
+The shuffle buffer keeps samples in fixed slots (a yielded sample's slot is
+refilled, nothing moves), and the per-locus work (transposing chunks, target
+draws, hiding, counting) is compiled with numba; `make_loader` compiles it
+before forking its workers. Persistent workers are not used: each epoch's
+workers get the epoch set on the dataset.
 
 Sharding. Each epoch the selected samples are ordered by block (blocks shuffled
 with (seed, epoch), identically in every process), that sequence is cut into
@@ -51,7 +52,7 @@ import zarr
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from gperceiver import schema
-from gperceiver.data.handoff import MAX_SLOTS, Receiver, Ring
+from gperceiver.data.handoff import Receiver, Ring
 from gperceiver.data.tasks import TARGET_TASKS, TaskBuilder
 from gperceiver.errors import UsageError
 from gperceiver.store import CheckedReader, LocalChunks, open_store
@@ -421,7 +422,8 @@ def make_loader(
     if num_workers > 0:
         dataset.compile()
         prefetch = prefetch_factor or default_prefetch(dataset)
-        dataset.ring_slots = min(MAX_SLOTS, prefetch + 2)
+        # in flight (prefetch), the batch being used and the one before it, and one spare
+        dataset.ring_slots = prefetch + 3
         extra = {"prefetch_factor": prefetch, "multiprocessing_context": multiprocessing_context}
     return GenotypeLoader(dataset, num_workers=num_workers, pin_memory=pin_memory, **extra)
 

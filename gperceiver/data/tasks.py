@@ -175,20 +175,6 @@ class TaskBuilder:
         return fields
 
 
-def packed(geno: np.ndarray) -> np.ndarray:
-    """(B, V) view of genotypes (B, V, P) with one item per locus (all P copies)."""
-    width = geno.shape[-1]
-    kind = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}.get(width, np.dtype(f"V{width}"))
-    if geno.strides[-1] != 1:
-        geno = np.ascontiguousarray(geno)
-    return geno.view(kind)[..., 0]  # a view when the copies are contiguous
-
-
-def unpacked(items: np.ndarray, ploidy: int) -> np.ndarray:
-    """Inverse of `packed`: (B, L) items -> (B, L, P) int8."""
-    return items.view(np.int8).reshape(*items.shape, ploidy)
-
-
 def tokens(*genos: np.ndarray, hide: tuple[np.ndarray, np.ndarray] | None = None,
            out: torch.Tensor | None = None) -> torch.Tensor:
     """int8 allele tokens = call_genotype + 1 of one genotype array (B, L, P), or of
@@ -212,17 +198,11 @@ def tokens(*genos: np.ndarray, hide: tuple[np.ndarray, np.ndarray] | None = None
     return out
 
 
-def empty(shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, np.ndarray]:
-    """An uninitialised tensor and a numpy view of it."""
-    tensor = torch.empty(shape, dtype=dtype)
-    return tensor, tensor.numpy()
-
-
 def as_tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     """A copy of `array` as a new tensor of `dtype`."""
     array = np.asarray(array)
-    out, view = empty(array.shape, dtype)
-    np.copyto(view, array, casting="unsafe")
+    out = torch.empty(array.shape, dtype=dtype)
+    np.copyto(out.numpy(), array, casting="unsafe")
     return out
 
 
