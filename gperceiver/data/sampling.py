@@ -300,20 +300,7 @@ def _smallest(keys, k, out, lower, inside):
     hist[:] = 0
     for j in range(n_inside):
         hist[(_bits(keys[inside[j]]) - low) >> shift] += 1
-    b, before = 0, 0
-    while before + hist[b] < need:
-        before += hist[b]
-        b += 1
-    in_bin = np.empty(hist[b], dtype=np.uint32)
-    m = 0
-    for j in range(n_inside):
-        x = _bits(keys[inside[j]])
-        if (x - low) >> shift == b:
-            in_bin[m] = x
-            m += 1
-    in_bin.sort()
-    threshold = in_bin[need - before - 1]  # the k-th smallest key's bits
-    ties = need - before - np.searchsorted(in_bin, threshold)  # winners equal to it
+    threshold, ties = _kth(keys, inside, n_inside, hist, low, shift, need)
     m = 0  # the winners inside, in place at the front of `inside` (still ascending)
     for j in range(n_inside):
         x = _bits(keys[inside[j]])
@@ -330,6 +317,26 @@ def _smallest(keys, k, out, lower, inside):
             out[w] = lower[a]
             a += 1
     return k
+
+
+@numba.njit(cache=True, nogil=True)
+def _kth(keys, positions, count, hist, low, shift, rank):
+    """(bits of the rank-th smallest (from 1) of keys[positions[:count]], how many
+    winners equal it), given `hist`, the histogram of their (bits - low) >> shift."""
+    b, before = 0, 0
+    while before + hist[b] < rank:
+        before += hist[b]
+        b += 1
+    in_bin = np.empty(hist[b], dtype=np.uint32)
+    m = 0
+    for j in range(count):
+        x = _bits(keys[positions[j]])
+        if (x - low) >> shift == b:
+            in_bin[m] = x
+            m += 1
+    in_bin.sort()
+    threshold = in_bin[rank - before - 1]
+    return threshold, rank - before - np.searchsorted(in_bin, threshold)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -354,20 +361,8 @@ def _smallest_exact(keys, k, out):
                 out[j] = i
                 j += 1
         return j
-    below, b = 0, 0
-    while below + counts[b] < k:
-        below += counts[b]
-        b += 1
-    in_bin = np.empty(counts[b], dtype=np.uint32)
-    j = 0
-    for i in range(n):
-        x = _bits(keys[i])
-        if (x >> 20) == b:
-            in_bin[j] = x
-            j += 1
-    in_bin.sort()
-    threshold = in_bin[k - below - 1]  # the k-th smallest key's bits
-    ties = k - below - np.searchsorted(in_bin, threshold)  # winners equal to it
+    every = np.arange(n, dtype=np.int32)
+    threshold, ties = _kth(keys, every, n, counts, np.uint32(0), 20, k)
     j = 0
     for i in range(n):
         x = _bits(keys[i])
