@@ -270,13 +270,17 @@ class GenotypeDataset(IterableDataset):
         else:
             yield from self._batches(worker, num_workers)
 
+    def tokens_shape(self, n: int) -> tuple[int, ...]:
+        """The shape of the tokens ("x_alleles", int8) of a batch of `n` samples."""
+        twins = (2,) if self.task == "contrastive" else ()
+        return (n, *twins, self.builder.lx, self.ploidy)
+
     def batch_bytes(self) -> tuple[int, int]:
         """(bytes of a batch's tokens, a bound on the bytes of its other fields)."""
         lx, ly = self.sizes
-        twins = 2 if self.task == "contrastive" else 1
         n_blocks = 0 if self.phenotypes is None else self.phenotypes.shape[1]
         per_sample = 16 + 4 * lx + ly * (6 + self.n_alleles) + 5 * n_blocks
-        return self.batch_size * twins * lx * self.ploidy, self.batch_size * per_sample + 1024
+        return math.prod(self.tokens_shape(self.batch_size)), self.batch_size * per_sample + 1024
 
     def _batches(self, worker: int, num_workers: int) -> Iterator[dict[str, torch.Tensor]]:
         positions = self.shard_samples(worker, num_workers)
@@ -331,9 +335,8 @@ class GenotypeDataset(IterableDataset):
         if self.task == "phenotype":
             extra = {"phenotypes": self.phenotypes[pos[rows]]}
         out = None
-        if self._ring is not None:  # the tokens go straight into the ring's next slot
-            twins = (2,) if self.task == "contrastive" else ()
-            out = self._ring.tokens((len(rows), *twins, self.builder.lx, self.ploidy))
+        if self._ring is not None:  # the tokens go straight into a free slot of the ring
+            out = self._ring.tokens(self.tokens_shape(len(rows)))
         return self.builder(geno[rows], self.selected[pos[rows]], rng, tokens_out=out, **extra)
 
 
@@ -462,9 +465,8 @@ def _transpose(source, columns, out, rows, start, tile):
 def default_prefetch(dataset: GenotypeDataset) -> int:
     """PREFETCH, or fewer batches (at least 2) when their tokens would pass
     PREFETCH_BYTES: a million-marker batch is tens of MB."""
-    twins = 2 if dataset.task == "contrastive" else 1
-    batch_bytes = dataset.batch_size * twins * dataset.sizes[0] * dataset.ploidy
-    return max(2, min(PREFETCH, PREFETCH_BYTES // max(1, batch_bytes)))
+    tokens_bytes, _ = dataset.batch_bytes()
+    return max(2, min(PREFETCH, PREFETCH_BYTES // max(1, tokens_bytes)))
 
 
 def collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
