@@ -100,8 +100,17 @@ def test_factorised_projection_equals_projecting_embeddings(kind, combine, ploid
     linear = model.iterations[0].cross.to_kv
     x = tokens(3, 12, ploidy, 3)
     x[0, 0, -1] = -1  # a padded copy
-    xi = loci(3, 12)
-    torch.testing.assert_close(embed.project(linear, x, xi), linear(embed(x, xi)))
+    for xi in (loci(3, 12), torch.arange(7, 19).expand(3, -1)):  # anywhere; a window
+        direct = linear(embed(x, xi))
+        factorised = embed.project(linear, x, xi)
+        torch.testing.assert_close(factorised, direct)
+        # the same gradients reach every weight
+        g = torch.randn_like(direct)
+        weights = [w for w in [*embed.parameters(), *linear.parameters()] if w.requires_grad]
+        expected = torch.autograd.grad((direct * g).sum(), weights)
+        for got, want in zip(torch.autograd.grad((factorised * g).sum(), weights), expected,
+                             strict=True):
+            torch.testing.assert_close(got, want)
 
 
 def test_each_sample_depends_on_itself_alone():
