@@ -106,6 +106,10 @@ def main() -> None:
                     help="reuse Beagle's beagle.vcf.gz from an earlier run with the same "
                     "--seed/--holdout/--hide (kept with --keep) instead of running it")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--accelerator", default="cpu",
+                    help="where to pretrain: cpu (the figures in the issue), gpu, auto")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads [1 while Beagle runs alongside, else all cores]")
     args = ap.parse_args()
 
     import torch
@@ -155,8 +159,11 @@ def main() -> None:
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     # one core for training and one for Beagle when it runs alongside, else all of them
-    torch.set_num_threads(1 if beagle is not None else max(1, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads or (1 if beagle is not None else os.cpu_count() or 1))
     result["torch_threads"] = torch.get_num_threads()
+    result["accelerator"] = args.accelerator
+    if args.accelerator != "cpu" and torch.cuda.is_available():
+        result["device"] = torch.cuda.get_device_name(0)
 
     # Per-locus most frequent genotype among the training mice.
     train_dosage = true_dosage[:, ~held]
@@ -172,7 +179,8 @@ def main() -> None:
     seconds = int(round((args.minutes - minutes) * 60))
     t1 = time.perf_counter()
     run = pretrain(tmp / "train.zarr", tmp / "run", "masked", params, progress=False,
-                   max_time=f"00:00:{minutes:02d}:{seconds:02d}")
+                   max_time=f"00:00:{minutes:02d}:{seconds:02d}", accelerator=args.accelerator,
+                   devices=1)
     result.update(pretrain_s=round(time.perf_counter() - t1, 1), pretrain_epochs=run.epochs,
                   best_val_loss=run.best_score)
     t2 = time.perf_counter()
