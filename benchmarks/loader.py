@@ -11,8 +11,13 @@ issue defines it (shared pages counted once per process: each forked worker
 counts the ~200 MB of torch it shares with this process again);
 peak_rss_all_mb adds this process (the training side: torch, numba, the
 batches received), and peak_pss_mb is that total with shared pages split.
+Each of the three is measured --repeats times, interleaved (raw, plain, masked,
+raw, ...), and the rates are the medians: on a 2-core machine one epoch's rate
+moves by a third from run to run, and interleaving spreads slow spells over all
+three. The ratios are of the medians; `*_ratio_runs` give each round's ratio.
 Extra fields: CPU ms per sample of each path over all its processes (robust to
-other load on the machine, unlike the rates) and the 1-minute load average.
+other load on the machine, unlike the rates; medians too) and the 1-minute load
+average.
 Targets: plain_ratio >= 0.7, masked_ratio >= 0.35, peak_rss_mb <= 1000 and not
 growing with the number of samples.
 """
@@ -186,6 +191,8 @@ def main() -> None:
     parser.add_argument("--shuffle-buffer", type=int, default=1024)
     parser.add_argument("--prefetch", type=int, default=None,
                         help="batches ready ahead per worker [make_loader's default]")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="epochs of each path, interleaved; the rates are their medians")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
@@ -196,29 +203,41 @@ def main() -> None:
         n_variants, n_samples, ploidy = calls.shape
         for n in (n_samples, n_samples // 4):
             samples = np.arange(n)
-            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as one:
-                # in a child: what zarr leaves in the heap must not count for the loader
-                raw, raw_cpu = one.submit(raw_epoch, store, samples).result()
-            plain, plain_cpu, plain_rss = loader_epoch(store, "plain", samples, args)
-            masked, masked_cpu, masked_rss = loader_epoch(store, "masked", samples, args)
+            runs: dict[str, list] = {"raw": [], "plain": [], "masked": []}
+            for _ in range(args.repeats):
+                with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) \
+                        as one:
+                    # in a child: what zarr leaves in the heap must not count for the loader
+                    runs["raw"].append(one.submit(raw_epoch, store, samples).result())
+                for task in ("plain", "masked"):
+                    runs[task].append(loader_epoch(store, task, samples, args))
+            rate = {k: float(np.median([r[0] for r in v])) for k, v in runs.items()}
+            cpu = {k: float(np.median([r[1] for r in v])) for k, v in runs.items()}
+            peak = {field: max(getattr(r[2], field) for task in ("plain", "masked")
+                               for r in runs[task])
+                    for field in ("peak_workers", "peak", "peak_pss")}
             print(json.dumps({
                 "samples": n,
                 "variants": n_variants,
                 "store_uncompressed_mb": round(n_variants * n_samples * ploidy / 2**20, 1),
-                "raw_samples_per_s": round(raw, 1),
-                "plain_samples_per_s": round(plain, 1),
-                "masked_samples_per_s": round(masked, 1),
-                "plain_ratio": round(plain / raw, 3),
-                "masked_ratio": round(masked / raw, 3),
-                "peak_rss_mb": round(max(plain_rss.peak_workers, masked_rss.peak_workers), 1),
-                "peak_rss_all_mb": round(max(plain_rss.peak, masked_rss.peak), 1),
-                "peak_pss_mb": round(max(plain_rss.peak_pss, masked_rss.peak_pss), 1),
-                "raw_cpu_ms_per_sample": round(raw_cpu, 3),
-                "plain_cpu_ms_per_sample": round(plain_cpu, 3),
-                "masked_cpu_ms_per_sample": round(masked_cpu, 3),
+                "raw_samples_per_s": round(rate["raw"], 1),
+                "plain_samples_per_s": round(rate["plain"], 1),
+                "masked_samples_per_s": round(rate["masked"], 1),
+                "plain_ratio": round(rate["plain"] / rate["raw"], 3),
+                "masked_ratio": round(rate["masked"] / rate["raw"], 3),
+                "peak_rss_mb": round(peak["peak_workers"], 1),
+                "peak_rss_all_mb": round(peak["peak"], 1),
+                "peak_pss_mb": round(peak["peak_pss"], 1),
+                "raw_cpu_ms_per_sample": round(cpu["raw"], 3),
+                "plain_cpu_ms_per_sample": round(cpu["plain"], 3),
+                "masked_cpu_ms_per_sample": round(cpu["masked"], 3),
+                "repeats": args.repeats,
+                "plain_ratio_runs": [round(p[0] / r[0], 3)
+                                     for p, r in zip(runs["plain"], runs["raw"], strict=True)],
+                "masked_ratio_runs": [round(m[0] / r[0], 3)
+                                      for m, r in zip(runs["masked"], runs["raw"], strict=True)],
                 "load_average": round(os.getloadavg()[0], 1),
             }), flush=True)
-
 
 if __name__ == "__main__":
     main()
