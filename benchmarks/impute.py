@@ -13,7 +13,11 @@ Prints one JSON line: genotype concordance on the hidden calls for each method.
 all 10,346 markers, pretraining on windows of loci keeps a step as cheap as on
 chr1-2 (`input_window`, see the params file `benchmarks/impute_window.json`):
 
-    python benchmarks/impute.py --params benchmarks/impute_window.json --minutes 40
+    python benchmarks/impute.py --params benchmarks/impute_window.json --minutes 75
+
+`--accelerator gpu` pretrains on a GPU (imputation itself runs on the CPU);
+`--beagle-output` reuses Beagle's output of an earlier run (`--keep`), which is
+how a GPU machine without Beagle compares against it.
 """
 
 from __future__ import annotations
