@@ -122,7 +122,8 @@ def test_bad_k_is_refused():
 
 
 
-@pytest.mark.parametrize("indexed,paired", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("indexed,paired", [(False, False), (True, False), (False, True),
+                                            (True, True)])
 def test_draw_targets_is_sampling_by_locus_weights(indexed, paired):
     """The fused per-tile kernel draws exactly what sample_without_replacement draws
     from locus_weights (times the partner's), from the same generator state."""
@@ -135,6 +136,8 @@ def test_draw_targets_is_sampling_by_locus_weights(indexed, paired):
     if indexed:
         index = np.sort(rng.choice(n_loci, (5, 7000)), axis=1).astype(np.int32)
         geno = np.take_along_axis(geno, index[..., None], axis=1)
+        if paired:
+            partner = np.take_along_axis(partner, index[..., None], axis=1)
     weights = locus_weights(geno, table, index)
     if paired:
         weights *= locus_weights(partner, table, index)

@@ -128,7 +128,7 @@ class GenotypeDataset(IterableDataset):
             self.builder = TaskBuilder(
                 task, self.n_variants, self.n_alleles, frequency,
                 prop_x=prop_x, prop_y=prop_y, frequency_scaler=frequency_scaler,
-                ploidy=self.ploidy, window=input_window,
+                window=input_window,
             )
         except ValueError as e:
             raise UsageError(str(e)) from None

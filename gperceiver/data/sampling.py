@@ -151,16 +151,10 @@ def _draw_targets(geno, partner, paired, table, index, indexed, k, seeds, keys, 
         stop = min(n, start + _TILE)  # stay in cache
         tile, more = weights[: stop - start], other[: stop - start]
         for row in range(geno.shape[0]):
-            if indexed:
-                _row_weights_at(geno[row, start:stop], table, index[row, start:stop], tile)
-            else:
-                _row_weights(geno[row, start:stop], table, start, tile)
+            _weights_into(geno[row, start:stop], table, index, indexed, row, start, tile)
             if paired:
-                if indexed:
-                    _row_weights_at(partner[row, start:stop], table, index[row, start:stop],
-                                    more)
-                else:
-                    _row_weights(partner[row, start:stop], table, start, more)
+                _weights_into(partner[row, start:stop], table, index, indexed, row, start,
+                              more)
                 for i in range(tile.shape[0]):
                     tile[i] *= more[i]
             _exponential_keys(tile, seeds[row], keys[row, start:stop], start)
@@ -173,10 +167,17 @@ def _draw_targets(geno, partner, paired, table, index, indexed, k, seeds, keys, 
 @numba.njit(cache=True, nogil=True)
 def _locus_weights(geno, table, index, indexed, out):
     for b in range(geno.shape[0]):
-        if indexed:
-            _row_weights_at(geno[b], table, index[b], out[b])
-        else:
-            _row_weights(geno[b], table, 0, out[b])
+        _weights_into(geno[b], table, index, indexed, b, 0, out[b])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _weights_into(calls, table, index, indexed, row, first, weights):
+    """weights[i] = the weight of calls[i] at locus index[row, first + i] when
+    `indexed`, else at locus first + i."""
+    if indexed:
+        _row_weights_at(calls, table, index[row, first : first + calls.shape[0]], weights)
+    else:
+        _row_weights(calls, table, first, weights)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -92,7 +92,6 @@ class TaskBuilder:
     prop_x: float = 1.0
     prop_y: float = 0.1
     frequency_scaler: float = 1.0
-    ploidy: int = 2
     window: bool = False  # prop_x < 1: inputs are one contiguous run of loci per batch
 
     def __post_init__(self) -> None:
