@@ -11,7 +11,7 @@ import torch
 
 from converters.writer import create_store, finish_store
 from gperceiver.data.loader import GenotypeDataset, make_loader
-from gperceiver.data.tasks import DTYPES, allele_counts, shared_alleles
+from gperceiver.data.tasks import DTYPES
 from gperceiver.errors import UsageError
 
 
@@ -154,9 +154,9 @@ def check_masked(batch, geno, n_alleles, lx, ly):
         assert len(np.unique(targets)) == len(targets) and np.all(np.diff(targets) > 0)
         check_hidden(batch["x_alleles"][k].numpy(), geno[:, s], x, targets)
         assert np.all(geno[targets, s] != -1)  # never missing
-        np.testing.assert_array_equal(
-            batch["y_counts"][k].numpy()[m], allele_counts(geno[targets, s], n_alleles)
-        )
+        calls = geno[targets, s]  # (targets, P): missing -1 and padded -2 count for none
+        counts = (calls[..., None] == np.arange(n_alleles)).sum(1)
+        np.testing.assert_array_equal(batch["y_counts"][k].numpy()[m], counts)
 
 
 def test_target_frequencies_fit_the_store_weights(diploid):
@@ -323,14 +323,6 @@ def test_every_task_yields_the_contract_dtypes_from_workers(diploid):
     torch.testing.assert_close(compact, wide)
 
 
-def test_shared_alleles_equal_a_brute_force_count():
-    rng = np.random.default_rng(4)
-    a = rng.integers(0, 4, (300, 6))
-    b = rng.integers(0, 4, (300, 6))
-    brute = [sum((collections.Counter(x) & collections.Counter(y)).values()) for x, y in zip(a, b, strict=True)]
-    np.testing.assert_array_equal(shared_alleles(a, b, 4), brute)
-
-
 @pytest.mark.parametrize("ploidy,n_alleles", [(4, 3), (6, 4)])
 def test_polyploid_multiallelic_store(tmp_path, ploidy, n_alleles):
     rng = np.random.default_rng(ploidy)
@@ -346,6 +338,14 @@ def test_polyploid_multiallelic_store(tmp_path, ploidy, n_alleles):
     assert sorted(seen) == list(range(20))
     plain = next(iter(make_loader(path, "plain", batch_size=20, shuffle=False)))
     assert (plain["x_alleles"][:5, :, ploidy // 2:] == -1).all()
+    # contrastive: shared alleles as multisets, padded copies counting for none
+    for batch in make_loader(path, "contrastive", batch_size=7, prop_y=0.2):
+        for k, (a, b) in enumerate(batch["sample_index"].tolist()):
+            y = batch["y_index"][k].numpy()[batch["y_mask"][k].numpy()]
+            brute = [sum((collections.Counter(geno[v, a][geno[v, a] >= 0])
+                          & collections.Counter(geno[v, b][geno[v, b] >= 0])).values())
+                     for v in y]
+            np.testing.assert_array_equal(batch["y_shared"][k].numpy()[:len(y)], brute)
 
 
 def test_samples_without_enough_eligible_loci_are_padded(tmp_path):

@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
 from gperceiver.data import sampling
@@ -147,10 +148,12 @@ def test_draw_targets_is_sampling_by_locus_weights(indexed, paired):
     np.testing.assert_array_equal(drawn[1], expected[1])
 
 
-@pytest.mark.parametrize("order", ["random", "adversarial"])
+@pytest.mark.parametrize("order", ["random", "adversarial", "coarse"])
 def test_selection_is_exact(order):
     """_smallest returns the k smallest finite keys, ascending, ties broken by
-    position; also when every 8th key (its sample) misleads the bracket."""
+    position; also when every 8th key (its sample) misleads the bracket, and when
+    the k-th key is one of many equal keys (coarse keys: ties at every threshold,
+    many keys 0, with denormals flushed to zero as the model sets it)."""
     rng = np.random.default_rng(5)
     n = 20_000
     keys = rng.exponential(size=n).astype(np.float32) / rng.random(n).astype(np.float32)
@@ -158,7 +161,10 @@ def test_selection_is_exact(order):
     keys[100:140] = keys[99]  # ties
     if order == "adversarial":  # the sampled keys are all tiny
         keys[::8] = rng.random(len(keys[::8])).astype(np.float32) * 1e-6
+    if order == "coarse":
+        keys = np.floor(keys * 4) / np.float32(4)
     lower, inside = np.empty(n, np.int32), np.empty(n, np.int32)
+    torch.set_flush_denormal(order == "coarse")
     for k in (1, 7, 500, 5000, 17_000, n):
         out = np.full(k, -1, np.int64)
         drawn = sampling._smallest(keys, k, out, lower, inside)
@@ -166,3 +172,4 @@ def test_selection_is_exact(order):
         ranked = finite[np.lexsort((finite, keys[finite]))][:k]  # by key, then position
         assert drawn == min(k, len(finite))
         np.testing.assert_array_equal(out[:drawn], np.sort(ranked))
+    torch.set_flush_denormal(False)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from gperceiver.data.simd import positions_in_range
 from gperceiver.schema import FILL, MISSING
 
 
@@ -109,7 +110,7 @@ def draw_targets(
         raise ValueError(f"genotypes have {n_cols} loci, the weight table {table.shape[0]}")
     seeds = rng.integers(0, 2**63, size=n_rows, dtype=np.uint64)
     scratch = scratch or Scratch()
-    keys = scratch.get("batch_keys", (n_rows, n_cols), np.float32)
+    keys = scratch.get("keys", (n_cols,), np.float32)
     weights, other = (scratch.get(name, (_TILE,), np.float32)
                       for name in ("weights", "partner_weights"))
     rows = np.empty((1, 0), np.int32) if index is None else np.ascontiguousarray(index)
@@ -147,20 +148,19 @@ def _draw_rows(weights, k, seeds, keys, index, mask):
 def _draw_targets(geno, partner, paired, table, index, indexed, k, seeds, keys, weights,
                   other, positions, mask):
     n = geno.shape[1]
-    for start in range(0, n, _TILE):  # a tile of loci for every row: its table rows
-        stop = min(n, start + _TILE)  # stay in cache
-        tile, more = weights[: stop - start], other[: stop - start]
-        for row in range(geno.shape[0]):
+    lower, inside = np.empty(n, np.int32), np.empty(n, np.int32)
+    for row in range(geno.shape[0]):  # a row's keys stay in cache for its selection
+        for start in range(0, n, _TILE):  # its weights a tile at a time (in L1)
+            stop = min(n, start + _TILE)
+            tile, more = weights[: stop - start], other[: stop - start]
             _weights_into(geno[row, start:stop], table, index, indexed, row, start, tile)
             if paired:
                 _weights_into(partner[row, start:stop], table, index, indexed, row, start,
                               more)
                 for i in range(tile.shape[0]):
                     tile[i] *= more[i]
-            _exponential_keys(tile, seeds[row], keys[row, start:stop], start)
-    lower, inside = np.empty(n, np.int32), np.empty(n, np.int32)
-    for row in range(geno.shape[0]):
-        drawn = _smallest(keys[row], k, positions[row], lower, inside)
+            _exponential_keys(tile, seeds[row], keys[start:stop], start)
+        drawn = _smallest(keys, k, positions[row], lower, inside)
         mask[row, :drawn] = True
 
 
@@ -262,9 +262,10 @@ def _smallest(keys, k, out, lower, inside):
     Radix selection on the keys' bits (non-negative float32 order like their
     bits). A histogram of every SAMPLE_STEP-th key's top 12 bits brackets the
     k-th key with a margin of 4 standard deviations; one pass counts the keys
-    below the bracket, keeps their positions and collects the keys inside it;
-    a finer histogram of those finds the k-th exactly. Where the bracket misses
-    (rare, or a pathological order of keys), `_smallest_exact` decides.
+    below the bracket, and the keys inside it are collected (`positions_in_range`,
+    vectorised); a finer histogram of those finds the k-th exactly, and a last
+    vectorised pass collects every key up to it. Where the bracket misses (rare,
+    or a pathological order of keys), `_smallest_exact` decides.
     """
     n = keys.shape[0]
     hist = np.zeros(4096, dtype=np.int32)
@@ -282,18 +283,14 @@ def _smallest(keys, k, out, lower, inside):
         below += hist[b]
         b += 1
     high = np.uint32(b << 20)  # the bracket [low, high) holds no infinite key
-    # one pass: positions below the bracket (kept without a branch), keys inside it
-    n_lower, n_inside = 0, 0
-    for i in range(n):
-        x = _bits(keys[i])
-        lower[n_lower] = i
-        n_lower += x < low
-        if low <= x < high:
-            inside[n_inside] = i
-            n_inside += 1
+    bits = keys.view(np.uint32)
+    n_lower = 0
+    for i in range(n):  # vectorises
+        n_lower += bits[i] < low
+    n_inside = positions_in_range(bits, low, high, inside)
     need = k - n_lower
     if need <= 0 or need > n_inside:
-        return _smallest_exact(keys, k, out)
+        return _smallest_exact(keys, k, out, lower)
     # the need-th smallest inside: a finer histogram of the bracket
     shift = 0
     while ((high - low) >> shift) > 4096:
@@ -301,29 +298,37 @@ def _smallest(keys, k, out, lower, inside):
     hist[:] = 0
     for j in range(n_inside):
         hist[(_bits(keys[inside[j]]) - low) >> shift] += 1
-    threshold, ties = _kth(keys, inside, n_inside, hist, low, shift, need)
-    m = 0  # the winners inside, in place at the front of `inside` (still ascending)
-    for j in range(n_inside):
-        x = _bits(keys[inside[j]])
-        if x < threshold or (x == threshold and ties > 0):
+    threshold = _kth(keys, inside, n_inside, hist, low, shift, need)
+    return _winners(keys, k, threshold, out, lower)
+
+
+@numba.njit(cache=True, nogil=True)
+def _winners(keys, k, threshold, out, work):
+    """Write the positions of the k smallest keys to `out`, ascending, given the
+    bits of the k-th smallest (`threshold`); ties at it go to the first positions.
+    `work`: int32, as long as `keys`."""
+    # every key up to the threshold: usually exactly k, as ties are rare
+    m = positions_in_range(keys.view(np.uint32), 0, threshold + np.uint32(1), work)
+    if m == k:
+        out[:k] = work[:k]
+        return k
+    ties = k  # more keys equal the threshold than places left: the first ones win
+    for j in range(m):
+        ties -= _bits(keys[work[j]]) < threshold
+    w = 0
+    for j in range(m):
+        x = _bits(keys[work[j]])
+        if x < threshold or ties > 0:
             ties -= x == threshold
-            inside[m] = inside[j]
-            m += 1
-    a, c = 0, 0  # merge them with the positions below the bracket
-    for w in range(k):
-        if c < m and (a == n_lower or inside[c] < lower[a]):
-            out[w] = inside[c]
-            c += 1
-        else:
-            out[w] = lower[a]
-            a += 1
+            out[w] = work[j]
+            w += 1
     return k
 
 
 @numba.njit(cache=True, nogil=True)
 def _kth(keys, positions, count, hist, low, shift, rank):
-    """(bits of the rank-th smallest (from 1) of keys[positions[:count]], how many
-    winners equal it), given `hist`, the histogram of their (bits - low) >> shift."""
+    """Bits of the rank-th smallest (from 1) of keys[positions[:count]], given
+    `hist`, the histogram of their (bits - low) >> shift."""
     b, before = 0, 0
     while before + hist[b] < rank:
         before += hist[b]
@@ -336,13 +341,12 @@ def _kth(keys, positions, count, hist, low, shift, rank):
             in_bin[m] = x
             m += 1
     in_bin.sort()
-    threshold = in_bin[rank - before - 1]
-    return threshold, rank - before - np.searchsorted(in_bin, threshold)
+    return in_bin[rank - before - 1]
 
 
 @numba.njit(cache=True, nogil=True)
-def _smallest_exact(keys, k, out):
-    """`_smallest` by a histogram of every key: three passes."""
+def _smallest_exact(keys, k, out, work):
+    """`_smallest` by a histogram of every key; `work`: int32, as long as `keys`."""
     n = keys.shape[0]
     hist = np.zeros((4, 4096), dtype=np.int32)  # four, so increments do not queue
     quads = n - n % 4
@@ -356,19 +360,9 @@ def _smallest_exact(keys, k, out):
     counts = hist.sum(axis=0)
     finite = n - counts[_INF_BIN]
     if finite <= k:  # every eligible locus, in order
-        j = 0
-        for i in range(n):
-            if (_bits(keys[i]) >> 20) != _INF_BIN:
-                out[j] = i
-                j += 1
-        return j
+        m = positions_in_range(keys.view(np.uint32), 0, _INF_BIN << 20, work)
+        out[:m] = work[:m]
+        return m
     every = np.arange(n, dtype=np.int32)
-    threshold, ties = _kth(keys, every, n, counts, np.uint32(0), 20, k)
-    j = 0
-    for i in range(n):
-        x = _bits(keys[i])
-        if x < threshold or (x == threshold and ties > 0):
-            ties -= x == threshold
-            out[j] = i
-            j += 1
-    return j
+    threshold = _kth(keys, every, n, counts, np.uint32(0), 20, k)
+    return _winners(keys, k, threshold, out, work)

@@ -157,29 +157,59 @@ class TaskBuilder:
                                      self.scratch)
         y_index = y_pos if index is None else np.take_along_axis(index, y_pos, axis=1)
         y_index[~y_mask] = 0
-        fields = {
-            "x_alleles": tokens(*inputs, hide=(y_pos, y_mask), out=tokens_out),
+        x_alleles = tokens(*inputs, out=tokens_out)
+        labels = np.zeros((*y_pos.shape, self.n_alleles) if self.task == "masked"
+                          else y_pos.shape, dtype=np.int8)
+        twins = x_alleles.numpy().reshape(len(y_pos), len(inputs), *inputs[0].shape[1:])
+        _hide_and_label(inputs[0], inputs[-1], y_pos, y_mask, self.n_alleles, twins, labels)
+        label = "y_counts" if self.task == "masked" else "y_shared"
+        return {
+            "x_alleles": x_alleles,
             "y_index": as_tensor(y_index, DTYPES["y_index"]),
             "y_mask": torch.from_numpy(y_mask),
+            label: torch.from_numpy(labels),
         }
-        at_targets = [gather(g, y_pos) for g in inputs]
-        if self.task == "masked":
-            counts = allele_counts(at_targets[0], self.n_alleles)
-            counts[~y_mask] = 0
-            fields["y_counts"] = as_tensor(counts, DTYPES["y_counts"])
-        else:
-            shared = shared_alleles(*at_targets, self.n_alleles)
-            shared[~y_mask] = 0
-            fields["y_shared"] = as_tensor(shared, DTYPES["y_shared"])
-        return fields
 
 
-def tokens(*genos: np.ndarray, hide: tuple[np.ndarray, np.ndarray] | None = None,
-           out: torch.Tensor | None = None) -> torch.Tensor:
+@numba.njit(cache=True, nogil=True)
+def _hide_and_label(geno, partner, positions, mask, n_alleles, tokens, labels):
+    """At each drawn target (positions (B, k) where mask): every real copy's token
+    becomes 0 (missing) in each genotype's tokens (B, G, L, P), and the label is
+    written: labels (B, k, A) the count of each allele of `geno` (the masked task),
+    or labels (B, k) the size of the multiset intersection of the alleles of
+    `geno` and `partner` (contrastive). One pass: each target locus is read once."""
+    mine, theirs = np.zeros(n_alleles, np.int8), np.zeros(n_alleles, np.int8)
+    for b in range(positions.shape[0]):
+        for j in range(positions.shape[1]):
+            if not mask[b, j]:
+                continue
+            locus = positions[b, j]
+            for g in range(tokens.shape[1]):  # tokens > 0 (alleles) become 0, while
+                for copy in range(tokens.shape[3]):  # padded copies (-1) stay padded
+                    tokens[b, g, locus, copy] = min(tokens[b, g, locus, copy], 0)
+            if labels.ndim == 3:  # allele counts; missing (-1), padded (-2): none
+                for copy in range(geno.shape[2]):
+                    allele = geno[b, locus, copy]
+                    if 0 <= allele < n_alleles:
+                        labels[b, j, allele] += 1
+                continue
+            for copy in range(geno.shape[2]):
+                allele = geno[b, locus, copy]
+                if 0 <= allele < n_alleles:
+                    mine[allele] += 1
+                allele = partner[b, locus, copy]
+                if 0 <= allele < n_alleles:
+                    theirs[allele] += 1
+            shared = 0
+            for allele in range(n_alleles):
+                shared += min(mine[allele], theirs[allele])
+                mine[allele], theirs[allele] = 0, 0
+            labels[b, j] = shared
+
+
+def tokens(*genos: np.ndarray, out: torch.Tensor | None = None) -> torch.Tensor:
     """int8 allele tokens = call_genotype + 1 of one genotype array (B, L, P), or of
-    several stacked on dim 1 (B, n, L, P), written into `out` when given; `hide` =
-    (positions (B, k), mask (B, k)): every copy at the masked-in positions becomes
-    token 0 (missing)."""
+    several stacked on dim 1 (B, n, L, P), written into `out` when given."""
     shape = genos[0].shape if len(genos) == 1 else (genos[0].shape[0], len(genos),
                                                     *genos[0].shape[1:])
     if out is None:
@@ -190,10 +220,6 @@ def tokens(*genos: np.ndarray, hide: tuple[np.ndarray, np.ndarray] | None = None
     parts = [array] if len(genos) == 1 else [array[:, i] for i in range(len(genos))]
     for part, geno in zip(parts, genos, strict=True):
         np.add(geno, np.int8(1), out=part)
-    if hide is not None:  # real copies become 0; padded copies (-1) stay padded
-        positions, mask = hide
-        for part in parts:
-            _hide(part, positions, mask)
     return out
 
 
@@ -217,42 +243,6 @@ def _gather(geno, index, out):
     for b in range(index.shape[0]):
         for i in range(index.shape[1]):
             out[b, i] = geno[b, index[b, i]]
-
-
-@numba.njit(cache=True, nogil=True)
-def _hide(tokens, positions, mask):
-    """Every real copy's token at the masked-in `positions` (B, k) becomes 0."""
-    for b in range(positions.shape[0]):
-        for j in range(positions.shape[1]):
-            if mask[b, j]:
-                locus = positions[b, j]
-                for copy in range(tokens.shape[2]):
-                    if tokens[b, locus, copy] > 0:
-                        tokens[b, locus, copy] = 0
-
-
-def allele_counts(geno: np.ndarray, n_alleles: int) -> np.ndarray:
-    """(..., A) int8 count of each allele over the copies (last axis) of `geno`."""
-    calls = np.ascontiguousarray(geno).reshape(-1, geno.shape[-1])
-    counts = np.zeros((len(calls), n_alleles), dtype=np.int8)
-    _count(calls, counts)
-    return counts.reshape(*geno.shape[:-1], n_alleles)
-
-
-@numba.njit(cache=True, nogil=True)
-def _count(calls, counts):
-    n_alleles = counts.shape[1]
-    for i in range(calls.shape[0]):
-        for copy in range(calls.shape[1]):
-            allele = calls[i, copy]
-            if 0 <= allele < n_alleles:  # not missing (-1) nor a padded copy (-2)
-                counts[i, allele] += 1
-
-
-def shared_alleles(geno_a: np.ndarray, geno_b: np.ndarray, n_alleles: int) -> np.ndarray:
-    """(...) int8 size of the multiset intersection of the copies of two genotypes."""
-    both = np.minimum(allele_counts(geno_a, n_alleles), allele_counts(geno_b, n_alleles))
-    return both.sum(-1, dtype=np.int8)
 
 
 def phenotype_fields(phenotypes: np.ndarray | None) -> dict[str, torch.Tensor]:
