@@ -123,16 +123,18 @@ def test_bad_k_is_refused():
 
 
 
+@pytest.mark.parametrize("n_alleles,ploidy", [(3, 2), (2, 2), (2, 3)])
 @pytest.mark.parametrize("indexed,paired", [(False, False), (True, False), (False, True),
                                             (True, True)])
-def test_draw_targets_is_sampling_by_locus_weights(indexed, paired):
+def test_draw_targets_is_sampling_by_locus_weights(indexed, paired, n_alleles, ploidy):
     """The fused per-tile kernel draws exactly what sample_without_replacement draws
-    from locus_weights (times the partner's), from the same generator state."""
+    from locus_weights (times the partner's), from the same generator state; also on
+    its diploid biallelic path, with padded, missing and out-of-table codes."""
     rng = np.random.default_rng(4)
-    n_loci, ploidy = 9000, 2  # more than one tile of loci
-    table = weight_table(rng.random((n_loci, 3)).astype(np.float32) / 3, 1.5)
-    geno = rng.integers(-1, 3, (5, n_loci, ploidy)).astype(np.int8)
-    partner = rng.integers(-1, 3, (5, n_loci, ploidy)).astype(np.int8) if paired else None
+    n_loci = 9000  # more than one tile of loci
+    table = weight_table(rng.random((n_loci, n_alleles)).astype(np.float32) / 3, 1.5)
+    geno = rng.integers(-2, 3, (5, n_loci, ploidy)).astype(np.int8)
+    partner = rng.integers(-2, 3, (5, n_loci, ploidy)).astype(np.int8) if paired else None
     index = None
     if indexed:
         index = np.sort(rng.choice(n_loci, (5, 7000)), axis=1).astype(np.int32)

