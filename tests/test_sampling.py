@@ -148,6 +148,16 @@ def test_draw_targets_is_sampling_by_locus_weights(indexed, paired, n_alleles, p
     drawn = draw_targets(geno, table, 600, np.random.default_rng(9), index, partner)
     np.testing.assert_array_equal(drawn[0], expected[0])
     np.testing.assert_array_equal(drawn[1], expected[1])
+    # the same rows of a larger buffer (a shuffle buffer), in another order
+    order = rng.permutation(5)
+    rows = np.empty(5, np.int64)
+    rows[order] = np.arange(5) + 3
+    buffer = np.concatenate([geno[:3] * 0, geno[order]])
+    partners = None if partner is None else np.concatenate([partner[:3], partner[order]])
+    in_buffer = draw_targets(buffer, table, 600, np.random.default_rng(9), index, partners,
+                             rows=rows)
+    np.testing.assert_array_equal(in_buffer[0], expected[0])
+    np.testing.assert_array_equal(in_buffer[1], expected[1])
 
 
 @pytest.mark.parametrize("order", ["random", "adversarial", "coarse"])

@@ -337,7 +337,8 @@ class GenotypeDataset(IterableDataset):
         out = None
         if self._ring is not None:  # the tokens go straight into a free slot of the ring
             out = self._ring.tokens(self.tokens_shape(len(rows)))
-        return self.builder(geno[rows], self.selected[pos[rows]], rng, tokens_out=out, **extra)
+        return self.builder(geno, self.selected[pos[rows]], rng, tokens_out=out, rows=rows,
+                            **extra)
 
 
 class _Pool:

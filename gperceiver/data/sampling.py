@@ -96,14 +96,15 @@ def sample_without_replacement(
 def draw_targets(
     geno: np.ndarray, table: np.ndarray, k: int, rng: np.random.Generator,
     index: np.ndarray | None = None, partner: np.ndarray | None = None,
-    scratch: Scratch | None = None,
+    scratch: Scratch | None = None, rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`k` target loci per row of genotypes `geno` (B, L, P), drawn as
     `sample_without_replacement(locus_weights(geno, table, index), k, rng)` would
     (times the weights of `partner` (B, L, P) when given), with the same draws
     for the same `rng` state, but a tile of loci at a time: the weights never
-    leave the cache, and the tile's table rows serve every row of the batch."""
-    n_rows, n_cols = geno.shape[:2]
+    leave the cache. `rows`: the genotypes are geno[rows] (and partner[rows])."""
+    rows = np.arange(len(geno)) if rows is None else np.asarray(rows, dtype=np.int64)
+    n_rows, n_cols = len(rows), geno.shape[1]
     if not 1 <= k <= n_cols:
         raise ValueError(f"cannot draw {k} of {n_cols} loci")
     if index is None and n_cols != table.shape[0]:
@@ -113,7 +114,7 @@ def draw_targets(
     keys = scratch.get("keys", (n_cols,), np.float32)
     weights, other = (scratch.get(name, (_TILE,), np.float32)
                       for name in ("weights", "partner_weights"))
-    rows = np.empty((1, 0), np.int32) if index is None else np.ascontiguousarray(index)
+    loci = np.empty((1, 0), np.int32) if index is None else np.ascontiguousarray(index)
     geno = np.ascontiguousarray(geno)
     paired = partner is not None
     partner = np.ascontiguousarray(partner) if paired else geno
@@ -122,8 +123,8 @@ def draw_targets(
     factors = np.ascontiguousarray(table[:, 2:].T) if diploid else np.empty((2, 0), np.float32)
     positions = np.zeros((n_rows, k), dtype=np.int64)
     mask = np.zeros((n_rows, k), dtype=bool)
-    _draw_targets(geno, partner, paired, table, rows, index is not None, diploid, factors,
-                  k, seeds, keys, weights, other, positions, mask)
+    _draw_targets(geno, partner, rows, paired, table, loci, index is not None, diploid,
+                  factors, k, seeds, keys, weights, other, positions, mask)
     return positions, mask
 
 
@@ -148,25 +149,28 @@ def _draw_rows(weights, k, seeds, keys, index, mask):
 
 
 @numba.njit(cache=True, nogil=True)
-def _draw_targets(geno, partner, paired, table, index, indexed, diploid, factors, k, seeds,
-                  keys, weights, other, positions, mask):
+def _draw_targets(geno, partner, rows, paired, table, index, indexed, diploid, factors, k,
+                  seeds, keys, weights, other, positions, mask):
     n = geno.shape[1]
     lower, inside = np.empty(n, np.int32), np.empty(n, np.int32)
-    calls, partner_calls = geno.reshape(geno.shape[0], -1), partner.reshape(geno.shape[0], -1)
-    for row in range(geno.shape[0]):  # a row's keys stay in cache for its selection
+    calls = geno.reshape(geno.shape[0], -1)
+    partner_calls = partner.reshape(partner.shape[0], -1)
+    for row in range(rows.shape[0]):  # a row's keys stay in cache for its selection
+        source = rows[row]
         for start in range(0, n, _TILE):  # its weights a tile at a time (in L1)
             stop = min(n, start + _TILE)
             tile, more = weights[: stop - start], other[: stop - start]
             if diploid:
-                _diploid_weights(calls[row, 2 * start : 2 * stop], factors, start, tile)
+                _diploid_weights(calls[source, 2 * start : 2 * stop], factors, start, tile)
             else:
-                _weights_into(geno[row, start:stop], table, index, indexed, row, start, tile)
+                _weights_into(geno[source, start:stop], table, index, indexed, row, start,
+                              tile)
             if paired:
                 if diploid:
-                    _diploid_weights(partner_calls[row, 2 * start : 2 * stop], factors,
+                    _diploid_weights(partner_calls[source, 2 * start : 2 * stop], factors,
                                      start, more)
                 else:
-                    _weights_into(partner[row, start:stop], table, index, indexed, row,
+                    _weights_into(partner[source, start:stop], table, index, indexed, row,
                                   start, more)
                 for i in range(tile.shape[0]):
                     tile[i] *= more[i]

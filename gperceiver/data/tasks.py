@@ -113,28 +113,35 @@ class TaskBuilder:
         partner_index: np.ndarray | None = None,
         phenotypes: np.ndarray | None = None,
         tokens_out: torch.Tensor | None = None,
+        rows: np.ndarray | None = None,
     ) -> dict[str, torch.Tensor]:
         """The batch for genotypes `geno` (B, V, P) of store samples `sample_index` (B,);
-        `tokens_out`: where to write "x_alleles" (a new tensor when None)."""
+        `tokens_out`: where to write "x_alleles" (a new tensor when None); `rows`:
+        the genotypes are geno[rows] (default: all of geno), read there by the
+        kernels rather than copied out first (a batch of a shuffle buffer)."""
         if self.task == "contrastive":
             if partner is None or partner_index is None:
                 raise ValueError("the contrastive task needs a partner genotype per sample")
             sample_index = np.stack([sample_index, partner_index], axis=1)
-        x_index, inputs = self.inputs(rng, geno, partner)
+        if rows is not None and (partner is not None or self.lx < self.n_variants):
+            geno, rows = geno[rows], None  # subsets and pairs are copies anyway
+        rows = np.arange(len(geno)) if rows is None else np.asarray(rows, dtype=np.int64)
+        x_index, inputs = self.inputs(rng, len(rows), geno, partner)
         batch = {"sample_index": as_tensor(sample_index, DTYPES["sample_index"]),
                  "x_index": x_index}
         if self.task in TARGET_TASKS:
-            batch.update(self.targets(rng, inputs, x_index, tokens_out))
+            batch.update(self.targets(rng, inputs, rows, x_index, tokens_out))
         else:
-            batch["x_alleles"] = tokens(*inputs, out=tokens_out)
+            batch["x_alleles"] = tokens(*inputs, rows=rows, out=tokens_out)
         if self.task == "phenotype":
             batch.update(phenotype_fields(phenotypes))
         return batch
 
-    def inputs(self, rng, *genos: np.ndarray | None) -> tuple[torch.Tensor, list[np.ndarray]]:
-        """(x_index (B, Lx), each genotype array at those loci (B, Lx, P))."""
+    def inputs(self, rng, n_rows: int, *genos: np.ndarray | None
+               ) -> tuple[torch.Tensor, list[np.ndarray]]:
+        """(x_index (n_rows, Lx), each genotype array at those loci (n_rows, Lx, P));
+        with all loci, the arrays as given."""
         genos = [g for g in genos if g is not None]
-        n_rows = genos[0].shape[0]
         if self.lx == self.n_variants:  # all loci in order: one row, expanded (stride 0)
             return self.all_loci.expand(n_rows, -1), genos
         if self.window:  # one run of loci for the batch: one row too
@@ -148,20 +155,21 @@ class TaskBuilder:
         picked = np.sort(np.argpartition(keys, self.lx - 1, axis=1)[:, : self.lx], axis=1)
         return as_tensor(picked, DTYPES["x_index"]), [gather(g, picked) for g in genos]
 
-    def targets(self, rng, inputs: list[np.ndarray], x_index: torch.Tensor,
+    def targets(self, rng, inputs: list[np.ndarray], rows: np.ndarray, x_index: torch.Tensor,
                 tokens_out: torch.Tensor | None = None) -> dict:
-        """Draw targets among the inputs, hide them, and count their alleles."""
+        """Draw targets among the inputs (at `rows`), hide them, and label them."""
         index = None if self.lx == self.n_variants else x_index.numpy()
         partner = inputs[1] if len(inputs) > 1 else None
         y_pos, y_mask = draw_targets(inputs[0], self.table, self.ly, rng, index, partner,
-                                     self.scratch)
+                                     self.scratch, rows)
         y_index = y_pos if index is None else np.take_along_axis(index, y_pos, axis=1)
         y_index[~y_mask] = 0
-        x_alleles = tokens(*inputs, out=tokens_out)
+        x_alleles = tokens(*inputs, rows=rows, out=tokens_out)
         labels = np.zeros((*y_pos.shape, self.n_alleles) if self.task == "masked"
                           else y_pos.shape, dtype=np.int8)
         twins = x_alleles.numpy().reshape(len(y_pos), len(inputs), *inputs[0].shape[1:])
-        _hide_and_label(inputs[0], inputs[-1], y_pos, y_mask, self.n_alleles, twins, labels)
+        _hide_and_label(inputs[0], inputs[-1], rows, y_pos, y_mask, self.n_alleles, twins,
+                        labels)
         label = "y_counts" if self.task == "masked" else "y_shared"
         return {
             "x_alleles": x_alleles,
@@ -172,32 +180,33 @@ class TaskBuilder:
 
 
 @numba.njit(cache=True, nogil=True)
-def _hide_and_label(geno, partner, positions, mask, n_alleles, tokens, labels):
+def _hide_and_label(geno, partner, rows, positions, mask, n_alleles, tokens, labels):
     """At each drawn target (positions (B, k) where mask): every real copy's token
     becomes 0 (missing) in each genotype's tokens (B, G, L, P), and the label is
-    written: labels (B, k, A) the count of each allele of `geno` (the masked task),
-    or labels (B, k) the size of the multiset intersection of the alleles of
-    `geno` and `partner` (contrastive). One pass: each target locus is read once."""
+    written: labels (B, k, A) the count of each allele of geno[rows] (the masked
+    task), or labels (B, k) the size of the multiset intersection of the alleles
+    of geno[rows] and partner[rows] (contrastive). One pass: each target locus is
+    read once."""
     mine, theirs = np.zeros(n_alleles, np.int8), np.zeros(n_alleles, np.int8)
     for b in range(positions.shape[0]):
         for j in range(positions.shape[1]):
             if not mask[b, j]:
                 continue
-            locus = positions[b, j]
+            locus, row = positions[b, j], rows[b]
             for g in range(tokens.shape[1]):  # tokens > 0 (alleles) become 0, while
                 for copy in range(tokens.shape[3]):  # padded copies (-1) stay padded
                     tokens[b, g, locus, copy] = min(tokens[b, g, locus, copy], 0)
             if labels.ndim == 3:  # allele counts; missing (-1), padded (-2): none
                 for copy in range(geno.shape[2]):
-                    allele = geno[b, locus, copy]
+                    allele = geno[row, locus, copy]
                     if 0 <= allele < n_alleles:
                         labels[b, j, allele] += 1
                 continue
             for copy in range(geno.shape[2]):
-                allele = geno[b, locus, copy]
+                allele = geno[row, locus, copy]
                 if 0 <= allele < n_alleles:
                     mine[allele] += 1
-                allele = partner[b, locus, copy]
+                allele = partner[row, locus, copy]
                 if 0 <= allele < n_alleles:
                     theirs[allele] += 1
             shared = 0
@@ -207,11 +216,14 @@ def _hide_and_label(geno, partner, positions, mask, n_alleles, tokens, labels):
             labels[b, j] = shared
 
 
-def tokens(*genos: np.ndarray, out: torch.Tensor | None = None) -> torch.Tensor:
+def tokens(*genos: np.ndarray, rows: np.ndarray | None = None,
+           out: torch.Tensor | None = None) -> torch.Tensor:
     """int8 allele tokens = call_genotype + 1 of one genotype array (B, L, P), or of
-    several stacked on dim 1 (B, n, L, P), written into `out` when given."""
-    shape = genos[0].shape if len(genos) == 1 else (genos[0].shape[0], len(genos),
-                                                    *genos[0].shape[1:])
+    several stacked on dim 1 (B, n, L, P), of their `rows` when given (one
+    compiled pass, no copy of the rows first), written into `out` when given."""
+    n_rows = genos[0].shape[0] if rows is None else len(rows)
+    shape = (n_rows, *genos[0].shape[1:]) if len(genos) == 1 else (
+        n_rows, len(genos), *genos[0].shape[1:])
     if out is None:
         out = torch.empty(shape, dtype=torch.int8)
     elif tuple(out.shape) != shape:
@@ -219,8 +231,20 @@ def tokens(*genos: np.ndarray, out: torch.Tensor | None = None) -> torch.Tensor:
     array = out.numpy()
     parts = [array] if len(genos) == 1 else [array[:, i] for i in range(len(genos))]
     for part, geno in zip(parts, genos, strict=True):
-        np.add(geno, np.int8(1), out=part)
+        if rows is None:
+            np.add(geno, np.int8(1), out=part)
+        else:  # one genotype array: `out` is `part`, contiguous
+            _plus_one(geno.reshape(len(geno), -1), rows, part.reshape(n_rows, -1))
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _plus_one(calls, rows, out):
+    """out[b] = calls[rows[b]] + 1 (flat rows: the loop vectorises)."""
+    for b in range(rows.shape[0]):
+        source, target = calls[rows[b]], out[b]
+        for i in range(target.shape[0]):
+            target[i] = source[i] + np.int8(1)
 
 
 def as_tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
