@@ -164,12 +164,13 @@ class TaskBuilder:
                                      self.scratch, rows)
         y_index = y_pos if index is None else np.take_along_axis(index, y_pos, axis=1)
         y_index[~y_mask] = 0
-        x_alleles = tokens(*inputs, rows=rows, out=tokens_out)
+        n_rows, ploidy = len(rows), inputs[0].shape[2]
+        x_alleles = empty_tokens(tokens_shape(n_rows, *inputs), tokens_out)
+        calls = [np.ascontiguousarray(g).reshape(len(g), -1) for g in inputs]  # flat rows
         labels = np.zeros((*y_pos.shape, self.n_alleles) if self.task == "masked"
                           else y_pos.shape, dtype=np.int8)
-        twins = x_alleles.numpy().reshape(len(y_pos), len(inputs), *inputs[0].shape[1:])
-        _hide_and_label(inputs[0], inputs[-1], rows, y_pos, y_mask, self.n_alleles, twins,
-                        labels)
+        _hidden_tokens(calls[0], calls[-1], rows, ploidy, y_pos, y_mask, self.n_alleles,
+                       x_alleles.numpy().reshape(n_rows, len(inputs), -1), labels)
         label = "y_counts" if self.task == "masked" else "y_shared"
         return {
             "x_alleles": x_alleles,
@@ -180,33 +181,39 @@ class TaskBuilder:
 
 
 @numba.njit(cache=True, nogil=True)
-def _hide_and_label(geno, partner, rows, positions, mask, n_alleles, tokens, labels):
-    """At each drawn target (positions (B, k) where mask): every real copy's token
-    becomes 0 (missing) in each genotype's tokens (B, G, L, P), and the label is
-    written: labels (B, k, A) the count of each allele of geno[rows] (the masked
-    task), or labels (B, k) the size of the multiset intersection of the alleles
-    of geno[rows] and partner[rows] (contrastive). One pass: each target locus is
-    read once."""
+def _hidden_tokens(calls, partner, rows, ploidy, positions, mask, n_alleles, tokens, labels):
+    """Tokens with the targets hidden, and the targets' labels, a batch row at a time
+    (its calls still in cache): tokens (B, G, L * P) = calls[rows] + 1 (and
+    partner[rows] + 1 when G = 2; calls flat, L * P per row); then at each drawn
+    target (positions (B, k) where mask) every real copy's token becomes 0
+    (missing), and the label is written: labels (B, k, A) the count of each
+    allele of the calls (the masked task), or labels (B, k) the size of the
+    multiset intersection of the alleles of calls and partner (contrastive)."""
     mine, theirs = np.zeros(n_alleles, np.int8), np.zeros(n_alleles, np.int8)
     for b in range(positions.shape[0]):
+        row = rows[b]
+        for g in range(tokens.shape[1]):
+            source, target = (calls[row] if g == 0 else partner[row]), tokens[b, g]
+            for i in range(target.shape[0]):  # vectorises
+                target[i] = source[i] + np.int8(1)
         for j in range(positions.shape[1]):
             if not mask[b, j]:
                 continue
-            locus, row = positions[b, j], rows[b]
+            first = positions[b, j] * ploidy
             for g in range(tokens.shape[1]):  # tokens > 0 (alleles) become 0, while
-                for copy in range(tokens.shape[3]):  # padded copies (-1) stay padded
-                    tokens[b, g, locus, copy] = min(tokens[b, g, locus, copy], 0)
+                for i in range(first, first + ploidy):  # padded copies (-1) stay padded
+                    tokens[b, g, i] = min(tokens[b, g, i], 0)
             if labels.ndim == 3:  # allele counts; missing (-1), padded (-2): none
-                for copy in range(geno.shape[2]):
-                    allele = geno[row, locus, copy]
+                for i in range(first, first + ploidy):
+                    allele = calls[row, i]
                     if 0 <= allele < n_alleles:
                         labels[b, j, allele] += 1
                 continue
-            for copy in range(geno.shape[2]):
-                allele = geno[row, locus, copy]
+            for i in range(first, first + ploidy):
+                allele = calls[row, i]
                 if 0 <= allele < n_alleles:
                     mine[allele] += 1
-                allele = partner[row, locus, copy]
+                allele = partner[row, i]
                 if 0 <= allele < n_alleles:
                     theirs[allele] += 1
             shared = 0
@@ -222,12 +229,7 @@ def tokens(*genos: np.ndarray, rows: np.ndarray | None = None,
     several stacked on dim 1 (B, n, L, P), of their `rows` when given (one
     compiled pass, no copy of the rows first), written into `out` when given."""
     n_rows = genos[0].shape[0] if rows is None else len(rows)
-    shape = (n_rows, *genos[0].shape[1:]) if len(genos) == 1 else (
-        n_rows, len(genos), *genos[0].shape[1:])
-    if out is None:
-        out = torch.empty(shape, dtype=torch.int8)
-    elif tuple(out.shape) != shape:
-        raise ValueError(f"tokens_out has shape {tuple(out.shape)}, expected {shape}")
+    out = empty_tokens(tokens_shape(n_rows, *genos), out)
     array = out.numpy()
     parts = [array] if len(genos) == 1 else [array[:, i] for i in range(len(genos))]
     for part, geno in zip(parts, genos, strict=True):
@@ -235,6 +237,21 @@ def tokens(*genos: np.ndarray, rows: np.ndarray | None = None,
             np.add(geno, np.int8(1), out=part)
         else:  # one genotype array: `out` is `part`, contiguous
             _plus_one(geno.reshape(len(geno), -1), rows, part.reshape(n_rows, -1))
+    return out
+
+
+def tokens_shape(n_rows: int, *genos: np.ndarray) -> tuple[int, ...]:
+    """(B, L, P) for one genotype array (B', L, P), (B, n, L, P) for n of them."""
+    twins = (len(genos),) if len(genos) > 1 else ()
+    return (n_rows, *twins, *genos[0].shape[1:])
+
+
+def empty_tokens(shape: tuple[int, ...], out: torch.Tensor | None = None) -> torch.Tensor:
+    """`out` (checked to have `shape`), or a new int8 tensor of that shape."""
+    if out is None:
+        return torch.empty(shape, dtype=torch.int8)
+    if tuple(out.shape) != shape:
+        raise ValueError(f"tokens_out has shape {tuple(out.shape)}, expected {shape}")
     return out
 
 
