@@ -419,3 +419,22 @@ def test_prefetch_shrinks_for_large_batches(diploid):
     assert default_prefetch(dataset) == 3
     dataset.batch_size *= 100
     assert default_prefetch(dataset) == 2
+
+
+@pytest.mark.parametrize("ploidy", [1, 2, 3, 4, 6])
+def test_samples_major_transposes_any_columns_into_any_rows(ploidy):
+    """The block transpose: every subset of a chunk's columns (four at a time, then
+    the rest), written into any rows at an offset, across tiles of loci."""
+    from gperceiver.data.loader import TRANSPOSE_LOCI, samples_major
+
+    rng = np.random.default_rng(ploidy)
+    n_loci = TRANSPOSE_LOCI + 37
+    for n_columns in (1, 3, 4, 7, 9):
+        block = rng.integers(-2, 4, (n_loci, 9, ploidy)).astype(np.int8)
+        columns = np.sort(rng.choice(9, n_columns, replace=False))
+        rows = rng.choice(12, n_columns, replace=False)
+        out = np.zeros((12, n_loci + 5, ploidy), np.int8)
+        samples_major(block, columns, out, rows, 5)
+        expected = np.zeros_like(out)
+        expected[rows, 5:] = block[:, columns].transpose(1, 0, 2)
+        np.testing.assert_array_equal(out, expected)
