@@ -421,19 +421,25 @@ def test_prefetch_shrinks_for_large_batches(diploid):
     assert default_prefetch(dataset) == 2
 
 
-@pytest.mark.parametrize("ploidy", [1, 2, 3, 4, 6])
+@pytest.mark.parametrize("ploidy", [1, 2, 3, 4, 6, 8])
 def test_samples_major_transposes_any_columns_into_any_rows(ploidy):
-    """The block transpose: every subset of a chunk's columns (four at a time, then
-    the rest), written into any rows at an offset, across tiles of loci."""
+    """The block transpose: any subset of a chunk's columns (runs of 8 adjacent
+    columns as 8 x 8 blocks, then four at a time, then one), written into any
+    rows at an offset, across tiles of loci and a tail of fewer than 8 loci."""
     from gperceiver.data.loader import TRANSPOSE_LOCI, samples_major
 
     rng = np.random.default_rng(ploidy)
-    n_loci = TRANSPOSE_LOCI + 37
-    for n_columns in (1, 3, 4, 7, 9):
-        block = rng.integers(-2, 4, (n_loci, 9, ploidy)).astype(np.int8)
-        columns = np.sort(rng.choice(9, n_columns, replace=False))
-        rows = rng.choice(12, n_columns, replace=False)
-        out = np.zeros((12, n_loci + 5, ploidy), np.int8)
+    n_loci, width = TRANSPOSE_LOCI + 37, 21
+    for n_columns, adjacent in ((1, False), (3, False), (7, False), (9, False),
+                                (8, True), (16, True), (19, True), (21, True)):
+        block = rng.integers(-2, 4, (n_loci, width, ploidy)).astype(np.int8)
+        if adjacent:  # a run, then a few more columns after a gap
+            first = rng.integers(0, width - n_columns + 1)
+            columns = np.arange(first, first + n_columns)
+        else:
+            columns = np.sort(rng.choice(width, n_columns, replace=False))
+        rows = rng.choice(25, n_columns, replace=False)
+        out = np.zeros((25, n_loci + 5, ploidy), np.int8)
         samples_major(block, columns, out, rows, 5)
         expected = np.zeros_like(out)
         expected[rows, 5:] = block[:, columns].transpose(1, 0, 2)

@@ -53,6 +53,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from gperceiver import schema
 from gperceiver.data.handoff import Receiver, Ring
+from gperceiver.data.simd import transpose_block
 from gperceiver.data.tasks import TARGET_TASKS, TaskBuilder
 from gperceiver.errors import UsageError
 from gperceiver.store import CheckedReader, LocalChunks, open_store
@@ -438,7 +439,9 @@ def samples_major(block: np.ndarray, columns: np.ndarray, out: np.ndarray,
     """out[rows[j], start : start + V] = block[:, columns[j]] for a (V, S, P) int8 block.
 
     Compiled, in tiles of TRANSPOSE_LOCI loci whose source lines stay in cache; the
-    copies of a call move together as one wide integer.
+    copies of a call move together as one wide integer. Where a call is one such
+    integer (ploidy 1, 2, 4 or 8), runs of 8 adjacent columns move as 8 x 8 blocks
+    transposed in vector registers (`simd.transpose_block`, about 3x faster).
     """
     ploidy = block.shape[2]
     width = next(w for w in (8, 4, 2, 1) if ploidy % w == 0)
@@ -447,12 +450,15 @@ def samples_major(block: np.ndarray, columns: np.ndarray, out: np.ndarray,
     target = out.view(kind)  # (N, V, P / width)
     if source.shape[2] == 1:  # one item per call: 2-d, the fast loop
         source, target = source[..., 0], target[..., 0]
+    blocks = source.ndim == 2 and target.flags.c_contiguous
+    flat_source, flat_target = ((source.reshape(-1), target.reshape(-1)) if blocks
+                                else (np.empty(0, kind), np.empty(0, kind)))
     _transpose(source, np.asarray(columns, np.int64), target, np.asarray(rows, np.int64),
-               start, TRANSPOSE_LOCI)
+               start, TRANSPOSE_LOCI, blocks, flat_source, flat_target)
 
 
 @numba.njit(cache=True, nogil=True)
-def _transpose(source, columns, out, rows, start, tile):
+def _transpose(source, columns, out, rows, start, tile, blocks, flat_source, flat_out):
     # slices, then indices from 0: numba elides negative-index handling, 2x faster;
     # four columns per pass over the tile: each source cache line serves four
     n_loci, n_columns = source.shape[0], columns.shape[0]
@@ -461,17 +467,44 @@ def _transpose(source, columns, out, rows, start, tile):
         block = source[tile_start:tile_stop]
         first, last = start + tile_start, start + tile_stop
         j = 0
-        while j + 4 <= n_columns:
-            a, b = out[rows[j], first:last], out[rows[j + 1], first:last]
-            c, d = out[rows[j + 2], first:last], out[rows[j + 3], first:last]
-            ca, cb, cc, cd = columns[j], columns[j + 1], columns[j + 2], columns[j + 3]
-            for i in range(a.shape[0]):
-                a[i], b[i], c[i], d[i] = block[i, ca], block[i, cb], block[i, cc], block[i, cd]
-            j += 4
-        for rest in range(j, n_columns):
-            target, column = out[rows[rest], first:last], columns[rest]
-            for i in range(target.shape[0]):
-                target[i] = block[i, column]
+        while j < n_columns:
+            if blocks and j + 8 <= n_columns and columns[j + 7] - columns[j] == 7:
+                _transpose_blocks(source, columns[j], out, rows[j : j + 8], start,
+                                  tile_start, tile_stop, flat_source, flat_out)
+                j += 8
+            elif j + 4 <= n_columns:
+                a, b = out[rows[j], first:last], out[rows[j + 1], first:last]
+                c, d = out[rows[j + 2], first:last], out[rows[j + 3], first:last]
+                ca, cb, cc, cd = columns[j], columns[j + 1], columns[j + 2], columns[j + 3]
+                for i in range(a.shape[0]):
+                    a[i], b[i], c[i], d[i] = (block[i, ca], block[i, cb], block[i, cc],
+                                              block[i, cd])
+                j += 4
+            else:
+                target, column = out[rows[j], first:last], columns[j]
+                for i in range(target.shape[0]):
+                    target[i] = block[i, column]
+                j += 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _transpose_blocks(source, column, out, rows, start, tile_start, tile_stop, flat_source,
+                      flat_out):
+    """Columns column..column+7 of source[tile_start:tile_stop] (2-d) into out[rows]
+    from start + tile_start: 8 loci at a time as 8 x 8 blocks, then the rest."""
+    n_columns, n_out = source.shape[1], out.shape[1]
+    t0, t1, t2, t3 = (rows[0] * n_out + start, rows[1] * n_out + start,
+                      rows[2] * n_out + start, rows[3] * n_out + start)
+    t4, t5, t6, t7 = (rows[4] * n_out + start, rows[5] * n_out + start,
+                      rows[6] * n_out + start, rows[7] * n_out + start)
+    i = tile_start
+    while i + 8 <= tile_stop:
+        transpose_block(flat_source, i * n_columns + column, n_columns, flat_out,
+                        (t0 + i, t1 + i, t2 + i, t3 + i, t4 + i, t5 + i, t6 + i, t7 + i))
+        i += 8
+    for locus in range(i, tile_stop):
+        for c in range(8):
+            out[rows[c], start + locus] = source[locus, column + c]
 
 
 def default_prefetch(dataset: GenotypeDataset) -> int:

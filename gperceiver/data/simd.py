@@ -77,3 +77,48 @@ def positions_in_range(values, lo, hi, out):
             out[count] = i
             count += 1
     return count
+
+
+BLOCK = 8  # `transpose_block` moves 8 x 8 items
+
+
+@intrinsic
+def transpose_block(typingctx, source, first, stride, out, targets):
+    """out[targets[c] + r] = source[first + r * stride + c] for r, c in 0..7: an
+    8 x 8 block of items (any integer width) transposed in registers.
+
+    Eight vector loads (8 items each), three rounds of interleaving (round k pairs
+    rows k and k + 4: after log2(8) rounds the rows are the columns) and eight
+    vector stores; a scalar copy moves one item per load and store.
+    `source` and `out` are 1-d, C order, of the same integer type; `targets`
+    is a tuple of 8 offsets into `out`."""
+    if not (isinstance(source, types.Array) and isinstance(out, types.Array)
+            and source.layout == out.layout == "C" and source.ndim == out.ndim == 1
+            and source.dtype == out.dtype and isinstance(source.dtype, types.Integer)
+            and isinstance(targets, types.UniTuple) and targets.count == BLOCK):
+        return None
+    sig = types.void(source, types.int64, types.int64, out, targets)
+
+    def codegen(context, builder, signature, args):
+        source_, first_, stride_, out_, targets_ = args
+        src = context.make_array(signature.args[0])(context, builder, source_)
+        dst = context.make_array(signature.args[3])(context, builder, out_)
+        item = context.get_value_type(signature.args[0].dtype)
+        vector = ir.VectorType(item, BLOCK)
+        rows = []
+        for r in range(BLOCK):
+            offset = builder.add(first_, builder.mul(stride_, ir.Constant(ir.IntType(64), r)))
+            pointer = builder.bitcast(builder.gep(src.data, [offset]), vector.as_pointer())
+            rows.append(builder.load(pointer, align=1))
+        low = ir.Constant(ir.VectorType(ir.IntType(32), BLOCK), [0, 8, 1, 9, 2, 10, 3, 11])
+        high = ir.Constant(ir.VectorType(ir.IntType(32), BLOCK), [4, 12, 5, 13, 6, 14, 7, 15])
+        for _ in range(3):
+            rows = [builder.shuffle_vector(rows[k // 2], rows[k // 2 + 4], low if k % 2 == 0
+                                           else high) for k in range(BLOCK)]
+        for c in range(BLOCK):
+            offset = builder.extract_value(targets_, c)
+            pointer = builder.bitcast(builder.gep(dst.data, [offset]), vector.as_pointer())
+            builder.store(rows[c], pointer, align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
