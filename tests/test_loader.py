@@ -444,3 +444,26 @@ def test_samples_major_transposes_any_columns_into_any_rows(ploidy):
         expected = np.zeros_like(out)
         expected[rows, 5:] = block[:, columns].transpose(1, 0, 2)
         np.testing.assert_array_equal(out, expected)
+
+
+def test_kernels_compiled_in_a_child_are_loaded_from_the_cache(diploid, tmp_path):
+    """With a cold numba cache, make_loader's process loads the batch kernels from
+    the cache a forked child filled, rather than compiling them itself (which
+    would keep compiler state that every forked worker maps again)."""
+    import os
+    import subprocess
+    import sys
+
+    path, _ = diploid
+    script = (
+        "import sys\n"
+        "from gperceiver.data import loader\n"
+        f"loader.make_loader({str(path)!r}, 'plain', num_workers=2)\n"
+        "stats = loader._transpose.stats\n"
+        "print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=300, check=True)
+    hits, misses = map(int, run.stdout.split())
+    assert (hits, misses) == (1, 0)

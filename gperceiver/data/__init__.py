@@ -1,5 +1,7 @@
 """Streaming data: the store loader (`loader`), target-locus sampling (`sampling`),
-the batch contract's task builders (`tasks`) and phenotype tables (`phenotypes`).
+the batch contract's task builders (`tasks`), phenotype tables (`phenotypes`), the
+worker-to-trainer hand-off (`handoff`) and vector kernels numba needs help with
+(`simd`).
 
 `make_loader` and `GenotypeDataset` are importable from here; torch is imported
 only when they are first used, so `gperceiver.data.phenotypes` stays light.

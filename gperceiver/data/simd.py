@@ -7,6 +7,15 @@ per 3 cycles. Here 16 values are compared at once and their positions stored
 with LLVM's masked compress-store (`vpcompressd` on AVX-512), about 6x faster
 in the target draws. Without AVX-512, LLVM expands the same intrinsic lane by
 lane: the result is the same.
+
+`transpose_block` moves an 8 x 8 block of integers (a call's copies as one
+integer) from variants-major chunk rows to samples-major buffer rows with eight
+vector loads, three rounds of interleaving and eight vector stores, where a
+scalar loop moves one item per load and store: the loader's block transpose
+took about a third of the time of decompressing the chunk, now about a tenth.
+Both are written in LLVM IR through numba's `intrinsic`; the tests check them
+against numpy on every path (including CPUs named `generic` and `haswell`,
+checked by hand with NUMBA_CPU_NAME).
 """
 
 from __future__ import annotations
