@@ -431,11 +431,13 @@ def test_samples_major_transposes_any_columns_into_any_rows(ploidy):
     rng = np.random.default_rng(ploidy)
     n_loci, width = TRANSPOSE_LOCI + 37, 21
     for n_columns, adjacent in ((1, False), (3, False), (7, False), (9, False),
-                                (8, True), (16, True), (19, True), (21, True)):
+                                (8, True), (16, True), (19, True), (21, True), (8, None)):
         block = rng.integers(-2, 4, (n_loci, width, ploidy)).astype(np.int8)
         if adjacent:  # a run, then a few more columns after a gap
             first = rng.integers(0, width - n_columns + 1)
             columns = np.arange(first, first + n_columns)
+        elif adjacent is None:  # first and last 7 apart, but not in order
+            columns = np.array([3, 8, 6, 5, 4, 7, 9, 10])
         else:
             columns = np.sort(rng.choice(width, n_columns, replace=False))
         rows = rng.choice(25, n_columns, replace=False)

@@ -492,7 +492,7 @@ def _transpose(source, columns, out, rows, start, tile, blocks, flat_source, fla
         first, last = start + tile_start, start + tile_stop
         j = 0
         while j < n_columns:
-            if blocks and j + 8 <= n_columns and columns[j + 7] - columns[j] == 7:
+            if blocks and j + 8 <= n_columns and _adjacent(columns, j, 8):
                 _transpose_blocks(source, columns[j], out, rows[j : j + 8], start,
                                   tile_start, tile_stop, flat_source, flat_out)
                 j += 8
@@ -512,18 +512,27 @@ def _transpose(source, columns, out, rows, start, tile, blocks, flat_source, fla
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _adjacent(columns, j, n):
+    """Whether columns[j : j + n] are n adjacent columns, in order."""
+    for c in range(1, n):
+        if columns[j + c] != columns[j] + c:
+            return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _transpose_blocks(source, column, out, rows, start, tile_start, tile_stop, flat_source,
                       flat_out):
     """Columns column..column+7 of source[tile_start:tile_stop] (2-d) into out[rows]
     from start + tile_start: 8 loci at a time as 8 x 8 blocks, then the rest."""
-    n_columns, n_out = source.shape[1], out.shape[1]
+    width, n_out = source.shape[1], out.shape[1]
     t0, t1, t2, t3 = (rows[0] * n_out + start, rows[1] * n_out + start,
                       rows[2] * n_out + start, rows[3] * n_out + start)
     t4, t5, t6, t7 = (rows[4] * n_out + start, rows[5] * n_out + start,
                       rows[6] * n_out + start, rows[7] * n_out + start)
     i = tile_start
     while i + 8 <= tile_stop:
-        transpose_block(flat_source, i * n_columns + column, n_columns, flat_out,
+        transpose_block(flat_source, i * width + column, width, flat_out,
                         (t0 + i, t1 + i, t2 + i, t3 + i, t4 + i, t5 + i, t6 + i, t7 + i))
         i += 8
     for locus in range(i, tile_stop):
