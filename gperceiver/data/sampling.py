@@ -153,30 +153,32 @@ def _draw_targets(geno, partner, rows, paired, table, index, indexed, diploid, f
                   seeds, keys, weights, other, positions, mask):
     n = geno.shape[1]
     lower, inside = np.empty(n, np.int32), np.empty(n, np.int32)
-    calls = geno.reshape(geno.shape[0], -1)
-    partner_calls = partner.reshape(partner.shape[0], -1)
     for row in range(rows.shape[0]):  # a row's keys stay in cache for its selection
         source = rows[row]
         for start in range(0, n, _TILE):  # its weights a tile at a time (in L1)
             stop = min(n, start + _TILE)
             tile, more = weights[: stop - start], other[: stop - start]
-            if diploid:
-                _diploid_weights(calls[source, 2 * start : 2 * stop], factors, start, tile)
-            else:
-                _weights_into(geno[source, start:stop], table, index, indexed, row, start,
-                              tile)
+            _tile_weights(geno[source], table, index, indexed, diploid, factors, row, start,
+                          tile)
             if paired:
-                if diploid:
-                    _diploid_weights(partner_calls[source, 2 * start : 2 * stop], factors,
-                                     start, more)
-                else:
-                    _weights_into(partner[source, start:stop], table, index, indexed, row,
-                                  start, more)
+                _tile_weights(partner[source], table, index, indexed, diploid, factors, row,
+                              start, more)
                 for i in range(tile.shape[0]):
                     tile[i] *= more[i]
             _exponential_keys(tile, seeds[row], keys[start:stop], start)
         drawn = _smallest(keys, k, positions[row], lower, inside)
         mask[row, :drawn] = True
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _tile_weights(calls, table, index, indexed, diploid, factors, row, first, weights):
+    """weights[i] = the weight of calls[first + i] (one genotype, (L, P)): on the
+    diploid biallelic path from `factors`, otherwise through `_weights_into`."""
+    stop = first + weights.shape[0]
+    if diploid:
+        _diploid_weights(calls.reshape(-1)[2 * first : 2 * stop], factors, first, weights)
+    else:
+        _weights_into(calls[first:stop], table, index, indexed, row, first, weights)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
