@@ -273,17 +273,13 @@ class GenotypeDataset(IterableDataset):
         else:
             yield from self._batches(worker, num_workers)
 
-    def tokens_shape(self, n: int) -> tuple[int, ...]:
-        """The shape of the tokens ("x_alleles", int8) of a batch of `n` samples."""
-        twins = (2,) if self.task == "contrastive" else ()
-        return (n, *twins, self.builder.lx, self.ploidy)
-
     def batch_bytes(self) -> tuple[int, int]:
         """(bytes of a batch's tokens, a bound on the bytes of its other fields)."""
         lx, ly = self.sizes
         n_blocks = 0 if self.phenotypes is None else self.phenotypes.shape[1]
         per_sample = 16 + 4 * lx + ly * (6 + self.n_alleles) + 5 * n_blocks
-        return math.prod(self.tokens_shape(self.batch_size)), self.batch_size * per_sample + 1024
+        tokens_bytes = math.prod(self.builder.tokens_shape(self.batch_size, self.ploidy))
+        return tokens_bytes, self.batch_size * per_sample + 1024
 
     def _batches(self, worker: int, num_workers: int) -> Iterator[dict[str, torch.Tensor]]:
         positions = self.shard_samples(worker, num_workers)
@@ -339,7 +335,7 @@ class GenotypeDataset(IterableDataset):
             extra = {"phenotypes": self.phenotypes[pos[rows]]}
         out = None
         if self._ring is not None:  # the tokens go straight into a free slot of the ring
-            out = self._ring.tokens(self.tokens_shape(len(rows)))
+            out = self._ring.tokens(self.builder.tokens_shape(len(rows), self.ploidy))
         return self.builder(geno, self.selected[pos[rows]], rng, tokens_out=out, rows=rows,
                             **extra)
 

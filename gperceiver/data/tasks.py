@@ -127,15 +127,32 @@ class TaskBuilder:
             geno, rows = geno[rows], None  # subsets and pairs are copies anyway
         rows = np.arange(len(geno)) if rows is None else np.asarray(rows, dtype=np.int64)
         x_index, inputs = self.inputs(rng, len(rows), geno, partner)
+        x_alleles = self.empty_tokens(len(rows), geno.shape[2], tokens_out)
         batch = {"sample_index": as_tensor(sample_index, DTYPES["sample_index"]),
-                 "x_index": x_index}
+                 "x_index": x_index, "x_alleles": x_alleles}
         if self.task in TARGET_TASKS:
-            batch.update(self.targets(rng, inputs, rows, x_index, tokens_out))
+            batch.update(self.targets(rng, inputs, rows, x_index, x_alleles))
         else:
-            batch["x_alleles"] = tokens(*inputs, rows=rows, out=tokens_out)
+            tokens(*inputs, out=x_alleles, rows=rows)
         if self.task == "phenotype":
             batch.update(phenotype_fields(phenotypes))
         return batch
+
+    def tokens_shape(self, n_rows: int, ploidy: int) -> tuple[int, ...]:
+        """The shape of the tokens ("x_alleles", int8) of a batch of `n_rows`:
+        (B, Lx, P), or (B, 2, Lx, P) with the contrastive task's twins."""
+        twins = (2,) if self.task == "contrastive" else ()
+        return (n_rows, *twins, self.lx, ploidy)
+
+    def empty_tokens(self, n_rows: int, ploidy: int,
+                     out: torch.Tensor | None = None) -> torch.Tensor:
+        """`out` (checked to have `tokens_shape`), or a new int8 tensor of that shape."""
+        shape = self.tokens_shape(n_rows, ploidy)
+        if out is None:
+            return torch.empty(shape, dtype=torch.int8)
+        if tuple(out.shape) != shape:
+            raise ValueError(f"tokens_out has shape {tuple(out.shape)}, expected {shape}")
+        return out
 
     def inputs(self, rng, n_rows: int, *genos: np.ndarray | None
                ) -> tuple[torch.Tensor, list[np.ndarray]]:
@@ -156,8 +173,9 @@ class TaskBuilder:
         return as_tensor(picked, DTYPES["x_index"]), [gather(g, picked) for g in genos]
 
     def targets(self, rng, inputs: list[np.ndarray], rows: np.ndarray, x_index: torch.Tensor,
-                tokens_out: torch.Tensor | None = None) -> dict:
-        """Draw targets among the inputs (at `rows`), hide them, and label them."""
+                x_alleles: torch.Tensor) -> dict:
+        """Draw targets among the inputs (at `rows`), write the tokens into `x_alleles`
+        with the targets hidden, and label the targets."""
         index = None if self.lx == self.n_variants else x_index.numpy()
         partner = inputs[1] if len(inputs) > 1 else None
         y_pos, y_mask = draw_targets(inputs[0], self.table, self.ly, rng, index, partner,
@@ -165,7 +183,6 @@ class TaskBuilder:
         y_index = y_pos if index is None else np.take_along_axis(index, y_pos, axis=1)
         y_index[~y_mask] = 0
         n_rows, ploidy = len(rows), inputs[0].shape[2]
-        x_alleles = empty_tokens(tokens_shape(n_rows, *inputs), tokens_out)
         calls = [np.ascontiguousarray(g).reshape(len(g), -1) for g in inputs]  # flat rows
         labels = np.zeros((*y_pos.shape, self.n_alleles) if self.task == "masked"
                           else y_pos.shape, dtype=np.int8)
@@ -173,7 +190,6 @@ class TaskBuilder:
                        x_alleles.numpy().reshape(n_rows, len(inputs), -1), labels)
         label = "y_counts" if self.task == "masked" else "y_shared"
         return {
-            "x_alleles": x_alleles,
             "y_index": as_tensor(y_index, DTYPES["y_index"]),
             "y_mask": torch.from_numpy(y_mask),
             label: torch.from_numpy(labels),
@@ -193,9 +209,7 @@ def _hidden_tokens(calls, partner, rows, ploidy, positions, mask, n_alleles, tok
     for b in range(positions.shape[0]):
         row = rows[b]
         for g in range(tokens.shape[1]):
-            source, target = (calls[row] if g == 0 else partner[row]), tokens[b, g]
-            for i in range(target.shape[0]):  # vectorises
-                target[i] = source[i] + np.int8(1)
+            _add_one(calls[row] if g == 0 else partner[row], tokens[b, g])
         for j in range(positions.shape[1]):
             if not mask[b, j]:
                 continue
@@ -203,19 +217,11 @@ def _hidden_tokens(calls, partner, rows, ploidy, positions, mask, n_alleles, tok
             for g in range(tokens.shape[1]):  # tokens > 0 (alleles) become 0, while
                 for i in range(first, first + ploidy):  # padded copies (-1) stay padded
                     tokens[b, g, i] = min(tokens[b, g, i], 0)
-            if labels.ndim == 3:  # allele counts; missing (-1), padded (-2): none
-                for i in range(first, first + ploidy):
-                    allele = calls[row, i]
-                    if 0 <= allele < n_alleles:
-                        labels[b, j, allele] += 1
+            if labels.ndim == 3:
+                _count_alleles(calls[row, first : first + ploidy], labels[b, j])
                 continue
-            for i in range(first, first + ploidy):
-                allele = calls[row, i]
-                if 0 <= allele < n_alleles:
-                    mine[allele] += 1
-                allele = partner[row, i]
-                if 0 <= allele < n_alleles:
-                    theirs[allele] += 1
+            _count_alleles(calls[row, first : first + ploidy], mine)
+            _count_alleles(partner[row, first : first + ploidy], theirs)
             shared = 0
             for allele in range(n_alleles):
                 shared += min(mine[allele], theirs[allele])
@@ -223,13 +229,27 @@ def _hidden_tokens(calls, partner, rows, ploidy, positions, mask, n_alleles, tok
             labels[b, j] = shared
 
 
-def tokens(*genos: np.ndarray, rows: np.ndarray | None = None,
-           out: torch.Tensor | None = None) -> torch.Tensor:
-    """int8 allele tokens = call_genotype + 1 of one genotype array (B, L, P), or of
-    several stacked on dim 1 (B, n, L, P), of their `rows` when given (one
-    compiled pass, no copy of the rows first), written into `out` when given."""
-    n_rows = genos[0].shape[0] if rows is None else len(rows)
-    out = empty_tokens(tokens_shape(n_rows, *genos), out)
+@numba.njit(cache=True, nogil=True, inline="always")
+def _count_alleles(copies, counts):
+    """counts[a] += the copies carrying allele a; missing (-1) and padded (-2)
+    copies, and codes past counts' alleles, count for none."""
+    for allele in copies:
+        if 0 <= allele < counts.shape[0]:
+            counts[allele] += 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _add_one(source, target):
+    """target = source + 1 (int8 tokens from calls; the loop vectorises)."""
+    for i in range(target.shape[0]):
+        target[i] = source[i] + np.int8(1)
+
+
+def tokens(*genos: np.ndarray, out: torch.Tensor, rows: np.ndarray | None = None) -> None:
+    """Write the int8 allele tokens = call_genotype + 1 of one genotype array
+    (B, L, P), or of several stacked on dim 1 (B, n, L, P), into `out`; of their
+    `rows` when given (one compiled pass, no copy of the rows first)."""
+    n_rows = len(out)
     array = out.numpy()
     parts = [array] if len(genos) == 1 else [array[:, i] for i in range(len(genos))]
     for part, geno in zip(parts, genos, strict=True):
@@ -237,31 +257,13 @@ def tokens(*genos: np.ndarray, rows: np.ndarray | None = None,
             np.add(geno, np.int8(1), out=part)
         else:  # one genotype array: `out` is `part`, contiguous
             _plus_one(geno.reshape(len(geno), -1), rows, part.reshape(n_rows, -1))
-    return out
-
-
-def tokens_shape(n_rows: int, *genos: np.ndarray) -> tuple[int, ...]:
-    """(B, L, P) for one genotype array (B', L, P), (B, n, L, P) for n of them."""
-    twins = (len(genos),) if len(genos) > 1 else ()
-    return (n_rows, *twins, *genos[0].shape[1:])
-
-
-def empty_tokens(shape: tuple[int, ...], out: torch.Tensor | None = None) -> torch.Tensor:
-    """`out` (checked to have `shape`), or a new int8 tensor of that shape."""
-    if out is None:
-        return torch.empty(shape, dtype=torch.int8)
-    if tuple(out.shape) != shape:
-        raise ValueError(f"tokens_out has shape {tuple(out.shape)}, expected {shape}")
-    return out
 
 
 @numba.njit(cache=True, nogil=True)
 def _plus_one(calls, rows, out):
     """out[b] = calls[rows[b]] + 1 (flat rows: the loop vectorises)."""
     for b in range(rows.shape[0]):
-        source, target = calls[rows[b]], out[b]
-        for i in range(target.shape[0]):
-            target[i] = source[i] + np.int8(1)
+        _add_one(calls[rows[b]], out[b])
 
 
 def as_tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
