@@ -622,3 +622,35 @@ def plot_path(
     for name in figures:
         check_writable(out / name, force)
     return [_save(fig, out / name, force) for name, fig in figures.items()]
+
+
+# ---------------------------------------------------------------- cross-validation
+
+
+def cv_figure(table: pd.DataFrame) -> Figure:
+    """Test-fold r per block (x) and method (colour): one dot per fold, a bar at the mean."""
+    methods = list(dict.fromkeys(table["method"]))
+    blocks = sorted(table["block"].unique())
+    colours = _palette(len(methods))
+    fig = Figure(figsize=(max(4.0, 1.6 * len(blocks) + 1.5), 3.6), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / max(1, len(methods))
+    for i, method in enumerate(methods):
+        rows = table[table["method"] == method]
+        for j, block in enumerate(blocks):
+            r = rows.loc[rows["block"] == block, "pearson_r"].astype(float).dropna()
+            x = j - 0.4 + width * (i + 0.5)
+            ax.scatter(np.full(len(r), x), r, s=14, color=colours[i], alpha=0.8,
+                       label=method if j == 0 else None)
+            if len(r):
+                ax.hlines(r.mean(), x - width * 0.4, x + width * 0.4, color=colours[i], lw=2)
+    ax.set_xticks(range(len(blocks)), [f"block {b}" for b in blocks])
+    ax.set_ylabel("Pearson r on the test fold")
+    ax.set_title("cross-validation: one dot per fold, bar = mean", fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    return fig
+
+
+def plot_cv(table: pd.DataFrame, out: str | os.PathLike, force: bool = False) -> Path:
+    """Write `cv_figure(table)` as a PNG."""
+    return _save(cv_figure(table), out, force)

@@ -19,7 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train a Perceiver to predict the phenotypes of PHENOS (TSV: name "
         "response block [cv]) in every block at once, from scratch or from a pretrained "
         "checkpoint. Rows with cv == K (--cv K) are the validation set and drive early "
-        "stopping. RUN_DIR gets best.ckpt, last.ckpt, metrics.csv, params.json, "
+        "stopping; with --test-fold K they are never seen and a seeded share of the other "
+        "lines (val_fraction) drives early stopping. For regression a linear marker-effect "
+        "path is fitted first and the Perceiver learns what it leaves (params: linear). "
+        "RUN_DIR gets best.ckpt, last.ckpt, metrics.csv, params.json, "
         "predictions.tsv (every sample and block) and metrics.json (per block: Pearson r "
         "and RMSE, or AUC and accuracy, or accuracy and Spearman).",
         epilog="examples:\n  gperceiver fit panel.zarr phenos.tsv -o fit_cv0 --cv 0\n"
@@ -34,7 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", metavar="CKPT", default=None,
                    help="start from a pretrained checkpoint (its architecture is kept)")
     p.add_argument("--cv", type=int, default=None, metavar="K",
-                   help="validation fold: rows with cv == K (default: no validation)")
+                   help="validation fold, as in the original tool: rows with cv == K drive "
+                   "early stopping (so their figures are not held out)")
+    p.add_argument("--test-fold", type=int, default=None, metavar="K",
+                   help="leak-free: rows with cv == K are never seen (not for training, "
+                   "stopping or choosing); early stopping uses a seeded val_fraction of the "
+                   "other lines; metrics.json's 'test' holds fold K's figures")
     p.add_argument("--strategy", action="append", default=[], metavar="NAME",
                    help="block head 'latent' (one query per block joins the latents) or "
                    "'pool' (mean-pooled latents into an MLP) [params: latent]; any other "
@@ -74,7 +82,8 @@ def run(args: argparse.Namespace) -> None:
         warnings.simplefilter("always", UserWarning)
         result = fit(
             args.store, args.phenotypes, args.output, params, pretrained=args.pretrained,
-            cv=args.cv, freeze_encoder=args.freeze_encoder, freeze_latents=args.freeze_latents,
+            cv=args.cv, test_fold=args.test_fold, freeze_encoder=args.freeze_encoder,
+            freeze_latents=args.freeze_latents,
             ranking_weight=args.ranking_weight, resume=args.resume, force=args.force,
             progress=show_progress(args.quiet), accelerator=args.accelerator,
             devices=devices(args), num_nodes=args.num_nodes, strategy=strategy,
@@ -84,8 +93,12 @@ def run(args: argparse.Namespace) -> None:
             print(f"gperceiver: warning: {w.message}", file=sys.stderr)
     if not result.metrics:
         return  # a non-zero rank of a distributed run
-    shown = result.metrics["validation"] or result.metrics["train"]
-    which = "validation" if result.metrics["validation"] else "training (no --cv)"
+    m = result.metrics
+    which = next(w for w in ("test", "validation", "train") if m.get(w))
+    shown = m[which]
+    which = {"test": f"test fold {args.test_fold} (never seen)",
+             "validation": "validation" + (f" fold {args.cv}" if args.cv is not None else ""),
+             "train": "training"}[which]
     print(f"{params.objective} fit, {which} rows, per block:")
     for block, m in shown["blocks"].items():
         figures = " ".join(f"{k}={v:.3f}" for k, v in m.items()

@@ -18,7 +18,7 @@ from gperceiver.errors import EXIT_CODE_HELP, ExitCode, GPerceiverError
 
 # Subcommand modules, in the order --help lists them; each has register(subparsers).
 SUBCOMMANDS = [
-    "convert", "info", "pretrain", "fit", "predict", "embed", "impute", "baseline", "plot",
+    "convert", "info", "pretrain", "fit", "predict", "embed", "impute", "baseline", "cv", "plot",
 ]
 
 

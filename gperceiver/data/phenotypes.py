@@ -265,3 +265,32 @@ def split_masks(phenos: xr.Dataset, cv: int | None = None) -> tuple[xr.DataArray
         return observed, xr.zeros_like(observed)
     validation = observed & (phenos["cv"] == fold)
     return observed & ~validation, validation
+
+
+def held_out_split(
+    phenos: xr.Dataset, test_fold: int | None, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, validation, test) boolean masks over (samples, blocks), leak-free.
+
+    Test: observed rows whose cv is `test_fold` (none without one): never trained
+    on, never used to stop or choose. Validation: every remaining observed row of
+    a seeded `val_fraction` of the lines that have one, so that early stopping
+    sees lines it was not trained on; train: the rest.
+    """
+    observed = phenos["response"].notnull().values
+    test = np.zeros_like(observed)
+    if test_fold is not None:
+        with_validation_fold(phenos, test_fold)  # the same checks as --cv
+        test = observed & (phenos["cv"].values == test_fold)
+    rest = observed & ~test
+    lines = np.flatnonzero(rest.any(axis=1))
+    n_val = int(round(val_fraction * len(lines)))
+    if val_fraction > 0 and len(lines) > 1:
+        n_val = min(max(n_val, 1), len(lines) - 1)
+    else:
+        n_val = 0
+    chosen = np.random.default_rng([seed, 0x5EED]).choice(lines, size=n_val, replace=False)
+    val_lines = np.zeros(len(observed), bool)
+    val_lines[chosen] = True
+    val = rest & val_lines[:, None]
+    return rest & ~val, val, test

@@ -28,8 +28,9 @@ import xarray as xr
 from gperceiver import schema
 from gperceiver.atomic import atomic_output
 from gperceiver.data.loader import make_loader
-from gperceiver.data.phenotypes import read_phenotypes, split_masks
+from gperceiver.data.phenotypes import held_out_split, read_phenotypes, split_masks
 from gperceiver.errors import InputFormatError, UsageError
+from gperceiver.linear import LinearPath, fit_linear
 from gperceiver.metrics import evaluate
 from gperceiver.model.heads import FinetuneHead, head_loss
 from gperceiver.outputs import (
@@ -47,6 +48,7 @@ from gperceiver.train.checkpoint import (
     KEY,
     ModelInfo,
     build_model,
+    load_checkpoint,
     load_model,
 )
 from gperceiver.train.params import Params
@@ -119,6 +121,7 @@ class FinetuneModule(L.LightningModule):
         self.register_buffer("mean", torch.as_tensor(target.mean, dtype=torch.float32))
         self.register_buffer("scale", torch.as_tensor(target.scale, dtype=torch.float32))
         self.loaders: dict[str, Any] = {}
+        self.linear: LinearPath | None = None  # fitted before training, saved with it
 
     def forward(self, x_alleles: torch.Tensor, x_index: torch.Tensor) -> torch.Tensor:
         return self.head(self.model, x_alleles, x_index)
@@ -159,6 +162,8 @@ class FinetuneModule(L.LightningModule):
         checkpoint[KEY] = self.info.to_dict()
         checkpoint[FINETUNE_KEY] = {**self.target.to_dict(), "head": self.head.kind,
                                     "ranking_weight": float(self.ranking_weight)}
+        if self.linear is not None:
+            checkpoint[FINETUNE_KEY]["linear"] = self.linear.to_dict()
         checkpoint["rng_torch"] = torch.get_rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -209,6 +214,7 @@ def fit(
     *,
     pretrained: str | os.PathLike | None = None,
     cv: int | None = None,
+    test_fold: int | None = None,
     freeze_encoder: bool = False,
     freeze_latents: bool = False,
     ranking_weight: float = 0.0,
@@ -223,6 +229,10 @@ def fit(
 ) -> FitResult:
     """Finetune on `phenotypes` and write predictions and metrics into `run_dir`.
 
+    `cv=K`: fold K is the validation set (the original tool's meaning: it drives
+    early stopping, so its figures are not held out). Otherwise a seeded
+    `params.val_fraction` of the lines is the validation set and `test_fold=K`
+    holds fold K out of everything, for metrics["test"].
     `devices`, `num_nodes` and `strategy` ("ddp") train data-parallel (see
     `engine`); then global rank 0 alone predicts and writes the outputs.
     `callbacks` are extra Lightning callbacks.
@@ -232,10 +242,18 @@ def fit(
         raise UsageError(f"--ranking-weight must be >= 0, got {ranking_weight}")
     if ranking_weight > 0 and params.objective == "multiclass":
         raise UsageError("--ranking-weight needs an ordered response (not multiclass)")
+    if cv is not None and test_fold is not None:
+        raise UsageError("--cv K (fold K is validation) and --test-fold K (fold K is never "
+                         "seen) are two ways to hold out a fold: give one")
     ds = open_store(store)
     sample_id = [str(s) for s in ds["sample_id"].values.tolist()]
     phenos = read_phenotypes(phenotypes, sample_id, cv=cv)
-    train_mask, val_mask = (np.asarray(m.values, bool) for m in split_masks(phenos))
+    if cv is not None:
+        train_mask, val_mask = (np.asarray(m.values, bool) for m in split_masks(phenos))
+        test_mask = np.zeros_like(train_mask)
+    else:
+        train_mask, val_mask, test_mask = held_out_split(
+            phenos, test_fold, params.val_fraction, params.seed)
     response = phenos["response"].values.astype(np.float64)
     if not train_mask.any():
         raise InputFormatError(phenotypes, "no training rows left (all rows are validation)")
@@ -248,7 +266,17 @@ def fit(
         params = params.replace(**arch)
         encoder_state = model.state_dict()
     params = resolve_params(params, ds, str(store))
-    target = make_target(params.objective, response, train_mask, str(phenotypes))
+
+    train_rows = np.flatnonzero(train_mask.any(axis=1))
+    # The linear marker-effect path is fitted first, in closed form, on the training
+    # rows alone; the Perceiver learns what it leaves (its out-of-fold residuals).
+    linear, offset = None, np.zeros_like(response)
+    if params.linear and params.objective == "regression":
+        linear, oof = fit_linear(ds, _masked(response, train_mask), train_rows, params.seed)
+        offset = linear.predict(ds)
+        offset[train_rows] = np.where(np.isnan(oof), offset[train_rows], oof)
+    target_response = response - offset
+    target = make_target(params.objective, target_response, train_mask, str(phenotypes))
 
     run_dir = Path(run_dir)
     info = ModelInfo.from_store(ds, params, "fit")
@@ -264,21 +292,23 @@ def fit(
     if encoder_state is not None:
         model.load_state_dict(encoder_state)
     module = FinetuneModule(model, build_head(params, target), info, target, ranking_weight)
+    module.linear = linear
     set_trainable(module, freeze_encoder=freeze_encoder, freeze_latents=freeze_latents,
                   position_trainable=params.position_embed_trainable)
 
     common = dict(batch_size=params.batch_size, num_workers=params.num_workers,
                   prop_x=params.prop_x, seed=params.seed)
-    train_rows = np.flatnonzero(train_mask.any(axis=1))
-    train_loader = make_loader(store, "phenotype", samples=train_rows, shuffle=True,
-                               phenotypes=_masked(response, train_mask)[train_rows], **common)
+    train_loader = make_loader(
+        store, "phenotype", samples=train_rows, shuffle=True,
+        phenotypes=_masked(target_response, train_mask)[train_rows], **common)
     module.loaders["train"] = train_loader
     train_loader.set_epoch(0 if resume_epoch is None else resume_epoch + 1)
     val_loader = None
     if val_mask.any():
         val_rows = np.flatnonzero(val_mask.any(axis=1))
-        val_loader = make_loader(store, "phenotype", samples=val_rows, shuffle=False,
-                                 phenotypes=_masked(response, val_mask)[val_rows], **common)
+        val_loader = make_loader(
+            store, "phenotype", samples=val_rows, shuffle=False,
+            phenotypes=_masked(target_response, val_mask)[val_rows], **common)
         module.loaders["val"] = val_loader
     monitor = "val_loss" if val_loader is not None else "train_loss"
     trainer = engine.make_trainer(run_dir, params, monitor=monitor, progress=progress,
@@ -290,27 +320,91 @@ def fit(
         return FitResult(run_dir, run_dir / engine.BEST, {}, xr.Dataset())
 
     best = run_dir / engine.BEST
-    predictor = Predictor.load(best if best.is_file() else run_dir / engine.LAST)
-    predicted, probabilities = predictor.predict(store, progress=progress)
+    best = best if best.is_file() else run_dir / engine.LAST
+    predictor = Predictor.load(best)
+    deep, probabilities = predictor.predict_encoder(store, progress=progress)
+    components, held = None, deep
+    if linear is not None:
+        # How much of the Perceiver's residual to add, per block: least squares on the
+        # validation lines (their offsets are out-of-sample), within [0, 1].
+        deep_scale = _deep_scale(target_response, deep, val_mask)
+        held = linear.predict(ds) + deep_scale * deep  # validation lines held out
+        if cv is None and val_mask.any():  # the validation lines join the final linear fit
+            chosen = list(linear.fits)
+            linear, _ = fit_linear(ds, _masked(response, train_mask | val_mask),
+                                   np.flatnonzero((train_mask | val_mask).any(axis=1)),
+                                   params.seed, steps=[f.steps for f in chosen])
+            linear.fits = chosen
+        linear_only = linear.predict(ds)
+        predicted = linear_only + deep_scale * deep
+        save_linear(best, linear, deep_scale)
+        components = {
+            "linear_steps": [f.steps for f in linear.fits],
+            "linear_inner_cv_mse": [f.inner_mse for f in linear.fits],
+            "perceiver_scale": [round(float(v), 4) for v in deep_scale],
+            "linear_only": _evaluate_rows(phenos, linear_only, train_mask, test_mask),
+        }
+    else:
+        predicted = deep
     preds = predictions_dataset(phenos, predicted, probabilities)
+    held_preds = predictions_dataset(phenos, held, probabilities)
     metrics = {
         "objective": params.objective,
         "head": params.head,
+        "linear": params.linear and linear is not None,
         "store": str(store),
         "phenotypes": str(phenotypes),
         "cv": cv,
+        "test_fold": test_fold,
         "pretrained": None if pretrained is None else str(pretrained),
         "samples": len(sample_id),
         "variants": int(ds.sizes[schema.VARIANTS]),
+        "lines": {"train": int(train_mask.any(axis=1).sum()),
+                  "validation": int(val_mask.any(axis=1).sum()),
+                  "test": int(test_mask.any(axis=1).sum())},
         "epochs": int(trainer.current_epoch),
         "best_checkpoint_score": _score(trainer),
         "train": _evaluate(params.objective, preds, train_mask),
-        "validation": _evaluate(params.objective, preds, val_mask) if val_mask.any() else None,
+        # before they joined the final linear fit, so these figures are held out
+        "validation": (_evaluate(params.objective, held_preds, val_mask)
+                       if val_mask.any() else None),
+        "test": _evaluate(params.objective, preds, test_mask) if test_mask.any() else None,
+        "components": components,
     }
     write_predictions(preds, run_dir / PREDICTIONS_FILE, force=True)
     write_metrics(metrics, run_dir / METRICS_FILE, force=True)
-    plot_path(run_dir, cv=cv, force=True)  # learning curves, observed vs predicted
+    plot_path(run_dir, cv=cv if cv is not None else test_fold, force=True)
     return FitResult(run_dir, best, metrics, preds)
+
+
+def _deep_scale(residual: np.ndarray, deep: np.ndarray, val: np.ndarray) -> np.ndarray:
+    """Per block, the s in [0, 1] minimising |residual - s deep|^2 on validation rows."""
+    scale = np.ones(residual.shape[1])
+    for b in range(residual.shape[1]):
+        rows = val[:, b]
+        if not rows.any():
+            continue
+        d = deep[rows, b] - deep[rows, b].mean()
+        r = residual[rows, b] - residual[rows, b].mean()
+        dd = float(d @ d)
+        scale[b] = 0.0 if dd <= 0 else float(np.clip((r @ d) / dd, 0.0, 1.0))
+    return scale
+
+
+def save_linear(path: Path, linear: LinearPath, deep_scale: np.ndarray) -> None:
+    """Write the final linear path and the Perceiver's scale into a fit checkpoint."""
+    ckpt = load_checkpoint(path)
+    ckpt[FINETUNE_KEY]["linear"] = linear.to_dict()
+    ckpt[FINETUNE_KEY]["deep_scale"] = torch.as_tensor(deep_scale)
+    with atomic_output(path, force=True) as tmp:
+        torch.save(ckpt, tmp)
+
+
+def _evaluate_rows(phenos: xr.Dataset, predicted: np.ndarray, train: np.ndarray,
+                   test: np.ndarray) -> dict[str, Any]:
+    preds = predictions_dataset(phenos, predicted)
+    return {name: _evaluate("regression", preds, mask)
+            for name, mask in (("train", train), ("test", test)) if mask.any()}
 
 
 def _masked(response: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -336,8 +430,11 @@ class Predictor:
     """A finetuned model read back from a checkpoint, ready to predict a store."""
 
     def __init__(self, model: torch.nn.Module, head: FinetuneHead, info: ModelInfo,
-                 target: Target):
+                 target: Target, linear: LinearPath | None = None,
+                 deep_scale: np.ndarray | None = None):
         self.model, self.head, self.info, self.target = model.eval(), head.eval(), info, target
+        self.linear = linear
+        self.deep_scale = np.ones(target.n_blocks) if deep_scale is None else deep_scale
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Predictor:
@@ -360,15 +457,29 @@ class Predictor:
         except RuntimeError as e:
             raise InputFormatError(
                 path, f"head weights do not fit: {str(e).splitlines()[0]}") from None
-        return cls(model, head, info, target)
+        linear = LinearPath.from_dict(meta["linear"]) if "linear" in meta else None
+        scale = meta.get("deep_scale")
+        return cls(model, head, info, target, linear,
+                   None if scale is None else np.asarray(scale, np.float64))
 
-    @torch.no_grad()
     def predict(self, store: str | os.PathLike, *, batch_size: int | None = None,
                 progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-        """(predicted (samples, blocks), probabilities (samples, blocks, classes) or None)."""
+        """(predicted (samples, blocks), probabilities (samples, blocks, classes) or None).
+
+        With a linear path: its prediction plus the Perceiver's, scaled per block.
+        """
         ds = open_store(store)
         self.info.check_store(ds, str(store))
-        n = int(ds.sizes[schema.SAMPLES])
+        deep, probs = self.predict_encoder(store, batch_size=batch_size, progress=progress)
+        if self.linear is None:
+            return deep, probs
+        return self.linear.predict(ds) + self.deep_scale * deep, probs
+
+    @torch.no_grad()
+    def predict_encoder(self, store: str | os.PathLike, *, batch_size: int | None = None,
+                        progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """The Perceiver's own outputs for every sample of `store`, as `predict` returns them."""
+        n = int(open_store(store).sizes[schema.SAMPLES])
         p = self.info.params
         # every sample, here: also after a DDP fit, whose process group is still up
         size = p.batch_size if batch_size is None else batch_size  # 0 is refused, not default

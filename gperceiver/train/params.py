@@ -87,6 +87,10 @@ class Params:
         1.0, "exponent on target weights (prod over copies of 1 - allele frequency); "
         "0: uniform", low=0.0)
     # -- finetuning
+    linear: bool = _p(
+        True, "regression: fit a linear marker-effect path first (adaptive ridge, its "
+        "reweighting chosen by cross-validation inside the training lines) and train the "
+        "Perceiver on what it leaves; false: the Perceiver alone")
     head: str = _p("latent", "finetuning head: 'latent' (one query per block) or 'pool'",
                    choices=("latent", "pool"))
     objective: str = _p("regression", "finetuning objective shared by all blocks",

@@ -1,0 +1,167 @@
+"""Leak-free accuracy of `gperceiver fit` with default settings, against GBLUP and RKHS.
+
+For each data set, runs `gperceiver cv STORE PHENOS --methods gblup,gperceiver`
+as a user would (every fold of the cv column; each fold's phenotypes never seen
+by its model) and adds RKHS (Gaussian kernel, bandwidth = median distance, REML)
+on the same folds. Prints one JSON line per data set: per method the mean r
+per block over folds, their mean, every fold's mean, CPU seconds per fold, and
+the issue's targets with whether they are met.
+
+Data sets:
+- `mice`: ../shared/data/mice (1,814 x 10,346, 3 traits; target mean r >= 0.50).
+- `additive`: a simulated panel (benchmarks/panels.py: 600 founder-mosaic lines x
+  900 linked markers, 3 correlated traits, h2 0.7, 10% missing phenotypes);
+  target r >= GBLUP's.
+- `epistatic`: the same with half the genetic variance in pairwise interactions;
+  target r >= GBLUP's + 0.05.
+
+Ablation: `linear` is the linear marker-effect path alone (from the same fits);
+`--ablation` adds `perceiver_alone` (params `"linear": false`), and `--seeds`
+repeats the gperceiver runs with other seeds.
+
+    python benchmarks/accuracy.py                      # every data set, defaults
+    python benchmarks/accuracy.py --data additive epistatic --ablation --seeds 0 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.panels import simulate, write_panel  # noqa: E402
+
+MICE = ROOT.parent / "shared" / "data" / "mice"
+TARGETS = {"mice": ("mean_r >= 0.50", lambda m: m["gperceiver"]["mean_r"] >= 0.50),
+           "additive": ("r >= GBLUP's", lambda m: m["gperceiver"]["mean_r"]
+                        >= m["gblup"]["mean_r"]),
+           "epistatic": ("r >= GBLUP's + 0.05", lambda m: m["gperceiver"]["mean_r"]
+                         >= m["gblup"]["mean_r"] + 0.05)}
+
+
+def gperceiver(*args: str | Path) -> float:
+    """Run `gperceiver ARGS` in a subprocess; its wall seconds (fail loudly)."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "gperceiver", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"gperceiver {' '.join(map(str, args))} failed:\n{proc.stderr}")
+    return time.perf_counter() - start
+
+
+def inputs(name: str, workdir: Path) -> tuple[Path, Path, Path]:
+    """(markers, chroms, phenos) of a data set."""
+    if name == "mice":
+        return MICE / "markers.tsv.gz", MICE / "chroms.tsv", MICE / "phenos.tsv"
+    panel = simulate(epistasis=0.5 if name == "epistatic" else 0.0, seed=1)
+    return write_panel(panel, workdir / name)
+
+
+def rkhs(store: Path, phenos: Path, folds: list[int]) -> dict:
+    """Gaussian-kernel RKHS (bandwidth = median squared distance per marker) per fold."""
+    from gperceiver.baseline import gblup
+    from gperceiver.data.phenotypes import read_phenotypes
+    from gperceiver.linear import read_dosages
+    from gperceiver.metrics import pearson_r
+    from gperceiver.store import open_store
+
+    start = time.process_time()
+    ds = open_store(store)
+    freq = np.asarray(ds["variant_allele_frequency"].values, np.float64)
+    z = read_dosages(ds, np.arange(ds.sizes["samples"]), freq).astype(np.float64)
+    sq = (z * z).sum(1)
+    dist = np.maximum(sq[:, None] + sq[None, :] - 2 * z @ z.T, 0) / z.shape[1]
+    kernel = np.exp(-dist / np.median(dist[np.triu_indices_from(dist, 1)]))
+    ph = read_phenotypes(phenos, ds["sample_id"].values.tolist())
+    y, cv = ph["response"].values.astype(np.float64), ph["cv"].values
+    r = np.full((len(folds), y.shape[1]), np.nan)
+    for i, k in enumerate(folds):
+        for b in range(y.shape[1]):
+            obs = ~np.isnan(y[:, b])
+            train, test = obs & (cv[:, b] != k), obs & (cv[:, b] == k)
+            if test.sum() > 1:
+                pred, _ = gblup(kernel, np.nan_to_num(y[:, b]), train)
+                r[i, b] = pearson_r(pred[test], y[test, b])
+    cpu = (time.process_time() - start) / len(folds)
+    block_r = np.nanmean(r, axis=0)
+    return {"block_r": [round(float(v), 4) for v in block_r],
+            "mean_r": round(float(block_r.mean()), 4),
+            "fold_mean_r": {str(k): round(float(np.nanmean(r[i])), 4)
+                            for i, k in enumerate(folds)},
+            "cpu_seconds_per_fold": round(cpu, 1)}
+
+
+def cv(store: Path, phenos: Path, out: Path, methods: str, extra: list[str]) -> dict:
+    gperceiver("cv", store, phenos, "-o", out, "--methods", methods, "--force", *extra)
+    return json.loads((out / "cv_summary.json").read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="*", default=["mice", "additive", "epistatic"],
+                        choices=["mice", "additive", "epistatic"])
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep stores and runs here (default: a temporary folder)")
+    parser.add_argument("--folds", default=None, help="comma-separated folds [all]")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="cap fit's epochs (a budget; default: fit's own default)")
+    parser.add_argument("--jobs", type=int, default=1, help="folds run at once")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also run the Perceiver alone (params linear: false)")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0],
+                        help="gperceiver seeds; each is a full cv run")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="accuracy_") as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        for name in args.data:
+            markers, chroms, phenos = inputs(name, workdir)
+            store = workdir / f"{name}.zarr"
+            gperceiver("convert", "tsv", "--markers", markers, "--chroms", chroms, "-o",
+                       store, "--force", "--quiet")
+            extra = ["--jobs", str(args.jobs)]
+            extra += ["--folds", args.folds] if args.folds else []
+            extra += ["--epochs", str(args.epochs)] if args.epochs else []
+            start = time.perf_counter()
+            methods: dict = {}
+            for seed in args.seeds:
+                found = cv(store, phenos, workdir / f"{name}_cv_seed{seed}",
+                           "gblup,gperceiver" if not methods else "gperceiver",
+                           [*extra, "--seed", str(seed)])
+                folds = found["folds"]
+                for method, figures in found["methods"].items():
+                    key = method if seed == args.seeds[0] else f"{method}_seed{seed}"
+                    methods[key] = figures
+                if args.ablation:
+                    params = workdir / "perceiver_alone.json"
+                    params.write_text(json.dumps({"linear": False}))
+                    alone = cv(store, phenos, workdir / f"{name}_alone_seed{seed}",
+                               "gperceiver", [*extra, "--seed", str(seed), "--params",
+                                              str(params)])
+                    key = "perceiver_alone" + ("" if seed == args.seeds[0] else f"_seed{seed}")
+                    methods[key] = alone["methods"]["gperceiver"]
+            methods["rkhs"] = rkhs(store, phenos, folds)
+            target, met = TARGETS[name]
+            print(json.dumps({
+                "benchmark": "accuracy", "data": name, "folds": folds,
+                "cpus": os.cpu_count(), "epochs_cap": args.epochs, "seeds": args.seeds,
+                "wall_seconds": round(time.perf_counter() - start, 1),
+                "methods": methods, "target": target, "target_met": bool(met(methods)),
+                "gperceiver_minus_gblup": round(
+                    methods["gperceiver"]["mean_r"] - methods["gblup"]["mean_r"], 4),
+            }), flush=True)
+
+
+if __name__ == "__main__":
+    main()

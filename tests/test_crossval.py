@@ -1,0 +1,160 @@
+"""Leak-free cross-validation, the linear marker-effect path and defaults that learn."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from benchmarks.panels import simulate, write_panel
+from converters.tsv import convert_tsv
+from gperceiver.baseline import run_gblup
+from gperceiver.data.phenotypes import held_out_split, read_phenotypes
+from gperceiver.errors import ExitCode
+from gperceiver.linear import fit_linear
+from gperceiver.store import open_store
+from gperceiver.train.checkpoint import load_checkpoint
+from gperceiver.train.finetune import fit, predict
+from gperceiver.train.params import Params
+from tests.test_fit import TINY
+from tests.tiny_stores import ONE_THREAD, one_torch_thread
+
+pytestmark = pytest.mark.usefixtures(one_torch_thread.__name__)
+
+
+@pytest.fixture(scope="module")
+def additive(tmp_path_factory):
+    """240 founder-mosaic lines x 300 linked markers, 2 correlated additive traits."""
+    folder = tmp_path_factory.mktemp("additive")
+    panel = simulate(240, 300, n_blocks=2, n_causal=20, h2=0.8, seed=3)
+    markers, chroms, phenos = write_panel(panel, folder)
+    store = folder / "panel.zarr"
+    convert_tsv(markers, chroms, store, samples_chunk=64, progress=False)
+    return store, phenos
+
+
+def test_inner_split_is_by_line_seeded_and_leaves_the_test_fold_out(additive):
+    store, phenos = additive
+    ph = read_phenotypes(phenos, open_store(store)["sample_id"].values.tolist())
+    train, val, test = held_out_split(ph, 2, 0.1, seed=7)
+    observed = ph["response"].notnull().values
+    assert not (train & val).any() and not (train & test).any() and not (val & test).any()
+    assert ((train | val | test) == observed).all()
+    assert (test == observed & (ph["cv"].values == 2)).all()
+    # by line: a validation line has none of its rows in training
+    assert not (val.any(axis=1) & train.any(axis=1)).any()
+    lines = (train | val).any(axis=1).sum()
+    assert val.any(axis=1).sum() == round(0.1 * lines)
+    again = held_out_split(ph, 2, 0.1, seed=7)
+    assert all((a == b).all() for a, b in zip((train, val, test), again, strict=True))
+    other = held_out_split(ph, 2, 0.1, seed=8)[1]
+    assert (other != val).any()
+
+
+def test_linear_path_picks_out_a_large_effect_locus(tmp_path):
+    """One locus carries most of the variance: reweighting is chosen and finds it."""
+    panel = simulate(300, 200, n_blocks=1, n_causal=1, h2=0.9, seed=5)
+    markers, chroms, phenos = write_panel(panel, tmp_path)
+    store = tmp_path / "qtl.zarr"
+    convert_tsv(markers, chroms, store, samples_chunk=64, progress=False)
+    ds = open_store(store)
+    ph = read_phenotypes(phenos, ds["sample_id"].values.tolist())
+    response = ph["response"].values.astype(np.float64)
+    rows = np.flatnonzero(~np.isnan(response[:, 0]))
+    path, oof = fit_linear(ds, response, rows, seed=0)
+    assert path.fits[0].steps > 0, path.fits[0].inner_mse
+    top = np.argmax(np.abs(path.effects[0, :, 0]))  # the locus, or one in full LD with it
+    assert abs(np.corrcoef(panel.dosage[:, top], panel.genetic[:, 0])[0, 1]) > 0.9
+    assert np.corrcoef(oof[:, 0], response[rows, 0])[0, 1] > 0.8
+
+
+def test_default_fit_reaches_gblup_on_held_out_lines(additive, tmp_path):
+    """Default params (epochs capped for time): >= 0.9 x GBLUP's r on an unseen fold."""
+    store, phenos = additive
+    result = fit(store, phenos, tmp_path / "run", Params(epochs=2), test_fold=0,
+                 progress=False)
+    _, gblup = run_gblup(store, phenos, cv=0)
+    ours = result.metrics["test"]["mean"]["pearson_r"]
+    theirs = gblup["validation"]["mean"]["pearson_r"]
+    assert ours >= 0.9 * theirs, (ours, theirs)
+    assert result.metrics["validation"] is not None  # the inner split drove stopping
+    assert result.metrics["lines"]["test"] == (pd.read_csv(phenos, sep="\t")
+                                               .query("cv == 0")["name"].nunique())
+    # predict from the run folder gives the run's own predictions (linear path included)
+    again = predict(tmp_path / "run", store, progress=False)
+    table = pd.read_csv(tmp_path / "run" / "predictions.tsv", sep="\t")
+    first = table[table["block"] == 0].set_index("name")["predicted"]
+    got = pd.Series(again["predicted"].values[:, 0], index=again["sample_id"].values)
+    np.testing.assert_allclose(got[first.index].values, first.values, rtol=1e-4, atol=1e-4)
+
+
+def _changed_fold(phenos, folder, fold: int, seed: int):
+    table = pd.read_csv(phenos, sep="\t")
+    rows = table["cv"] == fold
+    table.loc[rows, "response"] = np.random.default_rng(seed).normal(size=rows.sum()) * 5
+    out = folder / f"changed_{fold}.tsv"
+    table.to_csv(out, sep="\t", index=False)
+    return out
+
+
+def _weights(run):
+    ckpt = load_checkpoint(run / "best.ckpt")
+    linear = ckpt["gperceiver_finetune"]["linear"]
+    return {**ckpt["state_dict"], "linear.effects": linear["effects"],
+            "deep_scale": ckpt["gperceiver_finetune"]["deep_scale"]}
+
+
+def test_test_fold_phenotypes_never_reach_training_or_checkpoint_choice(additive, tmp_path):
+    store, phenos = additive
+    params = Params(**{**TINY, "epochs": 2, "patience": 1})
+    runs = {}
+    for name, file in (("original", phenos), ("test_changed", _changed_fold(phenos, tmp_path, 1, 0)),
+                       ("train_changed", _changed_fold(phenos, tmp_path, 3, 0))):
+        fit(store, file, tmp_path / name, params, test_fold=1, progress=False)
+        runs[name] = _weights(tmp_path / name)
+    same, other = runs["test_changed"], runs["train_changed"]
+    for key, value in runs["original"].items():
+        assert torch.equal(value, same[key]), key
+    assert any(not torch.equal(v, other[k]) for k, v in runs["original"].items())
+
+
+def test_cv_command_writes_every_fold_and_method(additive, tmp_path, cli):
+    store, phenos = additive
+    params = tmp_path / "tiny.json"
+    params.write_text(json.dumps({**TINY, "epochs": 1}))
+    out = tmp_path / "cv"
+    proc = cli("cv", store, phenos, "-o", out, "--folds", "0,1", "--params", params,
+               "--jobs", "2", env=ONE_THREAD)
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(out / "cv_results.tsv", sep="\t")
+    assert list(table.columns) == ["method", "fold", "block", "n", "pearson_r", "rmse",
+                                   "cpu_seconds"]
+    assert set(table["method"]) == {"gblup", "gperceiver", "linear"}
+    assert sorted(table["fold"].unique()) == [0, 1]
+    summary = json.loads((out / "cv_summary.json").read_text())
+    gb = table[table["method"] == "gblup"].groupby("block")["pearson_r"].mean()
+    assert summary["methods"]["gblup"]["block_r"] == pytest.approx(gb.values, abs=1e-4)
+    assert (out / "cv_r.png").stat().st_size > 1000
+    lines = proc.stdout.splitlines()
+    assert any(line.split()[0] == "gperceiver" for line in lines[2:])
+    # metrics of each fold's fit are on its test fold, never seen
+    metrics = json.loads((out / "runs" / "gperceiver_fold1" / "metrics.json").read_text())
+    assert metrics["test_fold"] == 1 and metrics["test"]["blocks"]["0"]["n"] > 0
+    # the output exists: refused without --force, and nothing is changed
+    again = cli("cv", store, phenos, "-o", out, "--folds", "0")
+    assert again.returncode == ExitCode.CANNOT_WRITE and "--force" in again.stderr
+    bad = cli("cv", store, phenos, "-o", tmp_path / "bad", "--folds", "9")
+    assert bad.returncode == ExitCode.USAGE and "folds present" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+    bad = cli("cv", store, phenos, "-o", tmp_path / "bad", "--methods", "bayesb")
+    assert bad.returncode == ExitCode.USAGE and "bayesb" in bad.stderr
+
+
+def test_fit_refuses_cv_and_test_fold_together(additive, tmp_path, cli):
+    store, phenos = additive
+    proc = cli("fit", store, phenos, "-o", tmp_path / "run", "--cv", "0", "--test-fold", "1")
+    assert proc.returncode == ExitCode.USAGE and "--test-fold" in proc.stderr
+    assert not (tmp_path / "run").exists()
