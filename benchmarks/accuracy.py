@@ -17,7 +17,10 @@ Data sets:
 
 Ablation: `linear` is the linear marker-effect path alone (from the same fits);
 `--ablation` adds `perceiver_alone` (params `"linear": false`), and `--seeds`
-repeats the gperceiver runs with other seeds.
+repeats the gperceiver runs with other seeds. `--pretrain-epochs N` pretrains
+once on every genotype (default masked pretraining; phenotypes never seen) and
+adds the same runs started from it (`*_pretrained`), at the same finetuning
+budget, with the pretraining's wall seconds.
 
     python benchmarks/accuracy.py                      # every data set, defaults
     python benchmarks/accuracy.py --data additive epistatic --ablation --seeds 0 1
@@ -120,6 +123,8 @@ def main() -> None:
                         help="also run the Perceiver alone (params linear: false)")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0],
                         help="gperceiver seeds; each is a full cv run")
+    parser.add_argument("--pretrain-epochs", type=int, default=0,
+                        help="pretrain on every genotype first and compare (0: skip)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="accuracy_") as tmp:
@@ -134,28 +139,37 @@ def main() -> None:
             extra += ["--folds", args.folds] if args.folds else []
             extra += ["--epochs", str(args.epochs)] if args.epochs else []
             start = time.perf_counter()
+            pretrain_s, starts = None, {"": []}
+            if args.pretrain_epochs:
+                pretrain_s = gperceiver("pretrain", store, "-o", workdir / f"{name}_pretrain",
+                                        "--epochs", str(args.pretrain_epochs), "--force", "-q")
+                starts["_pretrained"] = ["--pretrained",
+                                         str(workdir / f"{name}_pretrain" / "best.ckpt")]
+            params = workdir / "perceiver_alone.json"
+            params.write_text(json.dumps({"linear": False}))
             methods: dict = {}
             for seed in args.seeds:
-                found = cv(store, phenos, workdir / f"{name}_cv_seed{seed}",
-                           "gblup,gperceiver" if not methods else "gperceiver",
-                           [*extra, "--seed", str(seed)])
-                folds = found["folds"]
-                for method, figures in found["methods"].items():
-                    key = method if seed == args.seeds[0] else f"{method}_seed{seed}"
-                    methods[key] = figures
-                if args.ablation:
-                    params = workdir / "perceiver_alone.json"
-                    params.write_text(json.dumps({"linear": False}))
-                    alone = cv(store, phenos, workdir / f"{name}_alone_seed{seed}",
-                               "gperceiver", [*extra, "--seed", str(seed), "--params",
-                                              str(params)])
-                    key = "perceiver_alone" + ("" if seed == args.seeds[0] else f"_seed{seed}")
-                    methods[key] = alone["methods"]["gperceiver"]
+                tag = "" if seed == args.seeds[0] else f"_seed{seed}"
+                for start_tag, start_args in starts.items():
+                    run = [*extra, "--seed", str(seed), *start_args]
+                    found = cv(store, phenos, workdir / f"{name}_cv{start_tag}{tag}",
+                               "gblup,gperceiver" if not methods else "gperceiver", run)
+                    folds = found["folds"]
+                    for method, figures in found["methods"].items():
+                        key = method if method == "gblup" else f"{method}{start_tag}{tag}"
+                        methods[key] = figures
+                    if args.ablation:
+                        alone = cv(store, phenos, workdir / f"{name}_alone{start_tag}{tag}",
+                                   "gperceiver", [*run, "--params", str(params)])
+                        methods[f"perceiver_alone{start_tag}{tag}"] = \
+                            alone["methods"]["gperceiver"]
             methods["rkhs"] = rkhs(store, phenos, folds)
             target, met = TARGETS[name]
             print(json.dumps({
                 "benchmark": "accuracy", "data": name, "folds": folds,
                 "cpus": os.cpu_count(), "epochs_cap": args.epochs, "seeds": args.seeds,
+                "pretrain_epochs": args.pretrain_epochs,
+                "pretrain_seconds": None if pretrain_s is None else round(pretrain_s, 1),
                 "wall_seconds": round(time.perf_counter() - start, 1),
                 "methods": methods, "target": target, "target_met": bool(met(methods)),
                 "gperceiver_minus_gblup": round(

@@ -62,7 +62,8 @@ def _rows(method: str, fold: int, section: dict[str, Any] | None,
 
 
 def run_fold(method: str, fold: int, store: str, phenotypes: str, run_dir: str,
-             params: dict[str, Any] | None, threads: int | None) -> list[dict[str, Any]]:
+             params: dict[str, Any] | None, pretrained: str | None,
+             threads: int | None) -> list[dict[str, Any]]:
     """One method on one test fold; its rows of the results table."""
     import torch
 
@@ -80,8 +81,8 @@ def run_fold(method: str, fold: int, store: str, phenotypes: str, run_dir: str,
         from gperceiver.train.params import params_from_dict
 
         p = params_from_dict(params) if params is not None else Params()
-        metrics = fit(store, phenotypes, run_dir, p, test_fold=fold, force=True,
-                      progress=False).metrics
+        metrics = fit(store, phenotypes, run_dir, p, test_fold=fold, pretrained=pretrained,
+                      force=True, progress=False).metrics
     cpu = time.process_time() - start
     rows = _rows(method, fold, metrics["test"], cpu)
     components = metrics.get("components")
@@ -111,9 +112,14 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
 def cross_validate(
     store: str | os.PathLike, phenotypes: str | os.PathLike, out_dir: str | os.PathLike,
     *, methods: tuple[str, ...] = METHODS, folds: list[int] | None = None,
-    params: Params | None = None, jobs: int = 1, force: bool = False,
+    params: Params | None = None, pretrained: str | os.PathLike | None = None,
+    jobs: int = 1, force: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Run every (method, fold) and write the results; (table, summary)."""
+    """Run every (method, fold) and write the results; (table, summary).
+
+    `pretrained`: gperceiver starts every fold from this checkpoint (pretrained on
+    genotypes alone, so it may have seen every line's genotypes, never a phenotype).
+    """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise UsageError(f"--methods: unknown method '{unknown[0]}' (one of "
@@ -134,8 +140,9 @@ def cross_validate(
         (out / name).unlink(missing_ok=True)
     p = None if params is None else params.to_dict()
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
-    tasks = [(m, k, str(store), str(phenotypes), str(out / "runs" / f"{m}_fold{k}"), p, threads)
-             for k in folds for m in methods]
+    pre = None if pretrained is None else str(pretrained)
+    tasks = [(m, k, str(store), str(phenotypes), str(out / "runs" / f"{m}_fold{k}"), p, pre,
+              threads) for k in folds for m in methods]
     if jobs == 1:
         results = [run_fold(*t) for t in tasks]
     else:  # spawned: torch and forked OpenMP threads do not mix
@@ -144,6 +151,7 @@ def cross_validate(
     table = pd.DataFrame([r for rows in results for r in rows], columns=list(COLUMNS))
     table = table.sort_values(["method", "fold", "block"], kind="stable")
     summary = {"store": str(store), "phenotypes": str(phenotypes), "folds": folds,
+               "pretrained": pre,
                "methods": summarise(table),
                "note": "test-fold figures: each fold's phenotypes were never seen by its "
                        "model (not for training, early stopping or any choice)"}

@@ -632,7 +632,7 @@ def cv_figure(table: pd.DataFrame) -> Figure:
     methods = list(dict.fromkeys(table["method"]))
     blocks = sorted(table["block"].unique())
     colours = _palette(len(methods))
-    fig = Figure(figsize=(max(4.0, 1.6 * len(blocks) + 1.5), 3.6), layout="constrained")
+    fig = Figure(figsize=(max(4.0, 1.6 * len(blocks) + 2.5), 3.6), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / max(1, len(methods))
     for i, method in enumerate(methods):
@@ -647,7 +647,7 @@ def cv_figure(table: pd.DataFrame) -> Figure:
     ax.set_xticks(range(len(blocks)), [f"block {b}" for b in blocks])
     ax.set_ylabel("Pearson r on the test fold")
     ax.set_title("cross-validation: one dot per fold, bar = mean", fontsize=10)
-    ax.legend(fontsize=8, frameon=False)
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
 

@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="test folds to run [every fold of the cv column]")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="runs at once, each its own process sharing the cores [1]")
+    p.add_argument("--pretrained", metavar="CKPT", default=None,
+                   help="start gperceiver's fits from this pretrained checkpoint")
     p.add_argument("--params", metavar="FILE", default=None,
                    help="gperceiver hyper-parameters (JSON, as for fit)")
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs [params]")
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> None:
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     table, summary = cross_validate(
         args.store, args.phenotypes, args.output, methods=methods, folds=args.folds,
-        params=params, jobs=args.jobs, force=args.force)
+        params=params, pretrained=args.pretrained, jobs=args.jobs, force=args.force)
     per = summary["methods"]
     blocks = sorted(table["block"].unique())
     print(f"mean Pearson r over test folds {summary['folds']} (never seen by their model):")
