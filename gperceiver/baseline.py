@@ -49,20 +49,36 @@ MIN_TRAIN_ROWS = 3
 # ---------------------------------------------------------------- relationship matrix
 
 
-def _centred_dosages(gt: np.ndarray, freq: np.ndarray) -> tuple[np.ndarray, float]:
-    """Z (variants x alleles-1, samples) of one variant block, and its VanRaden scale."""
+def centred_dosages(gt: np.ndarray, freq: np.ndarray, standardise: bool = False) -> np.ndarray:
+    """Z (samples, variants, alleles - 1) float32 of a (variants, samples, ploidy) block.
+
+    Each non-reference allele's count on a genotype's copies minus copies x its
+    frequency; a call with any missing copy is 0. `standardise` divides by
+    sqrt(ploidy p (1 - p)) (0 for a monomorphic allele).
+    """
     ploidy = gt.shape[2]
     missing = (gt == schema.MISSING).any(axis=2)
     copies = (gt != schema.FILL).sum(axis=2, dtype=np.int8)
-    freq = np.nan_to_num(freq.astype(np.float64))
-    columns, scale = [], 0.0
-    for allele in range(1, freq.shape[1]):
-        p = freq[:, allele]
-        z = (gt == allele).sum(axis=2, dtype=np.int8) - copies * p[:, None]
-        z[missing] = 0.0
-        columns.append(z)
-        scale += float(np.sum(ploidy * p * (1.0 - p)))
-    return np.concatenate(columns) if columns else np.zeros((0, gt.shape[1])), scale
+    p = np.nan_to_num(np.asarray(freq, np.float64))[:, 1:]
+    inv = np.ones_like(p)
+    if standardise:
+        sd = np.sqrt(ploidy * p * (1.0 - p))
+        inv = np.divide(1.0, sd, out=np.zeros_like(sd), where=sd > 1e-6)
+    z = np.empty((gt.shape[1], gt.shape[0], p.shape[1]), np.float32)
+    for a in range(p.shape[1]):
+        count = (gt == a + 1).sum(axis=2, dtype=np.int8)
+        column = (count - copies * p[:, a:a + 1]) * inv[:, a:a + 1]
+        column[missing] = 0.0
+        z[:, :, a] = column.T
+    return z
+
+
+def _centred_dosages(gt: np.ndarray, freq: np.ndarray) -> tuple[np.ndarray, float]:
+    """Z (variants x alleles-1, samples) of one variant block, and its VanRaden scale."""
+    p = np.nan_to_num(np.asarray(freq, np.float64))[:, 1:]
+    scale = float(np.sum(gt.shape[2] * p * (1.0 - p)))
+    z = centred_dosages(gt, freq).astype(np.float64)
+    return z.reshape(z.shape[0], -1).T, scale
 
 
 def genomic_relationship(ds: xr.Dataset, max_block_bytes: int = 128 << 20) -> xr.DataArray:

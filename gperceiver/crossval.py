@@ -103,6 +103,9 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
             "block_rmse": [round(float(v), 4) for v in by_block["rmse"]],
             "mean_r": round(float(by_block["pearson_r"].mean()), 4),
             "fold_mean_r": {str(k): round(float(v), 4) for k, v in per_fold.items()},
+            "fold_block_r": {str(k): [None if pd.isna(v) else round(float(v), 4)
+                                      for v in g.sort_values("block")["pearson_r"]]
+                             for k, g in rows.groupby("fold")},
             "cpu_seconds_per_fold": (None if cpu.isna().all()
                                      else round(float(cpu.mean()), 1)),
         }

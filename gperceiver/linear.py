@@ -30,7 +30,7 @@ import torch
 import xarray as xr
 
 from gperceiver import schema
-from gperceiver.baseline import MIN_TRAIN_ROWS, Spectral, reml_lambda
+from gperceiver.baseline import MIN_TRAIN_ROWS, Spectral, centred_dosages, reml_lambda
 from gperceiver.errors import UsageError
 
 MAX_STEPS = 2  # reweighting steps tried by the inner cross-validation
@@ -43,19 +43,7 @@ READ_BYTES = 64 << 20  # genotypes read per step when predicting
 
 def standardised(gt: np.ndarray, freq: np.ndarray) -> np.ndarray:
     """Z (samples, variants, alleles - 1) float32 of a (variants, samples, ploidy) block."""
-    ploidy = gt.shape[2]
-    missing = (gt == schema.MISSING).any(axis=2)
-    copies = (gt != schema.FILL).sum(axis=2, dtype=np.int8)
-    p = np.nan_to_num(np.asarray(freq, np.float64))[:, 1:]  # (variants, alleles - 1)
-    sd = np.sqrt(ploidy * p * (1.0 - p))
-    inv = np.divide(1.0, sd, out=np.zeros_like(sd), where=sd > 1e-6)
-    z = np.empty((gt.shape[1], gt.shape[0], p.shape[1]), np.float32)
-    for a in range(p.shape[1]):
-        count = (gt == a + 1).sum(axis=2, dtype=np.int8)
-        col = (count - copies * p[:, a:a + 1]) * inv[:, a:a + 1]
-        col[missing] = 0.0
-        z[:, :, a] = col.T
-    return z
+    return centred_dosages(gt, freq, standardise=True)
 
 
 def _variant_steps(ds: xr.Dataset, n_samples: int) -> list[tuple[int, int]]:

@@ -79,6 +79,10 @@ def damage(draw, text: str) -> tuple[bytes, int | None]:
         at = draw(st.integers(0, len(data)))
         if tail == "cut":
             data = data[:at]
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:  # cut inside a multi-byte character ("é")
+                bad_line = data.count(b"\n") + 1
         else:
             data = data[:at] + b"\xff\xfe" + data[at:]
             bad_line = data[:at].count(b"\n") + 1

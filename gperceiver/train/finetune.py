@@ -273,7 +273,8 @@ def fit(
     linear, offset = None, np.zeros_like(response)
     if params.linear and params.objective == "regression":
         linear, oof = fit_linear(ds, _masked(response, train_mask), train_rows, params.seed)
-        offset = linear.predict(ds)
+        linear_held = linear.predict(ds)  # out-of-sample for every line but the training's
+        offset = linear_held.copy()
         offset[train_rows] = np.where(np.isnan(oof), offset[train_rows], oof)
     target_response = response - offset
     target = make_target(params.objective, target_response, train_mask, str(phenotypes))
@@ -328,7 +329,7 @@ def fit(
         # How much of the Perceiver's residual to add, per block: least squares on the
         # validation lines (their offsets are out-of-sample), within [0, 1].
         deep_scale = _deep_scale(target_response, deep, val_mask)
-        held = linear.predict(ds) + deep_scale * deep  # validation lines held out
+        held = linear_held + deep_scale * deep
         if cv is None and val_mask.any():  # the validation lines join the final linear fit
             chosen = list(linear.fits)
             linear, _ = fit_linear(ds, _masked(response, train_mask | val_mask),
@@ -479,6 +480,7 @@ class Predictor:
     def predict_encoder(self, store: str | os.PathLike, *, batch_size: int | None = None,
                         progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """The Perceiver's own outputs for every sample of `store`, as `predict` returns them."""
+        engine.reuse_freed_memory()
         n = int(open_store(store).sizes[schema.SAMPLES])
         p = self.info.params
         # every sample, here: also after a DDP fit, whose process group is still up
