@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--folds", type=_ints, default=None, metavar="K,K,...",
                    help="test folds to run [every fold of the cv column]")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="runs at once, each its own process sharing the cores [1]")
+                   help="runs at once, each its own process sharing the cores")
     p.add_argument("--pretrained", metavar="CKPT", default=None,
                    help="start gperceiver's fits from this pretrained checkpoint")
     p.add_argument("--params", metavar="FILE", default=None,
