@@ -41,11 +41,6 @@ MAX_DOSAGE_BYTES = 2 << 30  # the training lines' dosages are held in memory (fl
 READ_BYTES = 64 << 20  # genotypes read per step when predicting
 
 
-def standardised(gt: np.ndarray, freq: np.ndarray) -> np.ndarray:
-    """Z (samples, variants, alleles - 1) float32 of a (variants, samples, ploidy) block."""
-    return centred_dosages(gt, freq, standardise=True)
-
-
 def _variant_steps(ds: xr.Dataset, n_samples: int) -> list[tuple[int, int]]:
     n_variants = int(ds.sizes[schema.VARIANTS])
     per_variant = max(1, n_samples * int(ds.sizes[schema.PLOIDY]) * 4)
@@ -71,7 +66,7 @@ def read_dosages(ds: xr.Dataset, rows: np.ndarray, freq: np.ndarray) -> np.ndarr
             "in --params, or filter markers first")
     z = np.empty((len(rows), int(ds.sizes[schema.VARIANTS]), freq.shape[1] - 1), np.float32)
     for lo, hi in _variant_steps(ds, len(rows)):
-        z[:, lo:hi] = standardised(_read(ds, lo, hi, rows), freq[lo:hi])
+        z[:, lo:hi] = centred_dosages(_read(ds, lo, hi, rows), freq[lo:hi], standardise=True)
     return z.reshape(len(rows), -1)
 
 
@@ -157,7 +152,7 @@ class LinearPath:
         n = int(ds.sizes[schema.SAMPLES])
         out = np.tile(self.mu, (n, 1)).astype(np.float64)
         for lo, hi in _variant_steps(ds, n):
-            z = standardised(_read(ds, lo, hi, None), self.freq[lo:hi])
+            z = centred_dosages(_read(ds, lo, hi, None), self.freq[lo:hi], standardise=True)
             out += np.einsum("svc,bvc->sb", z, self.effects[:, lo:hi], dtype=np.float64)
         return out
 

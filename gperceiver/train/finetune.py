@@ -330,13 +330,14 @@ def fit(
         # validation lines (their offsets are out-of-sample), within [0, 1].
         deep_scale = _deep_scale(target_response, deep, val_mask)
         held = linear_held + deep_scale * deep
+        linear_only = linear_held
         if cv is None and val_mask.any():  # the validation lines join the final linear fit
             chosen = list(linear.fits)
             linear, _ = fit_linear(ds, _masked(response, train_mask | val_mask),
                                    np.flatnonzero((train_mask | val_mask).any(axis=1)),
                                    params.seed, steps=[f.steps for f in chosen])
             linear.fits = chosen
-        linear_only = linear.predict(ds)
+            linear_only = linear.predict(ds)
         predicted = linear_only + deep_scale * deep
         save_linear(best, linear, deep_scale)
         components = {
@@ -352,7 +353,7 @@ def fit(
     metrics = {
         "objective": params.objective,
         "head": params.head,
-        "linear": params.linear and linear is not None,
+        "linear": linear is not None,
         "store": str(store),
         "phenotypes": str(phenotypes),
         "cv": cv,
@@ -379,7 +380,9 @@ def fit(
 
 
 def _deep_scale(residual: np.ndarray, deep: np.ndarray, val: np.ndarray) -> np.ndarray:
-    """Per block, the s in [0, 1] minimising |residual - s deep|^2 on validation rows."""
+    """Per block, the s in [0, 1] minimising |r - s d|^2 on the validation rows, where r
+    and d are the residual and the Perceiver's output centred there (a constant shift
+    of the Perceiver's output does not count)."""
     scale = np.ones(residual.shape[1])
     for b in range(residual.shape[1]):
         rows = val[:, b]
