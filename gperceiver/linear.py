@@ -1,23 +1,33 @@
-"""The linear marker-effect path of `fit`: adaptive ridge regression on standardised dosages.
+"""The marker-effect path of `fit`: a mixed model on standardised dosages, solved in closed form.
 
-Per block, y = mu + Z a + e with a_j ~ N(0, w_j sigma_a^2), Z the standardised
-dosages (each non-reference allele's count on a genotype's copies, centred by
-ploidy x frequency and scaled by sqrt(ploidy p (1 - p)); missing calls 0).
+Per block b: y_b = mu_b + g_b + e, g_b ~ N(0, sigma_b^2 (K_a + theta_b K_e)), where
+Z holds the standardised dosages (each non-reference allele's count on a
+genotype's copies, centred by ploidy x frequency and scaled by
+sqrt(ploidy p (1 - p)); missing calls 0) and W the marker variances:
 
-- Step 0 is GBLUP on standardised markers (w = 1, REML lambda).
-- Each further step sets w from the previous step's squared effects (damped
-  towards 1, capped), so that a few large-effect loci stand out as in BayesB
-  while the rest stay polygenic; then REML and BLUP again.
-- How many steps (0 .. MAX_STEPS) is chosen per block by k-fold cross-validation
-  inside the training lines (by line, seeded): the lines a user reports on are
-  never seen. The same folds give every training line an out-of-fold prediction,
-  which is what the Perceiver's residual targets are made from (fitted values on
-  the lines themselves would be shrunk towards the observations).
+- K_a = Z W Z' (normalised to a mean diagonal of 1): additive marker effects.
+  W starts at 1 (GBLUP on standardised markers). Each of REWEIGHTS steps fits
+  every block, then sets w_j from the squared effects of all blocks (each
+  block's normalised to mean 1, then averaged; damped towards 1, capped), so
+  that loci that matter in any block stand out, as in BayesB, with the evidence
+  of correlated blocks pooled.
+- K_e = K_T o K_T (element-wise square), K_T built like K_a from the TOP_LOCI
+  columns with the largest weights: pairwise (additive x additive) interactions
+  among the loci that matter, as in epistatic GBLUP but weighted.
+- theta_b (from THETAS, 0 = no interactions) and lambda = sigma_e^2 / sigma_b^2
+  maximise the restricted likelihood (REML) per block; nothing is chosen on the
+  lines a user reports on.
 
-Everything is solved in sample space (K_w = Z diag(w) Z' / m, one
-eigendecomposition per fit, `baseline.Spectral`), so the cost grows with the
-training lines squared and linearly with the markers. Effects are kept per
-(variant, allele), so any store with the model's variants can be predicted.
+`fit_linear` also gives every training line an out-of-fold prediction from
+INNER_FOLDS folds of the training lines (by line, seeded): the Perceiver learns
+from these residuals (fitted values on the lines themselves would be shrunk
+towards the observations).
+
+Everything is solved in sample space (one eigendecomposition per kernel, see
+`baseline.Spectral`): the cost grows with the training lines squared and
+linearly with the markers. The additive part is kept as effects per (variant,
+allele), the interaction part as the training lines' dosages at the top
+columns, so any store with the model's variants can be predicted.
 """
 
 from __future__ import annotations
@@ -30,15 +40,24 @@ import torch
 import xarray as xr
 
 from gperceiver import schema
-from gperceiver.baseline import MIN_TRAIN_ROWS, Spectral, centred_dosages, reml_lambda
+from gperceiver.baseline import (
+    MIN_TRAIN_ROWS,
+    Spectral,
+    centred_dosages,
+    reml_lambda,
+    restricted_loglik,
+)
 from gperceiver.errors import UsageError
 
-MAX_STEPS = 2  # reweighting steps tried by the inner cross-validation
-INNER_FOLDS = 5
+REWEIGHTS = 2  # marker-variance updates before the final fit
 DAMPING = 0.5  # w = DAMPING * 1 + (1 - DAMPING) * a^2 / mean(a^2)
 MAX_WEIGHT = 50.0
+TOP_LOCI = 1024  # columns whose pairwise interactions make K_e
+THETAS = (0.0, 0.1, 0.25, 0.5, 1.0)  # interaction variance / additive, chosen by REML
+INNER_FOLDS = 5
 MAX_DOSAGE_BYTES = 2 << 30  # the training lines' dosages are held in memory (float32)
 READ_BYTES = 64 << 20  # genotypes read per step when predicting
+PREDICT_ROWS = 4096  # samples per step of the interaction part's prediction
 
 
 def _variant_steps(ds: xr.Dataset, n_samples: int) -> list[tuple[int, int]]:
@@ -73,61 +92,107 @@ def read_dosages(ds: xr.Dataset, rows: np.ndarray, freq: np.ndarray) -> np.ndarr
 # ---------------------------------------------------------------- fitting
 
 
-def _reweighted(effects: np.ndarray) -> np.ndarray:
-    sq = effects.astype(np.float64) ** 2
-    mean = sq.mean()
-    if mean <= 0:
-        return np.ones_like(sq, dtype=np.float32)
-    w = DAMPING + (1.0 - DAMPING) * sq / mean
+def _kernel(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return ((a * w) @ b.T).astype(np.float64)
+
+
+def _solve(k: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray, float]:
+    """(mu, alpha, REML log-likelihood) of y = mu + g + e, g ~ N(0, s2 k), lambda by REML."""
+    sp = Spectral.of(k, y)
+    lam = reml_lambda(sp)
+    inv = 1.0 / (sp.s + lam)
+    mu = float(np.sum(inv * sp.x * sp.y) / np.sum(inv * sp.x * sp.x))
+    return mu, sp.u @ (inv * (sp.y - mu * sp.x)), restricted_loglik(lam, sp)
+
+
+def _reweighted(effects: list[np.ndarray]) -> np.ndarray:
+    """Marker variances from every block's effects, each block normalised to mean 1."""
+    sq = [a.astype(np.float64) ** 2 for a in effects]
+    sq = [s / s.mean() for s in sq if s.mean() > 0]
+    if not sq:
+        return np.ones_like(effects[0], dtype=np.float32)
+    w = DAMPING + (1.0 - DAMPING) * np.mean(sq, axis=0)
     return np.minimum(w, MAX_WEIGHT).astype(np.float32)
-
-
-def _steps(z: np.ndarray, y: np.ndarray, n_steps: int) -> list[tuple[float, np.ndarray]]:
-    """(mu, effects) after each of steps 0..n_steps, fitted on every row of z."""
-    m = z.shape[1]
-    w = np.ones(m, np.float32)
-    fits = []
-    for step in range(n_steps + 1):
-        k = ((z * w) @ z.T).astype(np.float64) / m
-        sp = Spectral.of(k, y)
-        lam = reml_lambda(sp)
-        inv = 1.0 / (sp.s + lam)
-        mu = float(np.sum(inv * sp.x * sp.y) / np.sum(inv * sp.x * sp.x))
-        alpha = sp.u @ (inv * (sp.y - mu * sp.x))
-        effects = w * (z.T @ alpha.astype(np.float32)) / m
-        fits.append((mu, effects))
-        if step < n_steps:
-            w = _reweighted(effects)
-    return fits
 
 
 @dataclass
 class BlockFit:
-    """How one block's linear path was chosen: steps, inner-CV MSE per step."""
+    """How one block's path was fitted: interaction share, rows, inner-CV MSE."""
 
-    steps: int
-    inner_mse: list[float]
+    theta: float
     n_train: int
+    inner_mse: float | None = None
 
 
-def fit_block(z: np.ndarray, y: np.ndarray, folds: np.ndarray,
-              max_steps: int = MAX_STEPS) -> tuple[float, np.ndarray, np.ndarray, BlockFit]:
-    """(mu, effects, out-of-fold predictions, BlockFit) for one block's observed rows."""
-    if len(y) < MIN_TRAIN_ROWS or np.ptp(y) == 0:
-        mu = float(np.mean(y)) if len(y) else 0.0
-        return mu, np.zeros(z.shape[1], np.float32), np.full(len(y), mu), BlockFit(0, [], len(y))
-    oof = np.full((max_steps + 1, len(y)), np.nan)
-    for f in np.unique(folds):
-        held = folds == f
-        if (~held).sum() < MIN_TRAIN_ROWS or np.ptp(y[~held]) == 0:
-            oof[:, held] = y[~held].mean()
-            continue
-        for s, (mu, a) in enumerate(_steps(z[~held], y[~held], max_steps)):
-            oof[s, held] = mu + z[held] @ a
-    mse = np.mean((oof - y) ** 2, axis=1)
-    best = int(np.argmin(mse))
-    mu, effects = _steps(z, y, best)[best]
-    return mu, effects, oof[best], BlockFit(best, [float(v) for v in mse], len(y))
+@dataclass
+class MixedFit:
+    """A fit on rows of standardised dosages: additive effects plus the interaction part."""
+
+    mu: np.ndarray  # (blocks,)
+    effects: np.ndarray  # (blocks, columns) float32
+    top: np.ndarray  # (k,) the columns of K_e
+    top_scale: np.ndarray  # (k,) float32: w / normaliser, so k_T(x, i) = (x * scale) . z_i
+    z_top: np.ndarray  # (rows, k) float32 the training rows' dosages at `top`
+    epistatic: np.ndarray  # (blocks, rows) theta x alpha: g_e(x) = k_T(x, .)^2 . this
+    fits: list[BlockFit]
+
+    def predict_rows(self, z: np.ndarray) -> np.ndarray:
+        """(rows, blocks) predictions of standardised dosages z (rows, columns)."""
+        return self.mu + z @ self.effects.T + self.interactions(z[:, self.top])
+
+    def interactions(self, x_top: np.ndarray) -> np.ndarray:
+        """The interaction part (rows, blocks) of dosages at the top columns."""
+        out = np.zeros((len(x_top), len(self.mu)))
+        if not self.epistatic.any():
+            return out
+        for lo in range(0, len(x_top), PREDICT_ROWS):
+            k = _kernel(x_top[lo:lo + PREDICT_ROWS], self.z_top, self.top_scale)
+            out[lo:lo + PREDICT_ROWS] = (k * k) @ self.epistatic.T
+        return out
+
+
+def fit_rows(z: np.ndarray, y: np.ndarray) -> MixedFit:
+    """Fit every block of y (rows, blocks; NaN = unobserved) on dosages z (rows, columns)."""
+    n, m = z.shape
+    n_blocks = y.shape[1]
+    observed = ~np.isnan(y)
+    mu = np.array([float(np.mean(y[observed[:, b], b])) if observed[:, b].any() else 0.0
+                   for b in range(n_blocks)])
+    fitted = [b for b in range(n_blocks) if observed[:, b].sum() >= MIN_TRAIN_ROWS
+              and np.ptp(y[observed[:, b], b]) > 0]
+    effects = np.zeros((n_blocks, m), np.float32)
+    w = np.ones(m, np.float32)
+
+    def additive_kernel() -> tuple[np.ndarray, float]:
+        k = _kernel(z, z, w)
+        return k, float(np.mean(np.diag(k))) or 1.0
+
+    for _ in range(REWEIGHTS if fitted else 0):
+        k, scale = additive_kernel()
+        for b in fitted:
+            rows = observed[:, b]
+            mu[b], alpha, _ = _solve(k[np.ix_(rows, rows)] / scale, y[rows, b])
+            effects[b] = w * (z[rows].T @ alpha.astype(np.float32)) / scale
+        w = _reweighted([effects[b] for b in fitted])
+
+    top = np.sort(np.argsort(-w, kind="stable")[:min(TOP_LOCI, m)])
+    k_a, scale = additive_kernel() if fitted else (None, 1.0)
+    k_t = _kernel(z[:, top], z[:, top], w[top])
+    top_norm = float(np.mean(np.diag(k_t))) or 1.0
+    k_e = (k_t / top_norm) ** 2
+    epistatic = np.zeros((n_blocks, n))
+    fits = [BlockFit(0.0, int(observed[:, b].sum())) for b in range(n_blocks)]
+    for b in fitted:
+        rows = observed[:, b]
+        ka, ke = k_a[np.ix_(rows, rows)] / scale, k_e[np.ix_(rows, rows)]
+        best = max(((theta, *_solve(ka + theta * ke, y[rows, b])) for theta in THETAS),
+                   key=lambda t: t[3])
+        theta, mu[b], alpha, _ = best
+        effects[b] = w * (z[rows].T @ alpha.astype(np.float32)) / scale
+        epistatic[b, rows] = theta * alpha
+        fits[b].theta = float(theta)
+    return MixedFit(mu, effects, top, (w[top] / top_norm).astype(np.float32),
+                    np.ascontiguousarray(z[:, top]), epistatic, fits)
 
 
 def inner_folds(n: int, seed: int, k: int = INNER_FOLDS) -> np.ndarray:
@@ -138,64 +203,83 @@ def inner_folds(n: int, seed: int, k: int = INNER_FOLDS) -> np.ndarray:
     return folds
 
 
+def out_of_fold(z: np.ndarray, y: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Each row's prediction by the path fitted on the other folds' rows (rows, blocks)."""
+    oof = np.full(y.shape, np.nan)
+    for f in np.unique(folds):
+        held = folds == f
+        oof[held] = fit_rows(z[~held], y[~held]).predict_rows(z[held])
+    return np.where(np.isnan(y), np.nan, oof)
+
+
+# ---------------------------------------------------------------- the path of a store
+
+
 @dataclass
 class LinearPath:
-    """Fitted marker effects of every block, with the frequencies that centre them."""
+    """A fitted path over a store's variants, with the frequencies that centre its dosages."""
 
-    mu: np.ndarray  # (blocks,)
-    effects: np.ndarray  # (blocks, variants, alleles - 1) float32
+    fit: MixedFit  # columns are (variant, allele - 1) flattened
     freq: np.ndarray  # (variants, alleles) the training store's allele frequencies
-    fits: list[BlockFit]
+
+    @property
+    def fits(self) -> list[BlockFit]:
+        return self.fit.fits
 
     def predict(self, ds: xr.Dataset) -> np.ndarray:
-        """mu + Z a for every sample of `ds` and every block: (samples, blocks) float64."""
+        """The path's prediction for every sample of `ds` and every block: (samples, blocks)."""
         n = int(ds.sizes[schema.SAMPLES])
-        out = np.tile(self.mu, (n, 1)).astype(np.float64)
+        per_variant = self.freq.shape[1] - 1
+        effects = self.fit.effects.reshape(len(self.fit.mu), -1, per_variant)
+        out = np.tile(self.fit.mu, (n, 1)).astype(np.float64)
+        x_top = np.zeros((n, len(self.fit.top)), np.float32)
         for lo, hi in _variant_steps(ds, n):
             z = centred_dosages(_read(ds, lo, hi, None), self.freq[lo:hi], standardise=True)
-            out += np.einsum("svc,bvc->sb", z, self.effects[:, lo:hi], dtype=np.float64)
-        return out
+            out += np.einsum("svc,bvc->sb", z, effects[:, lo:hi], dtype=np.float64)
+            here = (self.fit.top >= lo * per_variant) & (self.fit.top < hi * per_variant)
+            x_top[:, here] = z.reshape(n, -1)[:, self.fit.top[here] - lo * per_variant]
+        return out + self.fit.interactions(x_top)
 
     def to_dict(self) -> dict:
-        return {"mu": torch.as_tensor(self.mu), "effects": torch.as_tensor(self.effects),
-                "freq": torch.as_tensor(self.freq),
-                "steps": [f.steps for f in self.fits]}
+        f = self.fit
+        return {"mu": torch.as_tensor(f.mu), "effects": torch.as_tensor(f.effects),
+                "top": torch.as_tensor(f.top), "top_scale": torch.as_tensor(f.top_scale),
+                "z_top": torch.as_tensor(f.z_top), "epistatic": torch.as_tensor(f.epistatic),
+                "theta": [b.theta for b in f.fits], "freq": torch.as_tensor(self.freq)}
 
     @classmethod
     def from_dict(cls, d: dict) -> LinearPath:
-        fits = [BlockFit(int(s), [], 0) for s in d["steps"]]
-        return cls(np.asarray(d["mu"], np.float64), np.asarray(d["effects"], np.float32),
-                   np.asarray(d["freq"], np.float64), fits)
+        mu = np.asarray(d["mu"], np.float64)
+        effects = np.asarray(d["effects"], np.float32).reshape(len(mu), -1)
+        if "top" not in d:  # written before the interaction part: additive effects alone
+            d = {**d, "top": np.zeros(0, np.int64), "top_scale": np.zeros(0, np.float32),
+                 "z_top": np.zeros((0, 0), np.float32), "epistatic": np.zeros((len(mu), 0)),
+                 "theta": [0.0] * len(mu)}
+        fits = [BlockFit(float(t), 0) for t in d["theta"]]
+        fit = MixedFit(mu, effects, np.asarray(d["top"], np.int64),
+                       np.asarray(d["top_scale"], np.float32), np.asarray(d["z_top"], np.float32),
+                       np.asarray(d["epistatic"], np.float64), fits)
+        return cls(fit, np.asarray(d["freq"], np.float64))
 
 
 def fit_linear(ds: xr.Dataset, response: np.ndarray, rows: np.ndarray, seed: int,
-               steps: list[int] | None = None) -> tuple[LinearPath, np.ndarray | None]:
+               out_of_fold_predictions: bool = True) -> tuple[LinearPath, np.ndarray | None]:
     """Fit every block on the observed responses of sample rows `rows`.
 
-    Returns the path and its out-of-fold predictions (len(rows), blocks) for those
-    rows (NaN where a block is unobserved). `response` is (samples, blocks), NaN
-    where a row is not for training. `steps` (one per block) refits with steps
-    chosen earlier: no inner cross-validation, and no out-of-fold predictions.
+    `response` is (samples, blocks), NaN where a row is not for training. Returns
+    the path and, unless `out_of_fold_predictions` is false, each of those rows'
+    out-of-fold predictions (len(rows), blocks; NaN where a block is unobserved),
+    with the inner-CV MSE per block in the path's `fits`.
     """
     freq = np.asarray(ds["variant_allele_frequency"].values, np.float64)
     z = read_dosages(ds, rows, freq)
-    folds = inner_folds(len(rows), seed)
-    n_blocks = response.shape[1]
-    mu = np.zeros(n_blocks)
-    effects = np.zeros((n_blocks, z.shape[1]), np.float32)
-    oof = None if steps is not None else np.full((len(rows), n_blocks), np.nan)
-    fits = []
-    for b in range(n_blocks):
-        y = response[rows, b]
-        obs = ~np.isnan(y)
-        if steps is None:
-            mu[b], effects[b], oof[obs, b], fit = fit_block(z[obs], y[obs], folds[obs])
-        else:
-            fit = BlockFit(steps[b], [], int(obs.sum()))
-            if obs.sum() >= MIN_TRAIN_ROWS and np.ptp(y[obs]) > 0:
-                mu[b], effects[b] = _steps(z[obs], y[obs], steps[b])[-1]
-            else:
-                mu[b] = float(np.mean(y[obs])) if obs.any() else 0.0
-        fits.append(fit)
-    shape = (n_blocks, int(ds.sizes[schema.VARIANTS]), freq.shape[1] - 1)
-    return LinearPath(mu, effects.reshape(shape), freq, fits), oof
+    y = response[rows]
+    fit = fit_rows(z, y)
+    oof = None
+    if out_of_fold_predictions:
+        oof = out_of_fold(z, y, inner_folds(len(rows), seed))
+        for b, block in enumerate(fit.fits):
+            seen = ~np.isnan(oof[:, b])
+            block.inner_mse = float(np.mean((oof[seen, b] - y[seen, b]) ** 2)) if seen.any() \
+                else None
+    return LinearPath(fit, freq), oof

@@ -14,7 +14,7 @@ from converters.tsv import convert_tsv
 from gperceiver.baseline import run_gblup
 from gperceiver.data.phenotypes import held_out_split, read_phenotypes
 from gperceiver.errors import ExitCode
-from gperceiver.linear import fit_linear
+from gperceiver.linear import LinearPath, fit_linear, fit_rows, read_dosages
 from gperceiver.store import open_store
 from gperceiver.train.checkpoint import load_checkpoint
 from gperceiver.train.finetune import fit, predict
@@ -55,7 +55,7 @@ def test_inner_split_is_by_line_seeded_and_leaves_the_test_fold_out(additive):
 
 
 def test_linear_path_picks_out_a_large_effect_locus(tmp_path):
-    """One locus carries most of the variance: reweighting is chosen and finds it."""
+    """One locus carries most of the variance: reweighting finds it, no interactions."""
     panel = simulate(300, 200, n_blocks=1, n_causal=1, h2=0.9, seed=5)
     markers, chroms, phenos = write_panel(panel, tmp_path)
     store = tmp_path / "qtl.zarr"
@@ -65,10 +65,34 @@ def test_linear_path_picks_out_a_large_effect_locus(tmp_path):
     response = ph["response"].values.astype(np.float64)
     rows = np.flatnonzero(~np.isnan(response[:, 0]))
     path, oof = fit_linear(ds, response, rows, seed=0)
-    assert path.fits[0].steps > 0, path.fits[0].inner_mse
-    top = np.argmax(np.abs(path.effects[0, :, 0]))  # the locus, or one in full LD with it
+    top = np.argmax(np.abs(path.fit.effects[0]))  # the locus, or one in full LD with it
     assert abs(np.corrcoef(panel.dosage[:, top], panel.genetic[:, 0])[0, 1]) > 0.9
     assert np.corrcoef(oof[:, 0], response[rows, 0])[0, 1] > 0.8
+    assert path.fits[0].theta == 0.0 and path.fits[0].inner_mse < 0.5 * response[rows].var()
+    # predicting the store reproduces the fit on its own rows
+    z = read_dosages(ds, rows, path.freq)
+    np.testing.assert_allclose(path.predict(ds)[rows], path.fit.predict_rows(z), atol=1e-4)
+    # a checkpoint written before the interaction part (additive effects alone) still loads
+    saved = path.to_dict()
+    older = {"mu": saved["mu"], "effects": saved["effects"], "freq": saved["freq"], "steps": [1]}
+    np.testing.assert_allclose(LinearPath.from_dict(older).predict(ds), path.predict(ds),
+                               atol=1e-4)
+
+
+def test_linear_path_learns_pairwise_interactions():
+    """A trait of pure interactions between loci with effects: the interaction kernel is
+    chosen by REML and predicts held-out lines better than additive effects alone."""
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((400, 120)).astype(np.float32)
+    additive = z[:, :6] @ np.ones(6)
+    y = additive + 2.0 * (z[:, 0] * z[:, 1] + z[:, 2] * z[:, 3] - z[:, 4] * z[:, 5])
+    y = (y + rng.standard_normal(400))[:, None]
+    train, test = np.arange(300), np.arange(300, 400)
+    fit = fit_rows(z[train], y[train])
+    assert fit.fits[0].theta > 0
+    with_pairs = np.corrcoef(fit.predict_rows(z[test])[:, 0], y[test, 0])[0, 1]
+    without = np.corrcoef(z[test] @ fit.effects[0], y[test, 0])[0, 1]
+    assert with_pairs > without + 0.1, (with_pairs, without)
 
 
 def test_default_fit_reaches_gblup_on_held_out_lines(additive, tmp_path):
@@ -103,7 +127,8 @@ def _changed_fold(phenos, folder, fold: int, seed: int):
 def _weights(run):
     ckpt = load_checkpoint(run / "best.ckpt")
     linear = ckpt["gperceiver_finetune"]["linear"]
-    return {**ckpt["state_dict"], "linear.effects": linear["effects"],
+    return {**ckpt["state_dict"], **{f"linear.{k}": v for k, v in linear.items()
+                                     if isinstance(v, torch.Tensor)},
             "deep_scale": ckpt["gperceiver_finetune"]["deep_scale"]}
 
 

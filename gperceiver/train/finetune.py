@@ -332,17 +332,19 @@ def fit(
         held = linear_held + deep_scale * deep
         linear_only = linear_held
         if cv is None and val_mask.any():  # the validation lines join the final linear fit
-            chosen = list(linear.fits)
+            inner = [f.inner_mse for f in linear.fits]
             linear, _ = fit_linear(ds, _masked(response, train_mask | val_mask),
                                    np.flatnonzero((train_mask | val_mask).any(axis=1)),
-                                   params.seed, steps=[f.steps for f in chosen])
-            linear.fits = chosen
+                                   params.seed, out_of_fold_predictions=False)
+            for fit_, mse in zip(linear.fits, inner, strict=True):
+                fit_.inner_mse = mse
             linear_only = linear.predict(ds)
         predicted = linear_only + deep_scale * deep
         save_linear(best, linear, deep_scale)
         components = {
-            "linear_steps": [f.steps for f in linear.fits],
-            "linear_inner_cv_mse": [f.inner_mse for f in linear.fits],
+            "linear_interaction_theta": [f.theta for f in linear.fits],
+            "linear_inner_cv_mse": [None if f.inner_mse is None else round(f.inner_mse, 5)
+                                    for f in linear.fits],
             "perceiver_scale": [round(float(v), 4) for v in deep_scale],
             "linear_only": _evaluate_rows(phenos, linear_only, train_mask, test_mask),
         }
