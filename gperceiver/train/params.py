@@ -103,7 +103,7 @@ class Params:
                           "better validation loss (0: never)", low=0)
     batch_size: int = _p(16, "samples per batch", low=1)
     epochs: int = _p(100, "maximum epochs", low=1)
-    patience: int = _p(5, "early stopping: epochs without a better validation loss", low=1)
+    patience: int = _p(3, "early stopping: epochs without a better validation loss", low=1)
     grad_clip: float = _p(1.0, "gradient norm clipping (0: off)", low=0.0)
     precision: str = _p("32-true", "Lightning precision",
                         choices=("32-true", "bf16-mixed", "16-mixed", "64-true"))
