@@ -3,9 +3,10 @@
 For test fold K each method trains without fold K's phenotypes and is measured
 on them: `gblup` fits REML and BLUP on the other folds (it chooses nothing);
 `gperceiver` is `fit(..., test_fold=K)`, whose early stopping and every choice
-use lines of the other folds only. A gperceiver fit also reports its linear
-marker-effect path alone on the same rows (method `linear`), so each run shows
-what the Perceiver adds to it.
+use lines of the other folds only. A gperceiver fit also reports its marker
+path alone on the same rows (method `linear`), so each run shows what the
+Perceiver adds to it. Folds run side by side (`jobs`) share the cores: each
+caps its torch and BLAS threads at cores / jobs.
 
 Writes OUT/cv_results.tsv (method, fold, block, n, pearson_r, rmse, cpu_seconds),
 OUT/cv_summary.json (per method: mean r and RMSE per block over folds, their
@@ -15,10 +16,12 @@ per fold); each fold's run folder stays under OUT/runs/.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -61,16 +64,31 @@ def _rows(method: str, fold: int, section: dict[str, Any] | None,
             for b, m in section["blocks"].items()]
 
 
+@contextlib.contextmanager
+def limit_threads(threads: int | None) -> Iterator[None]:
+    """Torch's and the BLAS/OpenMP libraries' threads capped at `threads` (None: as they
+    are), so that folds run side by side share the cores instead of oversubscribing them."""
+    if not threads:
+        yield
+        return
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(threads):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_fold(method: str, fold: int, store: str, phenotypes: str, run_dir: str,
              params: dict[str, Any] | None, pretrained: str | None,
              threads: int | None) -> list[dict[str, Any]]:
     """One method on one test fold; its rows of the results table."""
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
     start = time.process_time()
-    with warnings.catch_warnings():
+    with limit_threads(threads), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if method == "gblup":
             from gperceiver.baseline import baseline

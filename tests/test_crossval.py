@@ -197,3 +197,16 @@ def test_training_process_reuses_freed_memory_on_glibc():
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         pytest.skip("a glibc setting")
     assert reuse_freed_memory()
+
+
+def test_folds_side_by_side_cap_torch_and_blas_threads():
+    from threadpoolctl import threadpool_info
+
+    from gperceiver.crossval import limit_threads
+
+    before = torch.get_num_threads()
+    with limit_threads(1):
+        assert torch.get_num_threads() == 1
+        pools = threadpool_info()
+        assert pools and all(p["num_threads"] == 1 for p in pools)
+    assert torch.get_num_threads() == before
