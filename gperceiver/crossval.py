@@ -44,11 +44,13 @@ COLUMNS = ("method", "fold", "block", "n", "pearson_r", "rmse", "cpu_seconds")
 
 
 def data_folds(store: str | os.PathLike, phenotypes: str | os.PathLike) -> list[int]:
-    """The folds present in the cv column among the observed rows of the store's samples."""
+    """The folds present in the cv column among the observed rows of the store's samples.
+
+    The table's warnings (skipped names, empty responses) are raised here, once;
+    each fold reads it again with them silenced.
+    """
     ds = open_store(store)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        phenos = read_phenotypes(phenotypes, ds["sample_id"].values.tolist())
+    phenos = read_phenotypes(phenotypes, ds["sample_id"].values.tolist())
     if not phenos.attrs["has_cv"]:
         raise UsageError(f"{phenotypes} has no cv column: cross-validation needs one")
     observed = phenos["response"].notnull().values

@@ -173,6 +173,18 @@ def _write_variant_embedding(group: zarr.Group, model) -> None:
         array[start:stop] = variant_embedding(model, start, stop)
 
 
+def encode_latents(model, store: str | os.PathLike, batch_size: int = 64,
+                   progress: bool = False) -> np.ndarray:
+    """Every sample's latents (samples, latents, embedding) float32 under `model`'s encoder
+    (evaluation mode), in store order."""
+    n = int(open_store(store).sizes[schema.SAMPLES])
+    p = model.params
+    arrays = {"sample_embedding": np.zeros((n, p.latent_dim), np.float32),
+              "sample_latents": np.zeros((n, p.num_latents, p.latent_dim), np.float32)}
+    _encode_samples(model.eval(), store, arrays, batch_size, progress)
+    return arrays["sample_latents"]
+
+
 def _encode_samples(model, store, arrays: dict[str, Any], batch_size: int,
                     progress: bool) -> None:
     """Encode every sample (all loci) and write its rows into `arrays` (numpy or zarr)."""

@@ -17,6 +17,11 @@ sqrt(ploidy p (1 - p)); missing calls 0) and W the marker variances:
 - theta_b (from THETAS, 0 = no interactions) and lambda = sigma_e^2 / sigma_b^2
   maximise the restricted likelihood (REML) per block; nothing is chosen on the
   lines a user reports on.
+- With a pretrained encoder (`fit --pretrained`), a third kernel K_L = X X' from
+  its latents (every latent vector of a sample, flattened and standardised over
+  the store's samples), with share phi_b (from PHIS, 0 = none) chosen by REML
+  after theta_b: what pretraining learned about the genotypes, used as a
+  relationship matrix. A random encoder's latents get a share of 0 on the mice.
 
 `fit_linear` also gives every training line an out-of-fold prediction from
 INNER_FOLDS folds of the training lines (by line, seeded): the Perceiver learns
@@ -54,6 +59,7 @@ DAMPING = 0.5  # w = DAMPING * 1 + (1 - DAMPING) * a^2 / mean(a^2)
 MAX_WEIGHT = 50.0
 TOP_LOCI = 1024  # columns whose pairwise interactions make K_e
 THETAS = (0.0, 0.1, 0.25, 0.5, 1.0)  # interaction variance / additive, chosen by REML
+PHIS = (0.0, 0.25, 0.5, 1.0, 2.0)  # latent-kernel variance / additive, chosen by REML
 INNER_FOLDS = 5
 MAX_DOSAGE_BYTES = 2 << 30  # the training lines' dosages are held in memory (float32)
 READ_BYTES = 64 << 20  # genotypes read per step when predicting
@@ -117,11 +123,12 @@ def _reweighted(effects: list[np.ndarray]) -> np.ndarray:
 
 @dataclass
 class BlockFit:
-    """How one block's path was fitted: interaction share, rows, inner-CV MSE."""
+    """How one block's path was fitted: interaction and latent shares, rows, inner-CV MSE."""
 
     theta: float
     n_train: int
     inner_mse: float | None = None
+    phi: float = 0.0
 
 
 @dataclass
@@ -135,10 +142,20 @@ class MixedFit:
     z_top: np.ndarray  # (rows, k) float32 the training rows' dosages at `top`
     epistatic: np.ndarray  # (blocks, rows) theta x alpha: g_e(x) = k_T(x, .)^2 . this
     fits: list[BlockFit]
+    latent_effects: np.ndarray | None = None  # (blocks, features) on standardised latents
 
-    def predict_rows(self, z: np.ndarray) -> np.ndarray:
-        """(rows, blocks) predictions of standardised dosages z (rows, columns)."""
-        return self.mu + z @ self.effects.T + self.interactions(z[:, self.top])
+    def predict_rows(self, z: np.ndarray, latent: np.ndarray | None = None) -> np.ndarray:
+        """(rows, blocks) predictions of standardised dosages z (rows, columns) and, with
+        a latent kernel, the rows' standardised latents."""
+        out = self.mu + z @ self.effects.T + self.interactions(z[:, self.top])
+        return out + self.latent_part(latent)
+
+    def latent_part(self, latent: np.ndarray | None) -> np.ndarray | float:
+        if self.latent_effects is None:
+            return 0.0
+        if latent is None:
+            raise ValueError("this path uses a pretrained encoder's latents: pass them")
+        return (latent @ self.latent_effects.T).astype(np.float64)
 
     def interactions(self, x_top: np.ndarray) -> np.ndarray:
         """The interaction part (rows, blocks) of dosages at the top columns."""
@@ -151,8 +168,9 @@ class MixedFit:
         return out
 
 
-def fit_rows(z: np.ndarray, y: np.ndarray) -> MixedFit:
-    """Fit every block of y (rows, blocks; NaN = unobserved) on dosages z (rows, columns)."""
+def fit_rows(z: np.ndarray, y: np.ndarray, latent: np.ndarray | None = None) -> MixedFit:
+    """Fit every block of y (rows, blocks; NaN = unobserved) on dosages z (rows, columns),
+    with a latent kernel when the rows' standardised latents are given."""
     n, m = z.shape
     n_blocks = y.shape[1]
     observed = ~np.isnan(y)
@@ -180,19 +198,35 @@ def fit_rows(z: np.ndarray, y: np.ndarray) -> MixedFit:
     k_t = _kernel(z[:, top], z[:, top], w[top])
     top_norm = float(np.mean(np.diag(k_t))) or 1.0
     k_e = (k_t / top_norm) ** 2
+    k_l, latent_norm = None, 1.0
+    latent_effects = None
+    if latent is not None:
+        k_l = _kernel(latent, latent, np.ones(latent.shape[1], np.float32))
+        latent_norm = float(np.mean(np.diag(k_l))) or 1.0
+        k_l /= latent_norm
+        latent_effects = np.zeros((n_blocks, latent.shape[1]), np.float32)
     epistatic = np.zeros((n_blocks, n))
     fits = [BlockFit(0.0, int(observed[:, b].sum())) for b in range(n_blocks)]
     for b in fitted:
         rows = observed[:, b]
         ka, ke = k_a[np.ix_(rows, rows)] / scale, k_e[np.ix_(rows, rows)]
-        best = max(((theta, *_solve(ka + theta * ke, y[rows, b])) for theta in THETAS),
-                   key=lambda t: t[3])
-        theta, mu[b], alpha, _ = best
+        theta, phi, (mu[b], alpha, loglik) = max(
+            ((theta, 0.0, _solve(ka + theta * ke, y[rows, b])) for theta in THETAS),
+            key=lambda t: t[2][2])
+        if k_l is not None:
+            kl = k_l[np.ix_(rows, rows)]
+            for candidate in PHIS[1:]:
+                found = _solve(ka + theta * ke + candidate * kl, y[rows, b])
+                if found[2] > loglik:
+                    phi, (mu[b], alpha, loglik) = candidate, found
+            latent_effects[b] = phi * (latent[rows].T @ alpha.astype(np.float32)) / latent_norm
         effects[b] = w * (z[rows].T @ alpha.astype(np.float32)) / scale
         epistatic[b, rows] = theta * alpha
-        fits[b].theta = float(theta)
+        fits[b].theta, fits[b].phi = float(theta), float(phi)
+    if latent_effects is not None and not latent_effects.any():
+        latent_effects = None  # REML gave the latents no share: predict without them
     return MixedFit(mu, effects, top, (w[top] / top_norm).astype(np.float32),
-                    np.ascontiguousarray(z[:, top]), epistatic, fits)
+                    np.ascontiguousarray(z[:, top]), epistatic, fits, latent_effects)
 
 
 def inner_folds(n: int, seed: int, k: int = INNER_FOLDS) -> np.ndarray:
@@ -203,13 +237,26 @@ def inner_folds(n: int, seed: int, k: int = INNER_FOLDS) -> np.ndarray:
     return folds
 
 
-def out_of_fold(z: np.ndarray, y: np.ndarray, folds: np.ndarray) -> np.ndarray:
+def out_of_fold(z: np.ndarray, y: np.ndarray, folds: np.ndarray,
+                latent: np.ndarray | None = None) -> np.ndarray:
     """Each row's prediction by the path fitted on the other folds' rows (rows, blocks)."""
     oof = np.full(y.shape, np.nan)
     for f in np.unique(folds):
         held = folds == f
-        oof[held] = fit_rows(z[~held], y[~held]).predict_rows(z[held])
+        part = None if latent is None else latent[~held]
+        oof[held] = fit_rows(z[~held], y[~held], part).predict_rows(
+            z[held], None if latent is None else latent[held])
     return np.where(np.isnan(y), np.nan, oof)
+
+
+def standardised(latents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(X, mean, inverse sd) of latents (samples, features): columns centred and scaled
+    over the samples given (constant ones get 0)."""
+    x = np.asarray(latents, np.float32).reshape(len(latents), -1)
+    mean = x.mean(0)
+    sd = x.std(0)
+    inv = np.divide(1.0, sd, out=np.zeros_like(sd), where=sd > 1e-6).astype(np.float32)
+    return (x - mean) * inv, mean, inv
 
 
 # ---------------------------------------------------------------- the path of a store
@@ -221,13 +268,23 @@ class LinearPath:
 
     fit: MixedFit  # columns are (variant, allele - 1) flattened
     freq: np.ndarray  # (variants, alleles) the training store's allele frequencies
+    latent_mean: np.ndarray | None = None  # (features,) standardising the encoder's latents
+    latent_inv_sd: np.ndarray | None = None
 
     @property
     def fits(self) -> list[BlockFit]:
         return self.fit.fits
 
-    def predict(self, ds: xr.Dataset) -> np.ndarray:
-        """The path's prediction for every sample of `ds` and every block: (samples, blocks)."""
+    @property
+    def uses_latents(self) -> bool:
+        return self.fit.latent_effects is not None
+
+    def predict(self, ds: xr.Dataset, latents: np.ndarray | None = None) -> np.ndarray:
+        """The path's prediction for every sample of `ds` and every block: (samples, blocks).
+
+        `latents` (samples, ...): the pretrained encoder's latents of `ds`'s samples,
+        needed when the path uses them.
+        """
         n = int(ds.sizes[schema.SAMPLES])
         per_variant = self.freq.shape[1] - 1
         effects = self.fit.effects.reshape(len(self.fit.mu), -1, per_variant)
@@ -238,14 +295,26 @@ class LinearPath:
             out += np.einsum("svc,bvc->sb", z, effects[:, lo:hi], dtype=np.float64)
             here = (self.fit.top >= lo * per_variant) & (self.fit.top < hi * per_variant)
             x_top[:, here] = z.reshape(n, -1)[:, self.fit.top[here] - lo * per_variant]
-        return out + self.fit.interactions(x_top)
+        latent = None
+        if self.uses_latents:
+            if latents is None:
+                raise ValueError("this path uses a pretrained encoder's latents: pass them")
+            flat = np.asarray(latents, np.float32).reshape(n, -1)
+            latent = (flat - self.latent_mean) * self.latent_inv_sd
+        return out + self.fit.interactions(x_top) + self.fit.latent_part(latent)
 
     def to_dict(self) -> dict:
         f = self.fit
-        return {"mu": torch.as_tensor(f.mu), "effects": torch.as_tensor(f.effects),
-                "top": torch.as_tensor(f.top), "top_scale": torch.as_tensor(f.top_scale),
-                "z_top": torch.as_tensor(f.z_top), "epistatic": torch.as_tensor(f.epistatic),
-                "theta": [b.theta for b in f.fits], "freq": torch.as_tensor(self.freq)}
+        d = {"mu": torch.as_tensor(f.mu), "effects": torch.as_tensor(f.effects),
+             "top": torch.as_tensor(f.top), "top_scale": torch.as_tensor(f.top_scale),
+             "z_top": torch.as_tensor(f.z_top), "epistatic": torch.as_tensor(f.epistatic),
+             "theta": [b.theta for b in f.fits], "freq": torch.as_tensor(self.freq)}
+        if self.uses_latents:
+            d.update(phi=[b.phi for b in f.fits],
+                     latent_effects=torch.as_tensor(f.latent_effects),
+                     latent_mean=torch.as_tensor(self.latent_mean),
+                     latent_inv_sd=torch.as_tensor(self.latent_inv_sd))
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> LinearPath:
@@ -255,31 +324,40 @@ class LinearPath:
             d = {**d, "top": np.zeros(0, np.int64), "top_scale": np.zeros(0, np.float32),
                  "z_top": np.zeros((0, 0), np.float32), "epistatic": np.zeros((len(mu), 0)),
                  "theta": [0.0] * len(mu)}
-        fits = [BlockFit(float(t), 0) for t in d["theta"]]
+        fits = [BlockFit(float(t), 0, phi=float(phi))
+                for t, phi in zip(d["theta"], d.get("phi", [0.0] * len(mu)), strict=True)]
+        latent = {k: np.asarray(d[k], np.float32) if k in d else None
+                  for k in ("latent_effects", "latent_mean", "latent_inv_sd")}
         fit = MixedFit(mu, effects, np.asarray(d["top"], np.int64),
                        np.asarray(d["top_scale"], np.float32), np.asarray(d["z_top"], np.float32),
-                       np.asarray(d["epistatic"], np.float64), fits)
-        return cls(fit, np.asarray(d["freq"], np.float64))
+                       np.asarray(d["epistatic"], np.float64), fits, latent["latent_effects"])
+        return cls(fit, np.asarray(d["freq"], np.float64), latent["latent_mean"],
+                   latent["latent_inv_sd"])
 
 
 def fit_linear(ds: xr.Dataset, response: np.ndarray, rows: np.ndarray, seed: int,
-               out_of_fold_predictions: bool = True) -> tuple[LinearPath, np.ndarray | None]:
+               out_of_fold_predictions: bool = True,
+               latents: np.ndarray | None = None) -> tuple[LinearPath, np.ndarray | None]:
     """Fit every block on the observed responses of sample rows `rows`.
 
     `response` is (samples, blocks), NaN where a row is not for training. Returns
     the path and, unless `out_of_fold_predictions` is false, each of those rows'
     out-of-fold predictions (len(rows), blocks; NaN where a block is unobserved),
-    with the inner-CV MSE per block in the path's `fits`.
+    with the inner-CV MSE per block in the path's `fits`. `latents` (samples, ...):
+    a pretrained encoder's latents of every sample of `ds`, for the latent kernel
+    (standardised over all of them: genotypes only, no phenotype).
     """
     freq = np.asarray(ds["variant_allele_frequency"].values, np.float64)
     z = read_dosages(ds, rows, freq)
     y = response[rows]
-    fit = fit_rows(z, y)
+    x, mean, inv = (None, None, None) if latents is None else standardised(latents)
+    x_rows = None if x is None else np.ascontiguousarray(x[rows])
+    fit = fit_rows(z, y, x_rows)
     oof = None
     if out_of_fold_predictions:
-        oof = out_of_fold(z, y, inner_folds(len(rows), seed))
+        oof = out_of_fold(z, y, inner_folds(len(rows), seed), x_rows)
         for b, block in enumerate(fit.fits):
             seen = ~np.isnan(oof[:, b])
             block.inner_mse = float(np.mean((oof[seen, b] - y[seen, b]) ** 2)) if seen.any() \
                 else None
-    return LinearPath(fit, freq), oof
+    return LinearPath(fit, freq, mean, inv), oof

@@ -14,7 +14,7 @@ from converters.tsv import convert_tsv
 from gperceiver.baseline import run_gblup
 from gperceiver.data.phenotypes import held_out_split, read_phenotypes
 from gperceiver.errors import ExitCode
-from gperceiver.linear import LinearPath, fit_linear, fit_rows, read_dosages
+from gperceiver.linear import LinearPath, fit_linear, fit_rows, read_dosages, standardised
 from gperceiver.store import open_store
 from gperceiver.train.checkpoint import load_checkpoint
 from gperceiver.train.finetune import fit, predict
@@ -77,6 +77,16 @@ def test_linear_path_picks_out_a_large_effect_locus(tmp_path):
     older = {"mu": saved["mu"], "effects": saved["effects"], "freq": saved["freq"], "steps": [1]}
     np.testing.assert_allclose(LinearPath.from_dict(older).predict(ds), path.predict(ds),
                                atol=1e-4)
+    # latents that carry what the markers miss get a share, and travel with the path
+    rng = np.random.default_rng(0)
+    extra = rng.standard_normal((len(response), 1))
+    latents = extra[:, :, None] + 0.3 * rng.standard_normal((len(response), 1, 8))
+    with_latents, _ = fit_linear(ds, response + 2 * extra, rows, seed=0, latents=latents)
+    assert with_latents.uses_latents and with_latents.fits[0].phi > 0
+    again = LinearPath.from_dict(with_latents.to_dict())
+    np.testing.assert_allclose(again.predict(ds, latents), with_latents.predict(ds, latents))
+    with pytest.raises(ValueError, match="latents"):
+        again.predict(ds)
 
 
 def test_linear_path_learns_pairwise_interactions():
@@ -93,6 +103,23 @@ def test_linear_path_learns_pairwise_interactions():
     with_pairs = np.corrcoef(fit.predict_rows(z[test])[:, 0], y[test, 0])[0, 1]
     without = np.corrcoef(z[test] @ fit.effects[0], y[test, 0])[0, 1]
     assert with_pairs > without + 0.1, (with_pairs, without)
+
+
+def test_latent_kernel_is_used_when_it_carries_signal_and_ignored_when_random():
+    """REML gives a pretrained encoder's latents a share when they relate the lines as the
+    trait does (here: noisy copies of causal genotypes the dosages miss), none for noise."""
+    rng = np.random.default_rng(1)
+    hidden = rng.standard_normal((400, 30))
+    y = (hidden @ rng.standard_normal(30) + 0.5 * rng.standard_normal(400))[:, None]
+    z = rng.standard_normal((400, 80)).astype(np.float32)  # markers unrelated to the trait
+    informative = standardised(hidden[:, :, None] + 0.3 * rng.standard_normal((400, 30, 4)))[0]
+    noise = standardised(rng.standard_normal((400, 120)))[0]
+    train, test = np.arange(300), np.arange(300, 400)
+    with_latents = fit_rows(z[train], y[train], informative[train])
+    assert with_latents.fits[0].phi > 0
+    r = np.corrcoef(with_latents.predict_rows(z[test], informative[test])[:, 0], y[test, 0])
+    assert r[0, 1] > 0.7, r
+    assert fit_rows(z[train], y[train], noise[train]).fits[0].phi == 0.0
 
 
 def test_default_fit_reaches_gblup_on_held_out_lines(additive, tmp_path):
@@ -151,9 +178,12 @@ def test_cv_command_writes_every_fold_and_method(additive, tmp_path, cli):
     params = tmp_path / "tiny.json"
     params.write_text(json.dumps({**TINY, "epochs": 1}))
     out = tmp_path / "cv"
-    proc = cli("cv", store, phenos, "-o", out, "--folds", "0,1", "--params", params,
+    with_stranger = tmp_path / "phenos.tsv"  # a name the store lacks: warned once, not per fold
+    with_stranger.write_text(phenos.read_text() + "NOT_IN_STORE\t1.0\t0\t0\n")
+    proc = cli("cv", store, with_stranger, "-o", out, "--folds", "0,1", "--params", params,
                "--jobs", "2", env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("NOT_IN_STORE") == 1, proc.stderr
     table = pd.read_csv(out / "cv_results.tsv", sep="\t")
     assert list(table.columns) == ["method", "fold", "block", "n", "pearson_r", "rmse",
                                    "cpu_seconds"]

@@ -180,6 +180,8 @@ def test_cli_fit_predict_pretrained(example_store, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "block 0:" in proc.stdout and "pearson_r=" in proc.stdout
     assert json.loads((tmp_path / "fit" / "params.json").read_text())["head"] == "pool"
+    components = json.loads((tmp_path / "fit" / "metrics.json").read_text())["components"]
+    assert len(components["linear_latent_phi"]) == 2  # the latent kernel was offered
     out = tmp_path / "new.tsv"
     pred = run_cli("predict", tmp_path / "fit", example_store, "-o", out, env=ONE_THREAD)
     assert pred.returncode == 0, pred.stderr

@@ -29,6 +29,7 @@ from gperceiver import schema
 from gperceiver.atomic import atomic_output
 from gperceiver.data.loader import make_loader
 from gperceiver.data.phenotypes import held_out_split, read_phenotypes, split_masks
+from gperceiver.embed import encode_latents
 from gperceiver.errors import InputFormatError, UsageError
 from gperceiver.linear import LinearPath, fit_linear
 from gperceiver.metrics import evaluate
@@ -258,13 +259,16 @@ def fit(
     if not train_mask.any():
         raise InputFormatError(phenotypes, "no training rows left (all rows are validation)")
 
-    encoder_state = None
+    encoder_state, latents = None, None
     if pretrained is not None:
         model, pre_info, _ = load_model(pretrained)
         pre_info.check_store(ds, str(store))
         arch = {k: getattr(pre_info.params, k) for k in ARCHITECTURE}
         params = params.replace(**arch)
         encoder_state = model.state_dict()
+        if params.linear and params.objective == "regression":
+            # the marker path's latent kernel: the pretrained encoder's view of every line
+            latents = encode_latents(model, store, batch_size=params.batch_size)
     params = resolve_params(params, ds, str(store))
 
     train_rows = np.flatnonzero(train_mask.any(axis=1))
@@ -272,8 +276,9 @@ def fit(
     # rows alone; the Perceiver learns what it leaves (its out-of-fold residuals).
     linear, offset = None, np.zeros_like(response)
     if params.linear and params.objective == "regression":
-        linear, oof = fit_linear(ds, _masked(response, train_mask), train_rows, params.seed)
-        linear_held = linear.predict(ds)  # out-of-sample for every line but the training's
+        linear, oof = fit_linear(ds, _masked(response, train_mask), train_rows, params.seed,
+                                 latents=latents)
+        linear_held = linear.predict(ds, latents)  # out-of-sample but on training lines
         offset = linear_held.copy()
         offset[train_rows] = np.where(np.isnan(oof), offset[train_rows], oof)
     target_response = response - offset
@@ -335,14 +340,16 @@ def fit(
             inner = [f.inner_mse for f in linear.fits]
             linear, _ = fit_linear(ds, _masked(response, train_mask | val_mask),
                                    np.flatnonzero((train_mask | val_mask).any(axis=1)),
-                                   params.seed, out_of_fold_predictions=False)
+                                   params.seed, out_of_fold_predictions=False,
+                                   latents=latents)
             for fit_, mse in zip(linear.fits, inner, strict=True):
                 fit_.inner_mse = mse
-            linear_only = linear.predict(ds)
+            linear_only = linear.predict(ds, latents)
         predicted = linear_only + deep_scale * deep
-        save_linear(best, linear, deep_scale)
+        save_linear(best, linear, deep_scale, encoder_state if linear.uses_latents else None)
         components = {
             "linear_interaction_theta": [f.theta for f in linear.fits],
+            "linear_latent_phi": [f.phi for f in linear.fits],
             "linear_inner_cv_mse": [None if f.inner_mse is None else round(f.inner_mse, 5)
                                     for f in linear.fits],
             "perceiver_scale": [round(float(v), 4) for v in deep_scale],
@@ -397,11 +404,15 @@ def _deep_scale(residual: np.ndarray, deep: np.ndarray, val: np.ndarray) -> np.n
     return scale
 
 
-def save_linear(path: Path, linear: LinearPath, deep_scale: np.ndarray) -> None:
-    """Write the final linear path and the Perceiver's scale into a fit checkpoint."""
+def save_linear(path: Path, linear: LinearPath, deep_scale: np.ndarray,
+                latent_encoder: dict[str, torch.Tensor] | None = None) -> None:
+    """Write the final linear path and the Perceiver's scale into a fit checkpoint, with
+    the pretrained encoder whose latents the path reads (finetuning changes the other)."""
     ckpt = load_checkpoint(path)
     ckpt[FINETUNE_KEY]["linear"] = linear.to_dict()
     ckpt[FINETUNE_KEY]["deep_scale"] = torch.as_tensor(deep_scale)
+    if latent_encoder is not None:
+        ckpt[FINETUNE_KEY]["latent_encoder"] = latent_encoder
     with atomic_output(path, force=True) as tmp:
         torch.save(ckpt, tmp)
 
@@ -441,6 +452,7 @@ class Predictor:
         self.model, self.head, self.info, self.target = model.eval(), head.eval(), info, target
         self.linear = linear
         self.deep_scale = np.ones(target.n_blocks) if deep_scale is None else deep_scale
+        self.latent_model = None  # the pretrained encoder the linear path's latents come from
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Predictor:
@@ -465,8 +477,12 @@ class Predictor:
                 path, f"head weights do not fit: {str(e).splitlines()[0]}") from None
         linear = LinearPath.from_dict(meta["linear"]) if "linear" in meta else None
         scale = meta.get("deep_scale")
-        return cls(model, head, info, target, linear,
-                   None if scale is None else np.asarray(scale, np.float64))
+        predictor = cls(model, head, info, target, linear,
+                        None if scale is None else np.asarray(scale, np.float64))
+        if "latent_encoder" in meta:
+            predictor.latent_model = build_model(info)
+            predictor.latent_model.load_state_dict(meta["latent_encoder"])
+        return predictor
 
     def predict(self, store: str | os.PathLike, *, batch_size: int | None = None,
                 progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
@@ -479,7 +495,11 @@ class Predictor:
         deep, probs = self.predict_encoder(store, batch_size=batch_size, progress=progress)
         if self.linear is None:
             return deep, probs
-        return self.linear.predict(ds) + self.deep_scale * deep, probs
+        latents = None
+        if self.linear.uses_latents:
+            latents = encode_latents(self.latent_model, store,
+                                     batch_size=batch_size or self.info.params.batch_size)
+        return self.linear.predict(ds, latents) + self.deep_scale * deep, probs
 
     @torch.no_grad()
     def predict_encoder(self, store: str | os.PathLike, *, batch_size: int | None = None,
