@@ -146,3 +146,27 @@ def test_pictures_of_a_real_run_and_its_embedding(run_dir, emb_path, tmp_path):
     lines = {line.get_label(): line for line in panels[0].get_lines()}
     assert list(lines[f"val_{panels[0].get_title()}"].get_xdata()) == [0, 1]
     assert json.loads((run_dir / "params.json").read_text())["latent_dim"] == 12
+
+
+def test_encode_latents_match_embed_and_the_latent_probe_reports(run_dir, emb_path,
+                                                                   example_store):
+    """`encode_latents` (the fit's latent kernel) gives embed's latents; the probe benchmark
+    runs GBLUP on them, on the pooled embedding and on the markers, for both encoders."""
+    import subprocess
+    import sys
+
+    from gperceiver.embed import encode_latents
+
+    model, _, _ = load_model(run_dir / "best.ckpt")
+    np.testing.assert_allclose(encode_latents(model, example_store, batch_size=5),
+                               xr.open_zarr(emb_path)["sample_latents"].values, atol=1e-5)
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, root / "benchmarks" / "latent_probe.py",
+                           run_dir / "best.ckpt", example_store, TEST_DATA / "phenos.tsv"],
+                          capture_output=True, text=True, cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    for encoder in ("pretrained", "random_init"):
+        for kernel in ("latents", "pooled"):
+            assert len(out[encoder][kernel]["block_r"]) == 2
+    assert -1 <= out["markers"]["mean_r"] <= 1
