@@ -170,6 +170,13 @@ def reml_lambda(sp: Spectral) -> float:
     return float(np.exp(t))
 
 
+def blup(sp: Spectral, lam: float) -> tuple[float, np.ndarray]:
+    """(GLS mean, alpha = (G_tt + lambda I)^-1 (y - mu)) of a training set at lambda."""
+    w = 1.0 / (sp.s + lam)
+    mu = float(np.sum(w * sp.x * sp.y) / np.sum(w * sp.x * sp.x))
+    return mu, sp.u @ (w * (sp.y - mu * sp.x))
+
+
 @dataclass(frozen=True)
 class GBLUPFit:
     """One block's fit: variance ratio, components, mean and training size."""
@@ -203,8 +210,7 @@ def gblup(
     if lam is None:
         lam = reml_lambda(sp)
     w = 1.0 / (sp.s + lam)
-    mu = float(np.sum(w * sp.x * sp.y) / np.sum(w * sp.x * sp.x))
-    alpha = sp.u @ (w * (sp.y - mu * sp.x))  # (G_tt + lambda I)^-1 (y - mu)
+    mu, alpha = blup(sp, lam)
     predicted = mu + g[:, idx] @ alpha
     ypy = np.sum(w * sp.y * sp.y) - mu * np.sum(w * sp.x * sp.y)
     sigma_g2 = float(ypy / (len(idx) - 1))

@@ -48,6 +48,7 @@ from gperceiver import schema
 from gperceiver.baseline import (
     MIN_TRAIN_ROWS,
     Spectral,
+    blup,
     centred_dosages,
     reml_lambda,
     restricted_loglik,
@@ -106,9 +107,7 @@ def _solve(k: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray, float]:
     """(mu, alpha, REML log-likelihood) of y = mu + g + e, g ~ N(0, s2 k), lambda by REML."""
     sp = Spectral.of(k, y)
     lam = reml_lambda(sp)
-    inv = 1.0 / (sp.s + lam)
-    mu = float(np.sum(inv * sp.x * sp.y) / np.sum(inv * sp.x * sp.x))
-    return mu, sp.u @ (inv * (sp.y - mu * sp.x)), restricted_loglik(lam, sp)
+    return (*blup(sp, lam), restricted_loglik(lam, sp))
 
 
 def _reweighted(effects: list[np.ndarray]) -> np.ndarray:
@@ -201,7 +200,7 @@ def fit_rows(z: np.ndarray, y: np.ndarray, latent: np.ndarray | None = None) -> 
     k_l, latent_norm = None, 1.0
     latent_effects = None
     if latent is not None:
-        k_l = _kernel(latent, latent, np.ones(latent.shape[1], np.float32))
+        k_l = (latent @ latent.T).astype(np.float64)
         latent_norm = float(np.mean(np.diag(k_l))) or 1.0
         k_l /= latent_norm
         latent_effects = np.zeros((n_blocks, latent.shape[1]), np.float32)
@@ -295,10 +294,8 @@ class LinearPath:
             out += np.einsum("svc,bvc->sb", z, effects[:, lo:hi], dtype=np.float64)
             here = (self.fit.top >= lo * per_variant) & (self.fit.top < hi * per_variant)
             x_top[:, here] = z.reshape(n, -1)[:, self.fit.top[here] - lo * per_variant]
-        latent = None
-        if self.uses_latents:
-            if latents is None:
-                raise ValueError("this path uses a pretrained encoder's latents: pass them")
+        latent = None  # latent_part refuses None when the path uses latents
+        if self.uses_latents and latents is not None:
             flat = np.asarray(latents, np.float32).reshape(n, -1)
             latent = (flat - self.latent_mean) * self.latent_inv_sd
         return out + self.fit.interactions(x_top) + self.fit.latent_part(latent)
