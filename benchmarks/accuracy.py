@@ -72,12 +72,26 @@ def inputs(name: str, workdir: Path) -> tuple[Path, Path, Path]:
     return write_panel(panel, workdir / name)
 
 
+def kernel_r(kernel: np.ndarray, y: np.ndarray, cv: np.ndarray, folds: list[int]) -> np.ndarray:
+    """Pearson r (folds, blocks) of GBLUP with `kernel`, each fold predicted from the others."""
+    from gperceiver.baseline import gblup
+    from gperceiver.metrics import pearson_r
+
+    r = np.full((len(folds), y.shape[1]), np.nan)
+    for i, k in enumerate(folds):
+        for b in range(y.shape[1]):
+            obs = ~np.isnan(y[:, b])
+            train, test = obs & (cv[:, b] != k), obs & (cv[:, b] == k)
+            if train.sum() > 2 and test.sum() > 1:
+                pred, _ = gblup(kernel, np.nan_to_num(y[:, b]), train)
+                r[i, b] = pearson_r(pred[test], y[test, b])
+    return r
+
+
 def rkhs(store: Path, phenos: Path, folds: list[int]) -> dict:
     """Gaussian-kernel RKHS (bandwidth = median squared distance per marker) per fold."""
-    from gperceiver.baseline import gblup
     from gperceiver.data.phenotypes import read_phenotypes
     from gperceiver.linear import read_dosages
-    from gperceiver.metrics import pearson_r
     from gperceiver.store import open_store
 
     start = time.process_time()
@@ -89,14 +103,7 @@ def rkhs(store: Path, phenos: Path, folds: list[int]) -> dict:
     kernel = np.exp(-dist / np.median(dist[np.triu_indices_from(dist, 1)]))
     ph = read_phenotypes(phenos, ds["sample_id"].values.tolist())
     y, cv = ph["response"].values.astype(np.float64), ph["cv"].values
-    r = np.full((len(folds), y.shape[1]), np.nan)
-    for i, k in enumerate(folds):
-        for b in range(y.shape[1]):
-            obs = ~np.isnan(y[:, b])
-            train, test = obs & (cv[:, b] != k), obs & (cv[:, b] == k)
-            if test.sum() > 1:
-                pred, _ = gblup(kernel, np.nan_to_num(y[:, b]), train)
-                r[i, b] = pearson_r(pred[test], y[test, b])
+    r = kernel_r(kernel, y, cv, folds)
     cpu = (time.process_time() - start) / len(folds)
     block_r = np.nanmean(r, axis=0)
     return {"block_r": [round(float(v), 4) for v in block_r],

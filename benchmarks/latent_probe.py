@@ -35,19 +35,10 @@ def relationship(x: np.ndarray) -> np.ndarray:
 
 
 def probe(kernel: np.ndarray, y: np.ndarray, cv: np.ndarray) -> dict:
-    from gperceiver.baseline import gblup
-    from gperceiver.metrics import pearson_r
+    from benchmarks.accuracy import kernel_r
 
     folds = sorted(set(np.unique(cv[~np.isnan(y)]).tolist()) - {-1})
-    r = np.full((len(folds), y.shape[1]), np.nan)
-    for i, k in enumerate(folds):
-        for b in range(y.shape[1]):
-            obs = ~np.isnan(y[:, b])
-            train, test = obs & (cv[:, b] != k), obs & (cv[:, b] == k)
-            if train.sum() > 2 and test.sum() > 1:
-                pred, _ = gblup(kernel, np.nan_to_num(y[:, b]), train)
-                r[i, b] = pearson_r(pred[test], y[test, b])
-    block = np.nanmean(r, axis=0)
+    block = np.nanmean(kernel_r(kernel, y, cv, folds), axis=0)
     return {"block_r": [round(float(v), 4) for v in block], "mean_r": round(float(block.mean()), 4)}
 
 
