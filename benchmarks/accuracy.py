@@ -120,7 +120,7 @@ def pretrain(store: Path, folder: Path, epochs: int, hide: float = 0.02) -> tupl
     concordance of `gperceiver impute` on the hidden calls, beside the per-locus
     most frequent genotype's. The checkpoint is `folder/pretrain/best.ckpt`.
     """
-    from benchmarks.impute import write_store
+    from benchmarks.impute import most_frequent, write_store
     from gperceiver.store import open_store
 
     ds = open_store(store)
@@ -136,7 +136,7 @@ def pretrain(store: Path, folder: Path, epochs: int, hide: float = 0.02) -> tupl
     dosage = truth.sum(-1)
     filled = open_store(folder / "imputed.zarr")["call_genotype"].values.sum(-1)
     seen = np.where(hidden, -1, dosage)
-    mode = np.stack([(seen == d).sum(1) for d in range(3)], 1).argmax(1)
+    mode = most_frequent(seen)
     return seconds, {
         "hidden_calls": int(hidden.sum()),
         "concordance": round(float((filled == dosage)[hidden].mean()), 4),

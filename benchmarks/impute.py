@@ -77,6 +77,12 @@ def write_vcf(path: Path, calls: np.ndarray, sample_id, ds) -> None:
                     + "\t".join(text[code[v]]) + "\n")
 
 
+def most_frequent(dosage: np.ndarray) -> np.ndarray:
+    """Each variant's most frequent diploid dosage (0, 1, 2) over its samples (V, S);
+    other values (missing) are not counted."""
+    return np.stack([(dosage == d).sum(1) for d in range(3)], 1).argmax(1)
+
+
 def read_beagle(path: Path, n_variants: int, n_samples: int) -> np.ndarray:
     """Alt-allele dosage (V, S) of Beagle's phased output."""
     out = np.empty((n_variants, n_samples), dtype=np.int8)
@@ -171,8 +177,7 @@ def main() -> None:
 
     # Per-locus most frequent genotype among the training mice.
     train_dosage = true_dosage[:, ~held]
-    counts = np.stack([(train_dosage == d).sum(1) for d in range(3)], 1)
-    mode = counts.argmax(1)
+    mode = most_frequent(train_dosage)
     result["most_frequent_concordance"] = round(float(
         (mode[:, None] == true_dosage[:, held])[hidden[:, held]].mean()), 4)
 
