@@ -85,3 +85,13 @@ class CannotWriteError(GPerceiverError):
 
 class SystemFailure(GPerceiverError):
     exit_code = ExitCode.SYSTEM
+
+
+class GPerceiverWarning(UserWarning):
+    """Something the user should know that does not stop the run; the CLI shows each
+    distinct one once, as `PROG: warning: ...`."""
+
+
+class Note(GPerceiverWarning):
+    """How an input was read or mapped (an original-tool flag or key, a block mapping);
+    shown as `PROG: note: ...`."""

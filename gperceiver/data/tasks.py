@@ -32,9 +32,10 @@ widens them on its device.
 - "contrastive": two genotypes per row sharing x_index/y_index: "x_alleles"
   (B, 2, Lx, P) with the targets hidden in both, "y_shared" (B, Ly) size of the
   multiset intersection of the two genotypes' alleles at the target (0..P),
-  "y_mask" (B, Ly), "sample_index" (B, 2): the partner is another sample of the
-  same shuffle buffer. A locus is eligible when neither genotype has a missing
-  copy there; its weight is the product of the two genotypes' weights.
+  "y_mask" (B, Ly), "y_counts" (B, 2, Ly, A) each twin's allele counts there,
+  "sample_index" (B, 2): the partner is another sample of the same shuffle buffer.
+  A locus is eligible when neither genotype has a missing copy there; its weight
+  is the product of the two genotypes' weights.
 - "phenotype": plain fields plus "y" (B, n_blocks) (NaN -> 0) and "y_mask"
   (B, n_blocks), True where observed.
 
@@ -189,11 +190,17 @@ class TaskBuilder:
         _hidden_tokens(calls[0], calls[-1], rows, ploidy, y_pos, y_mask, self.n_alleles,
                        x_alleles.numpy().reshape(n_rows, len(inputs), -1), labels)
         label = "y_counts" if self.task == "masked" else "y_shared"
-        return {
+        out = {
             "y_index": as_tensor(y_index, DTYPES["y_index"]),
             "y_mask": torch.from_numpy(y_mask),
             label: torch.from_numpy(labels),
         }
+        if self.task == "contrastive":  # each twin's own alleles there, for reconstruction
+            twins = np.stack([g[rows[:, None], y_pos] for g in inputs], axis=1)  # (B,2,k,P)
+            counts = (twins[..., None] == np.arange(self.n_alleles)).sum(-2, dtype=np.int8)
+            counts[~np.broadcast_to(y_mask[:, None], counts.shape[:3])] = 0
+            out["y_counts"] = torch.from_numpy(counts)
+        return out
 
 
 @numba.njit(cache=True, nogil=True)

@@ -218,8 +218,20 @@ class GPerceiver(nn.Module):
     def shared_logits(self, x_alleles: torch.Tensor, x_index: torch.Tensor,
                       y_index: torch.Tensor) -> torch.Tensor:
         """Twins (B, 2, L, P) -> logits (B, Ly, P + 1) over the number of shared alleles."""
+        return self.twin_logits(x_alleles, x_index, y_index)[0]
+
+    def twin_logits(self, x_alleles: torch.Tensor, x_index: torch.Tensor,
+                    y_index: torch.Tensor, alleles: bool = False
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Twins (B, 2, L, P) -> (shared-allele logits (B, Ly, P + 1), and with `alleles`
+        each twin's masked logits (B, 2, Ly, K) at the same targets, else None)."""
         b, y_index = x_alleles.shape[0], y_index.long()
-        latents = self.encode(x_alleles.flatten(0, 1), x_index.repeat_interleave(2, 0))
-        latents = latents.view(b, 2, *latents.shape[1:])
-        return self.contrastive(latents[:, 0], latents[:, 1], y_index,
-                                self._decoder_mask(latents[:, 0], y_index, x_index))
+        flat = self.encode(x_alleles.flatten(0, 1), x_index.repeat_interleave(2, 0))
+        latents = flat.view(b, 2, *flat.shape[1:])
+        mask = self._decoder_mask(latents[:, 0], y_index, x_index)
+        shared = self.contrastive(latents[:, 0], latents[:, 1], y_index, mask)
+        if not alleles:
+            return shared, None
+        masked = self.decode_masked(flat, y_index.repeat_interleave(2, 0),
+                                    x_index.repeat_interleave(2, 0))
+        return shared, masked.view(b, 2, *masked.shape[1:])

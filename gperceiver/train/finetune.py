@@ -14,6 +14,7 @@ prediction depends on that sample alone: the heads never mix a batch's samples.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,17 +53,23 @@ from gperceiver.train.checkpoint import (
     load_checkpoint,
     load_model,
 )
-from gperceiver.train.params import Params
+from gperceiver.train.params import ARCHITECTURE, Params
 from gperceiver.train.pretrain import configure_adamw, resolve_params
 
 FINETUNE_KEY = "gperceiver_finetune"
-# Params that shape the network: a pretrained checkpoint's values win for these.
-ARCHITECTURE = (
-    "nalleles", "ploidy", "allele_embed_dim", "position_embed_kind", "position_embed_dim",
-    "position_embed_combine", "num_latents", "latent_dim", "projection_dim",
-    "num_cross_attention_heads", "num_self_attention_heads", "num_self_attention",
-    "num_encode_iters", "share_weights", "feedforward_dim", "output_dim", "num_decode_iters",
-)
+
+
+def pretrained_architecture(params: Params, pretrained: Params, where: str) -> Params:
+    """`params` with the pretrained model's whole architecture (every field that shapes
+    the network or its masks); a field the params set to another value is refused."""
+    for key in ARCHITECTURE:
+        mine, theirs = getattr(params, key), getattr(pretrained, key)
+        if key in params.given and mine is not None and mine != theirs:
+            raise UsageError(
+                f"{key}: the params give {json.dumps(mine)}, but the pretrained model {where} "
+                f"was built with {json.dumps(theirs)}; a pretrained architecture is taken "
+                f"whole (drop '{key}' from the params)")
+    return params.replace(**{k: getattr(pretrained, k) for k in ARCHITECTURE})
 
 
 @dataclass
@@ -263,8 +270,7 @@ def fit(
     if pretrained is not None:
         model, pre_info, _ = load_model(pretrained)
         pre_info.check_store(ds, str(store))
-        arch = {k: getattr(pre_info.params, k) for k in ARCHITECTURE}
-        params = params.replace(**arch)
+        params = pretrained_architecture(params, pre_info.params, str(pretrained))
         encoder_state = model.state_dict()
         if params.linear and params.objective == "regression":
             # the marker path's latent kernel: the pretrained encoder's view of every line

@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
+from gperceiver.train.original_params import MAPPING, from_original, is_original
 
 
 def _p(default: Any, help: str, *, low: float | None = None, high: float | None = None,
-       choices: tuple | None = None, low_open: bool = False, high_open: bool = False) -> Any:
-    """A dataclass field with its help text and allowed range or choices."""
+       choices: tuple | None = None, low_open: bool = False, high_open: bool = False,
+       arch: bool = False) -> Any:
+    """A dataclass field with its help text and allowed range or choices; `arch`: it
+    shapes the network or its attention masks (a pretrained checkpoint's value rules)."""
     meta = {"help": help, "low": low, "high": high, "choices": choices, "low_open": low_open,
-            "high_open": high_open}
+            "high_open": high_open, "arch": arch}
     return field(default=default, metadata=meta)
 
 
@@ -35,51 +38,61 @@ class Params:
     # -- data (taken from the store when null)
     nalleles: int | None = _p(
         None, "allele tokens per copy including 0 = missing (store alleles + 1); "
-        "null: from the store", low=2)
-    ploidy: int | None = _p(None, "copies per genotype; null: from the store", low=1)
+        "null: from the store", low=2, arch=True)
+    ploidy: int | None = _p(None, "copies per genotype; null: from the store", low=1,
+                            arch=True)
     # -- embeddings
-    allele_embed_dim: int = _p(32, "allele embedding width (summed over copies)", low=1)
+    allele_embed_dim: int = _p(32, "allele embedding width (summed over copies)", low=1,
+                               arch=True)
     locus_allele_embed: bool = _p(
         True, "per-locus allele embeddings at the input (which allele sits where) and "
-        "per-locus allele read-outs in the masked decoder")
+        "per-locus allele read-outs in the masked decoder", arch=True)
     position_embed_kind: str = _p(
         "learned", "'learned' (one vector per locus) or 'fourier' (of the within-contig "
-        "position, plus a contig embedding)", choices=("learned", "fourier"))
-    position_embed_dim: int = _p(32, "position embedding width (even for fourier)", low=2)
+        "position, plus a contig embedding)", choices=("learned", "fourier"), arch=True)
+    position_embed_dim: int = _p(32, "position embedding width (even for fourier)", low=2,
+                                 arch=True)
     position_embed_trainable: bool = _p(
         True, "learned: train the per-locus vectors; fourier: train the frequencies")
     position_embed_combine: str = _p(
         "concat", "'concat' or 'add' allele and position embeddings (add: equal widths)",
-        choices=("concat", "add"))
+        choices=("concat", "add"), arch=True)
     # -- encoder
-    num_latents: int = _p(64, "latent array length", low=1)
+    num_latents: int = _p(64, "latent array length", low=1, arch=True)
     local_latents: bool = _p(
         True, "latent i reads only the i-th contiguous run of loci and decoders read the "
-        "latents around their locus (self-attention stays global): learns LD fast")
-    latent_dim: int = _p(128, "latent width", low=1)
-    projection_dim: int = _p(64, "query/key/value width of the cross-attention", low=1)
-    num_cross_attention_heads: int = _p(1, "heads of the cross-attention", low=1)
-    num_self_attention_heads: int = _p(4, "heads of each self-attention block", low=1)
-    num_self_attention: int = _p(4, "self-attention blocks per encoder iteration", low=0)
-    num_encode_iters: int = _p(1, "cross-attention + self-attention iterations", low=1)
-    share_weights: bool = _p(False, "iterations after the first share their weights")
-    feedforward_dim: int = _p(256, "hidden width of every feed-forward layer", low=1)
+        "latents around their locus (self-attention stays global): learns LD fast", arch=True)
+    latent_dim: int = _p(128, "latent width", low=1, arch=True)
+    projection_dim: int = _p(64, "query/key/value width of the cross-attention", low=1,
+                             arch=True)
+    num_cross_attention_heads: int = _p(1, "heads of the cross-attention", low=1, arch=True)
+    num_self_attention_heads: int = _p(4, "heads of each self-attention block", low=1,
+                                       arch=True)
+    num_self_attention: int = _p(4, "self-attention blocks per encoder iteration", low=0,
+                                 arch=True)
+    num_encode_iters: int = _p(1, "cross-attention + self-attention iterations", low=1,
+                               arch=True)
+    share_weights: bool = _p(False, "iterations after the first share their weights", arch=True)
+    feedforward_dim: int = _p(256, "hidden width of every feed-forward layer", low=1,
+                              arch=True)
     dropout: float = _p(0.0, "dropout in attention outputs and feed-forward layers",
                         low=0.0, high=0.9)
     # -- decoders (Perceiver IO)
-    output_dim: int = _p(64, "decoder query width", low=1)
-    num_decode_iters: int = _p(1, "decoder cross-attention layers", low=1)
+    output_dim: int = _p(64, "decoder query width", low=1, arch=True)
+    num_decode_iters: int = _p(1, "decoder cross-attention layers", low=1, arch=True)
     # -- pretraining
     contrastive: bool = _p(False, "pretrain on the twinned contrastive task by default")
-    contrastive_weight: float = _p(1.0, "weight of the contrastive (shared-allele) loss",
-                                   low=0.0, low_open=True)
+    contrastive_weight: float = _p(
+        0.0, "contrastive task: weight of the allele-reconstruction loss of each twin beside "
+        "the shared-allele loss (the original's meaning: 0 = contrast alone, 1 = equal)",
+        low=0.0)
     prop_x: float = _p(1.0, "proportion of loci given as input (bounds attention cost)",
                        low=0.0, high=1.0, low_open=True)
     input_window: bool = _p(
         False, "pretraining with prop_x < 1: the input loci are one contiguous window "
         "(a random start per batch) instead of scattered; impute then slides windows of "
         "that length over the panel. A step costs the same however large the panel, and "
-        "local latents split the window, not the panel")
+        "local latents split the window, not the panel", arch=True)
     prop_y: float = _p(0.1, "proportion of the input loci drawn as pretraining targets "
                        "(hidden in place, as missing calls)",
                        low=0.0, high=1.0, low_open=True, high_open=True)
@@ -88,9 +101,9 @@ class Params:
         "0: uniform", low=0.0)
     # -- finetuning
     linear: bool = _p(
-        True, "regression: fit a linear marker-effect path first (adaptive ridge, its "
-        "reweighting chosen by cross-validation inside the training lines) and train the "
-        "Perceiver on what it leaves; false: the Perceiver alone")
+        True, "regression: fit the marker path first (marker variances pooled over blocks, "
+        "an interaction kernel and, with a pretrained encoder, a latent kernel; shares by "
+        "REML) and train the Perceiver on what it leaves; false: the Perceiver alone")
     head: str = _p("latent", "finetuning head: 'latent' (one query per block) or 'pool'",
                    choices=("latent", "pool"))
     objective: str = _p("regression", "finetuning objective shared by all blocks",
@@ -115,11 +128,22 @@ class Params:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def given(self) -> frozenset[str]:
+        """The keys a file or flag set (not left at their defaults)."""
+        return getattr(self, "_given", frozenset())
+
     def replace(self, **changes: Any) -> Params:
         """A validated copy with `changes` applied (None values are ignored)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
         d = self.to_dict()
-        d.update({k: v for k, v in changes.items() if v is not None})
-        return params_from_dict(d, where="command line")
+        d.update(changes)
+        out = params_from_dict(d, where="command line")
+        out._given = self.given | set(changes)
+        return out
+
+
+ARCHITECTURE = tuple(f.name for f in fields(Params) if f.metadata["arch"])
 
 
 def _types() -> dict[str, Any]:
@@ -186,6 +210,7 @@ def params_from_dict(d: dict[str, Any], *, where: str = "params") -> Params:
         values[name] = value
     params = Params(**values)
     _check_consistency(params, where)
+    params._given = frozenset(k for k, v in d.items() if v is not None)
     return params
 
 
@@ -201,28 +226,42 @@ def _check_consistency(p: Params, where: str) -> None:
         raise _error(where, "num_cross_attention_heads", "must divide projection_dim")
 
 
-def load_params(path: str | os.PathLike | None = None, **overrides: Any) -> Params:
-    """Params from a JSON file (defaults for absent keys), then `overrides` (None: skip)."""
-    d: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise InputNotFoundError(f"{path}: no such file") from None
-        except (IsADirectoryError, PermissionError) as e:
-            raise InputNotFoundError(f"{path}: {e.strerror}") from None
-        try:
-            d = json.loads(text, object_pairs_hook=_no_duplicate_keys(path))
-        except json.JSONDecodeError as e:
-            raise InputFormatError(path, f"not valid JSON: {e.msg}", line=e.lineno,
-                                   column=e.colno) from None
-        except UnicodeDecodeError:
-            raise InputFormatError(path, "not UTF-8 text") from None
-        if not isinstance(d, dict):
-            raise InputFormatError(path, "expected a JSON object of parameters")
+def load_params(path: str | os.PathLike | None = None, *, original: bool = False,
+                **overrides: Any) -> Params:
+    """Params from a JSON file (defaults for absent keys), then `overrides` (None: skip).
+
+    A file in the original tool's dialect (one of its own keys or values) is mapped
+    to ours (`original_params`); with `original` (the legacy scripts), so is a file
+    of keys the original knows (some of which ours share). Our own files validate
+    strictly.
+    """
+    d = read_params_file(path) if path is not None else {}
+    ours = frozenset(f.name for f in fields(Params))
+    if d and (is_original(d, ours) or (original and set(d) <= set(MAPPING))):
+        d = from_original(d, str(path), ours)
     params = params_from_dict(d, where=str(path) if path is not None else "params")
     return params.replace(**overrides) if overrides else params
+
+
+def read_params_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON object of a params file, with located errors."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InputNotFoundError(f"{path}: no such file") from None
+    except (IsADirectoryError, PermissionError) as e:
+        raise InputNotFoundError(f"{path}: {e.strerror}") from None
+    try:
+        d = json.loads(text, object_pairs_hook=_no_duplicate_keys(path))
+    except json.JSONDecodeError as e:
+        raise InputFormatError(path, f"not valid JSON: {e.msg}", line=e.lineno,
+                               column=e.colno) from None
+    except UnicodeDecodeError:
+        raise InputFormatError(path, "not UTF-8 text") from None
+    if not isinstance(d, dict):
+        raise InputFormatError(path, "expected a JSON object of parameters")
+    return d
 
 
 def _no_duplicate_keys(path: Path):

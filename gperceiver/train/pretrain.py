@@ -7,7 +7,8 @@ best.ckpt, last.ckpt, metrics.csv and the resolved params.json.
 
 Masked loss: cross-entropy over genotype classes at the hidden target loci.
 Contrastive loss: cross-entropy over the number (0..P) of alleles two genotypes
-share at the targets, times `contrastive_weight`.
+share at the targets, plus `contrastive_weight` times the mean of the two twins'
+masked losses there (the original tool's meaning; 0: the contrast alone).
 """
 
 from __future__ import annotations
@@ -45,21 +46,17 @@ class PretrainModule(L.LightningModule):
         if self.task == "masked":
             logits = self.model.masked_logits(batch["x_alleles"], batch["x_index"],
                                               batch["y_index"])
-            target = self.model.class_of(batch["y_counts"])
-            weight = 1.0
-        else:
-            logits = self.model.shared_logits(batch["x_alleles"], batch["x_index"],
-                                              batch["y_index"])
-            target = batch["y_shared"].long()
-            weight = self.info.params.contrastive_weight
-        keep = batch["y_mask"] & (target >= 0)
-        logits, target = logits[keep], target[keep]
-        if target.numel() == 0:
-            zero = logits.sum() * 0.0
-            return zero, zero.detach()
-        loss = F.cross_entropy(logits.float(), target)
-        accuracy = (logits.argmax(-1) == target).float().mean()
-        return weight * loss, accuracy
+            return _cross_entropy(logits, self.model.class_of(batch["y_counts"]),
+                                  batch["y_mask"])
+        weight = self.info.params.contrastive_weight
+        logits, twins = self.model.twin_logits(batch["x_alleles"], batch["x_index"],
+                                               batch["y_index"], alleles=weight > 0)
+        loss, accuracy = _cross_entropy(logits, batch["y_shared"].long(), batch["y_mask"])
+        if twins is not None:  # as the original: contrast + w x mean of the twins' allele loss
+            mask = batch["y_mask"].unsqueeze(1).expand(-1, 2, -1)
+            alleles, _ = _cross_entropy(twins, self.model.class_of(batch["y_counts"]), mask)
+            loss = loss + weight * alleles
+        return loss, accuracy
 
     def training_step(self, batch, batch_idx):
         loss, accuracy = self.loss(batch)
@@ -104,6 +101,18 @@ class PretrainModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if isinstance(checkpoint.get("rng_torch"), torch.Tensor):
             torch.set_rng_state(checkpoint["rng_torch"])
+
+
+def _cross_entropy(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean cross-entropy, accuracy) over the targets where `mask` and a class fits."""
+    keep = mask & (target >= 0)
+    logits, target = logits[keep], target[keep]
+    if target.numel() == 0:
+        zero = logits.sum() * 0.0
+        return zero, zero.detach()
+    loss = F.cross_entropy(logits.float(), target)
+    return loss, (logits.argmax(-1) == target).float().mean()
 
 
 def configure_adamw(model: torch.nn.Module, params: Params, monitor: str = "val_loss"):
