@@ -7,6 +7,7 @@ import os
 import sys
 
 from gperceiver import schema
+from gperceiver.inputs import CODINGS
 
 
 def add_scheduler(p: argparse.ArgumentParser) -> None:
@@ -46,16 +47,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     tsv = formats.add_parser(
         "tsv",
         help="the original tool's integer-coded markers.tsv + chroms.tsv",
-        description="Convert the original tool's integer-coded TSVs. MARKERS: header 'name' "
-        "then one column per marker, one row per genotype, cells are codes into the allele "
-        "decoder. CHROMS: columns 'chr marker pos' (pos int or float). '.gz' is accepted. "
-        "Variants are stored in contig order of first appearance, then by position.",
-        epilog="example:\n  gperceiver convert tsv --markers markers.tsv.gz "
-        "--chroms chroms.tsv -o panel.zarr",
+        description="Convert marker TSVs. MARKERS: header 'name' then one column per "
+        "marker, one row per genotype; cells are codes into the allele decoder (the original "
+        "tool's coding), or with --coding dosage 0..ploidy copies of the alternate allele, "
+        "or with --coding rrblup -1/0/1 (NA, NaN, '.' or empty: missing). CHROMS: columns "
+        "'chr marker pos' (pos int or float). '.gz' is accepted. Variants are stored in "
+        "contig order of first appearance, then by position. Without --coding, a table "
+        "that looks like dosages (many 0s, which the decoder reads as missing, and no code "
+        "above the ploidy) is refused.",
+        epilog="examples:\n  gperceiver convert tsv --markers markers.tsv.gz "
+        "--chroms chroms.tsv -o panel.zarr\n"
+        "  gperceiver convert tsv --markers dosages.tsv --chroms chroms.tsv --coding dosage "
+        "-o panel.zarr\n"
+        "  gperceiver convert tsv --markers inbreds01.tsv --chroms chroms.tsv --coding dosage "
+        "--ploidy 1 -o panel.zarr   # BGLR's 0/1 of inbred lines",
     )
     tsv.add_argument("--markers", required=True, metavar="FILE", help="markers TSV (or .gz)")
     tsv.add_argument("--chroms", required=True, metavar="FILE", help="chroms TSV (or .gz)")
     tsv.add_argument("--ploidy", type=int, default=None, help="copies per genotype [2]")
+    tsv.add_argument("--coding", choices=CODINGS, default=None,
+                     help="what the cells are: decoder codes (the original's), dosage "
+                     "(0..ploidy alternate copies) or rrblup (-1/0/1) [decoder, refusing "
+                     "dosage-like tables]")
     group = tsv.add_mutually_exclusive_group()
     group.add_argument(
         "--nalleles", type=int, default=None,
@@ -119,7 +132,7 @@ def run_tsv(args: argparse.Namespace) -> None:
     out = convert_tsv(
         args.markers, args.chroms, args.output,
         ploidy=args.ploidy, nalleles=args.nalleles, decoder_file=args.decoder,
-        samples_chunk=args.samples_chunk, variants_chunk=args.variants_chunk,
+        coding=args.coding, samples_chunk=args.samples_chunk, variants_chunk=args.variants_chunk,
         force=args.force, progress=not args.quiet,
     )
     if not args.quiet:

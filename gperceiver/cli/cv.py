@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 
 
 def _ints(text: str) -> list[int]:
@@ -56,20 +55,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from gperceiver.crossval import cross_validate
-    from gperceiver.data.phenotypes import PhenotypeWarning
     from gperceiver.train.params import load_params
 
     params = load_params(args.params, epochs=args.epochs, seed=args.seed,
                          val_fraction=args.val_fraction)
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", PhenotypeWarning)
-        table, summary = cross_validate(
-            args.store, args.phenotypes, args.output, methods=methods, folds=args.folds,
-            params=params, pretrained=args.pretrained, jobs=args.jobs, force=args.force)
-    for w in caught:
-        if issubclass(w.category, PhenotypeWarning):
-            print(f"gperceiver: warning: {w.message}", file=sys.stderr)
+    table, summary = cross_validate(
+        args.store, args.phenotypes, args.output, methods=methods, folds=args.folds,
+        params=params, pretrained=args.pretrained, jobs=args.jobs, force=args.force)
     per = summary["methods"]
     blocks = sorted(table["block"].unique())
     print(f"mean Pearson r over test folds {summary['folds']} (never seen by their model):")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 
 from gperceiver.cli.training import add_training_flags, devices, resolve_run_params, show_progress
 
@@ -78,31 +77,32 @@ def run(args: argparse.Namespace) -> None:
     head, strategy = split_strategy(args.strategy)
     params = resolve_run_params(args, head=head, objective=args.objective,
                                 position_embed_trainable=args.position_embed_trainable)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
-        result = fit(
-            args.store, args.phenotypes, args.output, params, pretrained=args.pretrained,
-            cv=args.cv, test_fold=args.test_fold, freeze_encoder=args.freeze_encoder,
-            freeze_latents=args.freeze_latents,
-            ranking_weight=args.ranking_weight, resume=args.resume, force=args.force,
-            progress=show_progress(args.quiet), accelerator=args.accelerator,
-            devices=devices(args), num_nodes=args.num_nodes, strategy=strategy,
-        )
-    for w in caught:
-        if "phenotype" in type(w.message).__name__.lower() or "row" in str(w.message):
-            print(f"gperceiver: warning: {w.message}", file=sys.stderr)
+    result = fit(
+        args.store, args.phenotypes, args.output, params, pretrained=args.pretrained,
+        cv=args.cv, test_fold=args.test_fold, freeze_encoder=args.freeze_encoder,
+        freeze_latents=args.freeze_latents,
+        ranking_weight=args.ranking_weight, resume=args.resume, force=args.force,
+        progress=show_progress(args.quiet), accelerator=args.accelerator,
+        devices=devices(args), num_nodes=args.num_nodes, strategy=strategy,
+    )
+    report_fit(result, params.objective, cv=args.cv, test_fold=args.test_fold)
+
+
+def report_fit(result, objective: str, *, cv: int | None = None,
+               test_fold: int | None = None) -> None:
+    """The figures of the rows a fit did not train on (else its training rows), per block."""
     if not result.metrics:
         return  # a non-zero rank of a distributed run
     m = result.metrics
     which = next(w for w in ("test", "validation", "train") if m.get(w))
     shown = m[which]
-    which = {"test": f"test fold {args.test_fold} (never seen)",
-             "validation": "validation" + (f" fold {args.cv}" if args.cv is not None else ""),
+    which = {"test": f"test fold {test_fold} (never seen)",
+             "validation": "validation" + (f" fold {cv}" if cv is not None else ""),
              "train": "training"}[which]
-    print(f"{params.objective} fit, {which} rows, per block:")
-    for block, m in shown["blocks"].items():
-        figures = " ".join(f"{k}={v:.3f}" for k, v in m.items()
+    print(f"{objective} fit, {which} rows, per block:")
+    for block, b in shown["blocks"].items():
+        figures = " ".join(f"{k}={v:.3f}" for k, v in b.items()
                            if k != "n" and isinstance(v, float))
-        print(f"  block {block}: n={m['n']} {figures}")
+        print(f"  block {block}: n={b['n']} {figures}")
     print("  mean " + " ".join(f"{k}={v:.3f}" for k, v in shown["mean"].items()))
     print(f"wrote {result.run_dir}/predictions.tsv, metrics.json, best.ckpt", file=sys.stderr)

@@ -1,10 +1,15 @@
 """The original tool's scripts, `gperceiver_pretrain` and `gperceiver_finetune`.
 
-They take the original positional TSV inputs and flags. The TSVs are converted
-once into a genotype store cached next to the outputs (`.gperceiver-cache/`),
-keyed by a hash of their content and the decoder, and reused while unchanged;
-then the run goes through the same library functions as `gperceiver pretrain`
-and `gperceiver fit`.
+They take the original positional TSV inputs and every flag of the original's
+latest scripts, with its defaults. The TSVs are converted once into a genotype
+store cached next to the outputs (`.gperceiver-cache/`), keyed by a hash of their
+content and the decoder, and reused while unchanged; then the run goes through
+the same library functions as `gperceiver pretrain` and `gperceiver fit`.
+
+A value comes from the flag when given, else from --params (the original's own
+params files are read in its dialect), else from the original's default. A flag
+without an exact equivalent is accepted with a one-line note saying what it maps
+to or why it has no effect.
 """
 
 from __future__ import annotations
@@ -13,21 +18,54 @@ import argparse
 import hashlib
 import shutil
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from gperceiver.cli.main import Parser, run_command
 from gperceiver.cli.training import show_progress
+from gperceiver.errors import Note
 
 CACHE = ".gperceiver-cache"
+PRETRAIN, FINETUNE = "gperceiver_pretrain", "gperceiver_finetune"
+
+# Each flag the original scripts share and what it sets here: (flag, our params key,
+# type, the original's default (pretrain, finetune), help).
+TRAINING_FLAGS = (
+    ("--lr", "lr", float, (1e-3, 1e-3), "the maximum learning rate"),
+    ("--warmup-steps", "warmup_steps", int, (100, 100),
+     "steps (minibatches) of linear learning-rate warm-up"),
+    ("--batch-size", "batch_size", int, (16, 16), "samples per batch"),
+    ("--nepochs", "epochs", int, (500, 100), "maximum epochs"),
+    ("--early-stopping-patience", "patience", int, (50, 50),
+     "epochs without a better validation loss before stopping"),
+    ("--reduce-lr-patience", "lr_patience", int, (10, 10),
+     "epochs without a better validation loss before the learning rate is reduced "
+     "(halved here; the original divided it by 10)"),
+    ("--seed", "seed", int, (None, None), "random seed [params: 0]"),
+)
+PRETRAIN_FLAGS = (
+    ("--prop-x", "prop_x", float, 1.0, "proportion of markers given as input"),
+    ("--prop-y", "prop_y", float, 0.1, "proportion of the input markers to predict"),
+    ("--contrastive-allele-weight", "contrastive_weight", float, 0.0,
+     "contrastive task: weight of each twin's allele reconstruction beside the contrast "
+     "(0: the contrast alone; 1: equal)"),
+)
+FINETUNE_LOSSES = {"mse": "regression", "mae": "regression", "poisson": "regression",
+                   "binary": "binary", "binary_focal": "binary"}
 
 
-def cached_store(markers: str, chroms: str, nalleles: int, ploidy: int, near: Path,
-                 progress: bool) -> Path:
+def cached_store(markers: str, chroms: str, nalleles: int | None, ploidy: int | None,
+                 near: Path, progress: bool, decoder: list | None = None) -> Path:
     """The store for these TSVs: converted once, found again by content hash."""
     from converters.tsv import convert_tsv
     from gperceiver.errors import InputNotFoundError
 
-    digest = hashlib.sha256(f"decoder:{ploidy}:{nalleles}\n".encode())
+    nalleles, ploidy = (3 if nalleles is None else nalleles), (2 if ploidy is None else ploidy)
+    key = f"decoder:{decoder}" if decoder is not None else f"decoder:{ploidy}:{nalleles}"
+    digest = hashlib.sha256(f"{key}\n".encode())
     for path in (markers, chroms):
         try:
             with open(path, "rb") as f:
@@ -41,8 +79,11 @@ def cached_store(markers: str, chroms: str, nalleles: int, ploidy: int, near: Pa
     store = folder / f"{digest.hexdigest()[:20]}.zarr"
     if not store.exists():
         try:
-            convert_tsv(markers, chroms, store, ploidy=ploidy, nalleles=nalleles,
-                        progress=progress)
+            if decoder is not None:
+                convert_tsv(markers, chroms, store, decoder_file=decoder, progress=progress)
+            else:
+                convert_tsv(markers, chroms, store, ploidy=ploidy, nalleles=nalleles,
+                            progress=progress)
         except BaseException:
             if not any(folder.iterdir()):
                 folder.rmdir()  # a failed first conversion leaves no empty cache behind
@@ -50,126 +91,236 @@ def cached_store(markers: str, chroms: str, nalleles: int, ploidy: int, near: Pa
     return store
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nalleles", type=int, default=3,
-                   help="allele numbers per copy including 0 = missing")
-    p.add_argument("--ploidy", type=int, default=2, help="copies per genotype")
+# ---------------------------------------------------------------- flags
+
+
+def _common(p: argparse.ArgumentParser, which: int) -> None:
+    """Flags both scripts have; `which` is 0 for pretrain, 1 for finetune (defaults)."""
     p.add_argument("--model", metavar="DIR", default=None,
-                   help="run folder for checkpoints, logs and params")
+                   help="run folder for checkpoints, logs and params "
+                   f"[{(PRETRAIN, FINETUNE)[which]}]")
     p.add_argument("--checkpoint", metavar="FILE", default=None,
                    help="continue from this checkpoint (a last.ckpt of an earlier run)")
     p.add_argument("--best-checkpoint", metavar="FILE", default=None,
                    help="also copy the best checkpoint here")
     p.add_argument("--last-checkpoint", metavar="FILE", default=None,
                    help="also copy the last checkpoint here")
-    p.add_argument("--params", metavar="FILE", default=None, help="JSON hyper-parameters")
+    p.add_argument("--logs", metavar="FILE", default=None,
+                   help="also write the per-epoch log here (TSV)")
+    p.add_argument("--params", metavar="FILE", default=None,
+                   help="JSON hyper-parameters: the original's keys (see README) or ours")
+    p.add_argument("--nalleles", type=int, default=None,
+                   help="allele codes per copy including 0 = missing [3]")
+    p.add_argument("--ploidy", type=int, default=None, help="copies per genotype [2]")
+    for flag, _, kind, defaults, text in TRAINING_FLAGS:
+        default = defaults[which]
+        shown = f" [original: {default}]" if default is not None else ""
+        p.add_argument(flag, type=kind, default=None, help=text + shown)
+    p.add_argument("--warmup-lr", type=float, default=None,
+                   help="no effect: the warm-up ramps linearly from 0 to --lr "
+                   "[original: 1e-10]")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
-def _prepare(args: argparse.Namespace, default_dir: str) -> tuple[Path, bool]:
-    """(run folder, resume?) with --checkpoint placed as the run's last.ckpt."""
-    run_dir = Path(args.model or default_dir)
-    if args.checkpoint is None:
-        return run_dir, False
-    last = run_dir / "last.ckpt"
-    if Path(args.checkpoint).resolve() != last.resolve():
-        from gperceiver.train.checkpoint import load_checkpoint
-
-        load_checkpoint(args.checkpoint)  # refuse a bad or unsafe file before copying it
-        run_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(args.checkpoint, last)
-    return run_dir, True
+def _note(text: str) -> None:
+    warnings.warn(text, Note, stacklevel=2)
 
 
-def _copy_checkpoints(args: argparse.Namespace, run_dir: Path) -> None:
+def _params(args: argparse.Namespace, which: int, extra: dict[str, tuple[Any, Any]]):
+    """Params: each flag when given, else --params, else the original's default.
+    `extra`: our key -> (flag value or None, the original's default or None)."""
+    from gperceiver.train.params import load_params
+
+    params = load_params(args.params, original=True)
+    values: dict[str, tuple[Any, Any]] = {
+        key: (getattr(args, flag[2:].replace("-", "_")), defaults[which])
+        for flag, key, _, defaults, _ in TRAINING_FLAGS}
+    values.update(extra)
+    changes = {}
+    for key, (given, default) in values.items():
+        if given is not None:
+            changes[key] = given
+        elif default is not None and key not in params.given:
+            changes[key] = default
+    if args.warmup_lr is not None:
+        _note("--warmup-lr has no effect: the warm-up ramps linearly from 0 to --lr")
+    return params.replace(**changes)
+
+
+def _decoder(args: argparse.Namespace) -> list | None:
+    """The allele decoder of an original params file (used to read the TSV)."""
+    from gperceiver.train.original_params import original_decoder
+    from gperceiver.train.params import read_params_file
+
+    return original_decoder(read_params_file(args.params)) if args.params else None
+
+
+@contextmanager
+def _run_folder(args: argparse.Namespace, default: str) -> Iterator[tuple[Path, bool]]:
+    """(run folder, resume?) with --checkpoint placed as its last.ckpt; what this run
+    placed or created is removed again when the run is refused or fails."""
+    run_dir = Path(args.model or default)
+    created = [] if run_dir.exists() else [run_dir]
+    placed, kept = None, None
+    if args.checkpoint is not None:
+        last = run_dir / "last.ckpt"
+        if Path(args.checkpoint).resolve() != last.resolve():
+            from gperceiver.train.checkpoint import load_checkpoint
+
+            load_checkpoint(args.checkpoint)  # refuse a bad or unsafe file before copying
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if last.exists():
+                kept = last.with_name(".last.ckpt.before-checkpoint")
+                last.replace(kept)
+            shutil.copyfile(args.checkpoint, last)
+            placed = last
+    try:
+        yield run_dir, args.checkpoint is not None
+    except BaseException:
+        if placed is not None:
+            placed.unlink(missing_ok=True)
+            if kept is not None:
+                kept.replace(placed)
+        for folder in created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    if kept is not None:
+        kept.unlink(missing_ok=True)
+
+
+def _copy_outputs(args: argparse.Namespace, run_dir: Path) -> None:
     for target, name in ((args.best_checkpoint, "best.ckpt"), (args.last_checkpoint, "last.ckpt")):
         if target is not None and (run_dir / name).is_file():
             shutil.copyfile(run_dir / name, target)
+    if args.logs is not None:
+        from gperceiver.plots import find_metrics, read_metrics
+
+        found = find_metrics(run_dir)
+        if found is not None:
+            read_metrics(found).to_csv(args.logs, sep="\t", index=False)
+
+
+# ---------------------------------------------------------------- gperceiver_pretrain
 
 
 def pretrain_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="gperceiver_pretrain",
-               description="Pretrain on the original TSV inputs (see `gperceiver pretrain`).")
+    p = Parser(prog=PRETRAIN,
+               description="Pretrain on the original TSV inputs (see `gperceiver pretrain`). "
+               "Flags are the original script's, with its defaults; a value comes from the "
+               "flag, else from --params, else from that default.")
     p.add_argument("chroms", metavar="CHROMS", help="chroms TSV: chr marker pos")
     p.add_argument("markers", metavar="MARKERS", help="markers TSV: name then marker codes")
-    _common(p)
+    _common(p, 0)
+    for flag, _, kind, default, text in PRETRAIN_FLAGS:
+        p.add_argument(flag, type=kind, default=None, help=f"{text} [original: {default}]")
     p.add_argument("--contrastive", action="store_true", help="twinned contrastive task")
-    p.add_argument("--nepochs", type=int, default=None, help="maximum epochs")
-    p.add_argument("--batch-size", type=int, default=None, help="samples per batch")
-    p.add_argument("--lr", type=float, default=None, help="learning rate")
+    p.add_argument("--ploidy-scaler", type=float, default=None,
+                   help="no effect: the loss here is a cross-entropy over whole genotypes, "
+                   "with no separate ploidy penalty [original: 1.0]")
+    p.add_argument("--loss", choices=("binary", "binary_focal"), default=None,
+                   help="no effect: the loss here is a cross-entropy over genotypes "
+                   "[original: binary_focal]")
     p.set_defaults(func=run_pretrain)
     return p
 
 
 def run_pretrain(args: argparse.Namespace) -> None:
-    from gperceiver.train.params import load_params
     from gperceiver.train.pretrain import pretrain
 
-    params = load_params(args.params, epochs=args.nepochs, batch_size=args.batch_size,
-                         lr=args.lr)
-    run_dir, resume = _prepare(args, "gperceiver_pretrain")
+    extra = {key: (getattr(args, flag[2:].replace("-", "_")), default)
+             for flag, key, _, default, _ in PRETRAIN_FLAGS}
+    extra["contrastive"] = (True if args.contrastive else None, None)
+    params = _params(args, 0, extra)
+    if args.ploidy_scaler is not None:
+        _note("--ploidy-scaler has no effect: the loss here is a cross-entropy over whole "
+              "genotypes, with no separate ploidy penalty")
+    if args.loss is not None:
+        _note(f"--loss {args.loss} has no effect: pretraining here minimises a cross-entropy "
+              "over genotype classes")
     progress = show_progress(args.quiet)
-    store = cached_store(args.markers, args.chroms, args.nalleles, args.ploidy,
-                         run_dir.absolute().parent, progress)
-    task = "contrastive" if args.contrastive else None
-    result = pretrain(store, run_dir, task, params, resume=resume, force=not resume,
-                      progress=progress)
-    _copy_checkpoints(args, run_dir)
-    print(f"pretrained {result.epochs} epochs; checkpoints in {run_dir}")
+    with _run_folder(args, PRETRAIN) as (run_dir, resume):
+        store = cached_store(args.markers, args.chroms, args.nalleles, args.ploidy,
+                             run_dir.absolute().parent, progress, _decoder(args))
+        result = pretrain(store, run_dir, None, params, resume=resume, force=not resume,
+                          progress=progress)
+    _copy_outputs(args, run_dir)
+    best = f"; best validation loss {result.best_score:.4f}" if result.best_score else ""
+    print(f"pretrained {result.epochs} epochs ({'contrastive' if params.contrastive else 'masked'}"
+          f" task){best}; checkpoints in {run_dir}")
+
+
+# ---------------------------------------------------------------- gperceiver_finetune
 
 
 def finetune_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="gperceiver_finetune",
-               description="Finetune on the original TSV inputs (see `gperceiver fit`).")
+    p = Parser(prog=FINETUNE,
+               description="Finetune on the original TSV inputs (see `gperceiver fit`). "
+               "Flags are the original script's, with its defaults; a value comes from the "
+               "flag, else from --params (or the pretrained run's params), else from that "
+               "default.")
     p.add_argument("phenos", metavar="PHENOS", help="phenotype TSV: name response block [cv]")
     p.add_argument("chroms", metavar="CHROMS", help="chroms TSV: chr marker pos")
     p.add_argument("markers", metavar="MARKERS", help="markers TSV: name then marker codes")
-    _common(p)
+    _common(p, 1)
     p.add_argument("--predictions", metavar="FILE", default=None,
                    help="also write the predictions TSV here")
     p.add_argument("--pretrained", metavar="DIR", default=None,
-                   help="a pretraining run folder (its best.ckpt) or a checkpoint")
+                   help="a pretraining run folder (its best.ckpt) or a checkpoint; its "
+                   "architecture is taken whole")
     p.add_argument("--latent-nontrainable", action="store_true",
                    help="keep the latent array fixed")
     p.add_argument("--encoder-nontrainable", action="store_true", help="train only the head")
     p.add_argument("--position-embed-trainable", action="store_true",
-                   help="train the position embeddings")
+                   help="with --pretrained: train the position embeddings (frozen otherwise, "
+                   "as in the original)")
     p.add_argument("--block-strategy", choices=("pool", "latent"), default=None,
-                   help="how blocks are read from the latents [params]")
+                   help="how blocks are read from the latents [original: pool]")
+    p.add_argument("--loss", choices=tuple(FINETUNE_LOSSES), default=None,
+                   help="mse: regression; binary: binary; mae and poisson train a regression "
+                   "on squared error, binary_focal a plain binary cross-entropy (with a "
+                   "note) [original: mse]")
     p.add_argument("--cv", type=int, default=None, metavar="K", help="validation fold")
     p.add_argument("--objective", choices=("regression", "binary", "multiclass", "ordinal"),
-                   default=None, help="response type [params: regression]")
+                   default=None, help="response type; overrides --loss [params: regression]")
     p.set_defaults(func=run_finetune)
     return p
 
 
 def run_finetune(args: argparse.Namespace) -> None:
+    from gperceiver.cli.fit import report_fit
     from gperceiver.train.finetune import fit
-    from gperceiver.train.params import load_params
 
-    params = load_params(args.params, head=args.block_strategy, objective=args.objective,
-                         position_embed_trainable=args.position_embed_trainable or None)
-    run_dir, resume = _prepare(args, "gperceiver_finetune")
-    progress = show_progress(args.quiet)
-    store = cached_store(args.markers, args.chroms, args.nalleles, args.ploidy,
-                         run_dir.absolute().parent, progress)
+    objective = args.objective
+    if objective is None and args.loss is not None:
+        objective = FINETUNE_LOSSES[args.loss]
+        if args.loss in ("mae", "poisson", "binary_focal"):
+            _note(f"--loss {args.loss} trains a {objective} on "
+                  f"{'squared error' if objective == 'regression' else 'cross-entropy'} here")
     pretrained = args.pretrained
     if pretrained is not None and Path(pretrained).is_dir():
         pretrained = Path(pretrained) / "best.ckpt"
-    result = fit(store, args.phenos, run_dir, params, pretrained=pretrained, cv=args.cv,
-                 freeze_encoder=args.encoder_nontrainable,
-                 freeze_latents=args.latent_nontrainable, resume=resume, force=not resume,
-                 progress=progress)
-    _copy_checkpoints(args, run_dir)
+    trainable = True if args.position_embed_trainable else (
+        False if pretrained is not None else None)
+    params = _params(args, 1, {"head": (args.block_strategy, "pool"),
+                               "objective": (objective, None),
+                               "position_embed_trainable": (trainable, None)})
+    progress = show_progress(args.quiet)
+    with _run_folder(args, FINETUNE) as (run_dir, resume):
+        store = cached_store(args.markers, args.chroms, args.nalleles, args.ploidy,
+                             run_dir.absolute().parent, progress, _decoder(args))
+        result = fit(store, args.phenos, run_dir, params, pretrained=pretrained, cv=args.cv,
+                     freeze_encoder=args.encoder_nontrainable,
+                     freeze_latents=args.latent_nontrainable, resume=resume, force=not resume,
+                     progress=progress)
+    _copy_outputs(args, run_dir)
     if args.predictions is not None:
         shutil.copyfile(run_dir / "predictions.tsv", args.predictions)
-    shown = result.metrics.get("validation") or result.metrics.get("train") or {}
-    print(f"finetuned; mean {shown.get('mean', {})}; outputs in {run_dir}")
+    report_fit(result, params.objective, cv=args.cv)
 
 
 def pretrain_main() -> None:
-    sys.exit(run_command(pretrain_parser().parse_args()))
+    sys.exit(run_command(pretrain_parser().parse_args(), prog=PRETRAIN))
 
 
 def finetune_main() -> None:
-    sys.exit(run_command(finetune_parser().parse_args()))
+    sys.exit(run_command(finetune_parser().parse_args(), prog=FINETUNE))

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import importlib
 import os
 import signal
 import sys
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from gperceiver import __version__
 from gperceiver.cluster import dask_scheduler
-from gperceiver.errors import EXIT_CODE_HELP, ExitCode, GPerceiverError
+from gperceiver.errors import EXIT_CODE_HELP, ExitCode, GPerceiverError, GPerceiverWarning, Note
 
 # Subcommand modules, in the order --help lists them; each has register(subparsers).
 SUBCOMMANDS = [
@@ -58,8 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def report(message: str) -> None:
-    print(f"gperceiver: error: {message}", file=sys.stderr)
+PROG = "gperceiver"
+
+
+def report(message: str, prog: str = PROG, kind: str = "error") -> None:
+    print(f"{prog}: {kind}: {message}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,33 +72,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command(build_parser().parse_args(argv))
 
 
-def run_command(args: argparse.Namespace) -> int:
+@contextmanager
+def warnings_once(prog: str) -> Iterator[None]:
+    """Show each distinct warning once, as one line `PROG: warning: ...` (`note` for a
+    Note); warnings nobody acts on are filtered where they arise (engine, loader)."""
+    seen: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message).splitlines()[0] if str(message) else category.__name__
+        if text not in seen:
+            seen.add(text)
+            report(text, prog, "note" if issubclass(category, Note) else "warning")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", GPerceiverWarning)  # `seen` keeps each to once
+        warnings.showwarning = show
+        yield
+
+
+def run_command(args: argparse.Namespace, prog: str = PROG) -> int:
     """Call `args.func(args)`, turning every failure into one line and its exit code."""
     # A batch scheduler's SIGTERM ends the run like Ctrl-C: outputs stay atomic.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     # `gperceiver info STORE | head` ends quietly, like any Unix tool.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    report_here = functools.partial(report, prog=prog)
     try:
-        with dask_scheduler(getattr(args, "scheduler", None)):
+        with warnings_once(prog), dask_scheduler(getattr(args, "scheduler", None)):
             args.func(args)
     except GPerceiverError as e:
-        report(e.message)
+        report_here(e.message)
         return int(e.exit_code)
     except KeyboardInterrupt:
         # Work cut short inside zarr's async I/O leaves coroutines that would warn at exit.
         warnings.simplefilter("ignore")
-        report("interrupted")
+        report_here("interrupted")
         return int(ExitCode.INTERRUPTED)
     except MemoryError:
-        report("out of memory; try a smaller --samples-chunk / --batch-size")
+        report_here("out of memory; try a smaller --samples-chunk / --batch-size")
         return int(ExitCode.SYSTEM)
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM):
-            report(f"{e.filename or ''}: {os.strerror(e.errno)}".lstrip(": "))
+            report_here(f"{e.filename or ''}: {os.strerror(e.errno)}".lstrip(": "))
             return int(ExitCode.SYSTEM)
-        return _unexpected(e)
+        return _unexpected(e, prog)
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, no traceback
-        return _unexpected(e)
+        return _unexpected(e, prog)
     return int(ExitCode.OK)
 
 
@@ -101,13 +125,11 @@ def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _unexpected(e: BaseException) -> int:
+def _unexpected(e: BaseException, prog: str) -> int:
     if os.environ.get("GPERCEIVER_DEBUG"):
         traceback.print_exc()
-    report(
-        f"unexpected {type(e).__name__}: {e} "
-        "(a bug in gperceiver; rerun with GPERCEIVER_DEBUG=1 for the traceback and report it)"
-    )
+    report(f"unexpected {type(e).__name__}: {e} (a bug in gperceiver; rerun with "
+           "GPERCEIVER_DEBUG=1 for the traceback and report it)", prog)
     return int(ExitCode.UNEXPECTED)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from gperceiver.errors import InputFormatError, UsageError
+from gperceiver.errors import GPerceiverWarning, InputFormatError, UsageError
 from gperceiver.inputs import open_decompressed
 from gperceiver.schema import SAMPLES
 
@@ -37,7 +37,7 @@ REQUIRED_COLUMNS = ("name", "response", "block")
 EMPTY_RESPONSES = frozenset({"", "na", "nan", "."})
 
 
-class PhenotypeWarning(UserWarning):
+class PhenotypeWarning(GPerceiverWarning):
     """Something in a phenotype file was skipped (empty responses, unknown names)."""
 
 
