@@ -2,7 +2,11 @@
 
 Inputs, as in the original README:
 - markers: a header `name` then one column per marker; one row per genotype whose
-  cells are integer codes into the allele decoder (`gen_allele_decoder`);
+  cells are, by `coding`: integer codes into the allele decoder (`decoder`, the
+  original's; `gen_allele_decoder`), 0..ploidy copies of the alternate allele
+  (`dosage`, as breeding databases and BGLR export), or -1/0/1 (`rrblup`, diploid);
+  in the last two NA, NaN, `.` or an empty cell is missing. A table in decoder
+  coding whose codes look like dosages is refused (naming `--coding`);
 - chroms: columns `chr marker pos` (others ignored), pos an int or a float.
 
 The markers file is streamed in row blocks of one sample chunk, parsed with
@@ -31,13 +35,16 @@ from converters.writer import create_store, finish_store
 from gperceiver import schema
 from gperceiver.atomic import atomic_output, check_writable
 from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
-from gperceiver.inputs import open_decompressed
+from gperceiver.inputs import CODINGS, open_decompressed
 from gperceiver.preprocessing import decoder_table, gen_allele_decoder
 from gperceiver.progress import progress_bar
 
 TAB, ZERO, NINE = 9, 48, 57
 CHROMS_COLUMNS = ("chr", "marker", "pos")
 MAX_CODE_DIGITS = 9
+MISSING_CELLS = ("", "NA", "N/A", "NAN", ".")
+DOSAGE_LIKE_ZEROS = 0.2  # decoder-coded cells that are 0 (missing) beyond which, with no
+# code above the ploidy, a table is taken for dosages
 
 
 # ---------------------------------------------------------------- opening files
@@ -71,9 +78,10 @@ def _decode(path: Path, raw: bytes, line: int) -> str:
 
 
 def load_decoder(
-    decoder_file: str | os.PathLike | None, ploidy: int | None, nalleles: int | None
+    decoder_file: str | os.PathLike | list | None, ploidy: int | None, nalleles: int | None
 ) -> list[list[int]]:
-    """The decoder from a JSON file, or `gen_allele_decoder(ploidy, nalleles)`."""
+    """The decoder from a JSON file (or given as a list, e.g. an original params file's
+    allele_decoder), or `gen_allele_decoder(ploidy, nalleles)`."""
     if decoder_file is None:
         ploidy = 2 if ploidy is None else ploidy
         nalleles = 3 if nalleles is None else nalleles
@@ -83,13 +91,16 @@ def load_decoder(
             raise UsageError(str(e)) from None
     if nalleles is not None:
         raise UsageError("give either --nalleles or --decoder, not both")
-    path = Path(decoder_file)
-    try:
-        decoder = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputNotFoundError(f"{path}: no such file") from None
-    except json.JSONDecodeError as e:
-        raise InputFormatError(path, f"not valid JSON ({e.msg})", line=e.lineno) from None
+    if isinstance(decoder_file, list):
+        path, decoder = "allele_decoder", decoder_file
+    else:
+        path = Path(decoder_file)
+        try:
+            decoder = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise InputNotFoundError(f"{path}: no such file") from None
+        except json.JSONDecodeError as e:
+            raise InputFormatError(path, f"not valid JSON ({e.msg})", line=e.lineno) from None
     if not isinstance(decoder, list) or not decoder:
         raise InputFormatError(path, "expected a non-empty JSON list of allele lists")
     for k, entry in enumerate(decoder):
@@ -332,9 +343,11 @@ class BlockParser:
         if bad.any():
             col = int(np.searchsorted(seps, np.argmax(bad)))
             cell = body[starts[col] : ends[col]].decode("utf-8", "replace")
+            hint = (" (dosages or rrBLUP -1/0/1 with NA? see --coding)"
+                    if cell.strip().upper() in MISSING_CELLS or cell.startswith("-") else "")
             raise InputFormatError(
                 self.path,
-                f"'{cell}' is not a non-negative integer code",
+                f"'{cell}' is not a non-negative integer code{hint}",
                 line=line,
                 column=self._column(col),
             )
@@ -366,6 +379,60 @@ class BlockParser:
         )
 
 
+class CountParser(BlockParser):
+    """Parses dosage (0..ploidy alternate copies) or rrBLUP (-1/0/1) cells into codes
+    of `dosage_table`: 0 = missing, d + 1 = d alternate copies."""
+
+    def __init__(self, path: Path, markers: list[str], coding: str, ploidy: int):
+        super().__init__(path, markers, ploidy + 2)
+        self.coding, self.ploidy = coding, ploidy
+        shift = 1 if coding == "rrblup" else 0  # rrBLUP's -1/0/1 are 0/1/2 copies
+        self.lookup = {str(d - shift).encode(): d + 1 for d in range(ploidy + 1)}
+        self.lookup.update({f"{d - shift}.0".encode(): d + 1 for d in range(ploidy + 1)})
+        self.lookup.update({m.encode(): 0 for m in MISSING_CELLS})
+        self.lookup.update({m.lower().encode(): 0 for m in MISSING_CELLS})
+
+    def parse(self, bodies: list[bytes], first_line: int) -> np.ndarray:
+        codes = np.empty((len(bodies), self.n), dtype=np.int64)
+        for k, body in enumerate(bodies):
+            cells = np.array(body.split(b"\t"))
+            values, inverse = np.unique(cells, return_inverse=True)
+            mapped = np.array([self.lookup.get(v.strip(), -1) for v in values.tolist()])
+            if (mapped < 0).any():
+                bad = values[int(np.argmax(mapped < 0))]
+                col = int(np.argmax(cells == bad))
+                lo, hi = (-1, 1) if self.coding == "rrblup" else (0, self.ploidy)
+                raise InputFormatError(
+                    self.path, f"'{bad.decode('utf-8', 'replace')}' is not a {self.coding} "
+                    f"code ({lo}..{hi}, or NA / empty for missing)",
+                    line=first_line + k, column=self._column(col))
+            codes[k] = mapped[inverse]
+        return codes
+
+
+def dosage_table(ploidy: int) -> np.ndarray:
+    """(ploidy + 2, ploidy) store calls of dosage codes: row 0 missing, row d + 1 has
+    d alternate (1) and ploidy - d reference (0) copies."""
+    table = np.full((ploidy + 2, ploidy), -1, dtype=np.int8)
+    for d in range(ploidy + 1):
+        table[d + 1] = [0] * (ploidy - d) + [1] * d
+    return table
+
+
+def check_not_dosages(path: Path, codes: np.ndarray, ploidy: int, n_codes: int) -> None:
+    """Refuse decoder codes that look like 0..ploidy dosages: many zeros (= missing in
+    decoder coding) and no code above the ploidy although the decoder has some."""
+    if codes.size == 0 or n_codes <= ploidy + 1:
+        return
+    zeros = float(np.mean(codes == 0))
+    if zeros > DOSAGE_LIKE_ZEROS and int(codes.max()) <= ploidy:
+        raise InputFormatError(
+            path, f"{zeros:.0%} of the cells are code 0 (missing in the original's decoder "
+            f"coding) and no code is above {ploidy}: these look like 0..{ploidy} dosages. "
+            "Convert with --coding dosage (or --coding rrblup for -1/0/1); --coding decoder "
+            "reads them as decoder codes anyway")
+
+
 def _row_blocks(
     path: Path, f: io.BufferedIOBase, rows: int, total: int
 ) -> Iterator[list[bytes]]:
@@ -393,7 +460,8 @@ def convert_tsv(
     *,
     ploidy: int | None = None,
     nalleles: int | None = None,
-    decoder_file: str | os.PathLike | None = None,
+    decoder_file: str | os.PathLike | list | None = None,
+    coding: str | None = None,
     samples_chunk: int = schema.DEFAULT_SAMPLES_CHUNK,
     variants_chunk: int = schema.DEFAULT_VARIANTS_CHUNK,
     force: bool = False,
@@ -401,16 +469,31 @@ def convert_tsv(
 ) -> str | Path:
     """Convert a markers TSV and its chroms TSV into a genotype store at `output`.
 
-    `output` is a local path or an fsspec URL (s3://, gs://, file://).
+    `output` is a local path or an fsspec URL (s3://, gs://, file://). `coding`:
+    one of CODINGS; None is decoder coding that refuses dosage-like tables.
     """
     if samples_chunk < 1 or variants_chunk < 1:
         raise UsageError("--samples-chunk and --variants-chunk must be >= 1")
+    if coding is not None and coding not in CODINGS:
+        raise UsageError(f"--coding must be one of {', '.join(CODINGS)}, got '{coding}'")
     markers_path, chroms_path = Path(markers), Path(chroms)
     output = check_writable(output, force)
-    decoder = load_decoder(decoder_file, ploidy, nalleles)
-    table_lookup = decoder_table(decoder)
-    ploidy = table_lookup.shape[1]
-    n_alleles = int(table_lookup.max()) + 1
+    if coding in ("dosage", "rrblup"):
+        if decoder_file is not None or nalleles is not None:
+            raise UsageError(f"--coding {coding} counts alternate alleles: --nalleles and "
+                             "--decoder belong to --coding decoder")
+        ploidy = 2 if ploidy is None else ploidy
+        if coding == "rrblup" and ploidy != 2:
+            raise UsageError(f"--coding rrblup is diploid (-1/0/1); got --ploidy {ploidy}")
+        if ploidy < 1:
+            raise UsageError(f"--ploidy must be >= 1, got {ploidy}")
+        decoder, table_lookup = None, dosage_table(ploidy)
+        n_alleles = 2
+    else:
+        decoder = load_decoder(decoder_file, ploidy, nalleles)
+        table_lookup = decoder_table(decoder)
+        ploidy = table_lookup.shape[1]
+        n_alleles = int(table_lookup.max()) + 1
 
     with open_text(markers_path) as f:
         marker_columns = read_markers_header(markers_path, f)
@@ -419,7 +502,12 @@ def convert_tsv(
     if n_samples < 1:
         raise InputFormatError(markers_path, "no genotype rows below the header")
 
-    parser = BlockParser(markers_path, marker_columns, len(decoder))
+    if decoder is None:
+        parser = CountParser(markers_path, marker_columns, coding, ploidy)
+    else:
+        parser = BlockParser(markers_path, marker_columns, len(decoder))
+    check = None if coding is not None else (
+        lambda codes: check_not_dosages(markers_path, codes, ploidy, len(decoder)))
     with atomic_output(output, force) as tmp:
         calls = create_store(
             tmp,
@@ -434,13 +522,15 @@ def convert_tsv(
             variants_chunk=variants_chunk,
             attrs={
                 "source": "tsv",
+                "tsv_coding": coding or "decoder",
                 "tsv_decoder": decoder,
                 "tsv_markers": markers_path.name,
                 "tsv_chroms": chroms_path.name,
             },
         )
         sample_id = _write_calls(
-            markers_path, parser, perm, table_lookup, calls, samples_chunk, n_samples, progress
+            markers_path, parser, perm, table_lookup, calls, samples_chunk, n_samples, progress,
+            check,
         )
         import zarr
 
@@ -458,8 +548,10 @@ def _write_calls(
     samples_chunk: int,
     n_samples: int,
     progress: bool,
+    check=None,
 ) -> list[str]:
-    """Stream row blocks: parse, decode, transpose, write; the write overlaps the next parse."""
+    """Stream row blocks: parse, decode, transpose, write; the write overlaps the next parse.
+    `check(codes)` sees the first block's codes before anything is written."""
     names: list[str] = []
     first_line_of: dict[str, int] = {}
     genotypes = np.ascontiguousarray(table).view(f"V{table.shape[1]}").ravel()  # code -> calls
@@ -483,6 +575,9 @@ def _write_calls(
                 first_line_of[name] = line + k
             codes = parser.parse(bodies, line)
             del bodies
+            if check is not None:
+                check(codes)
+                check = None
             # (variants, rows) codes in store order, then one gather of whole genotypes.
             by_variant = np.ascontiguousarray(codes[:, perm].T)
             block = genotypes[by_variant].view(np.int8).reshape(*by_variant.shape, -1)

@@ -9,6 +9,10 @@ from pathlib import Path
 
 from gperceiver.errors import InputNotFoundError
 
+# What the cells of a markers TSV are (`convert tsv --coding`): codes into the allele
+# decoder (the original tool's), alternate-allele dosages 0..ploidy, or rrBLUP's -1/0/1.
+CODINGS = ("decoder", "dosage", "rrblup")
+
 GZIP_MAGIC = b"\x1f\x8b"
 
 
