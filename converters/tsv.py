@@ -428,7 +428,8 @@ def check_not_dosages(path: Path, codes: np.ndarray, ploidy: int, n_codes: int) 
     if zeros > DOSAGE_LIKE_ZEROS and int(codes.max()) <= ploidy:
         raise InputFormatError(
             path, f"{zeros:.0%} of the cells are code 0 (missing in the original's decoder "
-            f"coding) and no code is above {ploidy}: these look like 0..{ploidy} dosages. "
+            f"coding, where low codes also lack a copy) and no code is above {ploidy}: these "
+            f"look like 0..{ploidy} dosages. "
             "Convert with --coding dosage (or --coding rrblup for -1/0/1); --coding decoder "
             "reads them as decoder codes anyway")
 

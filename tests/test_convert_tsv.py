@@ -14,7 +14,7 @@ import zarr
 from converters.tsv import convert_tsv
 from gperceiver import gen_allele_decoder, open_store
 from gperceiver.cli.main import main
-from gperceiver.errors import ExitCode
+from gperceiver.errors import ExitCode, InputFormatError
 from tests.conftest import TEST_DATA, run_cli
 
 
@@ -285,3 +285,76 @@ def test_usage_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["convert", "tsv", "--markers", str(m)])
     assert e.value.code == ExitCode.USAGE
+
+
+# ---------------------------------------------------------------- codings
+
+
+def _count_table(tmp_path, cells: list[list[str]], name="m.tsv"):
+    """A markers TSV of the given cells and its chroms TSV."""
+    markers, chroms = tmp_path / name, tmp_path / "c.tsv"
+    m = len(cells[0])
+    markers.write_text("name\t" + "\t".join(f"m{j}" for j in range(m)) + "\n" + "".join(
+        f"s{i}\t" + "\t".join(row) + "\n" for i, row in enumerate(cells)))
+    chroms.write_text("chr\tmarker\tpos\n" + "".join(f"1\tm{j}\t{10 * j}\n" for j in range(m)))
+    return markers, chroms
+
+
+def _dosages(store) -> tuple[np.ndarray, np.ndarray]:
+    """(samples, variants) alternate-allele counts and missing flags of a store."""
+    from gperceiver.store import open_store
+
+    calls = open_store(store)["call_genotype"].values
+    return (calls == 1).sum(-1).T, (calls < 0).any(-1).T
+
+
+@pytest.mark.parametrize("coding, ploidy, shift", [("dosage", 2, 0), ("dosage", 4, 0),
+                                                   ("dosage", 1, 0), ("rrblup", 2, -1)])
+def test_dosage_and_rrblup_tables_convert(tmp_path, coding, ploidy, shift):
+    rng = np.random.default_rng(ploidy)
+    dose = rng.integers(0, ploidy + 1, size=(12, 9))
+    cells = [[str(d + shift) for d in row] for row in dose]
+    cells[2][3], cells[5][0], cells[7][8] = "NA", "", "."
+    markers, chroms = _count_table(tmp_path, cells)
+    out = convert_tsv(markers, chroms, tmp_path / "s.zarr", coding=coding, ploidy=ploidy,
+                      progress=False)
+    got, missing = _dosages(out)
+    assert missing.sum() == 3 and missing[2, 3] and missing[5, 0] and missing[7, 8]
+    np.testing.assert_array_equal(got[~missing], dose[~missing])
+
+
+def test_dosage_like_decoder_table_is_refused_naming_the_flag(tmp_path, cli):
+    dose = np.random.default_rng(0).integers(0, 3, size=(20, 10))
+    markers, chroms = _count_table(tmp_path, [[str(d) for d in row] for row in dose])
+    with pytest.raises(InputFormatError, match=r"look like 0\.\.2 dosages.*--coding dosage"):
+        convert_tsv(markers, chroms, tmp_path / "s.zarr", progress=False)
+    assert not (tmp_path / "s.zarr").exists()
+    # said explicitly, decoder coding reads them anyway: 0 is missing, 1 and 2 are
+    # genotypes with one missing copy (0/1, 0/2 in gen_allele_decoder)
+    out = convert_tsv(markers, chroms, tmp_path / "s.zarr", coding="decoder", progress=False)
+    assert _dosages(out)[1].all()
+    # a decoder table without code 0 and many 1s and 2s still converts
+    codes = np.random.default_rng(1).integers(1, 3, size=(20, 10))
+    markers2, _ = _count_table(tmp_path, [[str(c) for c in row] for row in codes], "d.tsv")
+    convert_tsv(markers2, chroms, tmp_path / "d.zarr", progress=False)
+    proc = cli("convert", "tsv", "--markers", markers, "--chroms", chroms, "-o",
+               tmp_path / "c.zarr", "--coding", "dosage", "-q")
+    assert proc.returncode == 0, proc.stderr
+    refused = cli("convert", "tsv", "--markers", markers, "--chroms", chroms, "-o",
+                  tmp_path / "e.zarr")
+    assert refused.returncode == ExitCode.INPUT_FORMAT and "--coding dosage" in refused.stderr
+
+
+@pytest.mark.parametrize("coding, cell, fragment", [
+    ("dosage", "3", "'3' is not a dosage code (0..2"),
+    ("rrblup", "2", "'2' is not a rrblup code (-1..1"),
+    ("dosage", "x", "'x' is not a dosage code"),
+    (None, "NA", "'NA' is not a non-negative integer code (dosages or rrBLUP"),
+])
+def test_bad_count_cells_are_located(tmp_path, coding, cell, fragment):
+    cells = [["0", "1", "1"], ["1", "1", "0"], ["1", cell, "1"]]
+    markers, chroms = _count_table(tmp_path, cells)
+    with pytest.raises(InputFormatError) as err:
+        convert_tsv(markers, chroms, tmp_path / "s.zarr", coding=coding, progress=False)
+    assert f"{markers}, line 4, column 3 (m1): " in str(err.value)
+    assert fragment in str(err.value)
