@@ -239,7 +239,7 @@ def run_gblup(
     fits: dict[str, dict[str, Any] | None] = {}
     cache: dict[bytes, Spectral] = {}
     for b in range(y.shape[1]):
-        block = str(int(phenos["block"][b]))
+        block = str(phenos["block"].values[b])
         rows = train.values[:, b]
         if rows.sum() < MIN_TRAIN_ROWS:
             warnings.warn(

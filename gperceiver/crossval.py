@@ -61,7 +61,7 @@ def _rows(method: str, fold: int, section: dict[str, Any] | None,
           cpu: float) -> list[dict[str, Any]]:
     if not section:
         return []
-    return [{"method": method, "fold": fold, "block": int(b), "n": m["n"],
+    return [{"method": method, "fold": fold, "block": int(b) if b.isdigit() else b, "n": m["n"],
              "pearson_r": m.get("pearson_r"), "rmse": m.get("rmse"), "cpu_seconds": cpu}
             for b, m in section["blocks"].items()]
 

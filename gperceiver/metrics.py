@@ -121,7 +121,7 @@ def evaluate(
         probs = None
         if probabilities is not None:
             probs = np.asarray(probabilities.isel(blocks=b).values)[rows]
-        label = str(int(observed["block"][b])) if "block" in observed.coords else str(b)
+        label = str(observed["block"].values[b]) if "block" in observed.coords else str(b)
         blocks[label] = block_metrics(
             objective,
             np.asarray(observed.isel(blocks=b).values)[rows],

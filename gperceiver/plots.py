@@ -197,7 +197,7 @@ def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
     """`predictions.tsv` (name, block, [cv,] observed, predicted, ...); unobserved rows kept."""
     path = Path(path)
     table = _read_tsv(path, "predictions file", PREDICTION_COLUMNS, dtype={"name": str})
-    table["block"] = _numeric(path, table, "block", allow_empty=False).astype(int)
+    table["block"] = table["block"].astype(str)  # integers or names, as the phenotypes had
     table["predicted"] = _numeric(path, table, "predicted", allow_empty=False)
     table["observed"] = _numeric(path, table, "observed", allow_empty=True)
     if "cv" in table.columns:
@@ -298,18 +298,23 @@ def read_labels(path: str | os.PathLike) -> pd.Series:
     return table.set_index("name")["label"]
 
 
-def block_phenotype(path: str | os.PathLike, names: Sequence[str], block: int) -> np.ndarray:
-    """Responses of phenotype block `block` for samples `names` (NaN: unobserved)."""
+def block_phenotype(path: str | os.PathLike, names: Sequence[str],
+                    block: int | str | None = None) -> tuple[str, np.ndarray]:
+    """(label, responses) of phenotype block `block` (None: the first) for samples
+    `names` (NaN: unobserved)."""
     from gperceiver.data.phenotypes import read_phenotypes
 
     phenos = read_phenotypes(path, names)
-    blocks = np.asarray(phenos["block"].values).tolist()
-    if block not in blocks:
-        raise InputFormatError(path, f"no block {block} (blocks: {blocks})", column="block")
-    values = phenos["response"].isel(blocks=blocks.index(block)).values.astype(np.float64)
+    blocks = [str(b) for b in np.asarray(phenos["block"].values).tolist()]
+    block = blocks[0] if block is None else block
+    if str(block) not in blocks:
+        raise InputFormatError(path, f"no block {block} (blocks: {', '.join(blocks)})",
+                               column="block")
+    values = phenos["response"].isel(blocks=blocks.index(str(block))).values
+    values = values.astype(np.float64)
     if not np.isfinite(values).any():
         raise InputFormatError(path, f"no sample of the embedding is observed in block {block}")
-    return values
+    return str(block), values
 
 
 def _open_embedding(emb: str | os.PathLike | xr.Dataset) -> xr.Dataset:
@@ -334,7 +339,7 @@ def plot_embedding_pca(
     out: str | os.PathLike,
     *,
     phenos: str | os.PathLike | None = None,
-    block: int = 0,
+    block: int | str | None = None,
     labels: str | os.PathLike | None = None,
     force: bool = False,
 ) -> Path:
@@ -347,7 +352,7 @@ def embedding_pca_figure(
     emb: str | os.PathLike | xr.Dataset,
     *,
     phenos: str | os.PathLike | None = None,
-    block: int = 0,
+    block: int | str | None = None,
     labels: str | os.PathLike | None = None,
 ) -> Figure:
     """PCA of `sample_embedding`, coloured by one phenotype block or by sample labels."""
@@ -362,7 +367,7 @@ def embedding_pca_figure(
     if (phenos is not None or labels is not None) and names is None:
         raise InputFormatError(emb, "variable 'sample_id' is missing: cannot match samples")
     if phenos is not None:
-        values = block_phenotype(phenos, names, block)
+        block, values = block_phenotype(phenos, names, block)
         seen = np.isfinite(values)
         ax.scatter(*scores[~seen].T, s=8, c=GREY, label="no phenotype")
         points = ax.scatter(*scores[seen].T, s=10, c=values[seen], cmap="viridis")
@@ -572,15 +577,17 @@ def plot_path(
     out_dir: str | os.PathLike | None = None,
     *,
     phenos: str | os.PathLike | None = None,
-    block: int = 0,
+    block: int | str | None = None,
     labels: str | os.PathLike | None = None,
     cv: int | None = None,
     force: bool = False,
 ) -> list[Path]:
     """Every picture that fits `path`: a genotype store, an embeddings Zarr or a run folder.
 
-    A run folder's pictures go into it by default; a store's and an embedding's go
-    next to it, named after it. Returns the PNGs written.
+    A run folder's pictures go into it by default, replacing the ones `fit` or an
+    earlier `plot` drew there (they are derived from the folder's own files); a
+    store's and an embedding's go next to it, named after it, and like any other
+    existing output need `force`. Returns the PNGs written.
     """
     path = Path(path)
     if not path.exists():
@@ -618,6 +625,8 @@ def plot_path(
             fold = cv if cv is not None else validation_fold(path)
             figures[PREDICTIONS] = predictions_figure(predictions, cv=fold)
     # Every input read and every figure drawn: now write all of them, or none.
+    if out_dir is None and default == path:
+        force = True  # the run folder's own pictures, redrawn from its own files
     out = _out_dir(out_dir, default)
     for name in figures:
         check_writable(out / name, force)

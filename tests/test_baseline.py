@@ -289,11 +289,11 @@ def test_cli_baseline_end_to_end(example_store, tmp_path):
 
 def test_cli_bad_inputs_leave_nothing(example_store, tmp_path):
     bad = tmp_path / "bad.tsv"
-    bad.write_text("name\tresponse\tblock\ng0\t1.0\tzero\n")
+    bad.write_text("name\tresponse\tblock\ng0\t1.0\t-1\n")
     proc = run_cli("baseline", example_store, bad, "-o", tmp_path / "out")
     assert proc.returncode == 3
     assert proc.stderr.strip() == (
-        f"gperceiver: error: {bad}, line 2, column block: block 'zero' is not an integer >= 0"
+        f"gperceiver: error: {bad}, line 2, column block: block '-1' is negative"
     )
     proc = run_cli("baseline", example_store, TEST_DATA / "phenos.tsv", "--cv", "7",
                    "-o", tmp_path / "out")

@@ -207,3 +207,42 @@ def test_predict_refuses_other_variants(panel, example_store, tmp_path):
     proc = run_cli("predict", tmp_path / "run", example_store)
     assert proc.returncode == ExitCode.INPUT_FORMAT
     assert "not the model's variants" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_cli_fit_trial_phenotypes_replicates_and_named_blocks(example_store, tmp_path):
+    """Rows as trials record them: replicates, block names; outputs keep the names,
+    blocks.tsv maps them, metrics are on line means and say so, `plot` after `fit`
+    replaces its pictures, `predict` and `cv` keep the names."""
+    table = pd.read_csv(TEST_DATA / "phenos.tsv", sep="\t")
+    table["block"] = table["block"].map({0: "Perth_2021", 1: "Dale_2020"})
+    reps = table.iloc[::3].assign(response=lambda t: t.response + 0.5)
+    trial = tmp_path / "trial.tsv"
+    pd.concat([table, reps]).to_csv(trial, sep="\t", index=False)
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps({**TINY, "epochs": 1, "batch_size": 8}))
+    proc = run_cli("fit", example_store, trial, "-o", tmp_path / "fit", "--test-fold", "1",
+                   "--params", params, env=ONE_THREAD)
+    assert proc.returncode == 0, proc.stderr
+    assert "block Dale_2020:" in proc.stdout and "block Perth_2021:" in proc.stdout
+    assert "note: " in proc.stderr and "replicate rows" in proc.stderr
+    assert proc.stderr.count("replicate rows") == 1
+    assert (tmp_path / "fit" / "blocks.tsv").read_text() == (
+        "output\tblock\n0\tDale_2020\n1\tPerth_2021\n")
+    metrics = json.loads((tmp_path / "fit" / "metrics.json").read_text())
+    assert metrics["responses"] == "line means of replicate rows per block"
+    assert set(metrics["test"]["blocks"]) == {"Dale_2020", "Perth_2021"}
+    preds = pd.read_csv(tmp_path / "fit" / "predictions.tsv", sep="\t")
+    assert set(preds.block) == {"Dale_2020", "Perth_2021"} and len(preds) == 40 * 2
+    means = pd.concat([table, reps]).groupby(["name", "block"]).response.mean()
+    merged = preds.dropna(subset=["observed"]).set_index(["name", "block"])
+    np.testing.assert_allclose(merged.observed, means.loc[merged.index], rtol=1e-6)
+    plotted = run_cli("plot", tmp_path / "fit")
+    assert plotted.returncode == 0, plotted.stderr  # replaces the pictures fit drew
+    out = tmp_path / "new.tsv"
+    pred = run_cli("predict", tmp_path / "fit", example_store, "-o", out, env=ONE_THREAD)
+    assert pred.returncode == 0, pred.stderr
+    assert set(pd.read_csv(out, sep="\t").block) == {"Dale_2020", "Perth_2021"}
+    binary = run_cli("fit", example_store, trial, "-o", tmp_path / "bin", "--params", params,
+                     "--objective", "binary")
+    assert binary.returncode == ExitCode.INPUT_FORMAT
+    assert "replicate rows are averaged" in binary.stderr and not (tmp_path / "bin").exists()

@@ -264,3 +264,9 @@ def test_pretrained_architecture_is_taken_whole(tmp_path, example_store):
             fit(example_store, TEST_DATA / "phenos.tsv", target, load_params(path),
                 pretrained=pre / "last.ckpt", cv=1, progress=False)
         assert not target.exists() and key in names
+
+
+def test_readme_maps_every_original_key():
+    table = (ROOT / "README.md").read_text().split("| original key |")[1].split("\n\n")[0]
+    missing = [key for key in MAPPING if f"`{key}`" not in table]
+    assert not missing, missing

@@ -13,11 +13,12 @@ import pytest
 from gperceiver.data.phenotypes import (
     NO_CV,
     PhenotypeWarning,
+    block_table,
     read_phenotypes,
     split_masks,
     with_validation_fold,
 )
-from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
+from gperceiver.errors import InputFormatError, InputNotFoundError, Note, UsageError
 from gperceiver.store import open_store
 from tests.conftest import TEST_DATA
 
@@ -111,9 +112,7 @@ def test_clean_file_gives_no_warning(tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (rows("name\tresponse\tblock", "s0\t1\tx"), r"line 2, column block: block 'x'"),
         (rows("name\tresponse\tblock", "s0\t1\t0", "s1\t1\t-1"), r"line 3, column block"),
-        (rows("name\tresponse\tblock", "s0\t1\t1.5"), r"line 2, column block"),
         (rows("name\tresponse\tblock", "s0\t1\t"), r"line 2, column block"),
         (rows("name\tresponse\tblock", "s0\tabc\t0"), r"line 2, column response: .*not a number"),
         (rows("name\tresponse\tblock", "s0\tinf\t0"), r"line 2, column response: .*infinite"),
@@ -125,11 +124,9 @@ def test_clean_file_gives_no_warning(tmp_path):
         (rows("name\tresponse\tblock"), r"line 1: no data rows"),
         ("", r"empty file"),
         (
-            rows("name\tresponse\tblock", "s0\t1\t0", "s1\t1\t0", "s0\t2\t0"),
-            r"line 4, column name: 's0' appears twice in block 0 \(first on line 2\)",
+            rows("name\tresponse\tblock\tcv", "s0\t1\t0\t0", "s1\t1\t0\t1", "s0\t2\t0\t1"),
+            r"line 4, column cv: 's0' has cv 1 here but cv 0 on line 2 in the same block",
         ),
-        (rows("name\tresponse\tblock", "s0\t1\t0", "s1\t1\t2"), r"column block: .*block 1 has no"),
-        (rows("name\tresponse\tblock", "s0\t1\t1"), r"numbered 0..1 .*block 0 has no rows"),
     ],
 )
 def test_bad_input_names_file_line_and_column(tmp_path, text, message):
@@ -194,3 +191,37 @@ def test_a_fold_without_rows_is_refused(tmp_path):
         with_validation_fold(ph, 2)
     with pytest.raises(UsageError, match="integer >= 0"):
         with_validation_fold(ph, -1)
+
+
+# ---------------------------------------------------------------- as trials record them
+
+
+def test_replicates_are_averaged_into_line_means_with_a_note(tmp_path):
+    path = write(tmp_path, rows("name\tresponse\tblock\tcv", "s0\t1\t0\t2", "s1\t4\t0\t1",
+                                "s0\t3\t0\t2", "s0\t8\t1\t2", "s0\tNA\t0\t2", "s0\t5\t0\t2"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ph = read_phenotypes(path, SAMPLES)
+    i = SAMPLES.index("s0")
+    assert ph["response"].values[i].tolist() == [3.0, 8.0]  # mean of 1, 3, 5
+    assert ph["n_obs"].values[i].tolist() == [3, 1] and ph["cv"].values[i, 0] == 2
+    assert ph.attrs["replicated_means"] == 1
+    notes = [str(w.message) for w in caught if issubclass(w.category, Note)]
+    assert any("3 replicate rows of 1 line(s)" in n and "line means" in n for n in notes)
+
+
+def test_block_gaps_and_names_map_to_outputs_in_sorted_order(tmp_path):
+    gaps = write(tmp_path, rows("name\tresponse\tblock", "s0\t1\t5", "s1\t2\t2", "s0\t3\t2"),
+                 "gaps.tsv")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ph = read_phenotypes(gaps, SAMPLES)
+    assert ph["block"].values.tolist() == [2, 5]
+    assert ph["response"].values[SAMPLES.index("s0")].tolist() == [3.0, 1.0]
+    assert any("blocks 2, 5 are not numbered 0..1" in str(w.message) for w in caught)
+    named = write(tmp_path, rows("name\tresponse\tblock", "s0\t1\tPerth_2021",
+                                 "s1\t2\tDale_2020", "s0\t3\tDale_2020"), "named.tsv")
+    ph = read_phenotypes(named, SAMPLES)
+    assert ph["block"].values.tolist() == ["Dale_2020", "Perth_2021"]
+    assert block_table(ph) == "output\tblock\n0\tDale_2020\n1\tPerth_2021\n"
+    assert ph["response"].values[SAMPLES.index("s0")].tolist() == [3.0, 1.0]

@@ -163,14 +163,17 @@ def test_plot_run_dir_writes_both_pictures_and_uses_the_recorded_fold(run_dir, c
     assert written == [run_dir / plots.LEARNING_CURVES, run_dir / plots.PREDICTIONS]
     for path in written:
         assert_png(path)
-    # A second run refuses to overwrite without --force, and leaves the PNGs intact.
+    # A second run redraws the folder's own pictures from its changed files; into
+    # another folder holding them already, it refuses without --force, leaving them.
     before = written[1].read_bytes()
     (run_dir / "predictions.tsv").write_text("name\tblock\tobserved\tpredicted\ng0\t0\t1\t2\n")
-    with pytest.raises(CannotWriteError, match="--force"):
-        plots.plot_path(run_dir)
-    assert written[1].read_bytes() == before
-    assert plots.plot_path(run_dir, force=True) == written
+    assert plots.plot_path(run_dir) == written
     assert written[1].read_bytes() != before
+    elsewhere = plots.plot_path(run_dir, run_dir.parent / "pictures")
+    kept = elsewhere[1].read_bytes()
+    with pytest.raises(CannotWriteError, match="--force"):
+        plots.plot_path(run_dir, run_dir.parent / "pictures")
+    assert elsewhere[1].read_bytes() == kept
 
 
 def test_plot_lightning_versions_folder(tmp_path):
@@ -294,7 +297,7 @@ def test_plot_errors_one_line_and_exit_codes(tmp_path, example_store, embedding,
         ((embedding,), {"labels": bad_labels}, ExitCode.INPUT_FORMAT,
          "bad.tsv, line 1: missing column 'name'"),
         ((embedding,), {"phenos": TEST_DATA / "phenos.tsv", "block": 7},
-         ExitCode.INPUT_FORMAT, "no block 7 (blocks: [0, 1])"),
+         ExitCode.INPUT_FORMAT, "no block 7 (blocks: 0, 1)"),
     ]
     for args, kwargs, code, message in cases:
         with pytest.raises(GPerceiverError) as err:

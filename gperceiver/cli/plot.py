@@ -28,8 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "phenotype TSV (name response block [cv])")
     colour.add_argument("--labels", metavar="FILE", default=None,
                         help="embedding PCA: colour by the label of this TSV (name label)")
-    p.add_argument("--block", type=int, default=None, metavar="K",
-                   help="phenotype block to colour by, with --phenos [0]")
+    p.add_argument("--block", default=None, metavar="K",
+                   help="phenotype block (number or name) to colour by, with --phenos [the "
+                   "first]")
     p.add_argument("--cv", type=int, default=None, metavar="K",
                    help="run folder: highlight the rows of fold K as validation "
                    "[the fold recorded in RUN_DIR/metrics.json]")
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> None:
         raise UsageError("--block needs --phenos")
     written = plot_path(
         args.path, args.output, phenos=args.phenos,
-        block=0 if args.block is None else args.block, labels=args.labels, cv=args.cv,
+        block=args.block, labels=args.labels, cv=args.cv,
         force=args.force,
     )
     for path in written:

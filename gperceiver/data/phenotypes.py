@@ -2,10 +2,20 @@
 
 The file is the original tool's: a header with at least `name response block`,
 optionally `cv`, other columns ignored; one row per observation of genotype
-`name` in block (environment, trait) `block`. The result has dims
-(samples, blocks) in the store's sample order:
+`name` in block (environment, trait) `block`. As trials record them:
 
-- `response` float32, NaN where a sample has no observation in a block;
+- a line may have several rows in a block (plots, reps, years): replicates are
+  averaged, so every row counts and models and metrics see line means per block
+  (`n_obs` says how many rows each mean has; a note says so); the replicates of
+  a line in a block must share their cv fold;
+- blocks are integers, gaps allowed (with a note), or names; either way the k-th
+  block in sorted order is the model's output k, and the `block` coordinate keeps
+  the file's labels (`block_table` writes the mapping).
+
+The result has dims (samples, blocks) in the store's sample order:
+
+- `response` float32, the line mean, NaN where a sample has no observation in a block;
+- `n_obs` int32, the rows averaged into it;
 - `cv` int32, the row's cross-validation fold, -1 where there is none.
 
 With `cv=K`, rows whose cv is K form the validation set and all other observed
@@ -27,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from gperceiver.errors import GPerceiverWarning, InputFormatError, UsageError
+from gperceiver.errors import GPerceiverWarning, InputFormatError, Note, UsageError
 from gperceiver.inputs import open_decompressed
 from gperceiver.schema import SAMPLES
 
@@ -46,7 +56,7 @@ class _Row:
     line: int
     name: str
     response: float
-    block: int
+    block: str
     cv: int
 
 
@@ -113,6 +123,13 @@ def _index(path: Path, text: str, line: int, column: str, empty: int | None) -> 
     return value
 
 
+def _block(path: Path, text: str, line: int) -> str:
+    text = text.strip()
+    if not text:
+        raise InputFormatError(path, "empty block", line=line, column="block")
+    return text
+
+
 def _rows(path: Path) -> tuple[list[_Row], bool]:
     """Every data row, parsed; and whether the file has a cv column."""
     lines = _lines(path)
@@ -136,7 +153,7 @@ def _rows(path: Path) -> tuple[list[_Row], bool]:
             line=line,
             name=name,
             response=_response(path, cells[columns["response"]], line),
-            block=_index(path, cells[columns["block"]], line, "block", None),
+            block=_block(path, cells[columns["block"]], line),
             cv=_index(path, cells[columns["cv"]], line, "cv", NO_CV) if has_cv else NO_CV,
         ))
     if not rows:
@@ -147,25 +164,35 @@ def _rows(path: Path) -> tuple[list[_Row], bool]:
 # ---------------------------------------------------------------- aligning to the store
 
 
-def _check_rows(path: Path, rows: list[_Row]) -> int:
-    """Refuse duplicate (name, block) rows and gaps in block numbering; return n_blocks."""
-    seen: dict[tuple[str, int], int] = {}
-    for row in rows:
-        first = seen.setdefault((row.name, row.block), row.line)
-        if first != row.line:
-            raise InputFormatError(
-                path, f"'{row.name}' appears twice in block {row.block} (first on line {first})",
-                line=row.line, column="name",
-            )
-    blocks = {row.block for row in rows}
-    n_blocks = max(blocks) + 1
-    if n_blocks != len(blocks):  # found without range(n_blocks): a block may be 10**12
-        gap = next(b for b in range(len(blocks) + 1) if b not in blocks)
-        raise InputFormatError(
-            path, f"blocks must be numbered 0..{n_blocks - 1} without gaps; block {gap} "
-            "has no rows", column="block",
-        )
-    return n_blocks
+def _block_labels(path: Path, rows: list[_Row]) -> list[int] | list[str]:
+    """The blocks in output order: integers ascending (a note on gaps), else names sorted."""
+    texts = {row.block for row in rows}
+    numbers = {}
+    for text in texts:
+        try:
+            numbers[text] = int(text)
+        except ValueError:
+            break
+    if len(numbers) == len(texts):
+        if min(numbers.values()) < 0:
+            bad = next(r for r in rows if numbers[r.block] < 0)
+            raise InputFormatError(path, f"block '{bad.block}' is negative", line=bad.line,
+                                   column="block")
+        labels = sorted(set(numbers.values()))
+        if labels != list(range(len(labels))):
+            warnings.warn(f"{path}: blocks {_listed(labels)} are not numbered 0..{len(labels) - 1}"
+                          f"; they are the model's outputs 0..{len(labels) - 1} in this order",
+                          Note, stacklevel=3)
+        return labels
+    labels = sorted(texts)
+    warnings.warn(f"{path}: block names {_listed(labels)} are the model's outputs "
+                  f"0..{len(labels) - 1} in this order", Note, stacklevel=3)
+    return labels
+
+
+def _listed(labels: list) -> str:
+    shown = ", ".join(map(str, labels[:6]))
+    return shown + (f", ... ({len(labels)} in all)" if len(labels) > 6 else "")
 
 
 def read_phenotypes(
@@ -182,11 +209,15 @@ def read_phenotypes(
     path = Path(path)
     names = np.asarray([str(s) for s in sample_id], dtype=object)
     rows, has_cv = _rows(path)
-    n_blocks = _check_rows(path, rows)
+    labels = _block_labels(path, rows)
+    column = {str(label): k for k, label in enumerate(labels)}
+    n_blocks = len(labels)
 
     position = {name: i for i, name in enumerate(names)}
-    response = np.full((len(names), n_blocks), np.nan, dtype=np.float32)
+    total = np.zeros((len(names), n_blocks), dtype=np.float64)
+    n_obs = np.zeros((len(names), n_blocks), dtype=np.int32)
     folds = np.full((len(names), n_blocks), NO_CV, dtype=np.int32)
+    first_line: dict[tuple[int, int], int] = {}
     unmatched: list[str] = []
     empty = matched = 0
     for row in rows:
@@ -198,8 +229,25 @@ def read_phenotypes(
         if math.isnan(row.response):
             empty += 1
             continue
-        response[i, row.block] = row.response
-        folds[i, row.block] = row.cv
+        b = column[str(int(row.block)) if isinstance(labels[0], int) else row.block]
+        if n_obs[i, b] and folds[i, b] != row.cv:
+            raise InputFormatError(
+                path, f"'{row.name}' has cv {row.cv} here but cv {folds[i, b]} on line "
+                f"{first_line[i, b]} in the same block: a line's replicates share a fold",
+                line=row.line, column="cv")
+        first_line.setdefault((i, b), row.line)
+        total[i, b] += row.response
+        n_obs[i, b] += 1
+        folds[i, b] = row.cv
+    with np.errstate(invalid="ignore", divide="ignore"):
+        response = np.where(n_obs > 0, total / n_obs, np.nan).astype(np.float32)
+    replicated = int((n_obs > 1).sum())
+    if replicated:
+        lines = int((n_obs > 1).any(axis=1).sum())
+        warnings.warn(
+            f"{path}: {int(n_obs[n_obs > 1].sum())} replicate rows of {lines} line(s) in "
+            f"{replicated} (line, block) pair(s) are averaged; training and metrics use "
+            "line means per block", Note, stacklevel=2)
     if matched == 0:
         raise InputFormatError(
             path, f"none of the {len(rows)} rows names a sample of the genotype store "
@@ -219,15 +267,19 @@ def read_phenotypes(
     ds = xr.Dataset(
         {
             "response": ((SAMPLES, BLOCKS), response),
+            "n_obs": ((SAMPLES, BLOCKS), n_obs),
             "cv": ((SAMPLES, BLOCKS), folds),
         },
-        coords={"sample_id": (SAMPLES, names.astype(str)), "block": (BLOCKS, np.arange(n_blocks))},
+        coords={"sample_id": (SAMPLES, names.astype(str)),
+                "block": (BLOCKS, np.asarray(labels, dtype=object if isinstance(labels[0], str)
+                                             else np.int64))},
         attrs={
             "path": str(path),
             "rows": len(rows),
             "unmatched_rows": len(unmatched),
             "unmatched_examples": sorted(set(unmatched))[:5],
             "empty_responses": empty,
+            "replicated_means": replicated,
             "has_cv": has_cv,
             "cv": NO_CV,
         },
@@ -294,3 +346,9 @@ def held_out_split(
     val_lines[chosen] = True
     val = rest & val_lines[:, None]
     return rest & ~val, val, test
+
+
+def block_table(phenos: xr.Dataset) -> str:
+    """TSV text `output block`: which block each model output stands for."""
+    labels = np.asarray(phenos["block"].values).tolist()
+    return "output\tblock\n" + "".join(f"{k}\t{label}\n" for k, label in enumerate(labels))

@@ -29,7 +29,7 @@ import xarray as xr
 from gperceiver import schema
 from gperceiver.atomic import atomic_output
 from gperceiver.data.loader import make_loader
-from gperceiver.data.phenotypes import held_out_split, read_phenotypes, split_masks
+from gperceiver.data.phenotypes import block_table, held_out_split, read_phenotypes, split_masks
 from gperceiver.embed import encode_latents
 from gperceiver.errors import InputFormatError, UsageError
 from gperceiver.linear import LinearPath, fit_linear
@@ -57,6 +57,7 @@ from gperceiver.train.params import ARCHITECTURE, Params
 from gperceiver.train.pretrain import configure_adamw, resolve_params
 
 FINETUNE_KEY = "gperceiver_finetune"
+BLOCKS_FILE = "blocks.tsv"  # which phenotype block each model output is
 
 
 def pretrained_architecture(params: Params, pretrained: Params, where: str) -> Params:
@@ -81,19 +82,26 @@ class Target:
     n_classes: int
     mean: np.ndarray  # (n_blocks,) regression centring (0 otherwise)
     scale: np.ndarray  # (n_blocks,) regression scaling (1 otherwise)
+    blocks: list | None = None  # the phenotype file's block labels, output by output
+
+    def __post_init__(self) -> None:
+        if self.blocks is None:
+            self.blocks = list(range(self.n_blocks))
 
     def to_dict(self) -> dict[str, Any]:
         return {"objective": self.objective, "n_blocks": self.n_blocks,
                 "n_classes": self.n_classes, "mean": torch.as_tensor(self.mean),
-                "scale": torch.as_tensor(self.scale)}
+                "scale": torch.as_tensor(self.scale), "blocks": list(self.blocks)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Target:
         return cls(str(d["objective"]), int(d["n_blocks"]), int(d["n_classes"]),
-                   np.asarray(d["mean"], np.float64), np.asarray(d["scale"], np.float64))
+                   np.asarray(d["mean"], np.float64), np.asarray(d["scale"], np.float64),
+                   d.get("blocks"))
 
 
-def make_target(objective: str, response: np.ndarray, train: np.ndarray, where: str) -> Target:
+def make_target(objective: str, response: np.ndarray, train: np.ndarray, where: str,
+                blocks: list | None = None) -> Target:
     """Check responses fit the objective; regression scaling from the training rows."""
     n_blocks = response.shape[1]
     observed = response[~np.isnan(response)]
@@ -115,7 +123,7 @@ def make_target(objective: str, response: np.ndarray, train: np.ndarray, where: 
             raise InputFormatError(where, f"response {n_classes - 1} is not 0 or 1 for the "
                                    "binary objective", column="response")
         n_classes = max(n_classes, 2)
-    return Target(objective, n_blocks, n_classes, mean, scale)
+    return Target(objective, n_blocks, n_classes, mean, scale, blocks)
 
 
 class FinetuneModule(L.LightningModule):
@@ -262,6 +270,11 @@ def fit(
     else:
         train_mask, val_mask, test_mask = held_out_split(
             phenos, test_fold, params.val_fraction, params.seed)
+    if params.objective != "regression" and phenos.attrs["replicated_means"]:
+        raise InputFormatError(
+            phenotypes, f"replicate rows are averaged per line and block, which only "
+            f"regression can use; give one row per line and block for {params.objective}",
+            column="name")
     response = phenos["response"].values.astype(np.float64)
     if not train_mask.any():
         raise InputFormatError(phenotypes, "no training rows left (all rows are validation)")
@@ -288,7 +301,8 @@ def fit(
         offset = linear_held.copy()
         offset[train_rows] = np.where(np.isnan(oof), offset[train_rows], oof)
     target_response = response - offset
-    target = make_target(params.objective, target_response, train_mask, str(phenotypes))
+    target = make_target(params.objective, target_response, train_mask, str(phenotypes),
+                         np.asarray(phenos["block"].values).tolist())
 
     run_dir = Path(run_dir)
     info = ModelInfo.from_store(ds, params, "fit")
@@ -296,7 +310,7 @@ def fit(
         run_dir, info, resume=resume, force=force, accelerator=accelerator, devices=devices,
         num_nodes=num_nodes, strategy=strategy)
     if engine.is_main_process():  # this run's outputs replace an earlier run's
-        for name in (PREDICTIONS_FILE, METRICS_FILE):
+        for name in (PREDICTIONS_FILE, METRICS_FILE, BLOCKS_FILE):
             (run_dir / name).unlink(missing_ok=True)
 
     L.seed_everything(params.seed, workers=True, verbose=False)
@@ -387,7 +401,11 @@ def fit(
                        if val_mask.any() else None),
         "test": _evaluate(params.objective, preds, test_mask) if test_mask.any() else None,
         "components": components,
+        "responses": ("line means of replicate rows per block"
+                      if phenos.attrs["replicated_means"] else "one row per line and block"),
     }
+    with atomic_output(run_dir / BLOCKS_FILE, force=True) as tmp:
+        tmp.write_text(block_table(phenos))
     write_predictions(preds, run_dir / PREDICTIONS_FILE, force=True)
     write_metrics(metrics, run_dir / METRICS_FILE, force=True)
     plot_path(run_dir, cv=cv if cv is not None else test_fold, force=True)
@@ -569,7 +587,7 @@ def predict(
     out = xr.Dataset(
         {"predicted": (("samples", "blocks"), predicted)},
         coords={"sample_id": ("samples", [str(s) for s in ds["sample_id"].values.tolist()]),
-                "block": ("blocks", np.arange(predictor.target.n_blocks))},
+                "block": ("blocks", np.asarray(predictor.target.blocks))},
     )
     if probs is not None:
         out["probability"] = (("samples", "blocks", "classes"), probs)
