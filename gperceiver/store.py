@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import dask.array as da
@@ -31,9 +32,14 @@ def open_store(path: str | os.PathLike, *, validate: bool = True) -> xr.Dataset:
     if not _exists(path):
         raise InputNotFoundError(f"{path}: no such genotype store")
     try:
-        ds = xr.open_zarr(
-            path, mask_and_scale=False, decode_times=False, concat_characters=False
-        )
+        with warnings.catch_warnings():
+            # a store without consolidated metadata (written by hand, or damaged) opens
+            # all the same; the schema check below says what is wrong with it, if anything
+            warnings.filterwarnings("ignore", message="Failed to open Zarr store with "
+                                    "consolidated metadata", category=RuntimeWarning)
+            ds = xr.open_zarr(
+                path, mask_and_scale=False, decode_times=False, concat_characters=False
+            )
     except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
         raise InputFormatError(path, f"not a readable Zarr genotype store ({e})") from None
     except PermissionError:

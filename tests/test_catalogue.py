@@ -131,8 +131,8 @@ def w(tmp_path_factory, example_store) -> SimpleNamespace:
     w.ph_binary = d / "ph_binary.tsv"
     w.ph_binary.write_text(
         "name\tresponse\tblock\n" + "".join(f"g{i}\t{i % 3}.5\t0\n" for i in range(20)))
-    w.ph_block = d / "ph_block.tsv"  # a block number no memory could hold as a range
-    w.ph_block.write_text("name\tresponse\tblock\ng0\t1.0\t0\ng1\t2.0\t1000000000000\n")
+    w.ph_block = d / "ph_block.tsv"  # gaps are fine (even huge ones); negatives are not
+    w.ph_block.write_text("name\tresponse\tblock\ng0\t1.0\t1000000000000\ng1\t2.0\t-3\n")
     w.ph_founders = d / "ph_founders.tsv"
     w.ph_founders.write_text(
         "name\tresponse\tblock\n" + "".join(f"s{i}\t{i}.5\t0\n" for i in range(40)))
@@ -342,9 +342,9 @@ def cases(w) -> dict[str, Case]:
         # baseline
         "baseline: a response that is not a number": Case(
             ["baseline", s, w.ph_text, "-o", o], FORMAT, ["ph_text.tsv", "line 4"], o),
-        "baseline: a block number far beyond the others": Case(
+        "baseline: a negative block number": Case(
             ["baseline", s, w.ph_block, "-o", o], FORMAT,
-            ["ph_block.tsv", "column block", "block 1 has no rows"], o),
+            ["ph_block.tsv", "line 3, column block", "block '-3' is negative"], o),
         "baseline: store is a file": Case(
             ["baseline", w.store_file, w.phenos, "-o", o], FORMAT, ["file.zarr"], o),
         "baseline: --cv without such fold": Case(

@@ -108,7 +108,7 @@ def _response(path: Path, text: str, line: int) -> float:
 
 
 def _index(path: Path, text: str, line: int, column: str, empty: int | None) -> int:
-    """A non-negative integer cell (block, cv); `empty` is the value of an empty cell."""
+    """A cv cell: an integer in 0..2^31 - 1; `empty` is the value of an empty cell."""
     text = text.strip()
     if not text and empty is not None:
         return empty
@@ -116,10 +116,10 @@ def _index(path: Path, text: str, line: int, column: str, empty: int | None) -> 
         value = int(text)
     except ValueError:
         value = -1
-    if value < 0:
+    if not 0 <= value < 2**31:
         raise InputFormatError(
-            path, f"{column} '{text}' is not an integer >= 0", line=line, column=column
-        )
+            path, f"{column} '{text}' is not an integer in 0..2^31 - 1", line=line,
+            column=column)
     return value
 
 
@@ -174,10 +174,12 @@ def _block_labels(path: Path, rows: list[_Row]) -> list[int] | list[str]:
         except ValueError:
             break
     if len(numbers) == len(texts):
-        if min(numbers.values()) < 0:
-            bad = next(r for r in rows if numbers[r.block] < 0)
-            raise InputFormatError(path, f"block '{bad.block}' is negative", line=bad.line,
-                                   column="block")
+        for problem, wrong in (("is negative", lambda v: v < 0),
+                               ("is too large (at most 2^63 - 1)", lambda v: v >= 2**63)):
+            bad = next((r for r in rows if wrong(numbers[r.block])), None)
+            if bad is not None:
+                raise InputFormatError(path, f"block '{bad.block}' {problem}", line=bad.line,
+                                       column="block")
         labels = sorted(set(numbers.values()))
         if labels != list(range(len(labels))):
             warnings.warn(f"{path}: blocks {_listed(labels)} are not numbered 0..{len(labels) - 1}"
