@@ -389,22 +389,27 @@ class CountParser(BlockParser):
         shift = 1 if coding == "rrblup" else 0  # rrBLUP's -1/0/1 are 0/1/2 copies
         self.lookup = {str(d - shift).encode(): d + 1 for d in range(ploidy + 1)}
         self.lookup.update({f"{d - shift}.0".encode(): d + 1 for d in range(ploidy + 1)})
-        self.lookup.update({m.encode(): 0 for m in MISSING_CELLS})
-        self.lookup.update({m.lower().encode(): 0 for m in MISSING_CELLS})
+
+    def _code(self, cell: bytes) -> int:
+        """The code of one cell; -1 for a cell that is no count (missing in any case)."""
+        cell = cell.strip()
+        if cell in self.lookup:
+            return self.lookup[cell]
+        return 0 if cell.decode("utf-8", "replace").upper() in MISSING_CELLS else -1
 
     def parse(self, bodies: list[bytes], first_line: int) -> np.ndarray:
         codes = np.empty((len(bodies), self.n), dtype=np.int64)
         for k, body in enumerate(bodies):
             cells = np.array(body.split(b"\t"))
             values, inverse = np.unique(cells, return_inverse=True)
-            mapped = np.array([self.lookup.get(v.strip(), -1) for v in values.tolist()])
+            mapped = np.array([self._code(v) for v in values.tolist()])
             if (mapped < 0).any():
                 bad = values[int(np.argmax(mapped < 0))]
                 col = int(np.argmax(cells == bad))
                 lo, hi = (-1, 1) if self.coding == "rrblup" else (0, self.ploidy)
                 raise InputFormatError(
                     self.path, f"'{bad.decode('utf-8', 'replace')}' is not a {self.coding} "
-                    f"code ({lo}..{hi}, or NA / empty for missing)",
+                    f"code ({lo}..{hi}, or NA, NaN, . or empty for missing)",
                     line=first_line + k, column=self._column(col))
             codes[k] = mapped[inverse]
         return codes

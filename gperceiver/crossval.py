@@ -119,6 +119,7 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
         cpu = rows.groupby("fold")["cpu_seconds"].first()
         per_fold = rows.groupby("fold")["pearson_r"].mean()
         out[str(method)] = {
+            "blocks": [b.item() if hasattr(b, "item") else b for b in by_block.index],
             "block_r": [round(float(v), 4) for v in by_block["pearson_r"]],
             "block_rmse": [round(float(v), 4) for v in by_block["rmse"]],
             "mean_r": round(float(by_block["pearson_r"].mean()), 4),

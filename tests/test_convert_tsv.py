@@ -314,12 +314,13 @@ def test_dosage_and_rrblup_tables_convert(tmp_path, coding, ploidy, shift):
     rng = np.random.default_rng(ploidy)
     dose = rng.integers(0, ploidy + 1, size=(12, 9))
     cells = [[str(d + shift) for d in row] for row in dose]
-    cells[2][3], cells[5][0], cells[7][8] = "NA", "", "."
+    cells[2][3], cells[5][0], cells[7][8], cells[9][1] = "NA", "", ".", "NaN"
     markers, chroms = _count_table(tmp_path, cells)
     out = convert_tsv(markers, chroms, tmp_path / "s.zarr", coding=coding, ploidy=ploidy,
                       progress=False)
     got, missing = _dosages(out)
-    assert missing.sum() == 3 and missing[2, 3] and missing[5, 0] and missing[7, 8]
+    assert missing.sum() == 4 and missing[2, 3] and missing[5, 0] and missing[7, 8]
+    assert missing[9, 1]
     np.testing.assert_array_equal(got[~missing], dose[~missing])
 
 

@@ -182,7 +182,7 @@ def test_original_flags_and_params_file_on_test_data(tmp_path):
                   "--reduce-lr-patience", 0, "--cv", 1, "--logs", tmp_path / "fine.tsv",
                   "--predictions", tmp_path / "preds.tsv", "-q", cwd=tmp_path)
     assert fine.returncode == 0, fine.stderr
-    assert "gperceiver_finetune: note: --loss mae trains a regression" in fine.stderr
+    assert "gperceiver_finetune: note: --loss mae: trains a regression" in fine.stderr
     assert "validation fold 1 rows, per block:" in fine.stdout
     assert "{" not in fine.stdout  # a readable summary, not a raw dict
     saved = json.loads((tmp_path / "fine" / "params.json").read_text())
@@ -203,24 +203,46 @@ def test_original_flags_and_params_file_on_test_data(tmp_path):
             saved["head"]) == (16, 50, 10, 100, "latent")  # head from block_strategy
 
 
-def test_legacy_errors_name_the_script_and_refusals_leave_nothing(tmp_path):
+def test_legacy_checkpoint_starts_from_its_weights_and_refusals_leave_nothing(tmp_path):
     chroms, markers = TEST_DATA / "chroms.tsv", TEST_DATA / "markers.tsv"
     bad = script("finetune", TEST_DATA / "phenos.tsv", chroms, markers, "--model",
                  tmp_path / "m", "--checkpoint", TEST_DATA / "params.json")
     assert bad.returncode == ExitCode.INPUT_FORMAT
     assert bad.stderr.startswith("gperceiver_finetune: error: ")
     assert not (tmp_path / "m").exists()
-    # a real checkpoint of another task: copied in, refused by the run, removed again
-    pre = script("pretrain", chroms, markers, "--model", tmp_path / "pre", "--params",
-                 ORIGINAL_PARAMS.parent / "tiny_original.json", "--nepochs", 1, "-q",
-                 cwd=tmp_path)
+    tiny = ORIGINAL_PARAMS.parent / "tiny_original.json"
+    pre = script("pretrain", chroms, markers, "--model", tmp_path / "pre", "--params", tiny,
+                 "--nepochs", 1, "-q", cwd=tmp_path)
     assert pre.returncode == 0, pre.stderr
+    # the original's meaning: start from the weights, train --nepochs epochs afresh
+    more = script("pretrain", chroms, markers, "--model", tmp_path / "pre2", "--params", tiny,
+                  "--nepochs", 2, "--checkpoint", tmp_path / "pre", "-q", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr
+    assert "pretrained for 2 epoch(s)" in more.stdout
+    start, _, _ = load_model(tmp_path / "pre" / "last.ckpt")
+    assert (tmp_path / "pre2" / "best.ckpt").is_file()
+    fresh = script("pretrain", chroms, markers, "--model", tmp_path / "pre2", "--params", tiny,
+                   "--nepochs", 1, "--seed", 1, "-q", cwd=tmp_path)
+    assert "note: replacing the earlier run" in fresh.stderr
+    # a checkpoint whose architecture the params contradict: refused, nothing left
     refused = script("finetune", TEST_DATA / "phenos.tsv", chroms, markers, "--model",
-                     tmp_path / "m", "--checkpoint", tmp_path / "pre" / "last.ckpt", "-q",
-                     cwd=tmp_path)
+                     tmp_path / "m", "--checkpoint", tmp_path / "pre" / "last.ckpt", "--params",
+                     ORIGINAL_PARAMS, "-q", cwd=tmp_path)
     assert refused.returncode == ExitCode.USAGE, refused.stderr
-    assert refused.stderr.startswith("gperceiver_finetune: error: ")
+    assert refused.stderr.splitlines()[-1].startswith(
+        f"gperceiver_finetune: error: allele_embed_dim: the params give 256, but the "
+        f"pretrained model {tmp_path / 'pre' / 'last.ckpt'}")
     assert not (tmp_path / "m").exists()
+    finetuned = script("finetune", TEST_DATA / "phenos.tsv", chroms, markers, "--model",
+                       tmp_path / "m", "--checkpoint", tmp_path / "pre", "--nepochs", 1,
+                       "--cv", 1, "-q", cwd=tmp_path)
+    assert finetuned.returncode == 0, finetuned.stderr
+    assert "--checkpoint: the encoder starts from its weights" in finetuned.stderr
+    _, info, _ = load_model(tmp_path / "m" / "best.ckpt")
+    assert info.params.num_latents == start.params.num_latents == 6
+    flag = script("pretrain", chroms, markers, "--model", tmp_path / "x", "--nepochs", 0)
+    assert flag.returncode == ExitCode.USAGE
+    assert "gperceiver_pretrain: error: --nepochs: must be >= 1" in flag.stderr
 
 
 def test_pretrained_architecture_is_taken_whole(tmp_path, example_store):

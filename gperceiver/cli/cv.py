@@ -66,10 +66,12 @@ def run(args: argparse.Namespace) -> None:
     per = summary["methods"]
     blocks = sorted(table["block"].unique())
     print(f"mean Pearson r over test folds {summary['folds']} (never seen by their model):")
-    print(f"  {'method':<12}" + "".join(f"{'block ' + str(b):>10}" for b in blocks)
+    width = max(10, *(len(f"block {b}") + 2 for b in blocks))
+    print(f"  {'method':<12}" + "".join(f"{'block ' + str(b):>{width}}" for b in blocks)
           + f"{'mean':>10}{'CPU s/fold':>12}")
     for method, s in per.items():
-        cpu = "" if s["cpu_seconds_per_fold"] is None else f"{s['cpu_seconds_per_fold']:.0f}"
-        print(f"  {method:<12}" + "".join(f"{r:>10.3f}" for r in s["block_r"])
+        cpu = s["cpu_seconds_per_fold"]
+        cpu = "" if cpu is None else f"{cpu:.0f}" if cpu >= 10 else f"{cpu:.1f}"
+        print(f"  {method:<12}" + "".join(f"{r:>{width}.3f}" for r in s["block_r"])
               + f"{s['mean_r']:>10.3f}{cpu:>12}")
     print(f"wrote {args.output}/cv_results.tsv, cv_summary.json, cv_r.png", file=sys.stderr)

@@ -26,7 +26,7 @@ from typing import Any
 
 from gperceiver.cli.main import Parser, run_command
 from gperceiver.cli.training import show_progress
-from gperceiver.errors import Note
+from gperceiver.errors import Note, UsageError
 
 CACHE = ".gperceiver-cache"
 PRETRAIN, FINETUNE = "gperceiver_pretrain", "gperceiver_finetune"
@@ -100,7 +100,8 @@ def _common(p: argparse.ArgumentParser, which: int) -> None:
                    help="run folder for checkpoints, logs and params "
                    f"[{(PRETRAIN, FINETUNE)[which]}]")
     p.add_argument("--checkpoint", metavar="FILE", default=None,
-                   help="continue from this checkpoint (a last.ckpt of an earlier run)")
+                   help="start from this model's weights (a checkpoint or run folder) "
+                   "instead of a new one, and train --nepochs epochs")
     p.add_argument("--best-checkpoint", metavar="FILE", default=None,
                    help="also copy the best checkpoint here")
     p.add_argument("--last-checkpoint", metavar="FILE", default=None,
@@ -144,7 +145,14 @@ def _params(args: argparse.Namespace, which: int, extra: dict[str, tuple[Any, An
             changes[key] = default
     if args.warmup_lr is not None:
         _note("--warmup-lr has no effect: the warm-up ramps linearly from 0 to --lr")
-    return params.replace(**changes)
+    try:
+        return params.replace(**changes)
+    except UsageError as e:  # name the flag the user gave, not our key
+        flags = {key: flag for flag, key, *_ in (*TRAINING_FLAGS, *PRETRAIN_FLAGS)}
+        key = e.message.split(":", 1)[0]
+        if key in flags and values.get(key, (None,))[0] is not None:
+            raise UsageError(f"{flags[key]}{e.message[len(key):]}") from None
+        raise
 
 
 def _decoder(args: argparse.Namespace) -> list | None:
@@ -156,36 +164,29 @@ def _decoder(args: argparse.Namespace) -> list | None:
 
 
 @contextmanager
-def _run_folder(args: argparse.Namespace, default: str) -> Iterator[tuple[Path, bool]]:
-    """(run folder, resume?) with --checkpoint placed as its last.ckpt; what this run
-    placed or created is removed again when the run is refused or fails."""
+def _run_folder(args: argparse.Namespace, default: str) -> Iterator[Path]:
+    """The run folder; an earlier run there is replaced, as the original did (with a
+    note), and a folder this run created is removed again when it fails."""
     run_dir = Path(args.model or default)
-    created = [] if run_dir.exists() else [run_dir]
-    placed, kept = None, None
-    if args.checkpoint is not None:
-        last = run_dir / "last.ckpt"
-        if Path(args.checkpoint).resolve() != last.resolve():
-            from gperceiver.train.checkpoint import load_checkpoint
-
-            load_checkpoint(args.checkpoint)  # refuse a bad or unsafe file before copying
-            run_dir.mkdir(parents=True, exist_ok=True)
-            if last.exists():
-                kept = last.with_name(".last.ckpt.before-checkpoint")
-                last.replace(kept)
-            shutil.copyfile(args.checkpoint, last)
-            placed = last
+    created = not run_dir.exists()
+    if not created and any(run_dir.glob("*.ckpt")):
+        _note(f"replacing the earlier run in {run_dir}, as the original did "
+              "(`gperceiver pretrain|fit` would ask for --force)")
     try:
-        yield run_dir, args.checkpoint is not None
+        yield run_dir
     except BaseException:
-        if placed is not None:
-            placed.unlink(missing_ok=True)
-            if kept is not None:
-                kept.replace(placed)
-        for folder in created:
-            shutil.rmtree(folder, ignore_errors=True)
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    if kept is not None:
-        kept.unlink(missing_ok=True)
+
+
+def _start(args: argparse.Namespace) -> str | None:
+    """--checkpoint: the weights a run starts from (the original's meaning), resolved."""
+    if args.checkpoint is None:
+        return None
+    from gperceiver.embed import checkpoint_path
+
+    return str(checkpoint_path(args.checkpoint))
 
 
 def _copy_outputs(args: argparse.Namespace, run_dir: Path) -> None:
@@ -196,8 +197,10 @@ def _copy_outputs(args: argparse.Namespace, run_dir: Path) -> None:
         from gperceiver.plots import find_metrics, read_metrics
 
         found = find_metrics(run_dir)
-        if found is not None:
-            read_metrics(found).to_csv(args.logs, sep="\t", index=False)
+        if found is not None:  # Lightning logs training and validation apart: one row each
+            table = read_metrics(found).groupby("epoch", as_index=False).first()
+            table.drop(columns=["step"], errors="ignore").to_csv(args.logs, sep="\t",
+                                                                 index=False)
 
 
 # ---------------------------------------------------------------- gperceiver_pretrain
@@ -214,6 +217,9 @@ def pretrain_parser() -> argparse.ArgumentParser:
     for flag, _, kind, default, text in PRETRAIN_FLAGS:
         p.add_argument(flag, type=kind, default=None, help=f"{text} [original: {default}]")
     p.add_argument("--contrastive", action="store_true", help="twinned contrastive task")
+    p.add_argument("--position-embed-trainable", action="store_true",
+                   help="train the position embeddings (of some of the original's versions; "
+                   "here they train by default, params: position_embed_trainable)")
     p.add_argument("--ploidy-scaler", type=float, default=None,
                    help="no effect: the loss here is a cross-entropy over whole genotypes, "
                    "with no separate ploidy penalty [original: 1.0]")
@@ -230,6 +236,7 @@ def run_pretrain(args: argparse.Namespace) -> None:
     extra = {key: (getattr(args, flag[2:].replace("-", "_")), default)
              for flag, key, _, default, _ in PRETRAIN_FLAGS}
     extra["contrastive"] = (True if args.contrastive else None, None)
+    extra["position_embed_trainable"] = (True if args.position_embed_trainable else None, None)
     params = _params(args, 0, extra)
     if args.ploidy_scaler is not None:
         _note("--ploidy-scaler has no effect: the loss here is a cross-entropy over whole "
@@ -238,15 +245,16 @@ def run_pretrain(args: argparse.Namespace) -> None:
         _note(f"--loss {args.loss} has no effect: pretraining here minimises a cross-entropy "
               "over genotype classes")
     progress = show_progress(args.quiet)
-    with _run_folder(args, PRETRAIN) as (run_dir, resume):
+    with _run_folder(args, PRETRAIN) as run_dir:
         store = cached_store(args.markers, args.chroms, args.nalleles, args.ploidy,
                              run_dir.absolute().parent, progress, _decoder(args))
-        result = pretrain(store, run_dir, None, params, resume=resume, force=not resume,
-                          progress=progress)
+        result = pretrain(store, run_dir, None, params, force=True, progress=progress,
+                          init=_start(args))
     _copy_outputs(args, run_dir)
     best = f"; best validation loss {result.best_score:.4f}" if result.best_score else ""
-    print(f"pretrained {result.epochs} epochs ({'contrastive' if params.contrastive else 'masked'}"
-          f" task){best}; checkpoints in {run_dir}")
+    task = "contrastive" if params.contrastive else "masked"
+    print(f"pretrained for {result.epochs} epoch(s) on the {task} task{best}; checkpoints "
+          f"in {run_dir}")
 
 
 # ---------------------------------------------------------------- gperceiver_finetune
@@ -294,24 +302,30 @@ def run_finetune(args: argparse.Namespace) -> None:
     if objective is None and args.loss is not None:
         objective = FINETUNE_LOSSES[args.loss]
         if args.loss in ("mae", "poisson", "binary_focal"):
-            _note(f"--loss {args.loss} trains a {objective} on "
-                  f"{'squared error' if objective == 'regression' else 'cross-entropy'} here")
+            _note(f"--loss {args.loss}: trains a {objective} objective with "
+                  f"{'squared error' if objective == 'regression' else 'plain cross-entropy'} "
+                  "here")
     pretrained = args.pretrained
-    if pretrained is not None and Path(pretrained).is_dir():
-        pretrained = Path(pretrained) / "best.ckpt"
+    if args.checkpoint is not None:
+        from gperceiver.train.checkpoint import load_checkpoint
+
+        load_checkpoint(_start(args))  # a file that is no checkpoint: refused before notes
+        _note("--checkpoint: the encoder starts from its weights"
+              + (" (instead of --pretrained's)" if pretrained is not None else "")
+              + "; the block head starts afresh")
+        pretrained = _start(args)
     trainable = True if args.position_embed_trainable else (
         False if pretrained is not None else None)
     params = _params(args, 1, {"head": (args.block_strategy, "pool"),
                                "objective": (objective, None),
                                "position_embed_trainable": (trainable, None)})
     progress = show_progress(args.quiet)
-    with _run_folder(args, FINETUNE) as (run_dir, resume):
+    with _run_folder(args, FINETUNE) as run_dir:
         store = cached_store(args.markers, args.chroms, args.nalleles, args.ploidy,
                              run_dir.absolute().parent, progress, _decoder(args))
         result = fit(store, args.phenos, run_dir, params, pretrained=pretrained, cv=args.cv,
                      freeze_encoder=args.encoder_nontrainable,
-                     freeze_latents=args.latent_nontrainable, resume=resume, force=not resume,
-                     progress=progress)
+                     freeze_latents=args.latent_nontrainable, force=True, progress=progress)
     _copy_outputs(args, run_dir)
     if args.predictions is not None:
         shutil.copyfile(run_dir / "predictions.tsv", args.predictions)

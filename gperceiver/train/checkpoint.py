@@ -9,6 +9,7 @@ can be refused. Only tensors, numbers, strings, lists and dicts are saved, so
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import zipfile
@@ -21,8 +22,8 @@ import torch
 import xarray as xr
 
 from gperceiver import schema
-from gperceiver.errors import InputFormatError, InputNotFoundError
-from gperceiver.train.params import Params, params_from_dict
+from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
+from gperceiver.train.params import ARCHITECTURE, Params, params_from_dict
 
 FORMAT = 1
 KEY = "gperceiver"
@@ -143,3 +144,16 @@ def load_model(path: str | os.PathLike, prefix: str = "model."):
         reason = (reasons[0] if reasons else str(e).strip())[:300]
         raise InputFormatError(path, f"weights do not fit the model: {reason}") from None
     return model.eval(), info, ckpt
+
+
+def take_architecture(params: Params, pretrained: Params, where: str) -> Params:
+    """`params` with the pretrained model's whole architecture (every field that shapes
+    the network or its masks); a field the params set to another value is refused."""
+    for key in ARCHITECTURE:
+        mine, theirs = getattr(params, key), getattr(pretrained, key)
+        if key in params.given and mine is not None and mine != theirs:
+            raise UsageError(
+                f"{key}: the params give {json.dumps(mine)}, but the pretrained model {where} "
+                f"was built with {json.dumps(theirs)}; a pretrained architecture is taken "
+                f"whole (drop '{key}' from the params)")
+    return params.replace(**{k: getattr(pretrained, k) for k in ARCHITECTURE})

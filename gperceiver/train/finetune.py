@@ -14,7 +14,6 @@ prediction depends on that sample alone: the heads never mix a batch's samples.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from gperceiver import schema
 from gperceiver.atomic import atomic_output
 from gperceiver.data.loader import make_loader
 from gperceiver.data.phenotypes import block_table, held_out_split, read_phenotypes, split_masks
-from gperceiver.embed import encode_latents
+from gperceiver.embed import checkpoint_path, encode_latents
 from gperceiver.errors import InputFormatError, UsageError
 from gperceiver.linear import LinearPath, fit_linear
 from gperceiver.metrics import evaluate
@@ -52,25 +51,13 @@ from gperceiver.train.checkpoint import (
     build_model,
     load_checkpoint,
     load_model,
+    take_architecture,
 )
-from gperceiver.train.params import ARCHITECTURE, Params
+from gperceiver.train.params import Params
 from gperceiver.train.pretrain import configure_adamw, resolve_params
 
 FINETUNE_KEY = "gperceiver_finetune"
 BLOCKS_FILE = "blocks.tsv"  # which phenotype block each model output is
-
-
-def pretrained_architecture(params: Params, pretrained: Params, where: str) -> Params:
-    """`params` with the pretrained model's whole architecture (every field that shapes
-    the network or its masks); a field the params set to another value is refused."""
-    for key in ARCHITECTURE:
-        mine, theirs = getattr(params, key), getattr(pretrained, key)
-        if key in params.given and mine is not None and mine != theirs:
-            raise UsageError(
-                f"{key}: the params give {json.dumps(mine)}, but the pretrained model {where} "
-                f"was built with {json.dumps(theirs)}; a pretrained architecture is taken "
-                f"whole (drop '{key}' from the params)")
-    return params.replace(**{k: getattr(pretrained, k) for k in ARCHITECTURE})
 
 
 @dataclass
@@ -281,9 +268,10 @@ def fit(
 
     encoder_state, latents = None, None
     if pretrained is not None:
+        pretrained = checkpoint_path(pretrained)
         model, pre_info, _ = load_model(pretrained)
         pre_info.check_store(ds, str(store))
-        params = pretrained_architecture(params, pre_info.params, str(pretrained))
+        params = take_architecture(params, pre_info.params, str(pretrained))
         encoder_state = model.state_dict()
         if params.linear and params.objective == "regression":
             # the marker path's latent kernel: the pretrained encoder's view of every line

@@ -47,8 +47,10 @@ MAPPING: dict[str, Rule] = {
     "nalleles": ("nalleles", _same, None),
     "ploidy": ("ploidy", _same, None),
     "allele_embed_kind": ("locus_allele_embed", _allele_embed_kind,
-                          "allele_embed_kind: '1' (one embedding per allele) maps to "
-                          "locus_allele_embed false, '2' and '3' (per locus) to true"),
+                          lambda v: f"allele_embed_kind '{v}' maps to locus_allele_embed "
+                          + ("false (one embedding per allele)" if str(v) == "1" else
+                             "true (embeddings per allele and locus)")
+                          if str(v) in ("1", "2", "3") else None),
     "allele_embed_dim": ("allele_embed_dim", _same, None),
     "allele_combiner": ("position_embed_combine", _choice({"add": "add", "concat": "concat"}),
                         None),

@@ -27,7 +27,7 @@ from gperceiver.data.loader import make_loader
 from gperceiver.errors import UsageError
 from gperceiver.store import open_store
 from gperceiver.train import engine
-from gperceiver.train.checkpoint import KEY, ModelInfo, build_model
+from gperceiver.train.checkpoint import KEY, ModelInfo, build_model, load_model, take_architecture
 from gperceiver.train.params import Params
 
 TASKS = ("masked", "contrastive")
@@ -176,8 +176,12 @@ def pretrain(
     callbacks: list | None = None,
     num_nodes: int = 1,
     strategy: str = "auto",
+    init: str | os.PathLike | None = None,
 ) -> PretrainResult:
     """Pretrain a GPerceiver on `store`; checkpoints and metrics go to `run_dir`.
+
+    `init`: a checkpoint whose weights (and whole architecture) the run starts from,
+    a fresh run otherwise (the original tool's --checkpoint).
 
     `max_time` ("DD:HH:MM:SS") bounds the wall time; `callbacks` are extra
     Lightning callbacks (benchmarks use them to time epochs). `devices`,
@@ -185,6 +189,11 @@ def pretrain(
     """
     params = params or Params()
     ds = open_store(store)
+    start = None
+    if init is not None:
+        start, start_info, _ = load_model(init)
+        start_info.check_store(ds, str(store))
+        params = take_architecture(params, start_info.params, str(init))
     params = resolve_params(params, ds, str(store))
     task = task or ("contrastive" if params.contrastive else "masked")
     if task not in TASKS:
@@ -197,6 +206,8 @@ def pretrain(
 
     L.seed_everything(params.seed, workers=True, verbose=False)
     model = build_model(info)
+    if start is not None and resume_epoch is None:
+        model.load_state_dict(start.state_dict())
     module = PretrainModule(model, info)
     train_idx, val_idx = split_samples(int(ds.sizes[schema.SAMPLES]), params.val_fraction,
                                        params.seed)
