@@ -35,7 +35,7 @@ from scipy.optimize import minimize_scalar
 
 from gperceiver import schema
 from gperceiver.atomic import check_writable
-from gperceiver.data.phenotypes import read_phenotypes, split_masks
+from gperceiver.data.phenotypes import read_phenotypes, responses, split_masks
 from gperceiver.errors import UsageError
 from gperceiver.metrics import evaluate
 from gperceiver.outputs import predictions_dataset, write_run
@@ -261,6 +261,7 @@ def run_gblup(
         "store": str(store),
         "phenotypes": str(phenotypes),
         "cv": cv,
+        "responses": responses(phenos),
         "samples": int(ds.sizes[schema.SAMPLES]),
         "variants": int(ds.sizes[schema.VARIANTS]),
         "phenotype_rows": {

@@ -24,11 +24,12 @@ import pandas as pd
 import xarray as xr
 
 from gperceiver.atomic import atomic_output
-from gperceiver.data.phenotypes import BLOCKS, NO_CV, SAMPLES
+from gperceiver.data.phenotypes import BLOCKS, NO_CV, SAMPLES, block_table
 
 CLASSES = "classes"
 PREDICTIONS_FILE = "predictions.tsv"
 METRICS_FILE = "metrics.json"
+BLOCKS_FILE = "blocks.tsv"  # which phenotype block each output column is
 PREDICTION_COLUMNS = ("name", "block", "cv", "observed", "predicted")
 
 
@@ -122,4 +123,12 @@ def write_run(
         tmp.mkdir()
         write_predictions(preds, tmp / PREDICTIONS_FILE)
         write_metrics(metrics, tmp / METRICS_FILE)
+        write_blocks(preds, tmp / BLOCKS_FILE)
     return Path(out_dir)
+
+
+def write_blocks(preds: xr.Dataset, path: str | os.PathLike, force: bool = False) -> Path:
+    """Write blocks.tsv (`output block`: the phenotype file's label of each block)."""
+    with atomic_output(path, force) as tmp:
+        tmp.write_text(block_table(preds))
+    return Path(path)

@@ -242,6 +242,12 @@ def test_cli_fit_trial_phenotypes_replicates_and_named_blocks(example_store, tmp
     pred = run_cli("predict", tmp_path / "fit", example_store, "-o", out, env=ONE_THREAD)
     assert pred.returncode == 0, pred.stderr
     assert set(pd.read_csv(out, sep="\t").block) == {"Dale_2020", "Perth_2021"}
+    gblup = run_cli("baseline", example_store, trial, "-o", tmp_path / "gblup")
+    assert gblup.returncode == 0, gblup.stderr
+    assert (tmp_path / "gblup" / "blocks.tsv").read_text() == (
+        tmp_path / "fit" / "blocks.tsv").read_text()
+    assert json.loads((tmp_path / "gblup" / "metrics.json").read_text())["responses"] == (
+        "line means of replicate rows per block")
     binary = run_cli("fit", example_store, trial, "-o", tmp_path / "bin", "--params", params,
                      "--objective", "binary")
     assert binary.returncode == ExitCode.INPUT_FORMAT

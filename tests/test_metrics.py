@@ -165,7 +165,7 @@ def test_outputs_are_refused_without_force_and_left_intact(phenos, tmp_path):
     write_metrics({"a": 1}, path, force=True)
     assert json.loads(path.read_text()) == {"a": 1}
     run = write_run(tmp_path / "run", preds, {"a": 1})
-    assert sorted(p.name for p in run.iterdir()) == ["metrics.json", "predictions.tsv"]
+    assert sorted(p.name for p in run.iterdir()) == ["blocks.tsv", "metrics.json", "predictions.tsv"]
     with pytest.raises(CannotWriteError):
         write_run(tmp_path / "run", preds, {"a": 1})
 

@@ -350,6 +350,12 @@ def held_out_split(
     return rest & ~val, val, test
 
 
+def responses(phenos: xr.Dataset) -> str:
+    """What a response of `phenos` is, for metrics.json: a line mean or a single row."""
+    return ("line means of replicate rows per block" if phenos.attrs.get("replicated_means")
+            else "one row per line and block")
+
+
 def block_table(phenos: xr.Dataset) -> str:
     """TSV text `output block`: which block each model output stands for."""
     labels = np.asarray(phenos["block"].values).tolist()

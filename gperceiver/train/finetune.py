@@ -28,16 +28,18 @@ import xarray as xr
 from gperceiver import schema
 from gperceiver.atomic import atomic_output
 from gperceiver.data.loader import make_loader
-from gperceiver.data.phenotypes import block_table, held_out_split, read_phenotypes, split_masks
+from gperceiver.data.phenotypes import held_out_split, read_phenotypes, responses, split_masks
 from gperceiver.embed import checkpoint_path, encode_latents
 from gperceiver.errors import InputFormatError, UsageError
 from gperceiver.linear import LinearPath, fit_linear
 from gperceiver.metrics import evaluate
 from gperceiver.model.heads import FinetuneHead, head_loss
 from gperceiver.outputs import (
+    BLOCKS_FILE,
     METRICS_FILE,
     PREDICTIONS_FILE,
     predictions_dataset,
+    write_blocks,
     write_metrics,
     write_predictions,
 )
@@ -57,7 +59,6 @@ from gperceiver.train.params import Params
 from gperceiver.train.pretrain import configure_adamw, resolve_params
 
 FINETUNE_KEY = "gperceiver_finetune"
-BLOCKS_FILE = "blocks.tsv"  # which phenotype block each model output is
 
 
 @dataclass
@@ -389,11 +390,9 @@ def fit(
                        if val_mask.any() else None),
         "test": _evaluate(params.objective, preds, test_mask) if test_mask.any() else None,
         "components": components,
-        "responses": ("line means of replicate rows per block"
-                      if phenos.attrs["replicated_means"] else "one row per line and block"),
+        "responses": responses(phenos),
     }
-    with atomic_output(run_dir / BLOCKS_FILE, force=True) as tmp:
-        tmp.write_text(block_table(phenos))
+    write_blocks(preds, run_dir / BLOCKS_FILE, force=True)
     write_predictions(preds, run_dir / PREDICTIONS_FILE, force=True)
     write_metrics(metrics, run_dir / METRICS_FILE, force=True)
     plot_path(run_dir, cv=cv if cv is not None else test_fold, force=True)
