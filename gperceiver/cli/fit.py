@@ -22,8 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "lines (val_fraction) drives early stopping. For regression a linear marker-effect "
         "path is fitted first and the Perceiver learns what it leaves (params: linear). "
         "RUN_DIR gets best.ckpt, last.ckpt, metrics.csv, params.json, "
-        "predictions.tsv (every sample and block) and metrics.json (per block: Pearson r "
-        "and RMSE, or AUC and accuracy, or accuracy and Spearman).",
+        "predictions.tsv (every sample and block), blocks.tsv (the phenotype file's label "
+        "of each block) and metrics.json (per block: Pearson r and RMSE, or AUC and "
+        "accuracy, or accuracy and Spearman). Replicate rows of a line in a block are "
+        "averaged (line means); blocks may be numbers with gaps or names.",
         epilog="examples:\n  gperceiver fit panel.zarr phenos.tsv -o fit_cv0 --cv 0\n"
         "  gperceiver fit panel.zarr phenos.tsv -o fit_cv0 --cv 0 --pretrained run/best.ckpt "
         "--strategy pool",
@@ -34,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="RUN_DIR",
                    help="folder for checkpoints, metrics and predictions")
     p.add_argument("--pretrained", metavar="CKPT", default=None,
-                   help="start from a pretrained checkpoint (its architecture is kept)")
+                   help="start from a pretrained checkpoint or run folder (its whole "
+                   "architecture is taken; params that contradict it are refused)")
     p.add_argument("--cv", type=int, default=None, metavar="K",
                    help="validation fold, as in the original tool: rows with cv == K drive "
                    "early stopping (so their figures are not held out)")
