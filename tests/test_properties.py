@@ -104,8 +104,10 @@ def run(argv: list[str]) -> tuple[int, str]:
 
 def assert_clean_failure(code: int, err: str, out: Path) -> None:
     assert code in CLEAN, err
-    line = err.strip()
-    assert len(line.splitlines()) == 1 and line.startswith("gperceiver: error: "), err
+    # one error line, last; before it only one-line notes and warnings about the input
+    *before, line = err.strip().splitlines()
+    assert line.startswith("gperceiver: error: "), err
+    assert all(b.startswith(("gperceiver: note: ", "gperceiver: warning: ")) for b in before), err
     assert "Traceback" not in err and "unexpected" not in line, err
     assert not out.exists()
     assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
