@@ -278,19 +278,30 @@ class LinearPath:
     def uses_latents(self) -> bool:
         return self.fit.latent_effects is not None
 
-    def predict(self, ds: xr.Dataset, latents: np.ndarray | None = None) -> np.ndarray:
-        """The path's prediction for every sample of `ds` and every block: (samples, blocks).
+    def predict(self, ds: xr.Dataset, latents: np.ndarray | None = None,
+                rows: np.ndarray | None = None) -> np.ndarray:
+        """The path's prediction for every sample of `ds` and every block: (samples, blocks);
+        with `rows`, for those samples alone (the others NaN, their genotypes not read).
 
         `latents` (samples, ...): the pretrained encoder's latents of `ds`'s samples,
         needed when the path uses them.
         """
-        n = int(ds.sizes[schema.SAMPLES])
+        if rows is not None:
+            full = np.full((int(ds.sizes[schema.SAMPLES]), len(self.fit.mu)), np.nan)
+            picked = None if latents is None else np.asarray(latents)[rows]
+            full[rows] = self._predict(ds, picked, np.asarray(rows))
+            return full
+        return self._predict(ds, latents, None)
+
+    def _predict(self, ds: xr.Dataset, latents: np.ndarray | None,
+                 rows: np.ndarray | None) -> np.ndarray:
+        n = int(ds.sizes[schema.SAMPLES]) if rows is None else len(rows)
         per_variant = self.freq.shape[1] - 1
         effects = self.fit.effects.reshape(len(self.fit.mu), -1, per_variant)
         out = np.tile(self.fit.mu, (n, 1)).astype(np.float64)
         x_top = np.zeros((n, len(self.fit.top)), np.float32)
         for lo, hi in _variant_steps(ds, n):
-            z = centred_dosages(_read(ds, lo, hi, None), self.freq[lo:hi], standardise=True)
+            z = centred_dosages(_read(ds, lo, hi, rows), self.freq[lo:hi], standardise=True)
             out += np.einsum("svc,bvc->sb", z, effects[:, lo:hi], dtype=np.float64)
             here = (self.fit.top >= lo * per_variant) & (self.fit.top < hi * per_variant)
             x_top[:, here] = z.reshape(n, -1)[:, self.fit.top[here] - lo * per_variant]

@@ -252,3 +252,28 @@ def test_cli_fit_trial_phenotypes_replicates_and_named_blocks(example_store, tmp
                      "--objective", "binary")
     assert binary.returncode == ExitCode.INPUT_FORMAT
     assert "replicate rows are averaged" in binary.stderr and not (tmp_path / "bin").exists()
+
+
+def test_fit_predicts_the_phenotyped_lines_unless_asked_for_all(example_store, tmp_path):
+    """Predictions cover the phenotyped lines by default (the others are never read for
+    prediction), every sample with --predict-all; the shared lines agree exactly."""
+    table = pd.read_csv(TEST_DATA / "phenos.tsv", sep="\t")
+    some = tmp_path / "some.tsv"
+    table[~table.name.isin([f"g{i}" for i in range(30, 40)])].to_csv(some, sep="\t",
+                                                                      index=False)
+    params = tiny(epochs=1, batch_size=8)
+    part = fit(example_store, some, tmp_path / "part", params, cv=1, progress=False)
+    full = fit(example_store, some, tmp_path / "full", params, cv=1, progress=False,
+               predict_all=True)
+    assert part.predictions.sizes["samples"] == 30 and full.predictions.sizes["samples"] == 40
+    rows = pd.read_csv(tmp_path / "part" / "predictions.tsv", sep="\t")
+    assert set(rows.name) == {f"g{i}" for i in range(30)} and rows.predicted.notna().all()
+    shared = full.predictions.isel(samples=slice(0, 30))
+    np.testing.assert_allclose(part.predictions["predicted"].values,
+                               shared["predicted"].values, rtol=1e-5, atol=1e-6)
+    json_params = tmp_path / "p.json"
+    json_params.write_text(json.dumps({**TINY, "epochs": 1, "batch_size": 8}))
+    proc = run_cli("fit", example_store, some, "-o", tmp_path / "cli", "--params",
+                   json_params, "--predict-all", "--cv", "1", env=ONE_THREAD)
+    assert proc.returncode == 0, proc.stderr
+    assert len(pd.read_csv(tmp_path / "cli" / "predictions.tsv", sep="\t")) == 40 * 2

@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "lines (val_fraction) drives early stopping. For regression a linear marker-effect "
         "path is fitted first and the Perceiver learns what it leaves (params: linear). "
         "RUN_DIR gets best.ckpt, last.ckpt, metrics.csv, params.json, "
-        "predictions.tsv (every sample and block), blocks.tsv (the phenotype file's label "
+        "predictions.tsv (the phenotyped lines, every block; --predict-all: every "
+        "sample of the store), blocks.tsv (the phenotype file's label "
         "of each block) and metrics.json (per block: Pearson r and RMSE, or AUC and "
         "accuracy, or accuracy and Spearman). Replicate rows of a line in a block are "
         "averaged (line means); blocks may be numbers with gaps or names.",
@@ -57,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep the initial latent array fixed")
     p.add_argument("--position-embed-trainable", action=argparse.BooleanOptionalAction,
                    default=None, help="train the position embeddings [params]")
+    p.add_argument("--predict-all", action="store_true",
+                   help="predict every sample of the store, not only the phenotyped lines "
+                   "(or later: gperceiver predict RUN_DIR STORE)")
     p.add_argument("--ranking-weight", type=float, default=0.0, metavar="W",
                    help="add W x a pairwise ranking loss within each batch and block")
     add_training_flags(p)
@@ -87,6 +91,7 @@ def run(args: argparse.Namespace) -> None:
         ranking_weight=args.ranking_weight, resume=args.resume, force=args.force,
         progress=show_progress(args.quiet), accelerator=args.accelerator,
         devices=devices(args), num_nodes=args.num_nodes, strategy=strategy,
+        predict_all=args.predict_all,
     )
     report_fit(result, params.objective, cv=args.cv, test_fold=args.test_fold)
 

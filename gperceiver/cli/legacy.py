@@ -325,7 +325,8 @@ def run_finetune(args: argparse.Namespace) -> None:
                              run_dir.absolute().parent, progress, _decoder(args))
         result = fit(store, args.phenos, run_dir, params, pretrained=pretrained, cv=args.cv,
                      freeze_encoder=args.encoder_nontrainable,
-                     freeze_latents=args.latent_nontrainable, force=True, progress=progress)
+                     freeze_latents=args.latent_nontrainable, force=True, progress=progress,
+                     predict_all=True)  # the original predicted every genotype
     _copy_outputs(args, run_dir)
     if args.predictions is not None:
         shutil.copyfile(run_dir / "predictions.tsv", args.predictions)

@@ -230,8 +230,12 @@ def fit(
     num_nodes: int = 1,
     strategy: str = "auto",
     callbacks: list | None = None,
+    predict_all: bool = False,
 ) -> FitResult:
     """Finetune on `phenotypes` and write predictions and metrics into `run_dir`.
+
+    Predictions are made for the lines with a phenotype (any block, any fold), or with
+    `predict_all` for every sample of the store (`predict` does the rest later).
 
     `cv=K`: fold K is the validation set (the original tool's meaning: it drives
     early stopping, so its figures are not held out). Otherwise a seeded
@@ -279,6 +283,8 @@ def fit(
             latents = encode_latents(model, store, batch_size=params.batch_size)
     params = resolve_params(params, ds, str(store))
 
+    # the lines to predict: those with a phenotype, unless every sample is asked for
+    wanted = None if predict_all else np.flatnonzero(~np.isnan(response).all(axis=1))
     train_rows = np.flatnonzero(train_mask.any(axis=1))
     # The linear marker-effect path is fitted first, in closed form, on the training
     # rows alone; the Perceiver learns what it leaves (its out-of-fold residuals).
@@ -286,7 +292,7 @@ def fit(
     if params.linear and params.objective == "regression":
         linear, oof = fit_linear(ds, _masked(response, train_mask), train_rows, params.seed,
                                  latents=latents)
-        linear_held = linear.predict(ds, latents)  # out-of-sample but on training lines
+        linear_held = linear.predict(ds, latents, wanted)  # out of sample but on training lines
         offset = linear_held.copy()
         offset[train_rows] = np.where(np.isnan(oof), offset[train_rows], oof)
     target_response = response - offset
@@ -337,7 +343,7 @@ def fit(
     best = run_dir / engine.BEST
     best = best if best.is_file() else run_dir / engine.LAST
     predictor = Predictor.load(best)
-    deep, probabilities = predictor.predict_encoder(store, progress=progress)
+    deep, probabilities = predictor.predict_encoder(store, progress=progress, samples=wanted)
     components, held = None, deep
     if linear is not None:
         # How much of the Perceiver's residual to add, per block: least squares on the
@@ -353,7 +359,7 @@ def fit(
                                    latents=latents)
             for fit_, mse in zip(linear.fits, inner, strict=True):
                 fit_.inner_mse = mse
-            linear_only = linear.predict(ds, latents)
+            linear_only = linear.predict(ds, latents, wanted)
         predicted = linear_only + deep_scale * deep
         save_linear(best, linear, deep_scale, encoder_state if linear.uses_latents else None)
         components = {
@@ -392,6 +398,8 @@ def fit(
         "components": components,
         "responses": responses(phenos),
     }
+    if wanted is not None:
+        preds = preds.isel(samples=wanted)
     write_blocks(preds, run_dir / BLOCKS_FILE, force=True)
     write_predictions(preds, run_dir / PREDICTIONS_FILE, force=True)
     write_metrics(metrics, run_dir / METRICS_FILE, force=True)
@@ -514,21 +522,24 @@ class Predictor:
 
     @torch.no_grad()
     def predict_encoder(self, store: str | os.PathLike, *, batch_size: int | None = None,
-                        progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-        """The Perceiver's own outputs for every sample of `store`, as `predict` returns them."""
+                        progress: bool = True, samples: np.ndarray | None = None
+                        ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The Perceiver's own outputs for every sample of `store` (or those at `samples`,
+        the others NaN), as `predict` returns them."""
         engine.reuse_freed_memory()
         n = int(open_store(store).sizes[schema.SAMPLES])
         p = self.info.params
         # every sample, here: also after a DDP fit, whose process group is still up
         size = p.batch_size if batch_size is None else batch_size  # 0 is refused, not default
         loader = make_loader(store, "plain", batch_size=size, shuffle=False, prop_x=1.0,
-                             seed=p.seed, rank=0, world_size=1)
+                             seed=p.seed, rank=0, world_size=1, samples=samples)
         objective, scale, mean = self.target.objective, self.target.scale, self.target.mean
         predicted = np.full((n, self.target.n_blocks), np.nan, np.float32)
         probs = None
         if objective != "regression":
             probs = np.full((n, self.target.n_blocks, self.target.n_classes), np.nan, np.float32)
-        bar = progress_bar(n, "predict", "samples", progress)
+        bar = progress_bar(n if samples is None else len(samples), "predict", "samples",
+                           progress)
         for batch in loader:
             out = self.head(self.model, batch["x_alleles"], batch["x_index"]).float()
             rows = batch["sample_index"].numpy()
