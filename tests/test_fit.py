@@ -159,8 +159,9 @@ def test_each_prediction_comes_from_its_sample_alone(panel, tmp_path):
 def test_freeze_encoder_trains_only_the_head(panel, tmp_path):
     store, phenos, _ = panel
     fit(store, phenos, tmp_path / "a", tiny(epochs=1), cv=0, progress=False)
-    fit(store, phenos, tmp_path / "b", tiny(epochs=2), cv=0, progress=False,
-        pretrained=tmp_path / "a" / "last.ckpt", freeze_encoder=True)
+    result = fit(store, phenos, tmp_path / "b", tiny(epochs=2), cv=0, progress=False,
+                 pretrained=tmp_path / "a" / "last.ckpt", freeze_encoder=True)
+    assert result.metrics["frozen"] == {"encoder": True, "latents": False}
     before = load_checkpoint(tmp_path / "a" / "last.ckpt")["state_dict"]
     after = load_checkpoint(tmp_path / "b" / "last.ckpt")["state_dict"]
     encoder = [k for k in before if k.startswith("model.")]

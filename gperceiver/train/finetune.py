@@ -383,6 +383,7 @@ def fit(
         "cv": cv,
         "test_fold": test_fold,
         "pretrained": None if pretrained is None else str(pretrained),
+        "frozen": {"encoder": bool(freeze_encoder), "latents": bool(freeze_latents)},
         "samples": len(sample_id),
         "variants": int(ds.sizes[schema.VARIANTS]),
         "lines": {"train": int(train_mask.any(axis=1).sum()),
