@@ -477,10 +477,7 @@ class Predictor:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Predictor:
         """From a fit checkpoint, or a run folder holding best.ckpt (else last.ckpt)."""
-        path = Path(path)
-        if path.is_dir():
-            best = path / engine.BEST
-            path = best if best.is_file() else path / engine.LAST
+        path = checkpoint_path(path)
         model, info, ckpt = load_model(path)
         meta = ckpt.get(FINETUNE_KEY)
         if not isinstance(meta, dict):
