@@ -197,7 +197,9 @@ def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
     """`predictions.tsv` (name, block, [cv,] observed, predicted, ...); unobserved rows kept."""
     path = Path(path)
     table = _read_tsv(path, "predictions file", PREDICTION_COLUMNS, dtype={"name": str})
-    table["block"] = table["block"].astype(str)  # integers or names, as the phenotypes had
+    numbers = pd.to_numeric(table["block"], errors="coerce")  # integers or names, as the
+    integral = numbers.notna().all() and (numbers == numbers.round()).all()  # phenotypes had
+    table["block"] = numbers.astype(int) if integral else table["block"].astype(str)
     table["predicted"] = _numeric(path, table, "predicted", allow_empty=False)
     table["observed"] = _numeric(path, table, "observed", allow_empty=True)
     if "cv" in table.columns:

@@ -164,8 +164,9 @@ def _rows(path: Path) -> tuple[list[_Row], bool]:
 # ---------------------------------------------------------------- aligning to the store
 
 
-def _block_labels(path: Path, rows: list[_Row]) -> list[int] | list[str]:
-    """The blocks in output order: integers ascending (a note on gaps), else names sorted."""
+def _block_labels(path: Path, rows: list[_Row]) -> tuple[list[int] | list[str], dict[str, int]]:
+    """The blocks in output order: integers ascending (a note on gaps), else names sorted;
+    and each block cell's output (so that '07' and '7' are one block)."""
     texts = {row.block for row in rows}
     numbers = {}
     for text in texts:
@@ -185,11 +186,12 @@ def _block_labels(path: Path, rows: list[_Row]) -> list[int] | list[str]:
             warnings.warn(f"{path}: blocks {_listed(labels)} are not numbered 0..{len(labels) - 1}"
                           f"; they are the model's outputs 0..{len(labels) - 1} in this order",
                           Note, stacklevel=3)
-        return labels
+        output = {number: k for k, number in enumerate(labels)}
+        return labels, {text: output[number] for text, number in numbers.items()}
     labels = sorted(texts)
     warnings.warn(f"{path}: block names {_listed(labels)} are the model's outputs "
                   f"0..{len(labels) - 1} in this order", Note, stacklevel=3)
-    return labels
+    return labels, {text: k for k, text in enumerate(labels)}
 
 
 def _listed(labels: list) -> str:
@@ -202,8 +204,9 @@ def read_phenotypes(
 ) -> xr.Dataset:
     """Read phenotype TSV `path` aligned to the store's `sample_id` (in that order).
 
-    Returns a Dataset with dims (samples, blocks): `response` (float32, NaN =
-    unobserved) and `cv` (int32, -1 = none), coordinates `sample_id` and `block`,
+    Returns a Dataset with dims (samples, blocks): `response` (float32, the line mean;
+    NaN = unobserved), `n_obs` (int32, rows averaged) and `cv` (int32, -1 = none),
+    coordinates `sample_id` and `block` (the file's labels),
     and attrs counting what was read and skipped. `cv=K` marks rows with cv == K as
     the validation set (recorded in attrs["cv"]); it needs a cv column and at least
     one such row.
@@ -211,8 +214,7 @@ def read_phenotypes(
     path = Path(path)
     names = np.asarray([str(s) for s in sample_id], dtype=object)
     rows, has_cv = _rows(path)
-    labels = _block_labels(path, rows)
-    column = {str(label): k for k, label in enumerate(labels)}
+    labels, column = _block_labels(path, rows)
     n_blocks = len(labels)
 
     position = {name: i for i, name in enumerate(names)}
@@ -231,7 +233,7 @@ def read_phenotypes(
         if math.isnan(row.response):
             empty += 1
             continue
-        b = column[str(int(row.block)) if isinstance(labels[0], int) else row.block]
+        b = column[row.block]
         if n_obs[i, b] and folds[i, b] != row.cv:
             raise InputFormatError(
                 path, f"'{row.name}' has cv {row.cv} here but cv {folds[i, b]} on line "
