@@ -237,7 +237,7 @@ def test_legacy_checkpoint_starts_from_its_weights_and_refusals_leave_nothing(tm
                        tmp_path / "m", "--checkpoint", tmp_path / "pre", "--nepochs", 1,
                        "--cv", 1, "-q", cwd=tmp_path)
     assert finetuned.returncode == 0, finetuned.stderr
-    assert "--checkpoint: the encoder starts from its weights" in finetuned.stderr
+    assert "--checkpoint: the encoder started from its weights" in finetuned.stderr
     _, info, _ = load_model(tmp_path / "m" / "best.ckpt")
     assert info.params.num_latents == start.params.num_latents == 6
     flag = script("pretrain", chroms, markers, "--model", tmp_path / "x", "--nepochs", 0)

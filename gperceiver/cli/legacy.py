@@ -129,13 +129,17 @@ def _note(text: str) -> None:
 
 def _params(args: argparse.Namespace, which: int, extra: dict[str, tuple[Any, Any]]):
     """Params: each flag when given, else --params, else the original's default.
-    `extra`: our key -> (flag value or None, the original's default or None)."""
+    `which`: 0 pretrain (its own flags too), 1 finetune; `extra`: our key -> (flag value
+    or None, the original's default or None)."""
     from gperceiver.train.params import load_params
 
     params = load_params(args.params, original=True)
+    tables = [(flag, key, defaults[which]) for flag, key, _, defaults, _ in TRAINING_FLAGS]
+    if which == 0:
+        tables += [(flag, key, default) for flag, key, _, default, _ in PRETRAIN_FLAGS]
     values: dict[str, tuple[Any, Any]] = {
-        key: (getattr(args, flag[2:].replace("-", "_")), defaults[which])
-        for flag, key, _, defaults, _ in TRAINING_FLAGS}
+        key: (getattr(args, flag[2:].replace("-", "_")), default)
+        for flag, key, default in tables}
     values.update(extra)
     changes = {}
     for key, (given, default) in values.items():
@@ -148,7 +152,7 @@ def _params(args: argparse.Namespace, which: int, extra: dict[str, tuple[Any, An
     try:
         return params.replace(**changes)
     except UsageError as e:  # name the flag the user gave, not our key
-        flags = {key: flag for flag, key, *_ in (*TRAINING_FLAGS, *PRETRAIN_FLAGS)}
+        flags = {key: flag for flag, key, _ in tables}
         key = e.message.split(":", 1)[0]
         if key in flags and values.get(key, (None,))[0] is not None:
             raise UsageError(f"{flags[key]}{e.message[len(key):]}") from None
@@ -233,11 +237,9 @@ def pretrain_parser() -> argparse.ArgumentParser:
 def run_pretrain(args: argparse.Namespace) -> None:
     from gperceiver.train.pretrain import pretrain
 
-    extra = {key: (getattr(args, flag[2:].replace("-", "_")), default)
-             for flag, key, _, default, _ in PRETRAIN_FLAGS}
-    extra["contrastive"] = (True if args.contrastive else None, None)
-    extra["position_embed_trainable"] = (True if args.position_embed_trainable else None, None)
-    params = _params(args, 0, extra)
+    params = _params(args, 0, {
+        "contrastive": (True if args.contrastive else None, None),
+        "position_embed_trainable": (True if args.position_embed_trainable else None, None)})
     if args.ploidy_scaler is not None:
         _note("--ploidy-scaler has no effect: the loss here is a cross-entropy over whole "
               "genotypes, with no separate ploidy penalty")
@@ -305,15 +307,8 @@ def run_finetune(args: argparse.Namespace) -> None:
             _note(f"--loss {args.loss}: trains a {objective} objective with "
                   f"{'squared error' if objective == 'regression' else 'plain cross-entropy'} "
                   "here")
-    pretrained = args.pretrained
-    if args.checkpoint is not None:
-        from gperceiver.train.checkpoint import load_checkpoint
-
-        load_checkpoint(_start(args))  # a file that is no checkpoint: refused before notes
-        _note("--checkpoint: the encoder starts from its weights"
-              + (" (instead of --pretrained's)" if pretrained is not None else "")
-              + "; the block head starts afresh")
-        pretrained = _start(args)
+    start = _start(args)
+    pretrained = args.pretrained if start is None else start
     trainable = True if args.position_embed_trainable else (
         False if pretrained is not None else None)
     params = _params(args, 1, {"head": (args.block_strategy, "pool"),
@@ -330,6 +325,10 @@ def run_finetune(args: argparse.Namespace) -> None:
     _copy_outputs(args, run_dir)
     if args.predictions is not None:
         shutil.copyfile(run_dir / "predictions.tsv", args.predictions)
+    if start is not None:
+        _note("--checkpoint: the encoder started from its weights"
+              + (" (instead of --pretrained's)" if args.pretrained is not None else "")
+              + "; the block head started afresh")
     report_fit(result, params.objective, cv=args.cv)
 
 
