@@ -36,14 +36,14 @@ from gperceiver.atomic import atomic_output, check_writable, is_url
 from gperceiver.errors import InputFormatError, InputNotFoundError, SystemFailure, UsageError
 from gperceiver.progress import progress_bar
 from gperceiver.progress import shown as show_progress
+from gperceiver.store import variant_ids
 
 # A samples chunk above this makes every training read decompress far more
 # samples than it uses (DESIGN: about 64-512 samples per chunk).
 MAX_TRAINING_SAMPLES_CHUNK = 512
 # VCZ fields our schema needs before frequencies are added.
-NEEDED = [
-    v for v in schema.VARIABLES.values() if v.required and v.name != "variant_allele_frequency"
-]
+NEEDED = [v for v in schema.VARIABLES.values()
+          if v.required and v.name not in ("variant_allele_frequency", "variant_id")]
 OTHER_COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
 
 
@@ -77,7 +77,12 @@ def finish_vcz(
         raise InputFormatError(where, "no samples")
     if calls.shape[0] == 0:
         raise InputFormatError(where, "no variants")
-    group["variant_id"][:] = unique_variant_ids(group)
+    ids = unique_variant_ids(group)
+    if "variant_id" not in group:  # tskit2zarr writes none
+        group.create_array("variant_id", shape=ids.shape, chunks=group["variant_position"].chunks,
+                           dtype=str, compressors=OTHER_COMPRESSOR,
+                           attributes={"_ARRAY_DIMENSIONS": [schema.VARIANTS]})
+    group["variant_id"][:] = ids
     _widen(group, "variant_contig", np.int32)
     _widen(group, "variant_position", np.int64)
     group.attrs.update(
@@ -170,37 +175,10 @@ def _drop_consolidated(path: Path) -> None:
 
 
 def unique_variant_ids(group: zarr.Group) -> np.ndarray:
-    """Variant IDs with every missing ('.', '') or repeated one made `CHROM:POS:REF:ALT`.
-
-    A name that is still taken gets `:2`, `:3`, ... appended, so the result is unique.
-    """
-    ids = np.asarray(group["variant_id"][:], dtype=object)
-    seen: set[str] = set()
-    replace = np.zeros(len(ids), dtype=bool)
-    for i, name in enumerate(ids):
-        if name in ("", ".") or name in seen:
-            replace[i] = True
-        else:
-            seen.add(name)
-    if not replace.any():
-        return ids
-    rows = np.flatnonzero(replace)
-    contigs = np.asarray(group["contig_id"][:], dtype=object)
-    contig = contigs[np.asarray(group["variant_contig"].get_orthogonal_selection(rows))]
-    pos = np.asarray(group["variant_position"].get_orthogonal_selection(rows))
-    alleles = np.asarray(
-        group["variant_allele"].get_orthogonal_selection((rows, slice(None))), dtype=object
-    )
-    for k, i in enumerate(rows):
-        ref, *alts = (a for a in alleles[k] if a != "")
-        name = f"{contig[k]}:{pos[k]}:{ref if ref else '.'}:{','.join(alts) or '.'}"
-        candidate, n = name, 1
-        while candidate in seen:
-            n += 1
-            candidate = f"{name}:{n}"
-        seen.add(candidate)
-        ids[i] = candidate
-    return ids
+    """The group's variant IDs with missing or repeated ones made (`store.variant_ids`)."""
+    ids = np.asarray(group["variant_id"][:], dtype=object) if "variant_id" in group else None
+    return variant_ids(ids, group["contig_id"][:], group["variant_contig"][:],
+                       group["variant_position"][:], group["variant_allele"][:])
 
 
 # ---------------------------------------------------------------- an existing VCZ

@@ -2,24 +2,31 @@
 
 Every converter goes create_store -> write calls -> finish_store, inside
 `gperceiver.atomic.atomic_output`, so the store appears only when complete.
+`conform` gives a store the dtypes and fill values bio2zarr writes, so plain
+`xarray.open_zarr` and sgkit read it as they read bio2zarr's own stores; it also
+upgrades stores written by earlier versions, in place (`gperceiver upgrade`).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import string
 from collections.abc import Mapping
 from typing import Any
 
 import dask.array as da
+import fsspec
+import fsspec.implementations.local
 import numcodecs
 import numpy as np
 import xarray as xr
 import zarr
 
 from converters import CONVERTER_VERSION
-from converters.frequencies import allele_frequency
 from gperceiver import schema
 from gperceiver.errors import InputFormatError
+from gperceiver.frequencies import allele_frequency
 
 ZARR_FORMAT = 2  # what bio2zarr writes by default; read by every zarr/xarray/sgkit version
 GENOTYPE_COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE)
@@ -36,21 +43,28 @@ def create_store(
     ploidy: int,
     n_alleles: int,
     variant_allele: np.ndarray | None = None,
+    position_attrs: Mapping[str, Any] | None = None,
     samples_chunk: int = schema.DEFAULT_SAMPLES_CHUNK,
     variants_chunk: int = schema.DEFAULT_VARIANTS_CHUNK,
     attrs: Mapping[str, Any] | None = None,
 ) -> zarr.Array:
-    """Write the store's labels and an empty `call_genotype`; return that array to fill."""
+    """Write the store's labels and an empty `call_genotype`; return that array to fill.
+
+    Positions become VCF's integers (`integer_positions`); `position_attrs` carries the
+    `scale` and `offset` of a store the positions were taken from (impute, filter).
+    """
     n_variants, n_samples = len(variant_id), len(sample_id)
     if variant_allele is None:
-        variant_allele = np.full((n_variants, n_alleles), "", dtype=object)
+        variant_allele = np.tile(allele_labels(n_alleles), (n_variants, 1))
+    variant_position, made = integer_positions(np.asarray(variant_position))
+    position_attrs = made or dict(position_attrs or {})
     labels = xr.Dataset(
         {
             "sample_id": (schema.SAMPLES, np.asarray(sample_id, dtype=object)),
             "variant_id": (schema.VARIANTS, np.asarray(variant_id, dtype=object)),
             "contig_id": (schema.CONTIGS, np.asarray(contig_id, dtype=object)),
             "variant_contig": (schema.VARIANTS, np.asarray(variant_contig, dtype=np.int32)),
-            "variant_position": (schema.VARIANTS, np.asarray(variant_position)),
+            "variant_position": (schema.VARIANTS, variant_position, position_attrs),
             "variant_allele": (
                 (schema.VARIANTS, schema.ALLELES),
                 np.asarray(variant_allele, dtype=object),
@@ -64,7 +78,9 @@ def create_store(
             **(attrs or {}),
         },
     )
-    labels.to_zarr(path, mode="w", zarr_format=ZARR_FORMAT, consolidated=False)
+    v_chunk, s_chunk = min(variants_chunk, n_variants) or 1, min(samples_chunk, n_samples) or 1
+    labels.to_zarr(path, mode="w", zarr_format=ZARR_FORMAT, consolidated=False,
+                   encoding=label_chunks(labels, v_chunk, s_chunk))
     group = zarr.open_group(path, mode="a", zarr_format=ZARR_FORMAT)
     calls = group.create_array(
         "call_genotype",
@@ -72,7 +88,7 @@ def create_store(
         chunks=(min(variants_chunk, n_variants), min(samples_chunk, n_samples), ploidy),
         dtype="int8",
         compressors=GENOTYPE_COMPRESSOR,
-        fill_value=schema.MISSING,
+        fill_value=None,  # as bio2zarr: -1 and -2 are data, not a mask
     )
     calls.attrs["_ARRAY_DIMENSIONS"] = list(schema.VARIABLES["call_genotype"].dims)
     return calls
@@ -108,6 +124,178 @@ def finish_store(path: str | os.PathLike, where: object = None) -> xr.Dataset:
     )
     out.attrs["_ARRAY_DIMENSIONS"] = list(schema.VARIABLES["variant_allele_frequency"].dims)
     out[:] = freq
-    zarr.consolidate_metadata(path)
+    conform(path)
     ds = xr.open_zarr(path, mask_and_scale=False, concat_characters=False)
     return schema.validate(ds, where=str(path))
+
+
+def label_chunks(labels: xr.Dataset, variants_chunk: int, samples_chunk: int) -> dict:
+    """Zarr encodings giving every label array the genotypes' variant and sample chunks,
+    as VCF Zarr readers (vcztools) require."""
+    size = {schema.VARIANTS: variants_chunk, schema.SAMPLES: samples_chunk}
+    return {name: {"chunks": tuple(size.get(d, labels.sizes[d]) or 1 for d in var.dims)}
+            for name, var in labels.variables.items()}
+
+
+def allele_labels(n_alleles: int) -> np.ndarray:
+    """Labels for alleles a source does not name (integer-coded TSVs): "A", "B", ...
+    in code order, as genotyping arrays label their two alleles, so that a VCF
+    written from the store (`vcztools view`) has a REF and an ALT."""
+    letters = string.ascii_uppercase
+    return np.array([letters[a % 26] * (1 + a // 26) for a in range(n_alleles)], dtype=object)
+
+
+def integer_positions(position: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """Positions as VCF Zarr has them (1-based integers), and attributes that say how.
+
+    Whole numbers >= 1 (base pairs) are kept. Others (cM or Mb from a map file, or
+    a 0) become `round(position x scale) + offset`: scale 10^6 for fractional
+    positions (Mb -> bp), else 1; offset 0, or what lifts the smallest to 1. The
+    attributes `scale` and `offset` give the input back as `(variant_position -
+    offset) / scale`. Order and spacing within a contig are kept, which is all the
+    model's position features use.
+    """
+    position = np.asarray(position)
+    whole = position.dtype.kind in "iu" or bool(np.all(position == np.round(position)))
+    if whole and (position.size == 0 or position.min() >= 1):
+        return _narrowest(position.astype(np.int64)), {}
+    scale = 1 if whole else 1_000_000
+    scaled = np.round(position.astype(np.float64) * scale).astype(np.int64)
+    offset = max(0, 1 - int(scaled.min())) if scaled.size else 0
+    attrs = {"scale": scale, "offset": offset,
+             "description": "position = (variant_position - offset) / scale in the input's "
+                            "units"}
+    return _narrowest(scaled + offset), attrs
+
+
+def _narrowest(position: np.ndarray) -> np.ndarray:
+    """int32 as bio2zarr writes positions, int64 where a value does not fit."""
+    if position.size == 0 or position.max() <= np.iinfo(np.int32).max:
+        return position.astype(np.int32)
+    return position
+
+
+# ---------------------------------------------------------------- VCF Zarr conventions
+
+# String arrays bio2zarr writes with fill value "" (xarray reads them as Python
+# strings, dtype object); variant_allele keeps none, as "" pads missing alleles.
+EMPTY_FILLED = ("sample_id", "contig_id", "variant_id")
+
+
+def conform(path: str | os.PathLike) -> list[str]:
+    """Give the local zarr v2 store at `path` bio2zarr's dtypes and fill values; return
+    what changed, one phrase each (empty when the store conforms already).
+
+    Integer and boolean arrays carry no fill value (a fill value of -1 makes xarray
+    and sgkit mask missing calls into float NaN); a chunk that was never written
+    because it held only the old fill value is written out first, so no value
+    changes. Fractional positions become integers (`integer_positions`); string
+    labels get bio2zarr's fill values. Each array's metadata file is replaced
+    atomically, and the store reads correctly after every step.
+    """
+    path = os.fspath(path)
+    group = zarr.open_group(path, mode="r+", zarr_format=ZARR_FORMAT, use_consolidated=False)
+    fs, root = fsspec.core.url_to_fs(path)
+    changed = []
+    position = group["variant_position"] if "variant_position" in group else None
+    if position is not None and position.dtype.kind == "f":
+        values, attrs = integer_positions(position[:])
+        dims = position.attrs.get("_ARRAY_DIMENSIONS", [schema.VARIANTS])
+        fresh = group.create_array(
+            "variant_position", shape=values.shape, chunks=position.chunks,
+            dtype=values.dtype, compressors=numcodecs.Blosc(cname="zstd", clevel=5),
+            fill_value=None, attributes={"_ARRAY_DIMENSIONS": dims, **attrs},
+            overwrite=True)
+        fresh[:] = values
+        changed.append(f"variant_position {position.dtype} -> {values.dtype}")
+    alleles = group["variant_allele"] if "variant_allele" in group else None
+    if alleles is not None and alleles.size and not any(np.asarray(alleles[:]).ravel() != ""):
+        alleles[:] = np.tile(allele_labels(alleles.shape[1]), (alleles.shape[0], 1))
+        changed.append("variant_allele labelled " + "/".join(allele_labels(alleles.shape[1])))
+    changed += _rechunk_labels(group)
+    for name, array in group.arrays():
+        meta = array.metadata
+        kind = array.dtype.kind
+        if kind in "iub" and meta.fill_value is not None:
+            _write_absent_chunks(array, fs, f"{root}/{name}")
+            _set_fill(fs, f"{root}/{name}", None)
+            changed.append(f"{name} fill value {meta.fill_value} -> none")
+        elif kind in "OUT" and name in EMPTY_FILLED and meta.fill_value != "":
+            _set_fill(fs, f"{root}/{name}", "")
+            changed.append(f"{name} fill value {meta.fill_value!r} -> ''")
+    zarr.consolidate_metadata(path)
+    return changed
+
+
+def _rechunk_labels(group: zarr.Group) -> list[str]:
+    """Rewrite 1-d and 2-d label arrays whose variant or sample chunks differ from the
+    genotypes' (earlier versions wrote each label array as one chunk)."""
+    calls = group["call_genotype"]
+    size = {schema.VARIANTS: calls.chunks[0], schema.SAMPLES: calls.chunks[1]}
+    changed = []
+    for name, array in list(group.arrays()):
+        dims = array.attrs.get("_ARRAY_DIMENSIONS", [])
+        if name.startswith("call_") or array.ndim > 2 or not set(dims) & set(size):
+            continue
+        want = tuple(min(size.get(d, n), n) or 1 for d, n in zip(dims, array.shape, strict=True))
+        if tuple(array.chunks) == want:
+            continue
+        values, meta = array[:], array.metadata
+        fresh = group.create_array(
+            name, shape=array.shape, chunks=want, dtype=array.dtype,
+            compressors=meta.compressor, filters=meta.filters, fill_value=meta.fill_value,
+            attributes=array.attrs.asdict(), overwrite=True)
+        fresh[:] = values
+        changed.append(f"{name} rechunked to {want[0]}")
+    return changed
+
+
+def _write_absent_chunks(array: zarr.Array, fs, folder: str) -> None:
+    """Write every chunk that exists only as the fill value, so that value stays."""
+    fill = array.metadata.fill_value
+    separator = array.metadata.dimension_separator or "."
+    grid = [-(-n // c) for n, c in zip(array.shape, array.chunks, strict=True)]
+    present = {name.rsplit("/", 1)[-1] for name in fs.ls(folder, detail=False)}
+    absent = [index for index in np.ndindex(*grid)
+              if separator.join(map(str, index)) not in present]
+    if not absent:
+        return
+    writable = array.with_config({"write_empty_chunks": True})
+    for index in absent:
+        region = tuple(slice(i * c, min(n, (i + 1) * c))
+                       for i, c, n in zip(index, array.chunks, array.shape, strict=True))
+        writable[region] = np.full([s.stop - s.start for s in region], fill, array.dtype)
+
+
+def _set_fill(fs, folder: str, fill: object) -> None:
+    """Replace the fill value in the `.zarray` in `folder`, in one write (atomic, by
+    rename, on a local disk; one PUT on object storage)."""
+    meta_path = f"{folder}/.zarray"
+    with fs.open(meta_path) as f:
+        meta = json.load(f)
+    meta["fill_value"] = fill
+    text = json.dumps(meta, indent=4)
+    if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+        tmp = meta_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, meta_path)
+    else:
+        fs.pipe_file(meta_path, text.encode())
+
+
+def upgrade_store(path: str | os.PathLike) -> list[str]:
+    """Bring a genotype store written by an earlier gperceiver to today's conventions,
+    in place (`conform`); return what changed. The store must open as a store."""
+    from gperceiver.store import open_store
+
+    path = os.fspath(path)
+    ds = open_store(path)
+    if zarr.open_group(path, mode="r").metadata.zarr_format != ZARR_FORMAT:
+        raise InputFormatError(path, "a zarr v3 store: `gperceiver convert vcz` rewrites it")
+    del ds
+    changed = conform(path)
+    if changed:
+        zarr.open_group(path, mode="r+").attrs["converter_version"] = CONVERTER_VERSION
+        zarr.consolidate_metadata(path)
+    return changed

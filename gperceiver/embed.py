@@ -130,7 +130,7 @@ def _labels(ds: xr.Dataset, ckpt, store, params) -> xr.Dataset:
         if schema.is_string_dtype(values.dtype):
             values = np.asarray(values.tolist(), dtype=object)
         data[name] = (ds[name].dims, values)
-    return xr.Dataset(data, attrs={
+    return xr.Dataset(coords=data, attrs={
         "checkpoint": str(Path(ckpt).absolute()),
         "store": str(Path(store).absolute()),
         "pooling": "mean over the latents",

@@ -122,6 +122,7 @@ def impute(
             contig_id=ds["contig_id"].values, variant_contig=ds["variant_contig"].values,
             variant_position=ds["variant_position"].values,
             variant_allele=ds["variant_allele"].values,
+            position_attrs=ds["variant_position"].attrs,
             ploidy=int(ds.sizes[schema.PLOIDY]), n_alleles=int(ds.sizes[schema.ALLELES]),
             samples_chunk=s_chunk, variants_chunk=v_chunk, attrs=attrs,
         )

@@ -7,14 +7,23 @@ from typing import Any
 
 import numpy as np
 
-from converters.frequencies import missing_rate
 from gperceiver import schema
+from gperceiver.frequencies import missing_rate
+from gperceiver.qc import Filters, select
 from gperceiver.store import open_store
 
 
-def store_info(path: str | os.PathLike) -> dict[str, Any]:
-    """Summarise the store at `path`; genotypes are read chunk by chunk with Dask."""
+def store_info(path: str | os.PathLike, filters: Filters | None = None) -> dict[str, Any]:
+    """Summarise the store at `path`; genotypes are read chunk by chunk with Dask. With
+    `filters`, also what each would drop (`filters` in the result)."""
     ds = open_store(path)
+    dropped = None
+    if filters is not None and filters.active:
+        selection = select(ds, filters, where=path)
+        dropped = {"kept_samples": int(selection.samples.sum()),
+                   "kept_variants": int(selection.variants.sum()),
+                   "dropped": {flag: {what: n} for flag, (n, what) in selection.dropped.items()},
+                   "summary": selection.summary()}
     freq = ds["variant_allele_frequency"].values
     with np.errstate(invalid="ignore"):
         minor = np.nanmin(np.where(freq > 0, freq, np.nan), axis=1) if freq.size else freq
@@ -52,6 +61,7 @@ def store_info(path: str | os.PathLike) -> dict[str, Any]:
         },
         "source": ds.attrs.get("source", "unknown"),
         "converter_version": ds.attrs.get("converter_version", "unknown"),
+        **({"filters": dropped} if dropped is not None else {}),
     }
 
 
@@ -79,4 +89,6 @@ def format_info(info: dict[str, Any]) -> str:
         ("MAF histogram", "  ".join(f"{k}: {v}" for k, v in af["maf_histogram"].items())),
         ("source", f"{info['source']} (converter {info['converter_version']})"),
     ]
+    if "filters" in info:
+        rows.append(("filters", info["filters"]["summary"]))
     return "\n".join(f"{k:>16}  {v}" for k, v in rows)

@@ -13,6 +13,7 @@ import zarr
 
 from gperceiver import schema
 from gperceiver.errors import InputFormatError, InputNotFoundError
+from gperceiver.frequencies import allele_frequency
 
 
 def _exists(path: str) -> bool:
@@ -44,12 +45,93 @@ def open_store(path: str | os.PathLike, *, validate: bool = True) -> xr.Dataset:
         raise InputFormatError(path, f"not a readable Zarr genotype store ({e})") from None
     except PermissionError:
         raise InputNotFoundError(f"{path}: permission denied") from None
+    ds = _derived(ds)
     if validate:
         try:
             schema.validate(ds, where=path)
         except schema.SchemaError as e:
             raise InputFormatError(path, str(e).removeprefix(f"{path}: ")) from None
-    return _checked(ds, path)
+    return labelled(_checked(ds, path))
+
+
+def _derived(ds: xr.Dataset) -> xr.Dataset:
+    """What a VCF Zarr store written by bio2zarr lacks, derived so it trains as it is:
+    allele frequencies (lazily, with Dask) and unique variant IDs (`variant_ids`)."""
+    needed = ("call_genotype", "contig_id", "variant_contig", "variant_position",
+              "variant_allele")
+    if not all(name in ds for name in needed):
+        return ds  # the schema check names what is missing
+    if "variant_allele_frequency" not in ds:
+        frequency = allele_frequency(ds["call_genotype"].data, ds.sizes[schema.ALLELES])
+        ds = ds.assign(variant_allele_frequency=((schema.VARIANTS, schema.ALLELES), frequency))
+    ids = np.asarray(ds["variant_id"].values, dtype=object) if "variant_id" in ds else None
+    if ids is None or len(set(ids.tolist())) < len(ids) or "." in ids or "" in ids:
+        made = variant_ids(ids, ds["contig_id"].values, ds["variant_contig"].values,
+                           ds["variant_position"].values, ds["variant_allele"].values)
+        ds = ds.assign(variant_id=(schema.VARIANTS, made))
+    return ds
+
+
+def variant_ids(ids: np.ndarray | None, contig_id: np.ndarray, variant_contig: np.ndarray,
+                position: np.ndarray, alleles: np.ndarray) -> np.ndarray:
+    """Variant IDs with every missing ('.', '') or repeated one made `CHROM:POS:REF:ALT`
+    (all of them when `ids` is None); a name still taken gets `:2`, `:3`, ... appended."""
+    n = len(position)
+    ids = np.full(n, "", dtype=object) if ids is None else np.asarray(ids, dtype=object).copy()
+    seen: set[str] = set()
+    replace = np.zeros(n, dtype=bool)
+    for i, name in enumerate(ids):
+        if name in ("", ".") or name in seen:
+            replace[i] = True
+        else:
+            seen.add(name)
+    contigs = np.asarray(contig_id, dtype=object)
+    for i in np.flatnonzero(replace):
+        labels = [str(a) for a in alleles[i] if a != ""] or ["."]
+        name = (f"{contigs[variant_contig[i]]}:{position[i]}:{labels[0]}:"
+                f"{','.join(labels[1:]) or '.'}")
+        candidate, k = name, 1
+        while candidate in seen:
+            k += 1
+            candidate = f"{name}:{k}"
+        seen.add(candidate)
+        ids[i] = candidate
+    return ids
+
+
+# Dimension coordinates open_store adds, so that `ds.sel(samples=NAME)` works; they
+# are views of sample_id, variant_id and contig_id and are never written to a store.
+LABELS = {schema.SAMPLES: "sample_id", schema.VARIANTS: "variant_id",
+          schema.CONTIGS: "contig_id"}
+CONTIG_NAME = "variant_contig_name"  # each variant's contig name, indexed
+
+
+def labelled(ds: xr.Dataset) -> xr.Dataset:
+    """`ds` with its labels loaded as coordinates and indexed.
+
+    `ds.sel(samples="A1")`, `ds.sel(variants="rs123")` and
+    `ds.sel(variant_contig_name="chr2")` select by name; the per-variant labels
+    (`variant_contig`, `variant_position`) are numpy, so boolean selections such as
+    `ds.sel(variants=ds.variant_contig == 0)` work; strings are Python `str` (dtype
+    object, as sgkit expects), which `.astype(str)` and pandas take.
+    """
+    strings = {name: (ds[name].dims, np.asarray(ds[name].values, dtype=object),
+                      ds[name].attrs)
+               for name in ("sample_id", "variant_id", "contig_id", "variant_allele")}
+    ds = ds.assign(strings)
+    for name in ("variant_contig", "variant_position"):
+        ds[name] = ds[name].load()
+    contigs = strings["contig_id"][1]
+    ds = ds.set_coords([*strings, "variant_contig", "variant_position"])
+    ds = ds.assign_coords(
+        {dim: (dim, strings[name][1]) for dim, name in LABELS.items()}
+        | {CONTIG_NAME: (schema.VARIANTS, contigs[np.asarray(ds["variant_contig"].values)])})
+    return ds.set_xindex(CONTIG_NAME)
+
+
+def store_variables(ds: xr.Dataset) -> xr.Dataset:
+    """`ds` without the coordinates `labelled` added: what a store holds."""
+    return ds.drop_vars([*LABELS, CONTIG_NAME], errors="ignore").reset_coords()
 
 
 class CheckedReader:
@@ -91,7 +173,8 @@ class LocalChunks:
 
     def __init__(self, array: zarr.Array, folder: str, path: str, name: str):
         meta = array.metadata
-        self.compressor, self.fill = meta.compressor, meta.fill_value
+        self.compressor = meta.compressor
+        self.fill = 0 if meta.fill_value is None else meta.fill_value  # zarr reads None as 0
         self.separator = meta.dimension_separator or "."
         self.folder, self.path, self.name = folder, path, name
         self.shape, self.chunks = array.shape, array.chunks
@@ -151,6 +234,14 @@ def _checked(ds: xr.Dataset, path: str) -> xr.Dataset:
         ds[name] = var.copy(data=da.from_array(reader, chunks=var.data.chunks, lock=False,
                                                name=f"{name}-{path}-checked"))
     return ds
+
+
+def input_positions(ds: xr.Dataset) -> np.ndarray:
+    """Positions in the input's own units: `variant_position` undone of the `scale` and
+    `offset` a converter applied to make cM or Mb positions VCF's integers."""
+    position = ds["variant_position"]
+    scale, offset = position.attrs.get("scale", 1), position.attrs.get("offset", 0)
+    return (np.asarray(position.values, np.float64) - offset) / scale
 
 
 def store_ploidy(ds: xr.Dataset) -> int:

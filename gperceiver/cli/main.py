@@ -20,7 +20,8 @@ from gperceiver.errors import EXIT_CODE_HELP, ExitCode, GPerceiverError, GPercei
 
 # Subcommand modules, in the order --help lists them; each has register(subparsers).
 SUBCOMMANDS = [
-    "convert", "info", "pretrain", "fit", "predict", "embed", "impute", "baseline", "cv", "plot",
+    "convert", "info", "filter", "upgrade", "pretrain", "fit", "predict", "embed", "impute",
+    "baseline", "cv", "plot",
 ]
 
 
