@@ -27,7 +27,6 @@ from converters.vcz import (
     bio2zarr_errors,
     finish_vcz,
     local_output,
-    show_progress,
     via_local,
 )
 from converters.writer import ZARR_FORMAT
@@ -35,6 +34,7 @@ from gperceiver import schema
 from gperceiver.atomic import TMP_MARK, atomic_output, is_url
 from gperceiver.errors import InputFormatError, UsageError
 from gperceiver.inputs import open_binary
+from gperceiver.progress import shown as show_progress
 
 GZIP_MAGIC = b"\x1f\x8b"
 VCF_MAGIC = b"##fileformat=VCF"

@@ -35,12 +35,8 @@ from gperceiver import schema
 from gperceiver.atomic import atomic_output, check_writable, is_url
 from gperceiver.errors import InputFormatError, InputNotFoundError, SystemFailure, UsageError
 from gperceiver.progress import progress_bar
-from gperceiver.progress import shown as show_progress
 from gperceiver.store import variant_ids
 
-# A samples chunk above this makes every training read decompress far more
-# samples than it uses (DESIGN: about 64-512 samples per chunk).
-MAX_TRAINING_SAMPLES_CHUNK = 512
 # VCZ fields our schema needs before frequencies are added.
 NEEDED = [v for v in schema.VARIABLES.values()
           if v.required and v.name not in ("variant_allele_frequency", "variant_id")]
@@ -214,12 +210,12 @@ def training_chunks(
     """(variants, samples) chunks to rechunk to, or None when the store's are fine.
 
     Chunks are changed when asked for explicitly, or when a samples chunk is larger
-    than `MAX_TRAINING_SAMPLES_CHUNK`.
+    than `schema.MAX_TRAINING_SAMPLES_CHUNK`.
     """
     have_v, have_s = int(calls.chunks[0]), int(calls.chunks[1])
     want_v = variants_chunk if variants_chunk is not None else have_v
     want_s = samples_chunk if samples_chunk is not None else have_s
-    if want_s > MAX_TRAINING_SAMPLES_CHUNK and samples_chunk is None:
+    if want_s > schema.MAX_TRAINING_SAMPLES_CHUNK and samples_chunk is None:
         want_s = schema.DEFAULT_SAMPLES_CHUNK
         if variants_chunk is None:
             want_v = max(have_v, schema.DEFAULT_VARIANTS_CHUNK)
@@ -324,11 +320,14 @@ def _copy_group(
     dest = zarr.open_group(dest_path, mode="w", zarr_format=ZARR_FORMAT)
     dest.attrs.update(src.attrs.asdict())
     names = sorted(name for name, _ in src.arrays())
-    if show_progress(progress) and rechunk is not None:
-        print(
-            f"rechunking to {rechunk[0]} variants x {rechunk[1]} samples per chunk",
-            file=sys.stderr,
-        )
+    if progress and rechunk is not None:  # said unless --quiet, even without a terminal
+        have = src["call_genotype"].chunks
+        why = (f"its {have[1]:,} samples per chunk would make every training read "
+               f"decompress them all (at most {schema.MAX_TRAINING_SAMPLES_CHUNK} suit the loader)"
+               if have[1] > schema.MAX_TRAINING_SAMPLES_CHUNK and rechunk[1] != have[1]
+               else "as asked")
+        print(f"rechunking to {rechunk[0]} variants x {rechunk[1]} samples per chunk: {why}",
+              file=sys.stderr)
     bar = progress_bar(len(names), "copy", "array", progress)
     with dask.config.set(scheduler="threads", num_workers=workers):
         for name in names:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import string
 from collections.abc import Mapping
 from typing import Any
@@ -183,36 +184,36 @@ EMPTY_FILLED = ("sample_id", "contig_id", "variant_id")
 
 
 def conform(path: str | os.PathLike) -> list[str]:
-    """Give the local zarr v2 store at `path` bio2zarr's dtypes and fill values; return
-    what changed, one phrase each (empty when the store conforms already).
+    """Give the zarr v2 store at `path` bio2zarr's dtypes, fill values, label chunks and
+    region index; return what changed, one phrase each (empty when it conformed).
 
     Integer and boolean arrays carry no fill value (a fill value of -1 makes xarray
     and sgkit mask missing calls into float NaN); a chunk that was never written
     because it held only the old fill value is written out first, so no value
     changes. Fractional positions become integers (`integer_positions`); string
-    labels get bio2zarr's fill values. Each array's metadata file is replaced
-    atomically, and the store reads correctly after every step.
+    labels get bio2zarr's fill values. The consolidated metadata is dropped first
+    and written last; in between each array is replaced whole (`_replace_array`)
+    and each metadata file in one write, so the store reads correctly after every
+    step, should one fail.
     """
     path = os.fspath(path)
-    group = zarr.open_group(path, mode="r+", zarr_format=ZARR_FORMAT, use_consolidated=False)
     fs, root = fsspec.core.url_to_fs(path)
+    if fs.exists(f"{root}/.zmetadata"):
+        fs.rm(f"{root}/.zmetadata")
+    group = zarr.open_group(path, mode="r+", zarr_format=ZARR_FORMAT, use_consolidated=False)
     changed = []
     position = group["variant_position"] if "variant_position" in group else None
     if position is not None and position.dtype.kind == "f":
         values, attrs = integer_positions(position[:])
-        dims = position.attrs.get("_ARRAY_DIMENSIONS", [schema.VARIANTS])
-        fresh = group.create_array(
-            "variant_position", shape=values.shape, chunks=position.chunks,
-            dtype=values.dtype, compressors=numcodecs.Blosc(cname="zstd", clevel=5),
-            fill_value=None, attributes={"_ARRAY_DIMENSIONS": dims, **attrs},
-            overwrite=True)
-        fresh[:] = values
+        _replace_array(group, fs, root, "variant_position", values, chunks=position.chunks,
+                       attributes={**position.attrs.asdict(), **attrs})
         changed.append(f"variant_position {position.dtype} -> {values.dtype}")
     alleles = group["variant_allele"] if "variant_allele" in group else None
     if alleles is not None and alleles.size and not any(np.asarray(alleles[:]).ravel() != ""):
         alleles[:] = np.tile(allele_labels(alleles.shape[1]), (alleles.shape[0], 1))
         changed.append("variant_allele labelled " + "/".join(allele_labels(alleles.shape[1])))
-    changed += _rechunk_labels(group)
+    changed += _rechunk_labels(group, fs, root)
+    changed += _region_index(path, group)
     for name, array in group.arrays():
         meta = array.metadata
         kind = array.dtype.kind
@@ -227,7 +228,54 @@ def conform(path: str | os.PathLike) -> list[str]:
     return changed
 
 
-def _rechunk_labels(group: zarr.Group) -> list[str]:
+def _region_index(path: str, group: zarr.Group) -> list[str]:
+    """bio2zarr's `region_index` (what vcztools' -r/-t need), built by bio2zarr itself
+    from `variant_length` (the REF allele's length, 1 where it has no label), which is
+    made when missing. Rebuilt every time: a rechunked copy's old index is stale."""
+    changed = []
+    position = group["variant_position"]
+    if "variant_length" not in group:
+        ref = np.asarray(group["variant_allele"][:, 0], dtype=object)
+        length = np.array([max(1, len(str(a))) for a in ref], dtype=np.int32)
+        array = group.create_array(
+            "variant_length", shape=length.shape, chunks=position.chunks, dtype="int32",
+            compressors=numcodecs.Blosc(cname="zstd", clevel=5), fill_value=None,
+            attributes={"_ARRAY_DIMENSIONS": [schema.VARIANTS],
+                        "description": "length of the REF allele"})
+        array[:] = length
+        changed.append("variant_length written")
+    if "region_index" not in group:
+        changed.append("region_index written (vcztools -r)")
+    else:
+        del group["region_index"]
+    from bio2zarr.vcz import VcfZarrIndexer
+
+    VcfZarrIndexer(path).create_index()
+    return changed
+
+
+def _replace_array(group: zarr.Group, fs, root: str, name: str, values: np.ndarray, *,
+                   chunks: tuple[int, ...], attributes: Mapping[str, Any],
+                   **create: Any) -> None:
+    """Write `values` as array `name` beside the old one, then swap the folders (on a
+    local disk the old array is gone only once the new one is complete)."""
+    create.setdefault("compressors", numcodecs.Blosc(cname="zstd", clevel=5))
+    create.setdefault("fill_value", None)
+    fresh = group.create_array(f"{name}.new", shape=values.shape, chunks=chunks,
+                               dtype=values.dtype, attributes=dict(attributes),
+                               overwrite=True, **create)
+    fresh[:] = values
+    old, new, aside = f"{root}/{name}", f"{root}/{name}.new", f"{root}/{name}.old"
+    if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+        os.replace(old, aside)
+        os.replace(new, old)
+        shutil.rmtree(aside)
+    else:
+        fs.rm(old, recursive=True)
+        fs.mv(new, old, recursive=True)
+
+
+def _rechunk_labels(group: zarr.Group, fs, root: str) -> list[str]:
     """Rewrite 1-d and 2-d label arrays whose variant or sample chunks differ from the
     genotypes' (earlier versions wrote each label array as one chunk)."""
     calls = group["call_genotype"]
@@ -240,12 +288,10 @@ def _rechunk_labels(group: zarr.Group) -> list[str]:
         want = tuple(min(size.get(d, n), n) or 1 for d, n in zip(dims, array.shape, strict=True))
         if tuple(array.chunks) == want:
             continue
-        values, meta = array[:], array.metadata
-        fresh = group.create_array(
-            name, shape=array.shape, chunks=want, dtype=array.dtype,
-            compressors=meta.compressor, filters=meta.filters, fill_value=meta.fill_value,
-            attributes=array.attrs.asdict(), overwrite=True)
-        fresh[:] = values
+        meta = array.metadata
+        _replace_array(group, fs, root, name, array[:], chunks=want,
+                       attributes=array.attrs.asdict(), compressors=meta.compressor,
+                       filters=meta.filters, fill_value=meta.fill_value)
         changed.append(f"{name} rechunked to {want[0]}")
     return changed
 

@@ -39,7 +39,7 @@ from gperceiver.data.phenotypes import read_phenotypes, responses, split_masks
 from gperceiver.errors import UsageError
 from gperceiver.metrics import evaluate
 from gperceiver.outputs import predictions_dataset, write_run
-from gperceiver.store import open_store
+from gperceiver.store import open_view, store_name
 
 LOG_LAMBDA_RANGE = (-12.0, 12.0)  # natural log; lambda from 6e-6 to 1.6e5
 GRID_POINTS = 97
@@ -227,10 +227,10 @@ def gblup(
 
 
 def run_gblup(
-    store: str | os.PathLike, phenotypes: str | os.PathLike, cv: int | None = None
+    store: str | os.PathLike | xr.Dataset, phenotypes: str | os.PathLike, cv: int | None = None
 ) -> tuple[xr.Dataset, dict[str, Any]]:
     """GBLUP on every block: (predictions Dataset, metrics dict) ready for `outputs`."""
-    ds = open_store(store)
+    ds = open_view(store)
     phenos = read_phenotypes(phenotypes, ds["sample_id"].values, cv=cv)
     train, valid = split_masks(phenos)
     g = genomic_relationship(ds).values
@@ -258,7 +258,7 @@ def run_gblup(
     metrics = {
         "method": "gblup",
         "objective": "regression",
-        "store": str(store),
+        "store": store_name(store),
         "phenotypes": str(phenotypes),
         "cv": cv,
         "responses": responses(phenos),
@@ -280,8 +280,8 @@ def run_gblup(
 
 
 def baseline(
-    store: str | os.PathLike, phenotypes: str | os.PathLike, out_dir: str | os.PathLike,
-    cv: int | None = None, force: bool = False,
+    store: str | os.PathLike | xr.Dataset, phenotypes: str | os.PathLike,
+    out_dir: str | os.PathLike, cv: int | None = None, force: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
     """Run GBLUP and write out_dir/{predictions.tsv, metrics.json}, atomically."""
     check_writable(out_dir, force)

@@ -36,7 +36,7 @@ import zarr
 from gperceiver import __version__, schema
 from gperceiver.atomic import atomic_output, check_writable
 from gperceiver.errors import InputNotFoundError, UsageError
-from gperceiver.store import open_store
+from gperceiver.store import open_view, store_name
 
 EMBEDDING = "embedding"
 LATENTS = "latents"
@@ -53,7 +53,7 @@ COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=3)
 
 def embed(
     ckpt: str | os.PathLike,
-    store: str | os.PathLike,
+    store: str | os.PathLike | xr.Dataset,
     out: str | os.PathLike | None = None,
     *,
     latents: bool = False,
@@ -75,10 +75,10 @@ def embed(
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
     if out is not None:
         check_writable(out, force)
-    ds = open_store(store)
+    ds = open_view(store)
     ckpt = checkpoint_path(ckpt)
     model, info, _ = load_model(ckpt)
-    info.check_store(ds, str(store))
+    info.check_store(ds, store_name(store))
     try:
         model = model.to(torch.device(device))
     except (RuntimeError, AssertionError) as e:
@@ -132,7 +132,7 @@ def _labels(ds: xr.Dataset, ckpt, store, params) -> xr.Dataset:
         data[name] = (ds[name].dims, values)
     return xr.Dataset(coords=data, attrs={
         "checkpoint": str(Path(ckpt).absolute()),
-        "store": str(Path(store).absolute()),
+        "store": store_name(store if isinstance(store, xr.Dataset) else Path(store).absolute()),
         "pooling": "mean over the latents",
         "position_embed_kind": params.position_embed_kind,
         "gperceiver_version": __version__,
@@ -173,11 +173,11 @@ def _write_variant_embedding(group: zarr.Group, model) -> None:
         array[start:stop] = variant_embedding(model, start, stop)
 
 
-def encode_latents(model, store: str | os.PathLike, batch_size: int = 64,
+def encode_latents(model, store: str | os.PathLike | xr.Dataset, batch_size: int = 64,
                    progress: bool = False) -> np.ndarray:
     """Every sample's latents (samples, latents, embedding) float32 under `model`'s encoder
     (evaluation mode), in store order."""
-    n = int(open_store(store).sizes[schema.SAMPLES])
+    n = int(open_view(store).sizes[schema.SAMPLES])
     p = model.params
     arrays = {"sample_embedding": np.zeros((n, p.latent_dim), np.float32),
               "sample_latents": np.zeros((n, p.num_latents, p.latent_dim), np.float32)}

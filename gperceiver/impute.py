@@ -26,7 +26,7 @@ from gperceiver.atomic import atomic_output, check_writable
 from gperceiver.data.loader import make_loader
 from gperceiver.data.tasks import task_sizes
 from gperceiver.errors import InputFormatError
-from gperceiver.store import open_store
+from gperceiver.store import open_store, open_view, store_name
 from gperceiver.train.checkpoint import load_model
 
 
@@ -89,7 +89,7 @@ def impute_batch(model: torch.nn.Module, x_alleles: torch.Tensor, x_index: torch
 
 def impute(
     ckpt: str | os.PathLike,
-    store: str | os.PathLike,
+    store: str | os.PathLike | xr.Dataset,
     out_store: str | os.PathLike,
     *,
     batch_size: int = 16,
@@ -102,8 +102,8 @@ def impute(
     if info.task != "masked":  # only masked pretraining trains the read-outs used here
         raise InputFormatError(ckpt, f"a {info.task} checkpoint; imputation needs one from "
                                "masked pretraining (gperceiver pretrain --task masked)")
-    ds = open_store(store)
-    info.check_store(ds, str(store))
+    ds = open_view(store)
+    info.check_store(ds, store_name(store))
     check_writable(out_store, force)
     n_samples = int(ds.sizes[schema.SAMPLES])
     v_chunk, s_chunk = (int(c) for c in ds["call_genotype"].data.chunksize[:2])

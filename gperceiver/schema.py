@@ -32,6 +32,9 @@ FILL = -2
 # variant chunks.
 DEFAULT_SAMPLES_CHUNK = 256
 DEFAULT_VARIANTS_CHUNK = 10_000
+# A samples chunk above this makes every training read decompress far more samples
+# than it uses; `convert vcz` rechunks such stores, the loader warns about them.
+MAX_TRAINING_SAMPLES_CHUNK = 512
 
 FORMAT_VERSION = 1
 

@@ -12,7 +12,7 @@ import xarray as xr
 import zarr
 
 from gperceiver import schema
-from gperceiver.errors import InputFormatError, InputNotFoundError
+from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
 from gperceiver.frequencies import allele_frequency
 
 
@@ -234,6 +234,52 @@ def _checked(ds: xr.Dataset, path: str) -> xr.Dataset:
         ds[name] = var.copy(data=da.from_array(reader, chunks=var.data.chunks, lock=False,
                                                name=f"{name}-{path}-checked"))
     return ds
+
+
+def open_view(store: str | os.PathLike | xr.Dataset) -> xr.Dataset:
+    """The Dataset for a store path (`open_store`), or `store` itself when it already is
+    one: a store opened by `open_store`, or a selection of it (`ds.isel(...)`)."""
+    if isinstance(store, xr.Dataset):
+        view_indices(store)  # refuses a Dataset that is not a view of a store
+        return store
+    return open_store(store)
+
+
+def store_name(store: str | os.PathLike | xr.Dataset) -> str:
+    """How messages and metrics name a store path or a selection of a store."""
+    if not isinstance(store, xr.Dataset):
+        return os.fspath(store)
+    return (f"{store.encoding.get('source')} (a selection: {store.sizes[schema.SAMPLES]:,} "
+            f"samples x {store.sizes[schema.VARIANTS]:,} variants)")
+
+
+def view_indices(ds: xr.Dataset) -> tuple[str, np.ndarray | None, np.ndarray | None]:
+    """(store path, store sample indices, store variant indices) of a selection made on
+    a Dataset from `open_store`; None where it keeps every sample or variant.
+
+    Samples may come in any order; variants must keep the store's order (the model's
+    loci follow it), as a boolean mask, a slice or sorted indices do.
+    """
+    path = ds.encoding.get("source")
+    if path is None or schema.SAMPLES not in ds.indexes or schema.VARIANTS not in ds.indexes:
+        raise UsageError("give a store path, or a Dataset from gperceiver.open_store (or a "
+                         "selection of one): this Dataset names no store")
+    full = open_store(path)
+    found = []
+    for dim in (schema.SAMPLES, schema.VARIANTS):
+        labels = ds.indexes[dim]
+        if labels.equals(full.indexes[dim]):
+            found.append(None)
+            continue
+        index = full.indexes[dim].get_indexer(labels)
+        if (index < 0).any():
+            raise UsageError(f"{path}: {dim[:-1]} '{labels[int(np.argmax(index < 0))]}' of the "
+                             "selection is not in the store")
+        found.append(index.astype(np.int64))
+    if found[1] is not None and (np.diff(found[1]) <= 0).any():
+        raise UsageError(f"{path}: select variants in store order (a boolean mask, a slice or "
+                         "sorted indices)")
+    return str(path), found[0], found[1]
 
 
 def input_positions(ds: xr.Dataset) -> np.ndarray:

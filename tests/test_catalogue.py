@@ -103,7 +103,7 @@ def w(tmp_path_factory, example_store) -> SimpleNamespace:
     w.store_file.write_text("not a store\n")
     w.store_novar = d / "novar.zarr"
     shutil.copytree(example_store, w.store_novar)
-    shutil.rmtree(w.store_novar / "variant_allele_frequency")
+    shutil.rmtree(w.store_novar / "variant_contig")
     (w.store_novar / ".zmetadata").unlink()  # the consolidated metadata would still list it
     w.other = d / "other.zarr"
     founder_store(w.other, n_samples=40, n_variants=60, n_alleles=2)
@@ -234,7 +234,7 @@ def cases(w) -> dict[str, Case]:
         "info: no store": Case(["info", w.d / "none.zarr"], NOT_FOUND, ["none.zarr"], None),
         "info: a file, not a store": Case(["info", w.store_file], FORMAT, ["file.zarr"], None),
         "info: a variable missing": Case(["info", w.store_novar], FORMAT,
-                                         ["novar.zarr", "variant_allele_frequency"], None),
+                                         ["novar.zarr", "variant_contig"], None),
         # pretrain
         "pretrain: params not JSON": Case(
             ["pretrain", s, "-o", o, "--params", w.p_json], FORMAT,
@@ -257,7 +257,7 @@ def cases(w) -> dict[str, Case]:
             ["none.zarr"], o),
         "pretrain: store missing a variable": Case(
             ["pretrain", w.store_novar, "-o", o, "--params", w.p_ok], FORMAT,
-            ["novar.zarr", "variant_allele_frequency"], o),
+            ["novar.zarr", "variant_contig"], o),
         "pretrain: --resume a truncated last.ckpt": Case(
             ["pretrain", s, "-o", w.d / "trunc_run", "--resume"], FORMAT,
             ["trunc_run/last.ckpt"], w.d / "trunc_run",

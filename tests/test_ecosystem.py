@@ -344,3 +344,83 @@ def test_bio2zarr_stores_open_train_and_convert(tool, tree_sequence, bio2zarr_st
     converted = open_store(out)
     assert list(converted.variant_id.values) == ids
     np.testing.assert_array_equal(converted.call_genotype.values, ds.call_genotype.values)
+
+
+# ---------------------------------------------------------------- selections, unwritten
+
+
+def test_loader_reads_a_selection_as_the_filtered_store(example_store, tmp_path):
+    """`make_loader` on a lazily selected Dataset yields what it yields on the store
+    that `filter` writes for the same selection; nothing is written for the view."""
+    from gperceiver.data import make_loader
+    from gperceiver.qc import Filters, select
+
+    ds = open_store(example_store)
+    filters = Filters(maf=0.3, region="chr1,chr3:1-60000000")
+    view = select(ds, filters).view(ds).isel(samples=slice(3, 37))
+    out = tmp_path / "f.zarr"
+    from gperceiver.qc import filter_store
+
+    filter_store(example_store, out, filters, progress=False)
+    names = list(view.sample_id.values)
+    assert 0 < view.sizes["variants"] < ds.sizes["variants"]
+    a = next(iter(make_loader(view, "plain", batch_size=64, shuffle=False)))
+    b = next(iter(make_loader(out, "plain", batch_size=64, shuffle=False, samples=names)))
+    np.testing.assert_array_equal(a["x_alleles"].numpy(), b["x_alleles"].numpy())
+    np.testing.assert_array_equal(
+        a["x_alleles"].numpy() - 1, view.call_genotype.values.transpose(1, 0, 2))
+    with pytest.raises(Exception, match="store order"):
+        make_loader(ds.isel(variants=[5, 2]), "plain")
+
+
+def test_fit_trains_on_a_selection(example_store, tmp_path):
+    from gperceiver.train.finetune import fit
+    from gperceiver.train.params import Params
+
+    ds = open_store(example_store)
+    view = ds.sel(variants=ds.variant_contig != 1)
+    params = Params(latent_dim=16, num_latents=4, feedforward_dim=16, projection_dim=8,
+                    allele_embed_dim=4, position_embed_dim=4, output_dim=8,
+                    num_self_attention=1, num_encode_iters=1, num_self_attention_heads=2,
+                    batch_size=16, epochs=2)
+    result = fit(view, TEST_DATA / "phenos.tsv", tmp_path / "run", params, test_fold=0,
+                 progress=False)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "a selection: 40 samples x" in metrics["store"]
+    import torch
+
+    state = torch.load(tmp_path / "run" / "best.ckpt", weights_only=False)
+    n = int((ds.variant_contig.values != 1).sum())
+    assert any(v.shape[0] == n for v in state["state_dict"].values() if v.ndim >= 1)
+    assert result is not None
+
+
+def test_large_sample_chunks_train_with_a_warning_and_convert_says_why(tmp_path):
+    """bio2zarr's default sample chunk (10,000) holds all 600 samples here: training
+    straight from it warns, and `convert vcz` rechunks it and says why."""
+    import msprime
+
+    ts = msprime.sim_ancestry(samples=600, sequence_length=20_000, recombination_rate=1e-8,
+                              population_size=10_000, random_seed=4)
+    ts = msprime.sim_mutations(ts, rate=2e-8, random_seed=4,
+                               model=msprime.BinaryMutationModel())
+    ts.dump(tmp_path / "big.trees")
+    vcz = tmp_path / "big.vcz"
+    bio2zarr_cli("tskit2zarr", "convert", tmp_path / "big.trees", vcz)
+    assert zarr.open_group(vcz, mode="r")["call_genotype"].chunks[1] == 600
+
+    import warnings
+
+    from gperceiver.data import make_loader
+    from gperceiver.errors import GPerceiverWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        next(iter(make_loader(vcz, "masked", batch_size=4, prop_y=0.2)))
+    assert any(issubclass(w.category, GPerceiverWarning) and "600 samples per chunk" in
+               str(w.message) and "convert vcz" in str(w.message) for w in caught)
+
+    proc = run_cli("convert", "vcz", vcz, "-o", tmp_path / "big.zarr")
+    assert proc.returncode == 0, proc.stderr
+    assert "rechunking to" in proc.stderr and "its 600 samples per chunk" in proc.stderr
+    assert open_store(tmp_path / "big.zarr").call_genotype.data.chunksize[1] == 256

@@ -36,9 +36,9 @@ def test_not_a_store(tmp_path):
 def test_missing_variable_named(example_store, tmp_path):
     broken = tmp_path / "b.zarr"
     shutil.copytree(example_store, broken)
-    shutil.rmtree(broken / "variant_allele_frequency")
+    shutil.rmtree(broken / "variant_contig")
     (broken / ".zmetadata").unlink()
-    with pytest.raises(InputFormatError, match="variable 'variant_allele_frequency' is missing"):
+    with pytest.raises(InputFormatError, match="variable 'variant_contig' is missing"):
         open_store(broken)
 
 

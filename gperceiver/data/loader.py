@@ -43,12 +43,14 @@ import math
 import multiprocessing
 import os
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 
 import numba
 import numcodecs.blosc
 import numpy as np
 import torch
+import xarray as xr
 import zarr
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -56,8 +58,8 @@ from gperceiver import schema
 from gperceiver.data.handoff import Receiver, Ring
 from gperceiver.data.simd import transpose_block
 from gperceiver.data.tasks import TARGET_TASKS, TaskBuilder
-from gperceiver.errors import UsageError
-from gperceiver.store import CheckedReader, LocalChunks, open_store
+from gperceiver.errors import GPerceiverWarning, UsageError
+from gperceiver.store import CheckedReader, LocalChunks, open_store, open_view, view_indices
 
 # Aim for reads of at least this many samples when the store's sample chunks are small.
 MIN_BLOCK_SAMPLES = 256
@@ -94,7 +96,7 @@ class GenotypeDataset(IterableDataset):
 
     def __init__(
         self,
-        store: str | os.PathLike,
+        store: str | os.PathLike | xr.Dataset,
         task: str = "plain",
         *,
         batch_size: int = 16,
@@ -115,15 +117,28 @@ class GenotypeDataset(IterableDataset):
         super().__init__()
         if batch_size < 1:
             raise UsageError(f"batch size must be >= 1, got {batch_size}")
-        self.path = os.fspath(store)
-        ds = open_store(self.path)
+        ds = open_view(store)
+        if isinstance(store, xr.Dataset):
+            # a selection of a store: read only its samples and variants
+            self.path, store_samples, self.variants = view_indices(ds)
+        else:
+            self.path, store_samples, self.variants = os.fspath(store), None, None
         self.n_variants = int(ds.sizes[schema.VARIANTS])
-        self.n_samples = int(ds.sizes[schema.SAMPLES])
         self.ploidy = int(ds.sizes[schema.PLOIDY])
         self.n_alleles = int(ds.sizes[schema.ALLELES])
-        self.variants_chunk, self.samples_chunk = (
-            int(c) for c in ds["call_genotype"].data.chunksize[:2])
+        # reads address the store itself: its sample count and chunks
+        is_view = isinstance(store, xr.Dataset)
+        calls = (open_store(self.path) if is_view else ds)["call_genotype"].data
+        self.n_samples = int(calls.shape[1])
+        self.variants_chunk, self.samples_chunk = (int(c) for c in calls.chunksize[:2])
+        if self.samples_chunk > schema.MAX_TRAINING_SAMPLES_CHUNK:
+            warnings.warn(
+                f"{self.path}: {self.samples_chunk:,} samples per chunk (a bio2zarr default?): "
+                f"every read decompresses them all; `gperceiver convert vcz {self.path} -o OUT` "
+                f"rechunks it for training", GPerceiverWarning, stacklevel=2)
         self.selected = _select_samples(ds, samples, self.path)
+        if store_samples is not None:
+            self.selected = store_samples[self.selected]
         frequency = None
         if task in TARGET_TASKS:
             frequency = ds["variant_allele_frequency"].values.astype(np.float32)
@@ -243,12 +258,11 @@ class GenotypeDataset(IterableDataset):
         if out is None:
             out = np.empty((len(index), self.n_variants, self.ploidy), dtype=np.int8)
         rows = np.arange(len(index)) if rows is None else np.asarray(rows)
-        v_step, s_step = self.variants_chunk, self.samples_chunk
+        s_step = self.samples_chunk
         # positions per sample chunk: contiguous, as `index` ascends
         first, last = index[0] // s_step, index[-1] // s_step
         bounds = np.searchsorted(index, np.arange(first, last + 2) * s_step)
-        for v_chunk, start in enumerate(range(0, self.n_variants, v_step)):
-            stop = min(self.n_variants, start + v_step)
+        for v_chunk, start, stop, at, keep in self._variant_chunks():
             for s_chunk, a, b in zip(range(first, last + 1), bounds[:-1], bounds[1:],
                                      strict=True):
                 if a == b:
@@ -258,8 +272,26 @@ class GenotypeDataset(IterableDataset):
                     block = self._chunks[v_chunk, s_chunk, 0]
                 else:
                     block = self._calls[start:stop, lo : min(self.n_samples, lo + s_step), :]
-                samples_major(block, index[a:b] - lo, out, rows[a:b], start)
+                if keep is not None:
+                    block = block[keep]  # the selected variants of this chunk
+                samples_major(block, index[a:b] - lo, out, rows[a:b], at)
         return out
+
+    def _variant_chunks(self) -> Iterator[tuple[int, int, int, int, np.ndarray | None]]:
+        """(chunk, store start, store stop, first output locus, the chunk's selected rows
+        or None for all) of every variant chunk that holds a locus to read."""
+        v_step = self.variants_chunk
+        if self.variants is None:
+            for v_chunk, start in enumerate(range(0, self.n_variants, v_step)):
+                yield v_chunk, start, min(self.n_variants, start + v_step), start, None
+            return
+        chunk = self.variants // v_step
+        cuts = np.flatnonzero(np.diff(chunk)) + 1
+        for at, part in zip(np.r_[0, cuts], np.split(self.variants, cuts), strict=True):
+            v_chunk = int(part[0] // v_step)
+            start = v_chunk * v_step
+            stop = start + v_step if self._chunks is not None else int(part[-1]) + 1
+            yield v_chunk, start, stop, int(at), part - start
 
     # -- iteration --------------------------------------------------------------------
 
@@ -401,7 +433,7 @@ class GenotypeLoader(DataLoader):
 
 
 def make_loader(
-    store: str | os.PathLike,
+    store: str | os.PathLike | xr.Dataset,
     task: str = "plain",
     *,
     batch_size: int = 16,
@@ -412,6 +444,10 @@ def make_loader(
     **dataset_kwargs,
 ) -> GenotypeLoader:
     """A DataLoader of `task` batches over the store; see GenotypeDataset for options.
+
+    `store`: a path, or a Dataset from `open_store` or a selection of one
+    (`ds.isel(variants=keep)`, `Selection.view(ds)`): only its samples and variants
+    are read, and no new store is written.
 
     `prefetch_factor`: batches each worker may have ready ahead (default
     `default_prefetch`). A worker makes batches in bursts (a whole sample chunk

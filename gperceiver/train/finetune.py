@@ -45,7 +45,7 @@ from gperceiver.outputs import (
 )
 from gperceiver.plots import plot_path
 from gperceiver.progress import progress_bar
-from gperceiver.store import open_store
+from gperceiver.store import open_view, store_name
 from gperceiver.train import engine
 from gperceiver.train.checkpoint import (
     KEY,
@@ -211,7 +211,7 @@ class FitResult:
 
 
 def fit(
-    store: str | os.PathLike,
+    store: str | os.PathLike | xr.Dataset,
     phenotypes: str | os.PathLike,
     run_dir: str | os.PathLike,
     params: Params | None = None,
@@ -253,7 +253,7 @@ def fit(
     if cv is not None and test_fold is not None:
         raise UsageError("--cv K (fold K is validation) and --test-fold K (fold K is never "
                          "seen) are two ways to hold out a fold: give one")
-    ds = open_store(store)
+    ds = open_view(store)
     sample_id = [str(s) for s in ds["sample_id"].values.tolist()]
     phenos = read_phenotypes(phenotypes, sample_id, cv=cv)
     if cv is not None:
@@ -275,13 +275,13 @@ def fit(
     if pretrained is not None:
         pretrained = checkpoint_path(pretrained)
         model, pre_info, _ = load_model(pretrained)
-        pre_info.check_store(ds, str(store))
+        pre_info.check_store(ds, store_name(store))
         params = take_architecture(params, pre_info.params, str(pretrained))
         encoder_state = model.state_dict()
         if params.linear and params.objective == "regression":
             # the marker path's latent kernel: the pretrained encoder's view of every line
             latents = encode_latents(model, store, batch_size=params.batch_size)
-    params = resolve_params(params, ds, str(store))
+    params = resolve_params(params, ds, store_name(store))
 
     # the lines to predict: those with a phenotype, unless every sample is asked for
     wanted = None if predict_all else np.flatnonzero(~np.isnan(response).all(axis=1))
@@ -378,7 +378,7 @@ def fit(
         "objective": params.objective,
         "head": params.head,
         "linear": linear is not None,
-        "store": str(store),
+        "store": store_name(store),
         "phenotypes": str(phenotypes),
         "cv": cv,
         "test_fold": test_fold,
@@ -501,14 +501,14 @@ class Predictor:
             predictor.latent_model.load_state_dict(meta["latent_encoder"])
         return predictor
 
-    def predict(self, store: str | os.PathLike, *, batch_size: int | None = None,
+    def predict(self, store: str | os.PathLike | xr.Dataset, *, batch_size: int | None = None,
                 progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """(predicted (samples, blocks), probabilities (samples, blocks, classes) or None).
 
         With a linear path: its prediction plus the Perceiver's, scaled per block.
         """
-        ds = open_store(store)
-        self.info.check_store(ds, str(store))
+        ds = open_view(store)
+        self.info.check_store(ds, store_name(store))
         deep, probs = self.predict_encoder(store, batch_size=batch_size, progress=progress)
         if self.linear is None:
             return deep, probs
@@ -519,13 +519,14 @@ class Predictor:
         return self.linear.predict(ds, latents) + self.deep_scale * deep, probs
 
     @torch.no_grad()
-    def predict_encoder(self, store: str | os.PathLike, *, batch_size: int | None = None,
+    def predict_encoder(self, store: str | os.PathLike | xr.Dataset, *,
+                        batch_size: int | None = None,
                         progress: bool = True, samples: np.ndarray | None = None
                         ) -> tuple[np.ndarray, np.ndarray | None]:
         """The Perceiver's own outputs for every sample of `store` (or those at `samples`,
         the others NaN), as `predict` returns them."""
         engine.reuse_freed_memory()
-        n = int(open_store(store).sizes[schema.SAMPLES])
+        n = int(open_view(store).sizes[schema.SAMPLES])
         p = self.info.params
         # every sample, here: also after a DDP fit, whose process group is still up
         size = p.batch_size if batch_size is None else batch_size  # 0 is refused, not default
@@ -570,7 +571,8 @@ def class_probabilities(objective: str, out: torch.Tensor) -> torch.Tensor:
 
 
 def predict(
-    model: str | os.PathLike, store: str | os.PathLike, output: str | os.PathLike | None = None,
+    model: str | os.PathLike, store: str | os.PathLike | xr.Dataset,
+    output: str | os.PathLike | None = None,
     *, batch_size: int | None = None, force: bool = False, progress: bool = True,
 ) -> xr.Dataset:
     """Predict every sample of `store` for every block; write a TSV when `output` is given.
@@ -579,7 +581,7 @@ def predict(
     """
     predictor = Predictor.load(model)
     predicted, probs = predictor.predict(store, batch_size=batch_size, progress=progress)
-    ds = open_store(store)
+    ds = open_view(store)
     out = xr.Dataset(
         {"predicted": (("samples", "blocks"), predicted)},
         coords={"sample_id": ("samples", [str(s) for s in ds["sample_id"].values.tolist()]),

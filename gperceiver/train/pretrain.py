@@ -21,11 +21,12 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+import xarray as xr
 
 from gperceiver import schema
 from gperceiver.data.loader import make_loader
 from gperceiver.errors import UsageError
-from gperceiver.store import open_store
+from gperceiver.store import open_view, store_name
 from gperceiver.train import engine
 from gperceiver.train.checkpoint import KEY, ModelInfo, build_model, load_model, take_architecture
 from gperceiver.train.params import Params
@@ -162,7 +163,7 @@ class PretrainResult:
 
 
 def pretrain(
-    store: str | os.PathLike,
+    store: str | os.PathLike | xr.Dataset,
     run_dir: str | os.PathLike,
     task: str | None = None,
     params: Params | None = None,
@@ -188,13 +189,13 @@ def pretrain(
     `num_nodes` and `strategy` ("ddp") train data-parallel (see `engine`).
     """
     params = params or Params()
-    ds = open_store(store)
+    ds = open_view(store)
     start = None
     if init is not None:
         start, start_info, _ = load_model(init)
-        start_info.check_store(ds, str(store))
+        start_info.check_store(ds, store_name(store))
         params = take_architecture(params, start_info.params, str(init))
-    params = resolve_params(params, ds, str(store))
+    params = resolve_params(params, ds, store_name(store))
     task = task or ("contrastive" if params.contrastive else "masked")
     if task not in TASKS:
         raise UsageError(f"unknown pretraining task '{task}' (one of {', '.join(TASKS)})")
