@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
+from dask.callbacks import Callback
 from tqdm import tqdm
 
 
@@ -25,3 +26,26 @@ def progress_bar(total: int | None, desc: str, unit: str, enabled: bool = True) 
     """A tqdm bar on stderr following the rule above."""
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not shown(enabled),
                 dynamic_ncols=True)
+
+
+class DaskProgress(Callback):
+    """A bar over the tasks of Dask computations run on a local scheduler (threads),
+    used as a context manager around `compute`; a distributed cluster shows its own
+    dashboard instead."""
+
+    def __init__(self, desc: str, enabled: bool = True):
+        super().__init__()
+        self.desc, self.enabled, self.bar = desc, enabled, None
+
+    def _start_state(self, dsk, state) -> None:
+        total = sum(len(state[k]) for k in ("ready", "waiting", "running", "finished"))
+        self.bar = progress_bar(total, self.desc, "task", self.enabled)
+
+    def _posttask(self, key, result, dsk, state, worker_id) -> None:
+        if self.bar is not None:
+            self.bar.update()
+
+    def _finish(self, dsk, state, errored) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

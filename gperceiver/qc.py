@@ -25,6 +25,7 @@ import xarray as xr
 
 from gperceiver import schema
 from gperceiver.errors import InputFormatError, InputNotFoundError, Note, UsageError
+from gperceiver.progress import DaskProgress, progress_bar
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,10 @@ class Selection:
         return kept + (f" (dropped {', '.join(drops)})" if drops else "")
 
 
-def select(ds: xr.Dataset, filters: Filters, *, where: object = "store") -> Selection:
-    """Apply `filters` to the store `ds`; genotypes are read chunk by chunk (Dask)."""
+def select(ds: xr.Dataset, filters: Filters, *, where: object = "store",
+           progress: bool = False) -> Selection:
+    """Apply `filters` to the store `ds`; genotypes are read chunk by chunk (Dask), with
+    a progress bar when `progress`."""
     samples = np.ones(ds.sizes[schema.SAMPLES], dtype=bool)
     variants = np.ones(ds.sizes[schema.VARIANTS], dtype=bool)
     dropped: dict[str, tuple[int, str]] = {}
@@ -101,14 +104,17 @@ def select(ds: xr.Dataset, filters: Filters, *, where: object = "store") -> Sele
     calls = ds["call_genotype"].data
     if filters.min_call_rate is not None:
         part = calls[np.flatnonzero(variants)] if not variants.all() else calls
-        called, present = da.compute((part >= 0).sum(axis=(0, 2)), (part >= -1).sum(axis=(0, 2)))
+        with DaskProgress("call rates", progress):
+            called, present = da.compute((part >= 0).sum(axis=(0, 2)),
+                                         (part >= -1).sum(axis=(0, 2)))
         with np.errstate(invalid="ignore", divide="ignore"):
             rate = np.where(present > 0, called / np.maximum(present, 1), 0.0)
         drop("--min-call-rate", samples, rate >= filters.min_call_rate, "samples")
     if not samples.any():
         raise UsageError(f"{where}: the filters drop every sample")
     if filters.max_missing is not None or filters.maf is not None:
-        missing, frequency = _variant_statistics(calls, samples, ds.sizes[schema.ALLELES])
+        with DaskProgress("variant statistics", progress):
+            missing, frequency = _variant_statistics(calls, samples, ds.sizes[schema.ALLELES])
         if filters.max_missing is not None:
             drop("--max-missing", variants, missing <= filters.max_missing, "variants")
         if filters.maf is not None:
@@ -205,7 +211,7 @@ def filter_store(store: str | os.PathLike, output: str | os.PathLike, filters: F
         raise UsageError("no filter given (--maf, --max-missing, --min-call-rate, --keep, "
                          "--remove, --contigs or --region)")
     ds = open_store(store)
-    selection = select(ds, filters, where=store)
+    selection = select(ds, filters, where=store, progress=progress)
     view = selection.view(ds)
     calls = ds["call_genotype"].data
     v_chunk, s_chunk = (int(c) for c in calls.chunksize[:2])
@@ -232,8 +238,6 @@ def filter_store(store: str | os.PathLike, output: str | os.PathLike, filters: F
 def _copy_calls(calls: da.Array, out, progress: bool) -> None:
     """Stream the selected calls into `out`, one output chunk at a time (memory: a
     chunk, whatever the panel's size)."""
-    from gperceiver.progress import progress_bar
-
     v_step, s_step = out.chunks[:2]
     n_variants, n_samples = calls.shape[:2]
     bar = progress_bar(n_variants, "filter", "variant", progress)
