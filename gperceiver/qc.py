@@ -70,7 +70,8 @@ class Selection:
         """One line: what is kept, and what each filter dropped."""
         kept = (f"kept {int(self.variants.sum()):,} of {len(self.variants):,} variants and "
                 f"{int(self.samples.sum()):,} of {len(self.samples):,} samples")
-        drops = [f"{n:,} {what} by {flag}" for flag, (n, what) in self.dropped.items()]
+        drops = [f"{n:,} {what if n != 1 else what[:-1]} by {flag}"
+                 for flag, (n, what) in self.dropped.items()]
         return kept + (f" (dropped {', '.join(drops)})" if drops else "")
 
 

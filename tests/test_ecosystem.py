@@ -201,7 +201,7 @@ def test_filter_writes_what_plink_would_keep_and_info_counts_it(tmp_path):
     proc = run_cli("filter", store, "-o", out, *flags)
     assert proc.returncode == 0, proc.stderr
     summary = (f"kept {variants.sum()} of 80 variants and 49 of 60 samples (dropped 10 "
-               f"samples by --keep, 1 samples by --min-call-rate")
+               f"samples by --keep, 1 sample by --min-call-rate")
     assert summary in proc.stderr
     assert "1 name(s) are not samples of the store: 'ghost'" in proc.stderr
     ds = open_store(out)
