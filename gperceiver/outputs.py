@@ -25,6 +25,7 @@ import xarray as xr
 
 from gperceiver.atomic import atomic_output
 from gperceiver.data.phenotypes import BLOCKS, NO_CV, SAMPLES, block_table
+from gperceiver.inputs import numeric_column, read_tsv
 
 CLASSES = "classes"
 PREDICTIONS_FILE = "predictions.tsv"
@@ -90,9 +91,21 @@ def write_predictions(
     return Path(path)
 
 
+PREDICTION_COLUMNS = ("name", "block", "observed", "predicted")
+
+
 def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
-    """predictions.tsv back as a DataFrame (empty cells as NA)."""
-    return pd.read_csv(path, sep="\t", dtype={"name": str, "cv": "Int64"})
+    """`predictions.tsv` (name, block, [cv,] observed, predicted, ...); unobserved rows kept."""
+    path = Path(path)
+    table = read_tsv(path, "predictions file", PREDICTION_COLUMNS, dtype={"name": str})
+    numbers = pd.to_numeric(table["block"], errors="coerce")  # integers or names, as the
+    integral = numbers.notna().all() and (numbers == numbers.round()).all()  # phenotypes had
+    table["block"] = numbers.astype(int) if integral else table["block"].astype(str)
+    table["predicted"] = numeric_column(path, table, "predicted", allow_empty=False)
+    table["observed"] = numeric_column(path, table, "observed", allow_empty=True)
+    if "cv" in table.columns:
+        table["cv"] = pd.to_numeric(table["cv"], errors="coerce")
+    return table
 
 
 def _plain(value: Any) -> Any:

@@ -26,6 +26,10 @@ from matplotlib.ticker import MaxNLocator
 from gperceiver import schema
 from gperceiver.atomic import atomic_output, check_writable
 from gperceiver.errors import CannotWriteError, InputFormatError, InputNotFoundError, UsageError
+from gperceiver.frequencies import missingness
+from gperceiver.inputs import numeric_column, read_tsv
+from gperceiver.metrics import pearson_r
+from gperceiver.outputs import read_predictions
 
 DPI = 100
 GREY = "#c8c8c8"
@@ -67,42 +71,6 @@ def _strings(arr: xr.DataArray) -> np.ndarray:
     return np.asarray([str(v) for v in np.asarray(arr.values).tolist()], dtype=str)
 
 
-def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation; NaN with fewer than 2 points or a constant side."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if x.size < 2 or np.std(x) == 0 or np.std(y) == 0:
-        return float("nan")
-    return float(np.corrcoef(x, y)[0, 1])
-
-
-def _read_tsv(path: Path, what: str, required: Sequence[str], **kwargs) -> pd.DataFrame:
-    """Read a tab-separated file with a header; one clear line when it is not one."""
-    if not path.is_file():
-        raise InputNotFoundError(f"{path}: no such {what}")
-    try:
-        table = pd.read_csv(path, sep="\t", **kwargs)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise InputFormatError(path, f"not a tab-separated {what} ({str(e).strip()})") from None
-    for column in required:
-        if column not in table.columns:
-            raise InputFormatError(
-                path, f"missing column '{column}' (expected {', '.join(required)})", line=1
-            )
-    return table
-
-
-def _numeric(path: Path, table: pd.DataFrame, column: str, *, allow_empty: bool) -> np.ndarray:
-    """A column as floats; the first unparsable cell is reported with its line."""
-    values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
-    bad = np.isnan(values) & (table[column].notna().to_numpy() | (not allow_empty))
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise InputFormatError(
-            path, f"'{table[column].iloc[row]}' is not a number", line=row + 2, column=column
-        )
-    return values
-
-
 # ---------------------------------------------------------------- learning curves
 
 _PREFIXES = ("train_", "training_", "val_", "valid_", "validation_", "test_")
@@ -136,7 +104,7 @@ def read_metrics(path: str | os.PathLike) -> pd.DataFrame:
     if not metrics:
         raise InputFormatError(path, "no metric columns besides epoch and step", line=1)
     for column in table.columns:
-        _numeric(path, table, column, allow_empty=True)
+        numeric_column(path, table, column, allow_empty=True)
     return table.apply(pd.to_numeric, errors="coerce")
 
 
@@ -189,23 +157,6 @@ def learning_curves_figure(metrics_csv: str | os.PathLike) -> Figure:
 
 
 # ---------------------------------------------------------------- observed vs predicted
-
-PREDICTION_COLUMNS = ("name", "block", "observed", "predicted")
-
-
-def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
-    """`predictions.tsv` (name, block, [cv,] observed, predicted, ...); unobserved rows kept."""
-    path = Path(path)
-    table = _read_tsv(path, "predictions file", PREDICTION_COLUMNS, dtype={"name": str})
-    numbers = pd.to_numeric(table["block"], errors="coerce")  # integers or names, as the
-    integral = numbers.notna().all() and (numbers == numbers.round()).all()  # phenotypes had
-    table["block"] = numbers.astype(int) if integral else table["block"].astype(str)
-    table["predicted"] = _numeric(path, table, "predicted", allow_empty=False)
-    table["observed"] = _numeric(path, table, "observed", allow_empty=True)
-    if "cv" in table.columns:
-        table["cv"] = pd.to_numeric(table["cv"], errors="coerce")
-    return table
-
 
 def validation_fold(run_dir: str | os.PathLike) -> int | None:
     """The `cv` fold a run held out, as its metrics.json (fit, baseline) records it."""
@@ -290,7 +241,7 @@ def pca(x: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray]:
 def read_labels(path: str | os.PathLike) -> pd.Series:
     """A sample label file (TSV with columns `name` and `label`) as name -> label."""
     path = Path(path)
-    table = _read_tsv(path, "label file", ("name", "label"), dtype=str, keep_default_na=False)
+    table = read_tsv(path, "label file", ("name", "label"), dtype=str, keep_default_na=False)
     dup = table["name"].duplicated()
     if dup.any():
         row = int(np.flatnonzero(dup.to_numpy())[0])
@@ -413,30 +364,6 @@ def _palette(n: int) -> list:
 
 
 # ---------------------------------------------------------------- genotype store
-
-
-def missingness(ds: xr.Dataset) -> xr.Dataset:
-    """Per-variant and per-sample missing rates, computed lazily (Dask) in one pass.
-
-    A rate is the share of missing copies (-1) among the non-padded copies (padding
-    is -2, mixed ploidy); NaN where nothing was called at all.
-    """
-    gt = ds["call_genotype"].data
-    if not isinstance(gt, da.Array):
-        gt = da.from_array(np.asarray(gt))
-    missing = gt == schema.MISSING
-    present = gt >= schema.MISSING
-    sums = [
-        missing.sum(axis=(1, 2), dtype=np.int64), present.sum(axis=(1, 2), dtype=np.int64),
-        missing.sum(axis=(0, 2), dtype=np.int64), present.sum(axis=(0, 2), dtype=np.int64),
-    ]
-    with dask.config.set(scheduler="threads"):
-        vm, vp, sm, sp = dask.compute(*sums)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return xr.Dataset({
-            "variant_missing_rate": ((schema.VARIANTS,), vm / np.where(vp == 0, np.nan, vp)),
-            "sample_missing_rate": ((schema.SAMPLES,), sm / np.where(sp == 0, np.nan, sp)),
-        })
 
 
 def folded_spectrum(ds: xr.Dataset, bins: int = 25) -> tuple[np.ndarray, np.ndarray, int]:

@@ -14,7 +14,7 @@ import xarray as xr
 from matplotlib.image import imread
 from scipy import stats
 
-from gperceiver import plots
+from gperceiver import frequencies, plots
 from gperceiver.errors import CannotWriteError, ExitCode, GPerceiverError
 from gperceiver.store import open_store
 from tests.conftest import TEST_DATA
@@ -192,7 +192,7 @@ def test_missingness_matches_numpy_with_padded_copies():
         [[0, 1], [-1, 0], [1, -2]],
         [[-1, -1], [0, 0], [-1, -2]],
     ], dtype=np.int8)  # (variants, samples, ploidy); -2 = padded copy of a haploid sample
-    rates = plots.missingness(xr.Dataset({"call_genotype": (("variants", "samples", "ploidy"),
+    rates = frequencies.missingness(xr.Dataset({"call_genotype": (("variants", "samples", "ploidy"),
                                                             gt)}))
     np.testing.assert_allclose(rates["variant_missing_rate"], [1 / 5, 3 / 5])
     np.testing.assert_allclose(rates["sample_missing_rate"], [2 / 4, 1 / 4, 1 / 2])
@@ -201,7 +201,7 @@ def test_missingness_matches_numpy_with_padded_copies():
 def test_store_statistics_match_the_calls(example_store):
     ds = open_store(example_store)
     gt = ds["call_genotype"].values
-    rates = plots.missingness(ds)
+    rates = frequencies.missingness(ds)
     np.testing.assert_allclose(rates["variant_missing_rate"], (gt == -1).mean(axis=(1, 2)))
     np.testing.assert_allclose(rates["sample_missing_rate"], (gt == -1).mean(axis=(0, 2)))
     assert rates["sample_missing_rate"].max() > 0  # test_data has missing calls
