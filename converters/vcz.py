@@ -80,7 +80,7 @@ def finish_vcz(
                            attributes={"_ARRAY_DIMENSIONS": [schema.VARIANTS]})
     group["variant_id"][:] = ids
     _widen(group, "variant_contig", np.int32)
-    _widen(group, "variant_position", np.int64)
+    _widen(group, "variant_position", np.int32)
     group.attrs.update(
         {
             "ploidy": int(calls.shape[2]),

@@ -90,8 +90,12 @@ def create_store(
         dtype="int8",
         compressors=GENOTYPE_COMPRESSOR,
         fill_value=None,  # as bio2zarr: -1 and -2 are data, not a mask
+        # every chunk reaches the disk, even all 0/0 ones, so that a lost chunk is
+        # an error (schema.EVERY_CHUNK) and not a silent block of 0/0 calls
+        config={"write_empty_chunks": True},
+        attributes={"_ARRAY_DIMENSIONS": list(schema.VARIABLES["call_genotype"].dims),
+                    schema.EVERY_CHUNK: True},
     )
-    calls.attrs["_ARRAY_DIMENSIONS"] = list(schema.VARIABLES["call_genotype"].dims)
     return calls
 
 
@@ -214,6 +218,11 @@ def conform(path: str | os.PathLike) -> list[str]:
         changed.append("variant_allele labelled " + "/".join(allele_labels(alleles.shape[1])))
     changed += _rechunk_labels(group, fs, root)
     changed += _region_index(path, group)
+    calls = group["call_genotype"]
+    if not calls.attrs.get(schema.EVERY_CHUNK):
+        if _write_absent_chunks(calls, fs, f"{root}/call_genotype"):
+            changed.append("call_genotype: chunks held only as the fill value written")
+        calls.attrs[schema.EVERY_CHUNK] = True
     for name, array in group.arrays():
         meta = array.metadata
         kind = array.dtype.kind
@@ -296,21 +305,21 @@ def _rechunk_labels(group: zarr.Group, fs, root: str) -> list[str]:
     return changed
 
 
-def _write_absent_chunks(array: zarr.Array, fs, folder: str) -> None:
-    """Write every chunk that exists only as the fill value, so that value stays."""
-    fill = array.metadata.fill_value
+def _write_absent_chunks(array: zarr.Array, fs, folder: str) -> int:
+    """Write every chunk that exists only as the fill value (zarr reads no fill value as
+    0), so that value stays whatever the fill value becomes; return how many."""
+    fill = array.metadata.fill_value if array.metadata.fill_value is not None else 0
     separator = array.metadata.dimension_separator or "."
     grid = [-(-n // c) for n, c in zip(array.shape, array.chunks, strict=True)]
     present = {name.rsplit("/", 1)[-1] for name in fs.ls(folder, detail=False)}
     absent = [index for index in np.ndindex(*grid)
               if separator.join(map(str, index)) not in present]
-    if not absent:
-        return
     writable = array.with_config({"write_empty_chunks": True})
     for index in absent:
         region = tuple(slice(i * c, min(n, (i + 1) * c))
                        for i, c, n in zip(index, array.chunks, array.shape, strict=True))
         writable[region] = np.full([s.stop - s.start for s in region], fill, array.dtype)
+    return len(absent)
 
 
 def _set_fill(fs, folder: str, fill: object) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -55,6 +56,12 @@ def check_writable(dest: str | os.PathLike, force: bool) -> str | Path:
         raise CannotWriteError(f"{dest}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise CannotWriteError(f"{dest}: folder {parent} is not writable")
+    try:  # os.access trusts permission bits; some file systems (/proc, read-only) say no later
+        fd, probe = tempfile.mkstemp(prefix=".gperceiver-probe-", dir=parent)
+    except OSError as e:
+        raise CannotWriteError(f"{dest}: folder {parent} is not writable ({e.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
     return dest
 
 

@@ -26,6 +26,19 @@ def allele_frequency(call_genotype: da.Array, n_alleles: int) -> da.Array:
         return (counts / da.where(total == 0, np.nan, total)).astype(np.float32)
 
 
+def minor_allele_frequency(frequency: np.ndarray) -> np.ndarray:
+    """Per variant, 1 - the most frequent allele's frequency (plink 2's MAF, also for
+    multi-allelic sites); 0 where nothing was called."""
+    with np.errstate(invalid="ignore"):
+        major = np.max(np.nan_to_num(np.asarray(frequency, np.float64), nan=-1.0), axis=1)
+    return np.where(major >= 0, 1.0 - major, 0.0) if major.size else major
+
+
+# A frequency computed from counts, compared with a threshold: k/n equal to X in exact
+# arithmetic must pass `>= X` (1 - 0.9 is 0.09999999999999998 in floating point).
+TOLERANCE = 1e-9
+
+
 def missing_rate(call_genotype: da.Array) -> da.Array:
     """Share of missing copies (-1) among all non-padded copies (padding is -2)."""
     missing = (call_genotype == -1).sum(dtype=np.int64)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from gperceiver import schema
-from gperceiver.frequencies import missing_rate
+from gperceiver.frequencies import minor_allele_frequency, missing_rate
 from gperceiver.qc import Filters, select
 from gperceiver.store import open_store
 
@@ -19,16 +19,13 @@ def store_info(path: str | os.PathLike, filters: Filters | None = None) -> dict[
     ds = open_store(path)
     dropped = None
     if filters is not None and filters.active:
-        selection = select(ds, filters, where=path)
+        selection = select(ds, filters, where=path, allow_empty=True)
         dropped = {"kept_samples": int(selection.samples.sum()),
                    "kept_variants": int(selection.variants.sum()),
                    "dropped": {flag: {what: n} for flag, (n, what) in selection.dropped.items()},
                    "summary": selection.summary()}
-    freq = ds["variant_allele_frequency"].values
-    with np.errstate(invalid="ignore"):
-        minor = np.nanmin(np.where(freq > 0, freq, np.nan), axis=1) if freq.size else freq
-        polymorphic = (np.sum(freq > 0, axis=1) >= 2)
-    maf = np.where(polymorphic, minor, 0.0)
+    maf = minor_allele_frequency(ds["variant_allele_frequency"].values)
+    polymorphic = maf > 0
     miss = float(missing_rate(ds["call_genotype"].data).compute())
     contigs = ds["contig_id"].values
     per_contig = np.bincount(ds["variant_contig"].values, minlength=len(contigs))

@@ -25,6 +25,7 @@ import xarray as xr
 
 from gperceiver import schema
 from gperceiver.errors import InputFormatError, InputNotFoundError, Note, UsageError
+from gperceiver.frequencies import TOLERANCE, minor_allele_frequency
 from gperceiver.progress import DaskProgress, progress_bar
 
 
@@ -41,12 +42,11 @@ class Filters:
     region: str | None = None  # keep variants in CHR[:START-END][,...] (store positions)
 
     def __post_init__(self) -> None:
-        for name in ("maf", "max_missing", "min_call_rate"):
+        for name, top in (("maf", 0.5), ("max_missing", 1), ("min_call_rate", 1)):
             value = getattr(self, name)
-            if value is not None and not 0 <= value <= 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be within 0..1, got {value}")
-        if self.maf is not None and self.maf > 0.5:
-            raise UsageError(f"--maf must be within 0..0.5, got {self.maf}")
+            if value is not None and not 0 <= value <= top:
+                raise UsageError(f"--{name.replace('_', '-')} must be within 0..{top}, "
+                                 f"got {value}")
 
     @property
     def active(self) -> bool:
@@ -76,9 +76,10 @@ class Selection:
 
 
 def select(ds: xr.Dataset, filters: Filters, *, where: object = "store",
-           progress: bool = False) -> Selection:
+           progress: bool = False, allow_empty: bool = False) -> Selection:
     """Apply `filters` to the store `ds`; genotypes are read chunk by chunk (Dask), with
-    a progress bar when `progress`."""
+    a progress bar when `progress`. A selection without samples or variants is refused
+    unless `allow_empty` (counting, as `info` does)."""
     samples = np.ones(ds.sizes[schema.SAMPLES], dtype=bool)
     variants = np.ones(ds.sizes[schema.VARIANTS], dtype=bool)
     dropped: dict[str, tuple[int, str]] = {}
@@ -110,20 +111,19 @@ def select(ds: xr.Dataset, filters: Filters, *, where: object = "store",
                                          (part >= -1).sum(axis=(0, 2)))
         with np.errstate(invalid="ignore", divide="ignore"):
             rate = np.where(present > 0, called / np.maximum(present, 1), 0.0)
-        drop("--min-call-rate", samples, rate >= filters.min_call_rate, "samples")
-    if not samples.any():
+        drop("--min-call-rate", samples, rate >= filters.min_call_rate - TOLERANCE, "samples")
+    if not samples.any() and not allow_empty:
         raise UsageError(f"{where}: the filters drop every sample")
     if filters.max_missing is not None or filters.maf is not None:
         with DaskProgress("variant statistics", progress):
             missing, frequency = _variant_statistics(calls, samples, ds.sizes[schema.ALLELES])
         if filters.max_missing is not None:
-            drop("--max-missing", variants, missing <= filters.max_missing, "variants")
+            drop("--max-missing", variants, missing <= filters.max_missing + TOLERANCE,
+                 "variants")
         if filters.maf is not None:
-            with np.errstate(invalid="ignore"):
-                minor = 1.0 - np.nanmax(np.where(np.isnan(frequency), -np.inf, frequency), axis=1)
-            minor = np.where(np.isfinite(minor), minor, 0.0)
-            drop("--maf", variants, minor >= filters.maf, "variants")
-    if not variants.any():
+            minor = minor_allele_frequency(frequency)
+            drop("--maf", variants, minor >= filters.maf - TOLERANCE, "variants")
+    if not variants.any() and not allow_empty:
         raise UsageError(f"{where}: the filters drop every variant")
     return Selection(samples, variants, dropped)
 
@@ -146,20 +146,26 @@ def _variant_statistics(calls: da.Array, samples: np.ndarray,
 
 def _names(path: str | os.PathLike, known: np.ndarray) -> np.ndarray:
     """Sample names from a --keep/--remove file: one per line, or plink's `FID IID`
-    (the last column is taken); blank and `#` lines are skipped. Names not in the
-    store are reported in a note."""
+    (the last column is taken unless the whole line is a sample's name); blank and
+    `#` lines are skipped, and so is a byte-order mark. Names not in the store are
+    reported in a note; an empty file names nobody."""
     path = Path(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise InputNotFoundError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputNotFoundError(f"{path}: is a folder, expected a file of sample names") from None
+    except PermissionError:
+        raise InputNotFoundError(f"{path}: permission denied") from None
     except UnicodeDecodeError:
         raise InputFormatError(path, "not a text file of sample names") from None
-    names = [line.split()[-1] for line in text.splitlines()
-             if line.strip() and not line.startswith("#")]
-    if not names:
-        raise InputFormatError(path, "no sample names (one per line, or 'FID IID')")
-    unknown = sorted(set(names) - set(known))
+    lines = [line.strip() for line in text.removeprefix("\ufeff").splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    # a whole line is a name when it is one (names may hold spaces), else plink's FID IID
+    known_names = set(known.tolist())
+    names = [line if line in known_names else line.split()[-1] for line in lines]
+    unknown = sorted(set(names) - known_names)
     if unknown:
         shown = ", ".join(f"'{n}'" for n in unknown[:3])
         warnings.warn(f"{path}: {len(unknown)} name(s) are not samples of the store: {shown}"
@@ -176,7 +182,8 @@ def _contig_numbers(names: tuple[str, ...], contigs: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.isin(contigs, list(names)))
 
 
-REGION = re.compile(r"^(?P<contig>[^:]+)(?::(?P<start>[\d,]*)(?:-(?P<end>[\d,]*))?)?$")
+REGION = re.compile(r"^(?:\{(?P<braced>[^}]+)\}|(?P<contig>[^:]+))"
+                    r"(?::(?P<start>\d*)(?:-(?P<end>\d*))?)?$")
 
 
 def _in_regions(regions: str, contigs: np.ndarray, contig: np.ndarray,
@@ -184,18 +191,22 @@ def _in_regions(regions: str, contigs: np.ndarray, contig: np.ndarray,
     """Variants inside any of `CHR`, `CHR:START-END`, `CHR:START-` (1-based, inclusive,
     as bcftools' -r; comma-separated), in the store's `variant_position` units."""
     keep = np.zeros(len(contig), dtype=bool)
+    names = set(contigs.tolist())
     for region in regions.split(","):
-        match = REGION.match(region.strip())
-        if match is None or match["contig"] not in set(contigs):
+        region = region.strip()
+        match = REGION.match(region) if region not in names else REGION.match(f"{{{region}}}")
+        name = match and (match["braced"] or match["contig"])
+        if match is None or name not in names:
             raise UsageError(f"--region: '{region}' is not CHR, CHR:START-END or CHR:START- "
-                             "with CHR a contig of the store")
-        start = int(match["start"].replace(",", "")) if match["start"] else 1
-        end = int(match["end"].replace(",", "")) if match["end"] else np.iinfo(np.int64).max
+                             "with CHR a contig of the store ({CHR} when it holds a ':'; "
+                             "regions are comma-separated, so no thousands separators)")
+        start = int(match["start"]) if match["start"] else 1
+        end = int(match["end"]) if match["end"] else np.iinfo(np.int64).max
         if match["start"] and match["end"] is None:
             end = start  # CHR:POS is one position, as bcftools reads it
         if end < start:
             raise UsageError(f"--region: '{region}' ends before it starts")
-        number = int(np.flatnonzero(contigs == match["contig"])[0])
+        number = int(np.flatnonzero(contigs == name)[0])
         keep |= (contig == number) & (position >= start) & (position <= end)
     return keep
 

@@ -38,6 +38,10 @@ MAX_TRAINING_SAMPLES_CHUNK = 512
 
 FORMAT_VERSION = 1
 
+# call_genotype attribute: every chunk was written (an absent chunk is lost, not 0/0).
+# bio2zarr, like zarr's default, skips chunks that hold only 0 (its fill value).
+EVERY_CHUNK = "every_chunk_written"
+
 
 @dataclass(frozen=True)
 class Variable:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import warnings
 from typing import Any
@@ -144,20 +145,40 @@ class CheckedReader:
     def __init__(self, array: zarr.Array, path: str, name: str):
         self.array, self.path, self.name = array, path, name
         self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+        self.folder = _chunk_folder(array) if array.attrs.get(schema.EVERY_CHUNK) else None
 
     def __getitem__(self, key: Any) -> Any:
+        region = ", ".join(
+            f"{k.start or 0}:{k.stop}" if isinstance(k, slice) else str(k)
+            for k in (key if isinstance(key, tuple) else (key,))
+        )
+        if self.folder is not None:
+            self._check_chunks(key, region)
         try:
             return self.array[key]
         except Exception as e:  # noqa: BLE001 - any codec/IO fault of a chunk read
-            region = ", ".join(
-                f"{k.start or 0}:{k.stop}" if isinstance(k, slice) else str(k)
-                for k in (key if isinstance(key, tuple) else (key,))
-            )
             raise InputFormatError(
                 self.path,
                 f"variable '{self.name}' cannot be read at [{region}]: a chunk is corrupt "
                 f"or missing ({type(e).__name__}: {e})",
             ) from None
+
+    def _check_chunks(self, key: Any, region: str) -> None:
+        """Refuse a read that touches an absent chunk of an array written whole."""
+        keys = key if isinstance(key, tuple) else (key,)
+        ranges = []
+        for dim, (n, c) in enumerate(zip(self.shape, self.array.chunks, strict=True)):
+            k = keys[dim] if dim < len(keys) else slice(None)
+            if not isinstance(k, slice):
+                return  # a point or fancy read: zarr reads it as it can
+            start, stop, _ = k.indices(n)
+            ranges.append(range(start // c, max(start // c, (stop - 1) // c) + 1))
+        separator = self.array.metadata.dimension_separator or "."
+        for index in itertools.product(*ranges):
+            if not os.path.exists(os.path.join(self.folder, separator.join(map(str, index)))):
+                raise InputFormatError(
+                    self.path, f"variable '{self.name}' cannot be read at [{region}]: chunk "
+                    f"{separator.join(map(str, index))} is missing")
 
 
 class LocalChunks:
@@ -174,6 +195,7 @@ class LocalChunks:
     def __init__(self, array: zarr.Array, folder: str, path: str, name: str):
         meta = array.metadata
         self.compressor = meta.compressor
+        self.every_chunk = bool(array.attrs.get(schema.EVERY_CHUNK))
         self.fill = 0 if meta.fill_value is None else meta.fill_value  # zarr reads None as 0
         self.separator = meta.dimension_separator or "."
         self.folder, self.path, self.name = folder, path, name
@@ -207,6 +229,11 @@ class LocalChunks:
                 f.readinto(data)
                 self.compressor.decode(data, out=self.buffer)
         except FileNotFoundError:
+            if self.every_chunk:
+                region = ", ".join(f"{a}:{b}" for a, b in zip(starts, stops, strict=True))
+                raise InputFormatError(
+                    self.path, f"variable '{self.name}' cannot be read at [{region}]: chunk "
+                    f"{key} is missing") from None
             self.buffer.fill(self.fill)  # an absent chunk holds the fill value
         except Exception as e:  # noqa: BLE001 - any codec/IO fault of a chunk read
             region = ", ".join(f"{a}:{b}" for a, b in zip(starts, stops, strict=True))
@@ -216,6 +243,15 @@ class LocalChunks:
                 f"or missing ({type(e).__name__}: {e})",
             ) from None
         return self.buffer[tuple(slice(0, b - a) for a, b in zip(starts, stops, strict=True))]
+
+
+def _chunk_folder(array: zarr.Array) -> str | None:
+    """The local folder holding a zarr v2 array's chunk files, or None (remote, v3)."""
+    root = getattr(array.store, "root", None)
+    if root is None or array.metadata.zarr_format != 2:
+        return None
+    folder = os.path.join(str(root), array.path)
+    return folder if os.path.isdir(folder) else None
 
 
 def _checked(ds: xr.Dataset, path: str) -> xr.Dataset:
@@ -257,13 +293,19 @@ def view_indices(ds: xr.Dataset) -> tuple[str, np.ndarray | None, np.ndarray | N
     """(store path, store sample indices, store variant indices) of a selection made on
     a Dataset from `open_store`; None where it keeps every sample or variant.
 
-    Samples may come in any order; variants must keep the store's order (the model's
-    loci follow it), as a boolean mask, a slice or sorted indices do.
+    Samples and variants must keep the store's order (the model's loci and the rows of
+    what is written follow it), as a boolean mask, a slice or sorted indices do.
     """
     path = ds.encoding.get("source")
-    if path is None or schema.SAMPLES not in ds.indexes or schema.VARIANTS not in ds.indexes:
+    if path is None:
         raise UsageError("give a store path, or a Dataset from gperceiver.open_store (or a "
                          "selection of one): this Dataset names no store")
+    for dim in (schema.SAMPLES, schema.VARIANTS):
+        if dim not in ds.dims:
+            raise UsageError(f"{path}: the selection dropped the '{dim}' dimension (select "
+                             f"with a list or a slice, e.g. ds.isel({dim}=[3]), to keep it)")
+        if ds.sizes[dim] == 0:
+            raise UsageError(f"{path}: the selection holds no {dim}")
     full = open_store(path)
     found = []
     for dim in (schema.SAMPLES, schema.VARIANTS):
@@ -276,9 +318,10 @@ def view_indices(ds: xr.Dataset) -> tuple[str, np.ndarray | None, np.ndarray | N
             raise UsageError(f"{path}: {dim[:-1]} '{labels[int(np.argmax(index < 0))]}' of the "
                              "selection is not in the store")
         found.append(index.astype(np.int64))
-    if found[1] is not None and (np.diff(found[1]) <= 0).any():
-        raise UsageError(f"{path}: select variants in store order (a boolean mask, a slice or "
-                         "sorted indices)")
+    for dim, index in zip((schema.SAMPLES, schema.VARIANTS), found, strict=True):
+        if index is not None and (np.diff(index) <= 0).any():
+            raise UsageError(f"{path}: select {dim} in store order (a boolean mask, a slice "
+                             "or sorted indices)")
     return str(path), found[0], found[1]
 
 

@@ -130,6 +130,9 @@ def make_old(store: Path, old: Path) -> None:
         meta["fill_value"] = fill
         (old / name / ".zarray").write_text(json.dumps(meta))
     (old / "call_genotype" / "0.0.0").unlink()  # as zarr skipped a chunk equal to the fill
+    attrs = json.loads((old / "call_genotype" / ".zattrs").read_text())
+    del attrs["every_chunk_written"]  # a mark of today's stores
+    (old / "call_genotype" / ".zattrs").write_text(json.dumps(attrs))
     positions = input_positions(open_store(store))
     attrs = {"_ARRAY_DIMENSIONS": ["variants"]}
     fresh = group.create_array("variant_position", shape=positions.shape, dtype="float64",
@@ -246,9 +249,50 @@ def test_filter_by_contig_and_region(tmp_path):
     assert set(got.variant_contig.values) == {1} and "s0" not in set(got.sample_id.values)
 
 
+def test_filter_thresholds_names_and_regions_as_plink_and_bcftools_read_them(tmp_path):
+    """A MAF exactly at --maf passes (as plink keeps it); a keep file may name samples
+    with spaces, carry a byte-order mark or plink's FID IID; a contig with ':' is
+    written {CHR} as in bcftools; info counts a filter that keeps nothing."""
+    from converters.writer import create_store, finish_store
+    from gperceiver.qc import Filters, select
+
+    store = tmp_path / "exact.zarr"
+    calls = np.zeros((3, 10, 2), dtype=np.int8)
+    calls[0, :2, 0] = 1  # 2 of 20 copies: MAF exactly 0.1
+    calls[1, :1, 0] = 1  # 1 of 20: 0.05
+    calls[2, :5, :] = 1  # 10 of 20: 0.5
+    out = create_store(store, sample_id=np.array([f"line {i}" for i in range(10)]),
+                       variant_id=np.array(["a", "b", "c"]), contig_id=np.array(["Un:2"]),
+                       variant_contig=np.zeros(3, int), variant_position=np.array([5, 9, 20]),
+                       ploidy=2, n_alleles=2)
+    out[:] = calls
+    finish_store(store)
+    ds = open_store(store)
+    kept = select(ds, Filters(maf=0.1)).variants
+    assert kept.tolist() == [True, False, True]
+    keep = tmp_path / "keep.txt"
+    keep.write_text("\ufeffline 1\r\nfam line 3\r\n# comment\r\n")  # a whole name; FID IID
+    names = ds.sample_id.values[select(ds, Filters(keep=keep)).samples]
+    assert list(names) == ["line 1"]
+    region = select(ds, Filters(region="{Un:2}:6-20")).variants
+    assert region.tolist() == [False, True, True]
+    assert select(ds, Filters(region="Un:2")).variants.all()
+    info = run_cli("info", store, "--json", "--maf", "0.5", "--max-missing", "0")
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["filters"]["kept_variants"] == 1
+    info = run_cli("info", store, "--region", "{Un:2}:1000-")
+    assert info.returncode == 0 and "kept 0 of 3 variants" in info.stdout, info.stderr
+    proc = run_cli("filter", store, "-o", "/proc/out.zarr", "--maf", "0.1")
+    assert proc.returncode == ExitCode.CANNOT_WRITE and "not writable" in proc.stderr
+    proc = run_cli("info", store, "--keep", tmp_path)
+    assert proc.returncode == ExitCode.INPUT_NOT_FOUND and "is a folder" in proc.stderr
+
+
 @pytest.mark.parametrize(("flags", "words"), [
     (["--maf", "0.7"], "--maf must be within 0..0.5"),
     (["--region", "chr9:1-5"], "--region: 'chr9:1-5' is not"),
+    (["--region", "chr1:1,000-2,000"], "no thousands separators"),
+    (["--maf", "1.5"], "--maf must be within 0..0.5"),
     (["--contigs", "chrX"], "--contigs: 'chrX' is not a contig"),
     (["--region", "chr1:999999-"], "the filters drop every variant"),
     ([], "no filter given"),
@@ -282,6 +326,7 @@ def test_store_to_vcf_with_vcztools_and_back_is_identical(example_store, tmp_pat
     a, b = open_store(example_store), open_store(back)
     for name in ("call_genotype", "variant_position", "sample_id", "variant_id"):
         np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+    assert b.variant_position.dtype == np.int32
     assert list(a.contig_id.values) == list(b.contig_id.values)
 
 
@@ -373,26 +418,61 @@ def test_loader_reads_a_selection_as_the_filtered_store(example_store, tmp_path)
         make_loader(ds.isel(variants=[5, 2]), "plain")
 
 
-def test_fit_trains_on_a_selection(example_store, tmp_path):
-    from gperceiver.train.finetune import fit
-    from gperceiver.train.params import Params
+TINY_PARAMS = dict(latent_dim=16, num_latents=4, feedforward_dim=16, projection_dim=8,
+                   allele_embed_dim=4, position_embed_dim=4, output_dim=8,
+                   num_self_attention=1, num_encode_iters=1, num_self_attention_heads=2,
+                   batch_size=16, epochs=2)
 
-    ds = open_store(example_store)
-    view = ds.sel(variants=ds.variant_contig != 1)
-    params = Params(latent_dim=16, num_latents=4, feedforward_dim=16, projection_dim=8,
-                    allele_embed_dim=4, position_embed_dim=4, output_dim=8,
-                    num_self_attention=1, num_encode_iters=1, num_self_attention_heads=2,
-                    batch_size=16, epochs=2)
-    result = fit(view, TEST_DATA / "phenos.tsv", tmp_path / "run", params, test_fold=0,
-                 progress=False)
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert "a selection: 40 samples x" in metrics["store"]
+
+def test_every_command_runs_on_a_selection_of_samples_and_variants(example_store, tmp_path):
+    """fit, predict, pretrain, embed and impute on a lazily selected Dataset: they read
+    its samples and variants only, and their rows are its rows."""
     import torch
 
-    state = torch.load(tmp_path / "run" / "best.ckpt", weights_only=False)
-    n = int((ds.variant_contig.values != 1).sum())
-    assert any(v.shape[0] == n for v in state["state_dict"].values() if v.ndim >= 1)
-    assert result is not None
+    from gperceiver.embed import embed
+    from gperceiver.impute import impute
+    from gperceiver.train.finetune import fit, predict
+    from gperceiver.train.params import Params
+    from gperceiver.train.pretrain import pretrain
+
+    ds = open_store(example_store)
+    view = ds.isel(samples=slice(5, 40, 2)).sel(variants=ds.variant_contig != 1)
+    names, n_variants = list(view.sample_id.values), view.sizes["variants"]
+    params = Params(**TINY_PARAMS)
+    result = fit(view, TEST_DATA / "phenos.tsv", tmp_path / "fit", params, test_fold=0,
+                 progress=False, predict_all=True)
+    metrics = json.loads((tmp_path / "fit" / "metrics.json").read_text())
+    assert f"a selection: {len(names)} samples x {n_variants} variants" in metrics["store"]
+    assert list(result.predictions.sample_id.values) == names
+    state = torch.load(tmp_path / "fit" / "best.ckpt", weights_only=False)["state_dict"]
+    assert state["model.embed.position.table.weight"].shape[0] == n_variants
+    again = predict(tmp_path / "fit", view)
+    np.testing.assert_allclose(again.predicted.values, result.predictions.predicted.values,
+                               rtol=1e-4, atol=1e-5)
+
+    pretrain(view, tmp_path / "pre", "masked", params, progress=False)
+    emb = embed(tmp_path / "pre" / "best.ckpt", view, batch_size=8)
+    assert list(emb.sample_id.values) == names and emb.sizes["variants"] == n_variants
+    alone = embed(tmp_path / "pre" / "best.ckpt", view.isel(samples=[3]), batch_size=8)
+    np.testing.assert_allclose(alone.sample_embedding.values[0],
+                               emb.sample_embedding.values[3], atol=1e-5)
+    imputed = impute(tmp_path / "pre" / "best.ckpt", view, tmp_path / "imputed.zarr",
+                     progress=False)
+    assert list(imputed.sample_id.values) == names
+    calls, filled = view.call_genotype.values, imputed.call_genotype.values
+    assert (filled >= 0).all() and (filled[calls >= 0] == calls[calls >= 0]).all()
+    with pytest.raises(Exception, match="store order"):
+        make_loader_of(ds.isel(samples=[7, 2]))
+    with pytest.raises(Exception, match="dropped the 'samples' dimension"):
+        make_loader_of(ds.isel(samples=3))
+    with pytest.raises(Exception, match="holds no samples"):
+        make_loader_of(ds.isel(samples=[]))
+
+
+def make_loader_of(view):
+    from gperceiver.data import make_loader
+
+    return make_loader(view, "plain")
 
 
 def test_large_sample_chunks_train_with_a_warning_and_convert_says_why(tmp_path):

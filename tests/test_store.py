@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -95,8 +96,21 @@ def test_local_chunks_decode_like_zarr(example_store, tmp_path):
                                                                      strict=True))
             np.testing.assert_array_equal(chunks[i, j, 0], array[region])
     (copy / "call_genotype" / "0.1.0").unlink()
+    # our stores write every chunk, so an absent one is lost, and said so...
+    with pytest.raises(InputFormatError, match=r"chunk 0\.1\.0 is missing"):
+        chunks[0, 1, 0]
+    with pytest.raises(InputFormatError, match=r"chunk 0\.1\.0 is missing"):
+        open_store(copy).call_genotype.load()
+    # ...while a store written by others (bio2zarr skips all-0 chunks) reads it as zarr does
+    attrs = json.loads((copy / "call_genotype" / ".zattrs").read_text())
+    del attrs["every_chunk_written"]
+    (copy / "call_genotype" / ".zattrs").write_text(json.dumps(attrs))
+    zarr.consolidate_metadata(copy)
+    array = zarr.open_group(copy, mode="r")["call_genotype"]
+    chunks = LocalChunks.open(array, str(copy), "call_genotype")
     absent = tuple(slice(k * c, (k + 1) * c) for k, c in zip((0, 1, 0), array.chunks, strict=True))
     np.testing.assert_array_equal(chunks[0, 1, 0], array[absent])
+    assert (chunks[0, 1, 0] == 0).all()
     (copy / "call_genotype" / "0.0.0").write_bytes(b"\x00garbage")
     with pytest.raises(InputFormatError, match=r"'call_genotype' cannot be read at \[0:"):
         chunks[0, 0, 0]

@@ -14,7 +14,8 @@ def add_filters(p: argparse.ArgumentParser) -> None:
         "filters", "applied in this order, each to what the previous kept: --keep/--remove, "
         "--contigs/--region, --min-call-rate, --max-missing, --maf")
     g.add_argument("--maf", type=float, metavar="X",
-                   help="drop variants whose minor allele frequency is below X (plink --maf)")
+                   help="drop variants whose minor allele frequency (1 - the major allele's) "
+                   "is below X (plink --maf)")
     g.add_argument("--max-missing", type=float, metavar="X",
                    help="drop variants missing in more than a share X of calls (plink --geno)")
     g.add_argument("--min-call-rate", type=float, metavar="X",
@@ -27,8 +28,9 @@ def add_filters(p: argparse.ArgumentParser) -> None:
     g.add_argument("--contigs", metavar="A,B", type=lambda s: tuple(s.split(",")),
                    help="keep variants on these contigs")
     g.add_argument("--region", metavar="CHR:START-END",
-                   help="keep variants in these regions (comma-separated; 1-based, inclusive, "
-                   "in the store's variant_position, as bcftools -r)")
+                   help="keep variants in these regions: CHR, CHR:START-END or CHR:START-, "
+                   "comma-separated, 1-based and inclusive, in the store's variant_position "
+                   "({CHR} for a name with ':'), as bcftools -r; with --contigs, both apply")
 
 
 def filters_of(args: argparse.Namespace):

@@ -136,9 +136,10 @@ class GenotypeDataset(IterableDataset):
                 f"{self.path}: {self.samples_chunk:,} samples per chunk (a bio2zarr default?): "
                 f"every read decompresses them all; `gperceiver convert vcz {self.path} -o OUT` "
                 f"rechunks it for training", GPerceiverWarning, stacklevel=2)
-        self.selected = _select_samples(ds, samples, self.path)
-        if store_samples is not None:
-            self.selected = store_samples[self.selected]
+        # `reported`: the samples as the caller counts them (rows of the Dataset it gave,
+        # the `sample_index` of batches); `selected`: the same samples in the store
+        self.reported = _select_samples(ds, samples, self.path)
+        self.selected = self.reported if store_samples is None else store_samples[self.reported]
         frequency = None
         if task in TARGET_TASKS:
             frequency = ds["variant_allele_frequency"].values.astype(np.float32)
@@ -362,13 +363,13 @@ class GenotypeDataset(IterableDataset):
             partner = rng.integers(0, max(1, n - 1), size=len(rows))
             partner = np.where((partner >= mine) & (n > 1), partner + 1, partner)
             partner = candidates[np.where(n > 1, partner, mine)]
-            extra = {"partner": geno[partner], "partner_index": self.selected[pos[partner]]}
+            extra = {"partner": geno[partner], "partner_index": self.reported[pos[partner]]}
         if self.task == "phenotype":
             extra = {"phenotypes": self.phenotypes[pos[rows]]}
         out = None
         if self._ring is not None:  # the tokens go straight into a free slot of the ring
             out = self._ring.tokens(self.builder.tokens_shape(len(rows), self.ploidy))
-        return self.builder(geno, self.selected[pos[rows]], rng, tokens_out=out, rows=rows,
+        return self.builder(geno, self.reported[pos[rows]], rng, tokens_out=out, rows=rows,
                             **extra)
 
 

@@ -17,7 +17,8 @@ The contract (what the loader yields; `DTYPES` declares every field's dtype).
 Batches are compact: tokens int8, locus indices int32, so a batch costs the
 workers, the shared memory and a host-to-device copy 1 byte per call; the model
 widens them on its device.
-- every task: "sample_index" (B,) store sample index (contrastive: (B, 2)),
+- every task: "sample_index" (B,) the sample's row in the store, or in the Dataset
+  selected from it that the loader was given (contrastive: (B, 2)),
   "x_index" (B, Lx) ascending input loci (with all loci, one arange row expanded
   over the batch, stride 0 on dim 0: call .contiguous() before writing into it),
   "x_alleles" (B, Lx, P) the tokens there.
