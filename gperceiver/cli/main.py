@@ -135,7 +135,12 @@ def _unexpected(e: BaseException, prog: str) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # Ctrl-C before a command's own handling began (imports)
+        report("interrupted")
+        code = int(ExitCode.INTERRUPTED)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
