@@ -50,11 +50,6 @@ DOSAGE_LIKE_ZEROS = 0.2  # decoder-coded cells that are 0 (missing) beyond which
 # ---------------------------------------------------------------- opening files
 
 
-def open_text(path: str | os.PathLike) -> io.BufferedIOBase:
-    """Open a plain or gzip-compressed file for binary reading (gzip by magic bytes)."""
-    return open_decompressed(path)
-
-
 READ_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
 
 
@@ -137,7 +132,7 @@ class VariantTable:
 def read_chroms(path: str | os.PathLike) -> tuple[list[str], list[str], list[str], list[int]]:
     """Read `chr marker pos`; return marker, chr, pos (as text) and line numbers."""
     path = Path(path)
-    with open_text(path) as f:
+    with open_decompressed(path) as f:
         lines = _lines(path, f)
         header_raw = next(lines, None)
         if header_raw is None or not header_raw.strip():
@@ -276,7 +271,7 @@ def read_markers_header(path: Path, f: io.BufferedIOBase) -> list[str]:
 def count_rows(path: Path) -> int:
     """Data rows of the markers file: lines after the header, trailing blank lines ignored."""
     n, tail = 0, b""
-    with open_text(path) as f:
+    with open_decompressed(path) as f:
         try:
             while block := f.read(1 << 24):
                 n += block.count(b"\n")
@@ -501,7 +496,7 @@ def convert_tsv(
         ploidy = table_lookup.shape[1]
         n_alleles = int(table_lookup.max()) + 1
 
-    with open_text(markers_path) as f:
+    with open_decompressed(markers_path) as f:
         marker_columns = read_markers_header(markers_path, f)
     variants, perm = variant_table(chroms_path, marker_columns, markers_path)
     n_samples = count_rows(markers_path)
@@ -562,7 +557,7 @@ def _write_calls(
     first_line_of: dict[str, int] = {}
     genotypes = np.ascontiguousarray(table).view(f"V{table.shape[1]}").ravel()  # code -> calls
     bar = progress_bar(n_samples, "convert", "samples", progress)
-    with open_text(path) as f, ThreadPoolExecutor(max_workers=1) as pool:
+    with open_decompressed(path) as f, ThreadPoolExecutor(max_workers=1) as pool:
         f.readline()
         pending = None
         line = 2

@@ -108,13 +108,6 @@ def read_metrics(path: str | os.PathLike) -> pd.DataFrame:
     return table.apply(pd.to_numeric, errors="coerce")
 
 
-def plot_learning_curves(
-    metrics_csv: str | os.PathLike, out: str | os.PathLike, *, force: bool = False
-) -> Path:
-    """Write `learning_curves_figure` as a PNG at `out`."""
-    return _save(learning_curves_figure(metrics_csv), out, force)
-
-
 def _x_axis(table: pd.DataFrame) -> str | None:
     """'epoch' when every metric is logged once per epoch, else 'step' (when present)."""
     metrics = [c for c in table.columns if c not in ("epoch", "step")]
@@ -170,17 +163,6 @@ def validation_fold(run_dir: str | os.PathLike) -> int | None:
         if isinstance(cv, int) and not isinstance(cv, bool):
             return cv
     return None
-
-
-def plot_predictions(
-    predictions_tsv: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    cv: int | None = None,
-    force: bool = False,
-) -> Path:
-    """Write `predictions_figure` as a PNG at `out`."""
-    return _save(predictions_figure(predictions_tsv, cv=cv), out, force)
 
 
 def predictions_figure(predictions_tsv: str | os.PathLike, *, cv: int | None = None) -> Figure:

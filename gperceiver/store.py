@@ -331,11 +331,3 @@ def input_positions(ds: xr.Dataset) -> np.ndarray:
     position = ds["variant_position"]
     scale, offset = position.attrs.get("scale", 1), position.attrs.get("offset", 0)
     return (np.asarray(position.values, np.float64) - offset) / scale
-
-
-def store_ploidy(ds: xr.Dataset) -> int:
-    return int(ds.sizes[schema.PLOIDY])
-
-
-def store_n_alleles(ds: xr.Dataset) -> int:
-    return int(ds.sizes[schema.ALLELES])

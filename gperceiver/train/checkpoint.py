@@ -132,7 +132,7 @@ def load_model(path: str | os.PathLike, prefix: str = "model."):
     """(GPerceiver in eval mode, ModelInfo, checkpoint dict) from a checkpoint file."""
     ckpt = load_checkpoint(path)
     info = model_info(ckpt, path)
-    torch.set_flush_denormal(True)  # denormal weights would slow a CPU tenfold
+    torch.set_flush_denormal(True)  # denormal weights would slow a CPU tenfold (as engine's)
     model = build_model(info)
     state = {k[len(prefix):]: v for k, v in ckpt.get("state_dict", {}).items()
              if k.startswith(prefix)}

@@ -245,6 +245,7 @@ def fit(
     `engine`); then global rank 0 alone predicts and writes the outputs.
     `callbacks` are extra Lightning callbacks.
     """
+    engine.flush_denormals()
     params = params or Params()
     if ranking_weight < 0:
         raise UsageError(f"--ranking-weight must be >= 0, got {ranking_weight}")

@@ -278,10 +278,6 @@ def _no_duplicate_keys(path: Path):
     return hook
 
 
-def save_params(params: Params, path: str | os.PathLike) -> None:
-    Path(path).write_text(json.dumps(params.to_dict(), indent=2) + "\n")
-
-
 def params_help() -> dict[str, str]:
     """Each key's help text (for documentation and --help)."""
     return {f.name: f.metadata["help"] for f in fields(Params)}

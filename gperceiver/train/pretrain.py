@@ -188,6 +188,7 @@ def pretrain(
     Lightning callbacks (benchmarks use them to time epochs). `devices`,
     `num_nodes` and `strategy` ("ddp") train data-parallel (see `engine`).
     """
+    engine.flush_denormals()
     params = params or Params()
     ds = open_view(store)
     start = None
