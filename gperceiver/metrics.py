@@ -19,7 +19,8 @@ import numpy as np
 import xarray as xr
 from scipy.stats import rankdata
 
-OBJECTIVES = ("regression", "binary", "multiclass", "ordinal")
+from gperceiver.choices import OBJECTIVES
+
 MAIN_METRIC = {
     "regression": "pearson_r", "binary": "auc", "multiclass": "accuracy", "ordinal": "spearman",
 }

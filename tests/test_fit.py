@@ -177,7 +177,7 @@ def test_cli_fit_predict_pretrained(example_store, tmp_path):
     assert pre.returncode == 0, pre.stderr
     proc = run_cli("fit", example_store, TEST_DATA / "phenos.tsv", "-o", tmp_path / "fit",
                    "--cv", "1", "--params", params, "--pretrained", tmp_path / "pre" / "best.ckpt",
-                   "--strategy", "pool", env=ONE_THREAD)
+                   "--head", "pool", env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr
     assert "block 0:" in proc.stdout and "pearson_r=" in proc.stdout
     assert json.loads((tmp_path / "fit" / "params.json").read_text())["head"] == "pool"
@@ -278,3 +278,23 @@ def test_fit_predicts_the_phenotyped_lines_unless_asked_for_all(example_store, t
                    json_params, "--predict-all", "--cv", "1", env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr
     assert len(pd.read_csv(tmp_path / "cli" / "predictions.tsv", sep="\t")) == 40 * 2
+
+
+def test_head_flag_and_the_earlier_strategy_spelling():
+    """`--head` picks the head; `--strategy latent|pool` (earlier versions) still does,
+    with a note; the two may not disagree; Lightning strategies pass through."""
+    import warnings
+
+    from gperceiver.cli.fit import split_strategy
+    from gperceiver.errors import Note, UsageError
+
+    assert split_strategy(["ddp"], "pool") == ("pool", "ddp")
+    assert split_strategy([], None) == (None, "auto")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert split_strategy(["ddp", "pool"], None) == ("pool", "ddp")
+    assert any(issubclass(w.category, Note) and "--head pool" in str(w.message) for w in caught)
+    with pytest.raises(UsageError, match="disagree"):
+        split_strategy(["latent"], "pool")
+    proc = run_cli("fit", "x.zarr", "p.tsv", "-o", "out", "--head", "mean")
+    assert proc.returncode == 2 and "--head: invalid choice" in proc.stderr

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gperceiver.choices import HEADS, OBJECTIVES
 from gperceiver.cli.training import add_training_flags, devices, resolve_run_params, show_progress
-
-HEADS = ("latent", "pool")
-OBJECTIVES = ("regression", "binary", "multiclass", "ordinal")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "averaged (line means); blocks may be numbers with gaps or names.",
         epilog="examples:\n  gperceiver fit panel.zarr phenos.tsv -o fit_cv0 --cv 0\n"
         "  gperceiver fit panel.zarr phenos.tsv -o fit_cv0 --cv 0 --pretrained run/best.ckpt "
-        "--strategy pool",
+        "--head pool",
     )
     p.add_argument("store", metavar="STORE", help="genotype store (Zarr)")
     p.add_argument("phenotypes", metavar="PHENOS",
@@ -46,10 +44,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="leak-free: rows with cv == K are never seen (not for training, "
                    "stopping or choosing); early stopping uses a seeded val_fraction of the "
                    "other lines; metrics.json's 'test' holds fold K's figures")
+    p.add_argument("--head", choices=HEADS, default=None,
+                   help="'latent': one query per block joins the latents; 'pool': the "
+                   "mean-pooled latents go into an MLP with one output per block "
+                   "[params: latent]")
     p.add_argument("--strategy", action="append", default=[], metavar="NAME",
-                   help="block head 'latent' (one query per block joins the latents) or "
-                   "'pool' (mean-pooled latents into an MLP) [params: latent]; any other "
-                   "value is Lightning's training strategy, e.g. 'ddp' (may be repeated)")
+                   help="Lightning's training strategy, e.g. 'ddp' (an earlier version's "
+                   "--strategy latent|pool is still read as --head)")
     p.add_argument("--objective", choices=OBJECTIVES, default=None,
                    help="shared by all blocks [params: regression]")
     p.add_argument("--freeze-encoder", action="store_true",
@@ -67,21 +68,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def split_strategy(values: list[str]) -> tuple[str | None, str]:
-    """(--strategy head or None, Lightning strategy) from repeated --strategy values."""
+def split_strategy(values: list[str], head: str | None) -> tuple[str | None, str]:
+    """(head or None, Lightning strategy) from --head and repeated --strategy values (an
+    earlier version took the head there; it is still read, with a note)."""
+    import warnings
+
+    from gperceiver.errors import Note, UsageError
+
     heads = [v for v in values if v in HEADS]
     others = [v for v in values if v not in HEADS]
-    from gperceiver.errors import UsageError
-
     if len(heads) > 1 or len(others) > 1:
         raise UsageError(f"--strategy given twice for the same thing: {', '.join(values)}")
-    return (heads[0] if heads else None), (others[0] if others else "auto")
+    if heads:
+        if head is not None and head != heads[0]:
+            raise UsageError(f"--head {head} and --strategy {heads[0]} disagree")
+        warnings.warn(f"--strategy {heads[0]} is read as --head {heads[0]}", Note,
+                      stacklevel=2)
+        head = heads[0]
+    return head, (others[0] if others else "auto")
 
 
 def run(args: argparse.Namespace) -> None:
     from gperceiver.train.finetune import fit
 
-    head, strategy = split_strategy(args.strategy)
+    head, strategy = split_strategy(args.strategy, args.head)
     params = resolve_run_params(args, head=head, objective=args.objective,
                                 position_embed_trainable=args.position_embed_trainable)
     result = fit(

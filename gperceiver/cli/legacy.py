@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from gperceiver.choices import OBJECTIVES
 from gperceiver.cli.main import Parser, run_command
 from gperceiver.cli.training import show_progress
 from gperceiver.errors import Note, UsageError
@@ -290,7 +291,7 @@ def finetune_parser() -> argparse.ArgumentParser:
                    "on squared error, binary_focal a plain binary cross-entropy (with a "
                    "note) [original: mse]")
     p.add_argument("--cv", type=int, default=None, metavar="K", help="validation fold")
-    p.add_argument("--objective", choices=("regression", "binary", "multiclass", "ordinal"),
+    p.add_argument("--objective", choices=OBJECTIVES,
                    default=None, help="response type; overrides --loss [params: regression]")
     p.set_defaults(func=run_finetune)
     return p

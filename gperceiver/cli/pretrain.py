@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from gperceiver.choices import PRETRAIN_TASKS
 from gperceiver.cli.training import add_training_flags, devices, resolve_run_params, show_progress
-
-TASKS = ("masked", "contrastive")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("store", metavar="STORE", help="genotype store (Zarr)")
     p.add_argument("-o", "--output", required=True, metavar="RUN_DIR",
                    help="folder for checkpoints, metrics.csv and params.json")
-    p.add_argument("--task", choices=TASKS, default=None,
+    p.add_argument("--task", choices=PRETRAIN_TASKS, default=None,
                    help="pretraining task [masked; contrastive when params say contrastive]")
     p.add_argument("--val-fraction", type=float, default=None,
                    help="fraction of samples held out for early stopping [params]")

@@ -52,10 +52,11 @@ import numba
 import numpy as np
 import torch
 
+from gperceiver.choices import LOADER_TASKS, PRETRAIN_TASKS
 from gperceiver.data.sampling import Scratch, draw_targets, weight_table
 
-TASKS = ("plain", "masked", "contrastive", "phenotype")
-TARGET_TASKS = ("masked", "contrastive")
+TASKS = LOADER_TASKS
+TARGET_TASKS = PRETRAIN_TASKS
 DTYPES = {  # every field of the batch contract
     "sample_index": torch.int64,
     "x_index": torch.int32,

@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-OBJECTIVES = ("regression", "binary", "multiclass", "ordinal")
-HEADS = ("latent", "pool")
+from gperceiver.choices import HEADS, OBJECTIVES
 
 
 def n_outputs(objective: str, n_classes: int) -> int:

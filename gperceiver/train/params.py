@@ -17,6 +17,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from gperceiver.choices import HEADS, OBJECTIVES
 from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
 from gperceiver.train.original_params import MAPPING, from_original, is_original
 
@@ -105,9 +106,9 @@ class Params:
         "an interaction kernel and, with a pretrained encoder, a latent kernel; shares by "
         "REML) and train the Perceiver on what it leaves; false: the Perceiver alone")
     head: str = _p("latent", "finetuning head: 'latent' (one query per block) or 'pool'",
-                   choices=("latent", "pool"))
+                   choices=HEADS)
     objective: str = _p("regression", "finetuning objective shared by all blocks",
-                        choices=("regression", "binary", "multiclass", "ordinal"))
+                        choices=OBJECTIVES)
     # -- optimisation
     lr: float = _p(1e-3, "AdamW learning rate", low=0.0, low_open=True)
     weight_decay: float = _p(0.01, "AdamW weight decay", low=0.0)

@@ -24,14 +24,13 @@ import torch.nn.functional as F
 import xarray as xr
 
 from gperceiver import schema
+from gperceiver.choices import PRETRAIN_TASKS
 from gperceiver.data.loader import make_loader
 from gperceiver.errors import UsageError
 from gperceiver.store import open_view, store_name
 from gperceiver.train import engine
 from gperceiver.train.checkpoint import KEY, ModelInfo, build_model, load_model, take_architecture
 from gperceiver.train.params import Params
-
-TASKS = ("masked", "contrastive")
 
 
 class PretrainModule(L.LightningModule):
@@ -198,8 +197,8 @@ def pretrain(
         params = take_architecture(params, start_info.params, str(init))
     params = resolve_params(params, ds, store_name(store))
     task = task or ("contrastive" if params.contrastive else "masked")
-    if task not in TASKS:
-        raise UsageError(f"unknown pretraining task '{task}' (one of {', '.join(TASKS)})")
+    if task not in PRETRAIN_TASKS:
+        raise UsageError(f"unknown pretraining task '{task}' (one of {', '.join(PRETRAIN_TASKS)})")
     run_dir = Path(run_dir)
     info = ModelInfo.from_store(ds, params, task)
     last, resume_epoch = engine.start_run(
