@@ -22,7 +22,7 @@ from gperceiver.store import input_positions
 from tests.conftest import TEST_DATA, run_cli
 from tests.tiny_stores import ONE_THREAD, founder_store
 
-# sgkit 0.10's specs (sgkit/variables.py: kind, dims) for the variables a store holds.
+# sgkit 0.10's variable specs (dtype kind, dims) for the variables a store holds.
 # sgkit itself pins zarr < 3 and cannot be installed beside us, so they are restated.
 SGKIT_SPECS = {
     "call_genotype": ("i", ("variants", "samples", "ploidy")),

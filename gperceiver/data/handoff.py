@@ -22,9 +22,22 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 
 import numpy as np
 import torch
+
+from gperceiver.errors import GPerceiverWarning
+
+# A private torch function (tests/test_handoff.py fails when a release drops it): how
+# many references a storage has, which tells when a lent slot's batch has died.
+# Without it, batches are copied out of their slot at once (slower, but correct),
+# and a warning says so.
+USE_COUNT = getattr(torch._C, "_storage_Use_Count", None)
+if USE_COUNT is None:
+    warnings.warn("this torch has no storage use count (torch._C._storage_Use_Count): "
+                  "loader batches are copied out of shared memory", GPerceiverWarning,
+                  stacklevel=2)
 
 ALIGN = 64  # every field starts on such a boundary
 POLL_S = 0.0002  # a worker's sleep between looks for a free slot
@@ -186,6 +199,9 @@ class Receiver:
         if self.pin:
             buffer = buffer.pin_memory()
             state[slot] = 0
+        elif USE_COUNT is None:  # no way to see when a batch dies: copy it out now
+            buffer = buffer.clone()
+            state[slot] = 0
         else:
             self.lent.append((state, slot, slots[slot]))
         return read(buffer, message["layout"])
@@ -193,8 +209,5 @@ class Receiver:
 
 def _in_use(buffer: torch.Tensor) -> bool:
     """Whether anything but `buffer` itself holds its storage (a field of a batch
-    still alive). Without torch's use count, every buffer counts as in use."""
-    use_count = getattr(torch._C, "_storage_Use_Count", None)
-    if use_count is None:
-        return True
-    return use_count(buffer.untyped_storage()._cdata) > 2  # buffer + this storage object
+    still alive), by torch's storage use count."""
+    return USE_COUNT(buffer.untyped_storage()._cdata) > 2  # buffer + this storage object
