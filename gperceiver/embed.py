@@ -35,6 +35,7 @@ import zarr
 
 from gperceiver import __version__, schema
 from gperceiver.atomic import atomic_output, check_writable
+from gperceiver.chunk_writer import ChunkWriter
 from gperceiver.errors import InputNotFoundError, UsageError
 from gperceiver.store import open_view, store_name
 
@@ -195,8 +196,9 @@ def _encode_samples(model, store, arrays: dict[str, Any], batch_size: int,
 
     loader = make_loader(store, "plain", batch_size=batch_size, prop_x=1.0, shuffle=False)
     device = next(model.parameters()).device
-    sink = _Sink(arrays)
-    with torch.inference_mode(), tqdm(total=loader.dataset.n_samples, unit="samples",
+    sink = ChunkWriter({name: (array, 0) for name, array in arrays.items()
+                        if name != "variant_embedding"}, SAMPLES_CHUNK)
+    with torch.inference_mode(), tqdm(total=len(loader.dataset.selected), unit="samples",
                                       disable=not progress, file=sys.stderr) as bar:
         for batch in loader:
             lat = model.encode(batch["x_alleles"].to(device), batch["x_index"].to(device))
@@ -208,52 +210,6 @@ def _encode_samples(model, store, arrays: dict[str, Any], batch_size: int,
                      {k: v.cpu().numpy() for k, v in rows.items()})
             bar.update(len(batch["sample_index"]))
     sink.flush()
-
-
-class _Sink:
-    """Collects encoded rows and writes them chunk by chunk.
-
-    The in-order loader yields samples in ascending store order, so the buffer is
-    one contiguous run: it is written up to the last whole output chunk it covers
-    (each chunk written once), the rest kept for the next batches. Any other order
-    falls back to orthogonal indexing.
-    """
-
-    def __init__(self, arrays: dict[str, Any]):
-        self.arrays = arrays
-        self.names = [name for name in arrays if name != "variant_embedding"]
-        self.index = np.empty(0, np.int64)
-        self.rows: dict[str, np.ndarray] = {}
-
-    def put(self, index: np.ndarray, rows: dict[str, np.ndarray]) -> None:
-        self.index = np.concatenate([self.index, index])
-        for name in self.names:
-            self.rows[name] = (rows[name] if name not in self.rows
-                               else np.concatenate([self.rows[name], rows[name]]))
-        if len(self.index) >= SAMPLES_CHUNK:
-            self.flush(whole_chunks=True)
-
-    def flush(self, whole_chunks: bool = False) -> None:
-        if not len(self.index):
-            return
-        index = self.index
-        contiguous = bool(np.all(np.diff(index) == 1))
-        n = len(index)
-        if contiguous and whole_chunks:
-            n = (index[-1] + 1) // SAMPLES_CHUNK * SAMPLES_CHUNK - index[0]
-            if n <= 0:
-                return
-        for name in self.names:
-            values, target = self.rows[name][:n], self.arrays[name]
-            if contiguous:
-                target[index[0] : index[0] + n] = values
-            elif isinstance(target, np.ndarray):
-                target[index] = values
-            else:
-                order = np.argsort(index)
-                target.oindex[index[order]] = values[order]
-            self.rows[name] = self.rows[name][n:]
-        self.index = index[n:]
 
 
 class _CallableModule(types.ModuleType):

@@ -16,13 +16,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 import xarray as xr
 
 from converters.writer import create_store, finish_store
 from gperceiver import schema
 from gperceiver.atomic import atomic_output, check_writable
+from gperceiver.chunk_writer import ChunkWriter
 from gperceiver.data.loader import make_loader
 from gperceiver.data.tasks import task_sizes
 from gperceiver.errors import InputFormatError
@@ -126,44 +126,17 @@ def impute(
             ploidy=int(ds.sizes[schema.PLOIDY]), n_alleles=int(ds.sizes[schema.ALLELES]),
             samples_chunk=s_chunk, variants_chunk=v_chunk, attrs=attrs,
         )
-        writer = _ChunkWriter(calls, s_chunk)
+        writer = ChunkWriter({"calls": (calls, 1)}, s_chunk)
         bar = _progress(n_samples, progress)
         for batch in loader:
             tokens = impute_batch(model, batch["x_alleles"], batch["x_index"], window)
-            writer.add(batch["sample_index"].numpy(), (tokens - 1).to(torch.int8).numpy())
+            writer.put(batch["sample_index"].numpy(),
+                       {"calls": (tokens - 1).to(torch.int8).numpy()})
             bar.update(len(tokens))
         bar.close()
         writer.flush()
         finish_store(tmp)
     return open_store(out_store)
-
-
-class _ChunkWriter:
-    """Collects samples (arriving in store order) and writes whole sample chunks."""
-
-    def __init__(self, calls, chunk: int):
-        self.calls, self.chunk = calls, chunk
-        self.start, self.parts = 0, []
-
-    def add(self, sample_index: np.ndarray, geno: np.ndarray) -> None:
-        end = self.start + sum(len(p) for p in self.parts)
-        if not np.array_equal(sample_index, np.arange(end, end + len(sample_index))):
-            raise RuntimeError("samples did not arrive in store order")
-        self.parts.append(geno)
-        if end + len(geno) >= (self.start // self.chunk + 1) * self.chunk:
-            self.flush(whole_chunks=True)
-
-    def flush(self, whole_chunks: bool = False) -> None:
-        if not self.parts:
-            return
-        block = np.concatenate(self.parts)
-        n = len(block)
-        if whole_chunks:
-            n = (self.start + n) // self.chunk * self.chunk - self.start
-        if n > 0:
-            self.calls[:, self.start:self.start + n, :] = np.moveaxis(block[:n], 0, 1)
-        self.parts = [block[n:]] if n < len(block) else []
-        self.start += n
 
 
 def _progress(total: int, enabled: bool):

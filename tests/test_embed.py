@@ -170,3 +170,24 @@ def test_encode_latents_match_embed_and_the_latent_probe_reports(run_dir, emb_pa
         for kernel in ("latents", "pooled"):
             assert len(out[encoder][kernel]["block_r"]) == 2
     assert -1 <= out["markers"]["mean_r"] <= 1
+
+
+def test_chunk_writer_writes_whole_chunks_in_order():
+    """Rows reach the targets a whole chunk at a time (any sample axis), the rest on
+    flush; rows out of order are refused."""
+    from gperceiver.chunk_writer import ChunkWriter
+
+    first, second = np.zeros((10, 2)), np.zeros((3, 10))
+    writer = ChunkWriter({"a": (first, 0), "b": (second, 1)}, chunk=4)
+    rows = np.arange(20, dtype=float).reshape(10, 2) + 1
+    writer.put(np.arange(3), {"a": rows[:3], "b": rows[:3, :1].repeat(3, 1)})
+    assert not first.any()  # no whole chunk yet
+    writer.put(np.arange(3, 6), {"a": rows[3:6], "b": rows[3:6, :1].repeat(3, 1)})
+    np.testing.assert_array_equal(first[:4], rows[:4])
+    assert not first[4:].any()
+    writer.put(np.arange(6, 10), {"a": rows[6:], "b": rows[6:, :1].repeat(3, 1)})
+    writer.flush()
+    np.testing.assert_array_equal(first, rows)
+    np.testing.assert_array_equal(second, rows[:, :1].repeat(3, 1).T)
+    with pytest.raises(RuntimeError, match="in order"):
+        ChunkWriter({"a": (np.zeros((4, 2)), 0)}, 2).put(np.array([1]), {"a": rows[:1]})
