@@ -24,8 +24,9 @@ import numpy as np
 import xarray as xr
 
 from gperceiver import schema
-from gperceiver.errors import InputFormatError, InputNotFoundError, Note, UsageError
+from gperceiver.errors import InputFormatError, Note, UsageError
 from gperceiver.frequencies import TOLERANCE, minor_allele_frequency
+from gperceiver.inputs import open_binary
 from gperceiver.progress import DaskProgress, progress_bar
 
 
@@ -150,14 +151,10 @@ def _names(path: str | os.PathLike, known: np.ndarray) -> np.ndarray:
     `#` lines are skipped, and so is a byte-order mark. Names not in the store are
     reported in a note; an empty file names nobody."""
     path = Path(path)
+    with open_binary(path, "a file of sample names") as f:
+        raw = f.read()
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise InputNotFoundError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputNotFoundError(f"{path}: is a folder, expected a file of sample names") from None
-    except PermissionError:
-        raise InputNotFoundError(f"{path}: permission denied") from None
+        text = raw.decode()
     except UnicodeDecodeError:
         raise InputFormatError(path, "not a text file of sample names") from None
     lines = [line.strip() for line in text.removeprefix("\ufeff").splitlines()]
