@@ -345,10 +345,9 @@ def upgrade_store(path: str | os.PathLike) -> list[str]:
     from gperceiver.store import open_store
 
     path = os.fspath(path)
-    ds = open_store(path)
+    open_store(path)  # refuses what is not a genotype store, in one line
     if zarr.open_group(path, mode="r").metadata.zarr_format != ZARR_FORMAT:
         raise InputFormatError(path, "a zarr v3 store: `gperceiver convert vcz` rewrites it")
-    del ds
     changed = conform(path)
     if changed:
         zarr.open_group(path, mode="r+").attrs["converter_version"] = CONVERTER_VERSION

@@ -25,7 +25,7 @@ import xarray as xr
 
 from gperceiver import schema
 from gperceiver.errors import InputFormatError, Note, UsageError
-from gperceiver.frequencies import TOLERANCE, minor_allele_frequency
+from gperceiver.frequencies import TOLERANCE, allele_counts, minor_allele_frequency
 from gperceiver.inputs import open_binary
 from gperceiver.progress import DaskProgress, progress_bar
 
@@ -134,10 +134,9 @@ def _variant_statistics(calls: da.Array, samples: np.ndarray,
     """Per variant, over the kept samples: the share of missing copies, and allele
     frequencies over called copies (NaN where none is called)."""
     part = calls[:, np.flatnonzero(samples)] if not samples.all() else calls
-    counts = [(part == a).sum(axis=(1, 2), dtype=np.int64) for a in range(n_alleles)]
     missing = (part == schema.MISSING).sum(axis=(1, 2), dtype=np.int64)
     present = (part >= schema.MISSING).sum(axis=(1, 2), dtype=np.int64)
-    counts, missing, present = da.compute(da.stack(counts, axis=1), missing, present)
+    counts, missing, present = da.compute(allele_counts(part, n_alleles), missing, present)
     called = counts.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(present > 0, missing / np.maximum(present, 1), 1.0)

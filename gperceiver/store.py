@@ -67,10 +67,9 @@ def _derived(ds: xr.Dataset) -> xr.Dataset:
         ds = ds.assign(variant_allele_frequency=((schema.VARIANTS, schema.ALLELES), frequency))
     ids = np.asarray(ds["variant_id"].values, dtype=object) if "variant_id" in ds else None
     if ids is None or len(set(ids.tolist())) < len(ids) or "." in ids or "" in ids:
-        made = variant_ids(ids, ds["contig_id"].values, ds["variant_contig"].values,
-                           ds["variant_position"].values, ds["variant_allele"].values)
-        ds = ds.assign(variant_id=(schema.VARIANTS, made))
-    return ds
+        ids = variant_ids(ids, ds["contig_id"].values, ds["variant_contig"].values,
+                          ds["variant_position"].values, ds["variant_allele"].values)
+    return ds.assign(variant_id=(schema.VARIANTS, ids))  # loaded: `labelled` reads it once
 
 
 def variant_ids(ids: np.ndarray | None, contig_id: np.ndarray, variant_contig: np.ndarray,
@@ -130,11 +129,6 @@ def labelled(ds: xr.Dataset) -> xr.Dataset:
     return ds.set_xindex(CONTIG_NAME)
 
 
-def store_variables(ds: xr.Dataset) -> xr.Dataset:
-    """`ds` without the coordinates `labelled` added: what a store holds."""
-    return ds.drop_vars([*LABELS, CONTIG_NAME], errors="ignore").reset_coords()
-
-
 class CheckedReader:
     """Array-like over a zarr array whose read errors name the store, variable and region.
 
@@ -157,11 +151,8 @@ class CheckedReader:
         try:
             return self.array[key]
         except Exception as e:  # noqa: BLE001 - any codec/IO fault of a chunk read
-            raise InputFormatError(
-                self.path,
-                f"variable '{self.name}' cannot be read at [{region}]: a chunk is corrupt "
-                f"or missing ({type(e).__name__}: {e})",
-            ) from None
+            raise unreadable(self.path, self.name, region, "a chunk is corrupt or missing "
+                             f"({type(e).__name__}: {e})") from None
 
     def _check_chunks(self, key: Any, region: str) -> None:
         """Refuse a read that touches an absent chunk of an array written whole."""
@@ -175,10 +166,9 @@ class CheckedReader:
             ranges.append(range(start // c, max(start // c, (stop - 1) // c) + 1))
         separator = self.array.metadata.dimension_separator or "."
         for index in itertools.product(*ranges):
-            if not os.path.exists(os.path.join(self.folder, separator.join(map(str, index)))):
-                raise InputFormatError(
-                    self.path, f"variable '{self.name}' cannot be read at [{region}]: chunk "
-                    f"{separator.join(map(str, index))} is missing")
+            key = separator.join(map(str, index))
+            if not os.path.exists(os.path.join(self.folder, key)):
+                raise unreadable(self.path, self.name, region, f"chunk {key} is missing")
 
 
 class LocalChunks:
@@ -230,19 +220,23 @@ class LocalChunks:
                 self.compressor.decode(data, out=self.buffer)
         except FileNotFoundError:
             if self.every_chunk:
-                region = ", ".join(f"{a}:{b}" for a, b in zip(starts, stops, strict=True))
-                raise InputFormatError(
-                    self.path, f"variable '{self.name}' cannot be read at [{region}]: chunk "
-                    f"{key} is missing") from None
+                raise unreadable(self.path, self.name, _span(starts, stops),
+                                 f"chunk {key} is missing") from None
             self.buffer.fill(self.fill)  # an absent chunk holds the fill value
         except Exception as e:  # noqa: BLE001 - any codec/IO fault of a chunk read
-            region = ", ".join(f"{a}:{b}" for a, b in zip(starts, stops, strict=True))
-            raise InputFormatError(
-                self.path,
-                f"variable '{self.name}' cannot be read at [{region}]: a chunk is corrupt "
-                f"or missing ({type(e).__name__}: {e})",
-            ) from None
+            raise unreadable(self.path, self.name, _span(starts, stops),
+                             "a chunk is corrupt or missing "
+                             f"({type(e).__name__}: {e})") from None
         return self.buffer[tuple(slice(0, b - a) for a, b in zip(starts, stops, strict=True))]
+
+
+def _span(starts: list[int], stops: list[int]) -> str:
+    return ", ".join(f"{a}:{b}" for a, b in zip(starts, stops, strict=True))
+
+
+def unreadable(path: str, name: str, region: str, problem: str) -> InputFormatError:
+    """The one-line error for a region of a store variable that cannot be read."""
+    return InputFormatError(path, f"variable '{name}' cannot be read at [{region}]: {problem}")
 
 
 def _chunk_folder(array: zarr.Array) -> str | None:
@@ -289,9 +283,10 @@ def store_name(store: str | os.PathLike | xr.Dataset) -> str:
             f"samples x {store.sizes[schema.VARIANTS]:,} variants)")
 
 
-def view_indices(ds: xr.Dataset) -> tuple[str, np.ndarray | None, np.ndarray | None]:
-    """(store path, store sample indices, store variant indices) of a selection made on
-    a Dataset from `open_store`; None where it keeps every sample or variant.
+def view_indices(ds: xr.Dataset) -> tuple[xr.Dataset, np.ndarray | None, np.ndarray | None]:
+    """(the whole store, opened; store sample indices; store variant indices) of a
+    selection made on a Dataset from `open_store`; None where it keeps every sample
+    or variant.
 
     Samples and variants must keep the store's order (the model's loci and the rows of
     what is written follow it), as a boolean mask, a slice or sorted indices do.
@@ -322,7 +317,7 @@ def view_indices(ds: xr.Dataset) -> tuple[str, np.ndarray | None, np.ndarray | N
         if index is not None and (np.diff(index) <= 0).any():
             raise UsageError(f"{path}: select {dim} in store order (a boolean mask, a slice "
                              "or sorted indices)")
-    return str(path), found[0], found[1]
+    return full, found[0], found[1]
 
 
 def input_positions(ds: xr.Dataset) -> np.ndarray:

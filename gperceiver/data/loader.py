@@ -59,7 +59,7 @@ from gperceiver.data.handoff import Receiver, Ring
 from gperceiver.data.simd import transpose_block
 from gperceiver.data.tasks import TARGET_TASKS, TaskBuilder
 from gperceiver.errors import GPerceiverWarning, UsageError
-from gperceiver.store import CheckedReader, LocalChunks, open_store, open_view, view_indices
+from gperceiver.store import CheckedReader, LocalChunks, open_store, view_indices
 
 # Aim for reads of at least this many samples when the store's sample chunks are small.
 MIN_BLOCK_SAMPLES = 256
@@ -117,18 +117,19 @@ class GenotypeDataset(IterableDataset):
         super().__init__()
         if batch_size < 1:
             raise UsageError(f"batch size must be >= 1, got {batch_size}")
-        ds = open_view(store)
         if isinstance(store, xr.Dataset):
             # a selection of a store: read only its samples and variants
-            self.path, store_samples, self.variants = view_indices(ds)
+            ds = store
+            full, store_samples, self.variants = view_indices(ds)
+            self.path = str(full.encoding["source"])
         else:
+            ds = full = open_store(store)
             self.path, store_samples, self.variants = os.fspath(store), None, None
         self.n_variants = int(ds.sizes[schema.VARIANTS])
         self.ploidy = int(ds.sizes[schema.PLOIDY])
         self.n_alleles = int(ds.sizes[schema.ALLELES])
         # reads address the store itself: its sample count and chunks
-        is_view = isinstance(store, xr.Dataset)
-        calls = (open_store(self.path) if is_view else ds)["call_genotype"].data
+        calls = full["call_genotype"].data
         self.n_samples = int(calls.shape[1])
         self.variants_chunk, self.samples_chunk = (int(c) for c in calls.chunksize[:2])
         if self.samples_chunk > schema.MAX_TRAINING_SAMPLES_CHUNK:
