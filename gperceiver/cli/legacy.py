@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from gperceiver.choices import OBJECTIVES
+from gperceiver.choices import HEADS, OBJECTIVES
 from gperceiver.cli.main import Parser, run_command
 from gperceiver.cli.training import show_progress
 from gperceiver.errors import Note, UsageError
@@ -62,29 +62,24 @@ def cached_store(markers: str, chroms: str, nalleles: int | None, ploidy: int | 
                  near: Path, progress: bool, decoder: list | None = None) -> Path:
     """The store for these TSVs: converted once, found again by content hash."""
     from converters.tsv import convert_tsv
-    from gperceiver.errors import InputNotFoundError
+    from gperceiver.inputs import open_binary
 
     nalleles, ploidy = (3 if nalleles is None else nalleles), (2 if ploidy is None else ploidy)
     key = f"decoder:{decoder}" if decoder is not None else f"decoder:{ploidy}:{nalleles}"
     digest = hashlib.sha256(f"{key}\n".encode())
     for path in (markers, chroms):
-        try:
-            with open(path, "rb") as f:
-                while block := f.read(1 << 24):
-                    digest.update(block)
-        except FileNotFoundError:
-            raise InputNotFoundError(f"{path}: no such file") from None
+        with open_binary(path) as f:
+            while block := f.read(1 << 24):
+                digest.update(block)
         digest.update(b"\0")
     folder = near / CACHE
     folder.mkdir(parents=True, exist_ok=True)
     store = folder / f"{digest.hexdigest()[:20]}.zarr"
     if not store.exists():
         try:
-            if decoder is not None:
-                convert_tsv(markers, chroms, store, decoder_file=decoder, progress=progress)
-            else:
-                convert_tsv(markers, chroms, store, ploidy=ploidy, nalleles=nalleles,
-                            progress=progress)
+            coding = ({"decoder_file": decoder} if decoder is not None
+                      else {"ploidy": ploidy, "nalleles": nalleles})
+            convert_tsv(markers, chroms, store, progress=progress, **coding)
         except BaseException:
             if not any(folder.iterdir()):
                 folder.rmdir()  # a failed first conversion leaves no empty cache behind
@@ -284,7 +279,7 @@ def finetune_parser() -> argparse.ArgumentParser:
     p.add_argument("--position-embed-trainable", action="store_true",
                    help="with --pretrained: train the position embeddings (frozen otherwise, "
                    "as in the original)")
-    p.add_argument("--block-strategy", choices=("pool", "latent"), default=None,
+    p.add_argument("--block-strategy", choices=HEADS, default=None,
                    help="how blocks are read from the latents [original: pool]")
     p.add_argument("--loss", choices=tuple(FINETUNE_LOSSES), default=None,
                    help="mse: regression; binary: binary; mae and poisson train a regression "

@@ -1,7 +1,7 @@
 """The original tool's params files, read into ours.
 
 The original (darcyabjones/gperceiver) wrote and read JSON with the keys of its
-`Params` class (`scripts/utils.py`); its pretraining saved them, with the
+`Params` class; its pretraining saved them, with the
 panel's `nmarkers`, `chrom_pos` and `marker_pos`, as `MODEL/params.json`. Two of
 its names mean something else here: its `latent_dim` counts the latents (our
 `num_latents`) and its `output_dim` is their width (our `latent_dim`).
@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from gperceiver.choices import HEADS
 from gperceiver.errors import InputFormatError, Note
 
 # original key -> (our key or None, how its value maps, the note shown when it is used:
@@ -71,7 +72,7 @@ MAPPING: dict[str, Rule] = {
     "num_decode_iters": ("num_decode_iters", _same, None),
     "contrastive": ("contrastive", _same, None),
     "contrastive_weight": ("contrastive_weight", _same, None),
-    "block_strategy": ("head", _choice({"pool": "pool", "latent": "latent"}), None),
+    "block_strategy": ("head", _choice({head: head for head in HEADS}), None),
     "nblocks": (None, None, "nblocks is ignored: the blocks come from the phenotype file"),
     "nmarkers": (None, None, "nmarkers, chrom_pos and marker_pos are ignored: the markers "
                  "and their positions come from the genotype store"),
