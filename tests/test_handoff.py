@@ -43,6 +43,31 @@ def test_torch_still_has_the_storage_use_count():
     assert handoff.USE_COUNT(torch.zeros(3).untyped_storage()._cdata) >= 1
 
 
+def test_torch_still_makes_storages_in_shared_memory():
+    """Slots are made straight in shared memory by torch's private `_new_shared`; if a
+    release drops it, this fails (slots are then made privately and moved there, one
+    copy each) and the fallback below keeps the handoff right."""
+    from gperceiver.data import handoff
+
+    assert handoff.NEW_SHARED is not None
+    buffer = handoff.shared_bytes(10)
+    assert buffer.shape == (10,) and buffer.dtype == torch.uint8 and buffer.is_shared()
+
+
+def test_without_new_shared_slots_are_moved_to_shared_memory(monkeypatch):
+    from gperceiver.data import handoff
+
+    monkeypatch.setattr(handoff, "NEW_SHARED", None)
+    for size in (0, 10):
+        buffer = handoff.shared_bytes(size)
+        assert buffer.shape == (size,) and buffer.dtype == torch.uint8 and buffer.is_shared()
+    ring, receive = Ring(worker=0, slots=2, tokens_bytes=30, rest_bytes=512), Receiver()
+    for seed in range(4):
+        batch = receive(ring.send(make_batch(ring, seed)))
+        assert_same(batch, make_batch(None, seed))
+        del batch
+
+
 def test_batches_round_trip_and_slots_come_back_when_dropped():
     ring, receive = Ring(worker=1, slots=2, tokens_bytes=30, rest_bytes=512), Receiver()
     for seed in range(6):

@@ -38,6 +38,10 @@ if USE_COUNT is None:
     warnings.warn("this torch has no storage use count (torch._C._storage_Use_Count): "
                   "loader batches are copied out of shared memory", GPerceiverWarning,
                   stacklevel=2)
+# Another (tests/test_handoff.py fails when a release drops it): a storage made in
+# shared memory. Without it, a slot is made in private memory and moved there
+# (`share_memory_`, public): one copy of each slot when a worker starts, nothing else.
+NEW_SHARED = getattr(torch.UntypedStorage, "_new_shared", None)
 
 ALIGN = 64  # every field starts on such a boundary
 POLL_S = 0.0002  # a worker's sleep between looks for a free slot
@@ -83,7 +87,9 @@ def read(buffer: torch.Tensor, layout: Layout) -> dict[str, torch.Tensor]:
 
 def shared_bytes(size: int) -> torch.Tensor:
     """A uint8 tensor of `size` bytes in shared memory."""
-    storage = torch.UntypedStorage._new_shared(max(1, size))
+    if NEW_SHARED is None:
+        return torch.empty(max(1, size), dtype=torch.uint8).share_memory_()[:size]
+    storage = NEW_SHARED(max(1, size))
     return torch.empty(0, dtype=torch.uint8).set_(storage, 0, (size,))
 
 
