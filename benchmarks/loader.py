@@ -1,7 +1,7 @@
 """Streaming-loader throughput and memory against zarr alone (the decompression floor).
 
 Builds (or reuses, --store) a store of random diploid genotypes, then for the
-full sample set and for a 4x smaller subset: reads the loader's sample blocks
+full sample set and for a 4x smaller subset: reads the loader's read groups
 with zarr alone (raw), runs one epoch of the plain and one of the masked task
 with --workers DataLoader workers, and prints one JSON line per sample count:
 {"samples","variants","store_uncompressed_mb","raw_samples_per_s",
@@ -43,6 +43,7 @@ import zarr
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from converters.writer import create_store, finish_store  # noqa: E402
+from gperceiver.data import sharding  # noqa: E402
 from gperceiver.data.loader import GenotypeDataset, make_loader  # noqa: E402
 
 PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -149,13 +150,15 @@ def cpu_seconds() -> float:
 
 
 def raw_epoch(store: Path, samples: np.ndarray) -> tuple[float, float]:
-    """(samples/s, CPU ms/sample) reading the loader's blocks with zarr alone."""
+    """(samples/s, CPU ms/sample) reading the loader's read groups with zarr alone."""
     dataset = GenotypeDataset(store, "plain", samples=samples, shuffle=False)
     calls = zarr.open_group(store, mode="r")["call_genotype"]
     chunk = dataset.samples_chunk
     start, cpu = time.perf_counter(), cpu_seconds()
-    for block in dataset._blocks(dataset.shard_samples(0, 1)):
-        index = dataset.selected[block]
+    positions = sharding.shard_samples(dataset.selected, dataset.group_samples, rank=0,
+                                       world_size=1, worker=0, num_workers=1)
+    for group in sharding.read_groups(dataset.selected, positions, dataset.group_samples):
+        index = dataset.selected[group]
         lo, hi = index.min() // chunk * chunk, (index.max() // chunk + 1) * chunk
         calls[:, lo:hi, :]
     elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from converters.writer import create_store, finish_store
+from gperceiver.data import sharding
 from gperceiver.data.loader import GenotypeDataset, make_loader
 from gperceiver.data.tasks import DTYPES
 from gperceiver.errors import UsageError
@@ -77,6 +78,86 @@ def test_every_selected_sample_once_per_epoch(diploid, num_workers, world_size):
     assert sorted(seen) == sorted(subset.tolist())
     assert max(seen.values()) == 1
     assert max(per_rank) - min(per_rank) <= 1  # ranks are balanced to one sample
+
+
+def all_shards(selected, group, world_size, num_workers, **order):
+    """Every (rank, worker) shard of `selected`, rank-major."""
+    return [sharding.shard_samples(selected, group, rank=r, world_size=world_size, worker=w,
+                                   num_workers=num_workers, **order)
+            for r in range(world_size) for w in range(num_workers)]
+
+
+@pytest.mark.parametrize("n,group,world_size,num_workers,shuffle", [
+    (31, 8, 1, 1, False), (31, 8, 2, 2, True), (45, 16, 3, 2, True), (100, 256, 4, 3, False),
+    (5, 8, 3, 3, True), (1000, 64, 2, 5, True),
+])
+def test_shards_cover_the_selection_once_balanced_in_group_order(n, group, world_size,
+                                                                 num_workers, shuffle):
+    """Sharding as plain functions: the shards, rank-major, are one sequence of whole
+    read groups (ascending store order within each, groups in order unless
+    shuffled); each selected position is in exactly one shard; shard sizes are
+    `shard_counts`, ranks differ by at most one sample, and so do one rank's workers."""
+    rng = np.random.default_rng(n)
+    selected = rng.choice(3 * n, n, replace=False).astype(np.int64)  # store indices
+    order = {"shuffle": shuffle, "seed": 7, "epoch": 2}
+    shards = all_shards(selected, group, world_size, num_workers, **order)
+    sequence = np.concatenate(shards)
+    assert sorted(sequence.tolist()) == list(range(n))  # every position, exactly once
+    counts = sharding.shard_counts(n, world_size, num_workers)
+    assert [len(s) for s in shards] == counts and sum(counts) == n
+    per_rank = [sum(counts[r * num_workers : (r + 1) * num_workers]) for r in range(world_size)]
+    assert max(per_rank) - min(per_rank) <= 1
+    for r in range(world_size):
+        mine = counts[r * num_workers : (r + 1) * num_workers]
+        assert max(mine) - min(mine) <= 1
+    groups = selected[sequence] // group  # the read group of each position, in sequence
+    runs = groups[np.r_[True, groups[1:] != groups[:-1]]]
+    assert len(runs) == len(set(runs.tolist()))  # each group is one contiguous run
+    for g in runs:  # ascending store order inside a group
+        assert np.all(np.diff(selected[sequence[groups == g]]) > 0)
+    if not shuffle:
+        assert np.all(np.diff(selected[sequence]) > 0)  # the whole selection in store order
+    again = all_shards(selected, group, world_size, num_workers, **order)
+    assert all(np.array_equal(a, b) for a, b in zip(shards, again, strict=True))
+
+
+def test_shard_order_follows_seed_and_epoch_only():
+    selected = np.arange(200, dtype=np.int64)
+
+    def sequence(**order):
+        return np.concatenate(all_shards(selected, 8, 2, 2, shuffle=True, **order)).tolist()
+
+    first = sequence(seed=1, epoch=0)
+    assert first == sequence(seed=1, epoch=0)
+    assert first != sequence(seed=1, epoch=1) and first != sequence(seed=2, epoch=0)
+    assert sorted(first) == list(range(200))
+
+
+def test_read_groups_cut_positions_at_group_boundaries():
+    selected = np.array([3, 9, 1, 20, 17, 8, 31], np.int64)
+    positions = np.array([2, 0, 5, 1, 4, 3, 6])  # store indices 1, 3, 8, 9, 17, 20, 31
+    groups = sharding.read_groups(selected, positions, 8)
+    assert [g.tolist() for g in groups] == [[2, 0], [5, 1], [4, 3], [6]]
+    assert sharding.group_size(8) == 256 and sharding.group_size(100) == 200
+    assert sharding.group_size(300) == 300  # chunks past MIN_GROUP_SAMPLES: one a group
+
+
+def test_split_bounds_and_batches_per_rank():
+    assert sharding.split(10, 3) == [3, 3, 4] and sharding.split(2, 4) == [0, 1, 0, 1]
+    assert sharding.bounds(10, 3).tolist() == [0, 3, 6, 10]
+    assert sharding.shard_counts(31, 2, 0) == [15, 16]  # no workers: one shard per rank
+    assert sharding.shard_counts(31, 2, 2) == [7, 8, 8, 8]
+    assert sharding.batches_per_rank(31, 2, 2, 5, drop_last=False) == [4, 4]
+    assert sharding.batches_per_rank(31, 2, 2, 5, drop_last=True) == [2, 2]
+    assert sharding.batches_per_rank(31, 2, 0, 5, drop_last=False) == [3, 4]
+
+
+def test_distributed_defaults_and_checks():
+    assert sharding.distributed(None, None) == (0, 1)  # torch.distributed not initialised
+    assert sharding.distributed(2, 3) == (2, 3)
+    assert sharding.distributed(None, 4) == (0, 4)
+    with pytest.raises(UsageError, match="rank 3 is outside 0..2"):
+        sharding.distributed(3, 3)
 
 
 def test_even_ranks_yield_the_same_number_of_batches(diploid):
@@ -423,16 +504,16 @@ def test_prefetch_shrinks_for_large_batches(diploid):
 
 @pytest.mark.parametrize("ploidy", [1, 2, 3, 4, 6, 8])
 def test_samples_major_transposes_any_columns_into_any_rows(ploidy):
-    """The block transpose: any subset of a chunk's columns (runs of 8 adjacent
-    columns as 8 x 8 blocks, then four at a time, then one), written into any
-    rows at an offset, across tiles of loci and a tail of fewer than 8 loci."""
+    """The chunk transpose: any subset of a chunk's columns (runs of 8 adjacent
+    columns as 8 x 8 tiles, then four at a time, then one), written into any
+    rows at an offset, across spans of loci and a tail of fewer than 8 loci."""
     from gperceiver.data.loader import TRANSPOSE_LOCI, samples_major
 
     rng = np.random.default_rng(ploidy)
     n_loci, width = TRANSPOSE_LOCI + 37, 21
     for n_columns, adjacent in ((1, False), (3, False), (7, False), (9, False),
                                 (8, True), (16, True), (19, True), (21, True), (8, None)):
-        block = rng.integers(-2, 4, (n_loci, width, ploidy)).astype(np.int8)
+        chunk = rng.integers(-2, 4, (n_loci, width, ploidy)).astype(np.int8)
         if adjacent:  # a run, then a few more columns after a gap
             first = rng.integers(0, width - n_columns + 1)
             columns = np.arange(first, first + n_columns)
@@ -442,9 +523,9 @@ def test_samples_major_transposes_any_columns_into_any_rows(ploidy):
             columns = np.sort(rng.choice(width, n_columns, replace=False))
         rows = rng.choice(25, n_columns, replace=False)
         out = np.zeros((25, n_loci + 5, ploidy), np.int8)
-        samples_major(block, columns, out, rows, 5)
+        samples_major(chunk, columns, out, rows, 5)
         expected = np.zeros_like(out)
-        expected[rows, 5:] = block[:, columns].transpose(1, 0, 2)
+        expected[rows, 5:] = chunk[:, columns].transpose(1, 0, 2)
         np.testing.assert_array_equal(out, expected)
 
 
@@ -459,9 +540,9 @@ def test_kernels_compiled_in_a_child_are_loaded_from_the_cache(diploid, tmp_path
     path, _ = diploid
     script = (
         "import sys\n"
-        "from gperceiver.data import loader\n"
+        "from gperceiver.data import kernels, loader\n"
         f"loader.make_loader({str(path)!r}, 'plain', num_workers=2)\n"
-        "stats = loader._transpose.stats\n"
+        "stats = kernels.transpose.stats\n"
         "print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))\n"
     )
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}

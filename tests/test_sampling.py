@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
-from gperceiver.data import sampling
+from gperceiver.data import kernels
 from gperceiver.data.sampling import (
     draw_targets,
     locus_weights,
@@ -179,7 +179,7 @@ def test_selection_is_exact(order):
     torch.set_flush_denormal(order == "coarse")
     for k in (1, 7, 500, 5000, 17_000, n):
         out = np.full(k, -1, np.int64)
-        drawn = sampling._smallest(keys, k, out, lower, inside)
+        drawn = kernels.smallest(keys, k, out, lower, inside)
         finite = np.flatnonzero(np.isfinite(keys))
         ranked = finite[np.lexsort((finite, keys[finite]))][:k]  # by key, then position
         assert drawn == min(k, len(finite))

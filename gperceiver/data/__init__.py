@@ -1,7 +1,8 @@
-"""Streaming data: the store loader (`loader`), target-locus sampling (`sampling`),
-the batch contract's task builders (`tasks`), phenotype tables (`phenotypes`), the
-worker-to-trainer hand-off (`handoff`) and vector kernels numba needs help with
-(`simd`).
+"""Streaming data: the store loader (`loader`), which samples each rank and worker
+reads (`sharding`), target-locus sampling (`sampling`), the batch contract's task
+builders (`tasks`), phenotype tables (`phenotypes`), the worker-to-trainer hand-off
+(`handoff`), the compiled numba kernels of all of them (`kernels`) and the vector
+intrinsics those kernels need (`simd`).
 
 `make_loader` and `GenotypeDataset` are importable from here; torch is imported
 only when they are first used, so `gperceiver.data.phenotypes` stays light.

@@ -1,10 +1,11 @@
 """Stream batches from a genotype store: a torch IterableDataset and its DataLoader.
 
-The dataset never loads the genotype array: it reads blocks of whole sample
-chunks (all variants of a few hundred samples), keeps a bounded shuffle buffer of
-them, and builds each batch with a task builder (`gperceiver.data.tasks`), target
-loci drawn on the fly and vectorised over the batch. Metadata comes from
-`open_store` (xarray); the blocks are read a chunk at a time, decoded by
+The dataset never loads the genotype array: it reads read groups of whole sample
+chunks (all variants of a few hundred samples, `sharding`), keeps a bounded
+shuffle buffer of them, and builds each batch with a task builder
+(`gperceiver.data.tasks`), target loci drawn on the fly and vectorised over the
+batch. Metadata comes from `open_store` (xarray); the groups are read a chunk at
+a time, decoded by
 `store.LocalChunks` for local stores (zarr's own decoder without its async
 machinery) and through zarr otherwise: computing the same Dask slices measured
 about 1.5x the CPU per sample.
@@ -16,21 +17,16 @@ builder writes the tokens straight into a free slot, and the loader lends the
 slot to the batch it yields (views, no copy) until no field of it is alive.
 The shuffle buffer keeps samples in fixed slots (a yielded sample's slot is
 refilled, nothing moves), and the per-locus work (transposing chunks, target
-draws, hiding, counting) is compiled with numba; `make_loader` loads it before
-forking its workers (`load_kernels`). Persistent workers are not used: each
-epoch's workers get the epoch set on the dataset.
+draws, hiding, counting) is compiled with numba (`gperceiver.data.kernels`);
+`make_loader` loads it before forking its workers (`load_kernels`). Persistent
+workers are not used: each epoch's workers get the epoch set on the dataset.
 
-Sharding. Each epoch the selected samples are ordered by block (blocks shuffled
-with (seed, epoch), identically in every process), that sequence is cut into
-`world_size` contiguous near-equal ranges, one per distributed rank, and each
-rank's range into one range per DataLoader worker. So every selected sample is
-yielded exactly once per epoch, with no padding or duplication; ranks get sample
-counts that differ by at most one, and their batch counts by at most one per
-worker (each worker ends with its own partial batch). DDP needs equal counts:
+Sharding (`gperceiver.data.sharding`): every selected sample is yielded exactly
+once per epoch, by one (rank, worker); ranks get sample counts that differ by at
+most one, and batch counts by at most one per worker. DDP needs equal counts:
 `even_ranks=True` makes every rank stop after the smallest rank's count (the
 surplus, at most one batch per worker, is skipped that epoch; which samples
-changes with the epoch's shuffle). A range boundary that falls inside a block
-makes both neighbours read that block (each keeps only its part).
+changes with the epoch's shuffle).
 
 Determinism: batches depend only on (seed, epoch, rank, worker, num_workers).
 `set_epoch(epoch)` on the dataset or on the loader from `make_loader` picks the
@@ -46,7 +42,6 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 
-import numba
 import numcodecs.blosc
 import numpy as np
 import torch
@@ -55,15 +50,14 @@ import zarr
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from gperceiver import schema
+from gperceiver.data import sharding
 from gperceiver.data.handoff import Receiver, Ring
-from gperceiver.data.simd import transpose_block
+from gperceiver.data.kernels import transpose
 from gperceiver.data.tasks import TARGET_TASKS, TaskBuilder
 from gperceiver.errors import GPerceiverWarning, UsageError
 from gperceiver.store import CheckedReader, LocalChunks, open_store, view_indices
 
-# Aim for reads of at least this many samples when the store's sample chunks are small.
-MIN_BLOCK_SAMPLES = 256
-# Loci per tile of the block transpose in `samples_major`: the tile's source cache
+# Loci per span of the chunk transpose in `samples_major`: the span's source cache
 # lines (one per locus, shared by 32 diploid samples, read for four samples per
 # pass) stay in a core's L1/L2.
 TRANSPOSE_LOCI = 512
@@ -87,7 +81,7 @@ class GenotypeDataset(IterableDataset):
     `input_window`: with prop_x < 1, a batch's inputs are one contiguous run of loci
     (see `gperceiver.data.tasks`).
     `shuffle_buffer` bounds the samples held in memory per worker (it is raised to
-    one block plus one batch when smaller).
+    one read group plus one batch when smaller).
     `rank`/`world_size` default to torch.distributed when it is initialised.
     `even_ranks`: the loader from `make_loader` stops every rank after the
     smallest rank's batch count (`len`), so DDP ranks step together; the
@@ -132,6 +126,7 @@ class GenotypeDataset(IterableDataset):
         calls = full["call_genotype"].data
         self.n_samples = int(calls.shape[1])
         self.variants_chunk, self.samples_chunk = (int(c) for c in calls.chunksize[:2])
+        self.group_samples = sharding.group_size(self.samples_chunk)
         if self.samples_chunk > schema.MAX_TRAINING_SAMPLES_CHUNK:
             warnings.warn(
                 f"{self.path}: {self.samples_chunk:,} samples per chunk (a bio2zarr default?): "
@@ -156,7 +151,7 @@ class GenotypeDataset(IterableDataset):
         self.task, self.batch_size, self.drop_last = task, batch_size, drop_last
         self.even_ranks = even_ranks
         self.shuffle, self.shuffle_buffer, self.seed = shuffle, max(1, shuffle_buffer), seed
-        self.rank, self.world_size = _distributed(rank, world_size)
+        self.rank, self.world_size = sharding.distributed(rank, world_size)
         self.num_workers = 0  # the DataLoader's, to size __len__; make_loader sets it
         self.ring_slots = 0  # > 0: workers hand batches over through a handoff.Ring
         self.epoch = 0
@@ -173,8 +168,8 @@ class GenotypeDataset(IterableDataset):
         them instead of loading them again, every epoch."""
         rng = np.random.Generator(np.random.SFC64(0))
         geno = np.zeros((1, self.n_variants, self.ploidy), dtype=np.int8)
-        block = np.zeros((1, 1, self.ploidy), dtype=np.int8)
-        samples_major(block, np.zeros(1, np.int64), geno, np.zeros(1, np.int64))
+        chunk = np.zeros((1, 1, self.ploidy), dtype=np.int8)
+        samples_major(chunk, np.zeros(1, np.int64), geno, np.zeros(1, np.int64))
         extra = {}
         if self.task == "contrastive":
             extra = {"partner": geno, "partner_index": np.zeros(1, np.int64)}
@@ -187,18 +182,10 @@ class GenotypeDataset(IterableDataset):
         """(Lx, Ly): input and target loci per sample (Ly = 0 without targets)."""
         return self.builder.lx, self.builder.ly
 
-    def shard_counts(self) -> list[int]:
-        """Samples yielded per (rank, worker) shard, rank-major."""
-        per_rank = _split(len(self.selected), self.world_size)
-        workers = max(1, self.num_workers)
-        return [c for n in per_rank for c in _split(n, workers)]
-
     def batches_per_rank(self) -> list[int]:
         """Batches each rank yields per epoch (given `num_workers`)."""
-        workers = max(1, self.num_workers)
-        round_ = math.floor if self.drop_last else math.ceil
-        counts = [round_(n / self.batch_size) for n in self.shard_counts()]
-        return [sum(counts[r * workers : (r + 1) * workers]) for r in range(self.world_size)]
+        return sharding.batches_per_rank(len(self.selected), self.world_size, self.num_workers,
+                                         self.batch_size, self.drop_last)
 
     def __len__(self) -> int:
         """Batches this rank yields per epoch; with `even_ranks`, every rank's count."""
@@ -209,42 +196,16 @@ class GenotypeDataset(IterableDataset):
         # each process opens the store itself
         return {**self.__dict__, "_calls": None, "_chunks": None, "_ring": None}
 
-    # -- planning ---------------------------------------------------------------------
-
-    def shard_samples(self, worker: int, num_workers: int) -> np.ndarray:
-        """Positions (into `selected`) of this rank's `worker` shard, in block order."""
-        order = np.argsort(self.selected, kind="stable")
-        block = self.selected[order] // self._block_samples()
-        starts = np.flatnonzero(np.r_[True, block[1:] != block[:-1]])
-        groups = np.split(order, starts[1:])
-        if self.shuffle:
-            perm = np.random.default_rng([self.seed, self.epoch]).permutation(len(groups))
-            groups = [groups[i] for i in perm]
-        sequence = np.concatenate(groups) if groups else order
-        rank_bounds = _bounds(len(sequence), self.world_size)
-        mine = sequence[rank_bounds[self.rank] : rank_bounds[self.rank + 1]]
-        worker_bounds = _bounds(len(mine), num_workers)
-        return mine[worker_bounds[worker] : worker_bounds[worker + 1]]
-
-    def _block_samples(self) -> int:
-        return self.samples_chunk * max(1, MIN_BLOCK_SAMPLES // self.samples_chunk)
-
-    def _blocks(self, positions: np.ndarray) -> list[np.ndarray]:
-        """`positions` split into runs that fall in the same block."""
-        block = self.selected[positions] // self._block_samples()
-        cuts = np.flatnonzero(block[1:] != block[:-1]) + 1
-        return np.split(positions, cuts)
-
     # -- reading ----------------------------------------------------------------------
 
     def read(self, positions: np.ndarray, out: np.ndarray | None = None,
              rows: np.ndarray | None = None) -> np.ndarray:
-        """Genotypes (n, V, P) int8 of selected samples at `positions` (one block, in
-        ascending store order); with `out` (N, V, P), written into its `rows`
-        (default 0..n-1) instead.
+        """Genotypes (n, V, P) int8 of selected samples at `positions` (one read
+        group, in ascending store order); with `out` (N, V, P), written into its
+        `rows` (default 0..n-1) instead.
 
-        The block is read one chunk at a time, each transposed straight into
-        `out`: no block-sized temporary, and each chunk is still in cache. Local
+        The group is read one chunk at a time, each transposed straight into
+        `out`: no group-sized temporary, and each chunk is still in cache. Local
         stores are decoded by `LocalChunks`, others through zarr.
         """
         if self._calls is None:  # read errors name the store, variable and region
@@ -271,12 +232,12 @@ class GenotypeDataset(IterableDataset):
                     continue
                 lo = s_chunk * s_step
                 if self._chunks is not None:
-                    block = self._chunks[v_chunk, s_chunk, 0]
+                    chunk = self._chunks[v_chunk, s_chunk, 0]
                 else:
-                    block = self._calls[start:stop, lo : min(self.n_samples, lo + s_step), :]
+                    chunk = self._calls[start:stop, lo : min(self.n_samples, lo + s_step), :]
                 if keep is not None:
-                    block = block[keep]  # the selected variants of this chunk
-                samples_major(block, index[a:b] - lo, out, rows[a:b], at)
+                    chunk = chunk[keep]  # the selected variants of this chunk
+                samples_major(chunk, index[a:b] - lo, out, rows[a:b], at)
         return out
 
     def _variant_chunks(self) -> Iterator[tuple[int, int, int, int, np.ndarray | None]]:
@@ -316,37 +277,40 @@ class GenotypeDataset(IterableDataset):
         return tokens_bytes, self.batch_size * per_sample + 1024
 
     def _batches(self, worker: int, num_workers: int) -> Iterator[dict[str, torch.Tensor]]:
-        positions = self.shard_samples(worker, num_workers)
+        positions = sharding.shard_samples(
+            self.selected, self.group_samples, rank=self.rank, world_size=self.world_size,
+            worker=worker, num_workers=num_workers, shuffle=self.shuffle, seed=self.seed,
+            epoch=self.epoch)
         # SFC64: the target draws need one uniform per locus, and it makes them fastest
         seeds = np.random.SeedSequence([self.seed, self.epoch, self.rank, worker])
         rng = np.random.Generator(np.random.SFC64(seeds))
-        blocks = iter(self._blocks(positions))
+        groups = iter(sharding.read_groups(self.selected, positions, self.group_samples))
         if self.shuffle:
-            yield from self._shuffled(blocks, rng)
+            yield from self._shuffled(groups, rng)
         else:
-            yield from self._in_order(blocks, rng)
+            yield from self._in_order(groups, rng)
 
-    def _in_order(self, blocks, rng) -> Iterator[dict[str, torch.Tensor]]:
+    def _in_order(self, groups, rng) -> Iterator[dict[str, torch.Tensor]]:
         geno = np.empty((0, self.n_variants, self.ploidy), dtype=np.int8)
         pos = np.empty(0, dtype=np.int64)
-        for block in blocks:
-            geno, pos = np.concatenate([geno, self.read(block)]), np.r_[pos, block]
+        for group in groups:
+            geno, pos = np.concatenate([geno, self.read(group)]), np.r_[pos, group]
             while len(pos) >= self.batch_size:
                 yield self._batch(geno, pos, np.arange(self.batch_size), rng)
                 geno, pos = geno[self.batch_size :], pos[self.batch_size :]
         if len(pos) and not self.drop_last:
             yield self._batch(geno, pos, np.arange(len(pos)), rng)
 
-    def _shuffled(self, blocks, rng) -> Iterator[dict[str, torch.Tensor]]:
-        # The buffer holds at most `shuffle_buffer` samples (at least a block and a
-        # batch): a block is read whenever it fits, before each batch is drawn.
-        capacity = max(self.shuffle_buffer, self._block_samples() + self.batch_size)
+    def _shuffled(self, groups, rng) -> Iterator[dict[str, torch.Tensor]]:
+        # The buffer holds at most `shuffle_buffer` samples (at least a read group and
+        # a batch): a group is read whenever it fits, before each batch is drawn.
+        capacity = max(self.shuffle_buffer, self.group_samples + self.batch_size)
         pool = _Pool(self.n_variants, self.ploidy, capacity)
-        block = next(blocks, None)
+        group = next(groups, None)
         while True:
-            while block is not None and len(pool) + len(block) <= capacity:
-                self.read(block, pool.geno, pool.add(block))
-                block = next(blocks, None)
+            while group is not None and len(pool) + len(group) <= capacity:
+                self.read(group, pool.geno, pool.add(group))
+                group = next(groups, None)
             size = min(self.batch_size, len(pool))
             if size == 0 or (size < self.batch_size and self.drop_last):
                 return
@@ -492,86 +456,28 @@ def load_kernels(dataset: GenotypeDataset) -> None:
     dataset.compile()
 
 
-def samples_major(block: np.ndarray, columns: np.ndarray, out: np.ndarray,
+def samples_major(chunk: np.ndarray, columns: np.ndarray, out: np.ndarray,
                   rows: np.ndarray, start: int = 0) -> None:
-    """out[rows[j], start : start + V] = block[:, columns[j]] for a (V, S, P) int8 block.
+    """out[rows[j], start : start + V] = chunk[:, columns[j]] for a (V, S, P) int8 chunk.
 
-    Compiled, in tiles of TRANSPOSE_LOCI loci whose source lines stay in cache; the
-    copies of a call move together as one wide integer. Where a call is one such
-    integer (ploidy 1, 2, 4 or 8), runs of 8 adjacent columns move as 8 x 8 blocks
-    transposed in vector registers (`simd.transpose_block`, about 3x faster).
+    Compiled (`kernels.transpose`), in spans of TRANSPOSE_LOCI loci whose source
+    lines stay in cache; the copies of a call move together as one wide integer.
+    Where a call is one such integer (ploidy 1, 2, 4 or 8), runs of 8 adjacent
+    columns move as 8 x 8 tiles transposed in vector registers
+    (`simd.transpose_tile`, about 3x faster).
     """
-    ploidy = block.shape[2]
+    ploidy = chunk.shape[2]
     width = next(w for w in (8, 4, 2, 1) if ploidy % w == 0)
     kind = {8: np.int64, 4: np.int32, 2: np.int16, 1: np.int8}[width]
-    source = np.ascontiguousarray(block).view(kind)  # (V, S, P / width)
+    source = np.ascontiguousarray(chunk).view(kind)  # (V, S, P / width)
     target = out.view(kind)  # (N, V, P / width)
     if source.shape[2] == 1:  # one item per call: 2-d, the fast loop
         source, target = source[..., 0], target[..., 0]
-    blocks = source.ndim == 2 and target.flags.c_contiguous
-    flat_source, flat_target = ((source.reshape(-1), target.reshape(-1)) if blocks
+    tiles = source.ndim == 2 and target.flags.c_contiguous
+    flat_source, flat_target = ((source.reshape(-1), target.reshape(-1)) if tiles
                                 else (np.empty(0, kind), np.empty(0, kind)))
-    _transpose(source, np.asarray(columns, np.int64), target, np.asarray(rows, np.int64),
-               start, TRANSPOSE_LOCI, blocks, flat_source, flat_target)
-
-
-@numba.njit(cache=True, nogil=True)
-def _transpose(source, columns, out, rows, start, tile, blocks, flat_source, flat_out):
-    # slices, then indices from 0: numba elides negative-index handling, 2x faster;
-    # four columns per pass over the tile: each source cache line serves four
-    n_loci, n_columns = source.shape[0], columns.shape[0]
-    for tile_start in range(0, n_loci, tile):
-        tile_stop = min(n_loci, tile_start + tile)
-        block = source[tile_start:tile_stop]
-        first, last = start + tile_start, start + tile_stop
-        j = 0
-        while j < n_columns:
-            if blocks and j + 8 <= n_columns and _adjacent(columns, j, 8):
-                _transpose_blocks(source, columns[j], out, rows[j : j + 8], start,
-                                  tile_start, tile_stop, flat_source, flat_out)
-                j += 8
-            elif j + 4 <= n_columns:
-                a, b = out[rows[j], first:last], out[rows[j + 1], first:last]
-                c, d = out[rows[j + 2], first:last], out[rows[j + 3], first:last]
-                ca, cb, cc, cd = columns[j], columns[j + 1], columns[j + 2], columns[j + 3]
-                for i in range(a.shape[0]):
-                    a[i], b[i], c[i], d[i] = (block[i, ca], block[i, cb], block[i, cc],
-                                              block[i, cd])
-                j += 4
-            else:
-                target, column = out[rows[j], first:last], columns[j]
-                for i in range(target.shape[0]):
-                    target[i] = block[i, column]
-                j += 1
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _adjacent(columns, j, n):
-    """Whether columns[j : j + n] are n adjacent columns, in order."""
-    for c in range(1, n):
-        if columns[j + c] != columns[j] + c:
-            return False
-    return True
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _transpose_blocks(source, column, out, rows, start, tile_start, tile_stop, flat_source,
-                      flat_out):
-    """Columns column..column+7 of source[tile_start:tile_stop] (2-d) into out[rows]
-    from start + tile_start: 8 loci at a time as 8 x 8 blocks, then the rest."""
-    width, n_out = source.shape[1], out.shape[1]
-    t0, t1, t2, t3 = (rows[0] * n_out + start, rows[1] * n_out + start,
-                      rows[2] * n_out + start, rows[3] * n_out + start)
-    t4, t5, t6, t7 = (rows[4] * n_out + start, rows[5] * n_out + start,
-                      rows[6] * n_out + start, rows[7] * n_out + start)
-    i = tile_start
-    while i + 8 <= tile_stop:
-        transpose_block(flat_source, i * width + column, width, flat_out,
-                        (t0 + i, t1 + i, t2 + i, t3 + i, t4 + i, t5 + i, t6 + i, t7 + i))
-        i += 8
-    for locus in range(i, tile_stop):
-        for c in range(8):
-            out[rows[c], start + locus] = source[locus, column + c]
+    transpose(source, np.asarray(columns, np.int64), target, np.asarray(rows, np.int64),
+              start, TRANSPOSE_LOCI, tiles, flat_source, flat_target)
 
 
 def default_prefetch(dataset: GenotypeDataset) -> int:
@@ -621,25 +527,3 @@ def _check_phenotypes(task: str, phenotypes, n_selected: int) -> np.ndarray | No
             f"phenotypes have shape {values.shape}, expected ({n_selected}, n_blocks)"
         )
     return values
-
-
-def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    if rank is None or world_size is None:
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized():
-            rank = dist.get_rank() if rank is None else rank
-            world_size = dist.get_world_size() if world_size is None else world_size
-        rank = 0 if rank is None else rank
-        world_size = 1 if world_size is None else world_size
-    if not 0 <= rank < world_size:
-        raise UsageError(f"rank {rank} is outside 0..{world_size - 1}")
-    return int(rank), int(world_size)
-
-
-def _split(n: int, parts: int) -> list[int]:
-    """Sizes of `n` items cut into `parts` contiguous near-equal ranges."""
-    return np.diff(_bounds(n, parts)).tolist()
-
-
-def _bounds(n: int, parts: int) -> np.ndarray:
-    return (np.arange(parts + 1) * n) // parts

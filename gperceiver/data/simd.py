@@ -1,37 +1,37 @@
-"""Vector kernels that numba's compiler does not find by itself.
+"""Vector kernels that numba's compiler does not find by itself, as LLVM intrinsics.
 
-`positions_in_range` writes the positions of the uint32 values inside [lo, hi)
-to a compact array: a stream compaction. Written as a scalar loop, the store
-position depends on every earlier value, and the loop runs at about one value
-per 3 cycles. Here 16 values are compared at once and their positions stored
-with LLVM's masked compress-store (`vpcompressd` on AVX-512), about 6x faster
-in the target draws. Without AVX-512, LLVM expands the same intrinsic lane by
-lane: the result is the same.
+`compress_lanes` writes the positions of those of 16 uint32 values inside
+[lo, hi) to a compact array: one step of a stream compaction
+(`kernels.positions_in_range` runs it over an array). Written as a scalar loop,
+the store position depends on every earlier value, and the loop runs at about
+one value per 3 cycles. Here 16 values are compared at once and their positions
+stored with LLVM's masked compress-store (`vpcompressd` on AVX-512), about 6x
+faster in the target draws. Without AVX-512, LLVM expands the same intrinsic
+lane by lane: the result is the same.
 
-`transpose_block` moves an 8 x 8 block of integers (a call's copies as one
+`transpose_tile` moves an 8 x 8 tile of integers (a call's copies as one
 integer) from variants-major chunk rows to samples-major buffer rows with eight
 vector loads, three rounds of interleaving and eight vector stores, where a
-scalar loop moves one item per load and store: the loader's block transpose
+scalar loop moves one item per load and store: the loader's chunk transpose
 took about a third of the time of decompressing the chunk, now about a tenth.
-Both are written in LLVM IR through numba's `intrinsic`; the tests check them
-against numpy on every path (including CPUs named `generic` and `haswell`,
-checked by hand with NUMBA_CPU_NAME).
+Both are written in LLVM IR through numba's `intrinsic`, and called from the
+compiled kernels in `kernels`; the tests check them against numpy on every path
+(including CPUs named `generic` and `haswell`, checked by hand with
+NUMBA_CPU_NAME).
 """
 
 from __future__ import annotations
 
-import numba
-import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-LANES = 16
+LANES = 16  # `compress_lanes` compares 16 uint32 values at once
 
 
 @intrinsic
-def _compress_lanes(typingctx, values, start, lo, hi, out, count):
+def compress_lanes(typingctx, values, start, lo, hi, out, count):
     """Positions start..start+15 of `values` (uint32, C order) with lo <= value < hi,
     stored at out[count:] (int32); returns how many."""
     if not (values.layout == out.layout == "C" and values.dtype == types.uint32
@@ -69,32 +69,13 @@ def _compress_lanes(typingctx, values, start, lo, hi, out, count):
     return sig, codegen
 
 
-@numba.njit(cache=True, nogil=True)
-def positions_in_range(values, lo, hi, out):
-    """Write the positions i (ascending) of values[i] in [lo, hi) to out (int32,
-    as long as the number of such values); return how many. `values`: 1-d
-    contiguous uint32 (the bits of non-negative float32 order like the floats,
-    and no floating-point mode, such as flushing denormals, changes them), fewer
-    than 2^31."""
-    lo, hi = np.uint32(lo), np.uint32(hi)
-    n, count, start = values.shape[0], 0, 0
-    while start + LANES <= n:
-        count += _compress_lanes(values, start, lo, hi, out, count)
-        start += LANES
-    for i in range(start, n):
-        if lo <= values[i] < hi:
-            out[count] = i
-            count += 1
-    return count
-
-
-BLOCK = 8  # `transpose_block` moves 8 x 8 items
+TILE = 8  # `transpose_tile` moves 8 x 8 items
 
 
 @intrinsic
-def transpose_block(typingctx, source, first, stride, out, targets):
+def transpose_tile(typingctx, source, first, stride, out, targets):
     """out[targets[c] + r] = source[first + r * stride + c] for r, c in 0..7: an
-    8 x 8 block of items (any integer width) transposed in registers.
+    8 x 8 tile of items (any integer width) transposed in registers.
 
     Eight vector loads (8 items each), three rounds of interleaving (round k pairs
     rows k and k + 4: after log2(8) rounds the rows are the columns) and eight
@@ -104,7 +85,7 @@ def transpose_block(typingctx, source, first, stride, out, targets):
     if not (isinstance(source, types.Array) and isinstance(out, types.Array)
             and source.layout == out.layout == "C" and source.ndim == out.ndim == 1
             and source.dtype == out.dtype and isinstance(source.dtype, types.Integer)
-            and isinstance(targets, types.UniTuple) and targets.count == BLOCK):
+            and isinstance(targets, types.UniTuple) and targets.count == TILE):
         return None
     sig = types.void(source, types.int64, types.int64, out, targets)
 
@@ -113,18 +94,18 @@ def transpose_block(typingctx, source, first, stride, out, targets):
         src = context.make_array(signature.args[0])(context, builder, source_)
         dst = context.make_array(signature.args[3])(context, builder, out_)
         item = context.get_value_type(signature.args[0].dtype)
-        vector = ir.VectorType(item, BLOCK)
+        vector = ir.VectorType(item, TILE)
         rows = []
-        for r in range(BLOCK):
+        for r in range(TILE):
             offset = builder.add(first_, builder.mul(stride_, ir.Constant(ir.IntType(64), r)))
             pointer = builder.bitcast(builder.gep(src.data, [offset]), vector.as_pointer())
             rows.append(builder.load(pointer, align=1))
-        low = ir.Constant(ir.VectorType(ir.IntType(32), BLOCK), [0, 8, 1, 9, 2, 10, 3, 11])
-        high = ir.Constant(ir.VectorType(ir.IntType(32), BLOCK), [4, 12, 5, 13, 6, 14, 7, 15])
+        low = ir.Constant(ir.VectorType(ir.IntType(32), TILE), [0, 8, 1, 9, 2, 10, 3, 11])
+        high = ir.Constant(ir.VectorType(ir.IntType(32), TILE), [4, 12, 5, 13, 6, 14, 7, 15])
         for _ in range(3):
             rows = [builder.shuffle_vector(rows[k // 2], rows[k // 2 + 4], low if k % 2 == 0
-                                           else high) for k in range(BLOCK)]
-        for c in range(BLOCK):
+                                           else high) for k in range(TILE)]
+        for c in range(TILE):
             offset = builder.extract_value(targets_, c)
             pointer = builder.bitcast(builder.gep(dst.data, [offset]), vector.as_pointer())
             builder.store(rows[c], pointer, align=1)

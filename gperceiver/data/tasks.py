@@ -40,19 +40,20 @@ widens them on its device.
 - "phenotype": plain fields plus "y" (B, n_blocks) (NaN -> 0) and "y_mask"
   (B, n_blocks), True where observed.
 
-A DataLoader worker hands each batch over through its shared-memory ring
-(`gperceiver.data.handoff`).
+The per-call loops (tokens, hidden targets and their labels, gathered loci) are
+compiled kernels (`gperceiver.data.kernels`). A DataLoader worker hands each batch
+over through its shared-memory ring (`gperceiver.data.handoff`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 import torch
 
 from gperceiver.choices import LOADER_TASKS, PRETRAIN_TASKS
+from gperceiver.data.kernels import gather_loci, hidden_tokens, plus_one
 from gperceiver.data.sampling import Scratch, draw_targets, weight_table
 
 TASKS = LOADER_TASKS
@@ -189,8 +190,8 @@ class TaskBuilder:
         calls = [np.ascontiguousarray(g).reshape(len(g), -1) for g in inputs]  # flat rows
         labels = np.zeros((*y_pos.shape, self.n_alleles) if self.task == "masked"
                           else y_pos.shape, dtype=np.int8)
-        _hidden_tokens(calls[0], calls[-1], rows, ploidy, y_pos, y_mask, self.n_alleles,
-                       x_alleles.numpy().reshape(n_rows, len(inputs), -1), labels)
+        hidden_tokens(calls[0], calls[-1], rows, ploidy, y_pos, y_mask, self.n_alleles,
+                      x_alleles.numpy().reshape(n_rows, len(inputs), -1), labels)
         label = "y_counts" if self.task == "masked" else "y_shared"
         out = {
             "y_index": as_tensor(y_index, DTYPES["y_index"]),
@@ -205,55 +206,6 @@ class TaskBuilder:
         return out
 
 
-@numba.njit(cache=True, nogil=True)
-def _hidden_tokens(calls, partner, rows, ploidy, positions, mask, n_alleles, tokens, labels):
-    """Tokens with the targets hidden, and the targets' labels, a batch row at a time
-    (its calls still in cache): tokens (B, G, L * P) = calls[rows] + 1 (and
-    partner[rows] + 1 when G = 2; calls flat, L * P per row); then at each drawn
-    target (positions (B, k) where mask) every real copy's token becomes 0
-    (missing), and the label is written: labels (B, k, A) the count of each
-    allele of the calls (the masked task), or labels (B, k) the size of the
-    multiset intersection of the alleles of calls and partner (contrastive)."""
-    mine, theirs = np.zeros(n_alleles, np.int8), np.zeros(n_alleles, np.int8)
-    for b in range(positions.shape[0]):
-        row = rows[b]
-        for g in range(tokens.shape[1]):
-            _add_one(calls[row] if g == 0 else partner[row], tokens[b, g])
-        for j in range(positions.shape[1]):
-            if not mask[b, j]:
-                continue
-            first = positions[b, j] * ploidy
-            for g in range(tokens.shape[1]):  # tokens > 0 (alleles) become 0, while
-                for i in range(first, first + ploidy):  # padded copies (-1) stay padded
-                    tokens[b, g, i] = min(tokens[b, g, i], 0)
-            if labels.ndim == 3:
-                _count_alleles(calls[row, first : first + ploidy], labels[b, j])
-                continue
-            _count_alleles(calls[row, first : first + ploidy], mine)
-            _count_alleles(partner[row, first : first + ploidy], theirs)
-            shared = 0
-            for allele in range(n_alleles):
-                shared += min(mine[allele], theirs[allele])
-                mine[allele], theirs[allele] = 0, 0
-            labels[b, j] = shared
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _count_alleles(copies, counts):
-    """counts[a] += the copies carrying allele a; missing (-1) and padded (-2)
-    copies, and codes past counts' alleles, count for none."""
-    for allele in copies:
-        if 0 <= allele < counts.shape[0]:
-            counts[allele] += 1
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _add_one(source, target):
-    """target = source + 1 (int8 tokens from calls; the loop vectorises)."""
-    for i in range(target.shape[0]):
-        target[i] = source[i] + np.int8(1)
-
-
 def tokens(*genos: np.ndarray, out: torch.Tensor, rows: np.ndarray | None = None) -> None:
     """Write the int8 allele tokens = call_genotype + 1 of one genotype array
     (B, L, P), or of several stacked on dim 1 (B, n, L, P), into `out`; of their
@@ -265,14 +217,7 @@ def tokens(*genos: np.ndarray, out: torch.Tensor, rows: np.ndarray | None = None
         if rows is None:
             np.add(geno, np.int8(1), out=part)
         else:  # one genotype array: `out` is `part`, contiguous
-            _plus_one(geno.reshape(len(geno), -1), rows, part.reshape(n_rows, -1))
-
-
-@numba.njit(cache=True, nogil=True)
-def _plus_one(calls, rows, out):
-    """out[b] = calls[rows[b]] + 1 (flat rows: the loop vectorises)."""
-    for b in range(rows.shape[0]):
-        _add_one(calls[rows[b]], out[b])
+            plus_one(geno.reshape(len(geno), -1), rows, part.reshape(n_rows, -1))
 
 
 def as_tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
@@ -286,15 +231,8 @@ def as_tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
 def gather(geno: np.ndarray, index: np.ndarray) -> np.ndarray:
     """Genotypes (B, L, P) int8 at loci `index` (B, L)."""
     out = np.empty((*index.shape, geno.shape[2]), dtype=np.int8)
-    _gather(geno, index, out)
+    gather_loci(geno, index, out)
     return out
-
-
-@numba.njit(cache=True, nogil=True)
-def _gather(geno, index, out):
-    for b in range(index.shape[0]):
-        for i in range(index.shape[1]):
-            out[b, i] = geno[b, index[b, i]]
 
 
 def phenotype_fields(phenotypes: np.ndarray | None) -> dict[str, torch.Tensor]:
