@@ -1,14 +1,13 @@
 """Stream batches from a genotype store: a torch IterableDataset and its DataLoader.
 
-The dataset never loads the genotype array: it reads read groups of whole sample
-chunks (all variants of a few hundred samples, `sharding`), keeps a bounded
-shuffle buffer of them, and builds each batch with a task builder
+The dataset never loads the genotype array: it reads whole sample chunks (all
+variants of a few hundred samples) a read group at a time (`sharding`), keeps a
+bounded shuffle buffer of them, and builds each batch with a task builder
 (`gperceiver.data.tasks`), target loci drawn on the fly and vectorised over the
-batch. Metadata comes from `open_store` (xarray); the groups are read a chunk at
-a time, decoded by
-`store.LocalChunks` for local stores (zarr's own decoder without its async
-machinery) and through zarr otherwise: computing the same Dask slices measured
-about 1.5x the CPU per sample.
+batch. Metadata comes from `open_store` (xarray); a group is read a chunk at a
+time, decoded by `store.LocalChunks` for local stores (zarr's own decoder
+without its async machinery) and through zarr otherwise: computing the same
+Dask slices measured about 1.5x the CPU per sample.
 
 Batches come in the contract's compact dtypes (`tasks.DTYPES`: int8 tokens,
 int32 loci); the model widens them on its device. A worker hands its batches to
