@@ -86,11 +86,11 @@ def embed(
         raise UsageError(f"device '{device}' is not usable here ({e})") from None
     labels = _labels(ds, ckpt, store, info.params)
     shapes = {
-        "sample_embedding": ((schema.SAMPLES, EMBEDDING), (info.params.latent_dim,)),
+        "sample_embedding": ((schema.SAMPLES, EMBEDDING), (info.params.model.latent_dim,)),
     }
     if latents:
         shapes["sample_latents"] = ((schema.SAMPLES, LATENTS, EMBEDDING),
-                                    (info.params.num_latents, info.params.latent_dim))
+                                    (info.params.model.num_latents, info.params.model.latent_dim))
     n_samples = int(ds.sizes[schema.SAMPLES])
     if out is None:
         arrays = {name: np.zeros((n_samples, *rest), np.float32)
@@ -135,7 +135,7 @@ def _labels(ds: xr.Dataset, ckpt, store, params) -> xr.Dataset:
         "checkpoint": str(Path(ckpt).absolute()),
         "store": store_name(store if isinstance(store, xr.Dataset) else Path(store).absolute()),
         "pooling": "mean over the latents",
-        "position_embed_kind": params.position_embed_kind,
+        "position_embed_kind": params.model.position_embed_kind,
         "gperceiver_version": __version__,
     })
 
@@ -179,7 +179,7 @@ def encode_latents(model, store: str | os.PathLike | xr.Dataset, batch_size: int
     """Every sample's latents (samples, latents, embedding) float32 under `model`'s encoder
     (evaluation mode), in store order."""
     n = int(open_view(store).sizes[schema.SAMPLES])
-    p = model.params
+    p = model.config
     arrays = {"sample_embedding": np.zeros((n, p.latent_dim), np.float32),
               "sample_latents": np.zeros((n, p.num_latents, p.latent_dim), np.float32)}
     _encode_samples(model.eval(), store, arrays, batch_size, progress)

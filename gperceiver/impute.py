@@ -110,9 +110,10 @@ def impute(
     loader = make_loader(store, "plain", batch_size=batch_size, shuffle=False, prop_x=1.0,
                          num_workers=num_workers)
     window = None
-    if model.params.input_window and model.params.prop_x < 1:  # as in pretraining
-        window = task_sizes("masked", int(ds.sizes[schema.VARIANTS]), model.params.prop_x,
-                            model.params.prop_y)[0]
+    trained = info.params
+    if trained.model.input_window and trained.prop_x < 1:  # as in pretraining
+        window = task_sizes("masked", int(ds.sizes[schema.VARIANTS]), trained.prop_x,
+                            trained.prop_y)[0]
     attrs = {k: v for k, v in ds.attrs.items() if k not in ("ploidy", "n_alleles")}
     attrs.update(imputed_with=Path(ckpt).name)
     with atomic_output(out_store, force) as tmp:

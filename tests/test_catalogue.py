@@ -141,9 +141,9 @@ def w(tmp_path_factory, example_store) -> SimpleNamespace:
     # trained runs and checkpoints
     w.pre = d / "pre"
     pretrain(example_store, w.pre, "masked",
-             Params(**{**PRETRAIN_TINY, "batch_size": 8}, epochs=1), progress=False)
+             Params.build(**{**PRETRAIN_TINY, "batch_size": 8}, epochs=1), progress=False)
     w.fit = d / "fit"
-    fit(example_store, w.phenos, w.fit, Params(**{**FIT_TINY, "batch_size": 8}, epochs=1),
+    fit(example_store, w.phenos, w.fit, Params.build(**{**FIT_TINY, "batch_size": 8}, epochs=1),
         progress=False)
     w.truncated = d / "truncated.ckpt"
     w.truncated.write_bytes((w.pre / "best.ckpt").read_bytes()[:300])

@@ -161,7 +161,7 @@ def _weights(run):
 
 def test_test_fold_phenotypes_never_reach_training_or_checkpoint_choice(additive, tmp_path):
     store, phenos = additive
-    params = Params(**{**TINY, "epochs": 2, "patience": 1})
+    params = Params.build(**{**TINY, "epochs": 2, "patience": 1})
     runs = {}
     for name, file in (("original", phenos), ("test_changed", _changed_fold(phenos, tmp_path, 1, 0)),
                        ("train_changed", _changed_fold(phenos, tmp_path, 3, 0))):

@@ -76,7 +76,7 @@ def main(store: str, out: str) -> None:
     """Run under torchrun (2 processes): pretrain, then fit, recording every rank."""
     torch.set_num_threads(1)
     out_dir = Path(out)
-    params = Params(**TINY, batch_size=RANK_BATCH)
+    params = Params.build(**TINY, batch_size=RANK_BATCH)
     ddp = dict(progress=False, accelerator="cpu", devices=2, strategy="ddp")
     pretrain(store, out_dir / "pretrain", "masked", params,
              callbacks=[Recorder(out_dir, "pretrain")], **ddp)
@@ -139,7 +139,7 @@ def records(folder: Path, name: str) -> list[dict]:
 def test_lightning_launched_ddp_matches_one_process_with_the_same_global_batch(runs):
     folder, store, _ = runs
     single = folder / "single"
-    pretrain(store, single, "masked", Params(**TINY, batch_size=2 * RANK_BATCH),
+    pretrain(store, single, "masked", Params.build(**TINY, batch_size=2 * RANK_BATCH),
              progress=False, accelerator="cpu", devices=1)
     folder = finished(runs, "lightning")
     ddp = folder / "cli"

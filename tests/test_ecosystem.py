@@ -438,7 +438,7 @@ def test_every_command_runs_on_a_selection_of_samples_and_variants(example_store
     ds = open_store(example_store)
     view = ds.isel(samples=slice(5, 40, 2)).sel(variants=ds.variant_contig != 1)
     names, n_variants = list(view.sample_id.values), view.sizes["variants"]
-    params = Params(**TINY_PARAMS)
+    params = Params.build(**TINY_PARAMS)
     result = fit(view, TEST_DATA / "phenos.tsv", tmp_path / "fit", params, test_fold=0,
                  progress=False, predict_all=True)
     metrics = json.loads((tmp_path / "fit" / "metrics.json").read_text())

@@ -28,7 +28,7 @@ TINY = dict(latent_dim=32, num_latents=8, feedforward_dim=64, projection_dim=16,
 
 
 def tiny(**changes) -> Params:
-    return Params(**{**TINY, **changes})
+    return Params.build(**{**TINY, **changes})
 
 
 @pytest.fixture(scope="module")

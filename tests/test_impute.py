@@ -30,7 +30,7 @@ def founders(tmp_path_factory):
     store = root / "founders.zarr"
     calls, truth = founder_store(store, n_samples=256, missing=0.05, seed=1)
     torch.set_num_threads(1)
-    pretrain(store, root / "run", "masked", Params(**TINY, epochs=12), progress=False)
+    pretrain(store, root / "run", "masked", Params.build(**TINY, epochs=12), progress=False)
     return store, root / "run" / "best.ckpt", calls, truth
 
 
@@ -52,7 +52,7 @@ def test_a_model_pretrained_on_windows_imputes_window_by_window(founders, tmp_pa
     6 of 8 local latents), and imputation slides such windows over the panel; it
     still beats most-frequent."""
     store, _, calls, truth = founders
-    params = Params(**{**TINY, "num_latents": 8}, epochs=24, prop_x=0.75, input_window=True)
+    params = Params.build(**{**TINY, "num_latents": 8}, epochs=24, prop_x=0.75, input_window=True)
     pretrain(store, tmp_path / "run", "masked", params, progress=False)
     out = impute(tmp_path / "run" / "best.ckpt", store, tmp_path / "out.zarr", progress=False)
     check_imputation(out, calls, truth)
@@ -92,7 +92,7 @@ def test_mixed_ploidy_padded_copies_stay_padded(tmp_path):
     store = tmp_path / "tetra.zarr"
     calls, _ = founder_store(store, n_samples=48, n_variants=20, ploidy=4, n_alleles=3,
                              missing=0.15, padded_samples=8, seed=2)
-    pretrain(store, tmp_path / "run", "masked", Params(**TINY, epochs=1), progress=False)
+    pretrain(store, tmp_path / "run", "masked", Params.build(**TINY, epochs=1), progress=False)
     filled = impute(tmp_path / "run" / "last.ckpt", store, tmp_path / "out.zarr",
                     batch_size=5, progress=False)["call_genotype"].values
     assert np.array_equal(filled == schema.FILL, calls == schema.FILL)

@@ -393,10 +393,10 @@ def test_every_task_yields_the_contract_dtypes_from_workers(diploid):
                     assert batch.keys() == expected.keys()
                     for name, value in batch.items():
                         assert torch.equal(value, expected[name]), (task, name)
-    params = Params(nalleles=3, ploidy=2, num_latents=4, latent_dim=8, projection_dim=8,
-                    feedforward_dim=8, output_dim=8, num_self_attention=1,
-                    allele_embed_dim=4, position_embed_dim=4)
-    model = GPerceiver(params, torch.arange(50.0), torch.zeros(50, dtype=torch.long), 1)
+    params = Params.build(nalleles=3, ploidy=2, num_latents=4, latent_dim=8, projection_dim=8,
+                          feedforward_dim=8, output_dim=8, num_self_attention=1,
+                          allele_embed_dim=4, position_embed_dim=4)
+    model = GPerceiver(params.model, torch.arange(50.0), torch.zeros(50, dtype=torch.long), 1)
     batch = next(iter(make_loader(path, "masked", batch_size=3)))
     compact = model.masked_logits(batch["x_alleles"], batch["x_index"], batch["y_index"])
     wide = model.masked_logits(batch["x_alleles"].long(), batch["x_index"].long(),

@@ -23,10 +23,11 @@ V = 30
 
 def make_model(ploidy=2, n_alleles=4, **changes) -> GPerceiver:
     torch.manual_seed(0)
-    p = Params(**{**TINY, **changes}).replace(ploidy=ploidy, nalleles=n_alleles + 1)
+    p = Params.build(**{**TINY, **changes}).replace(ploidy=ploidy, nalleles=n_alleles + 1)
     position = torch.cat([torch.arange(10) * 100.0, torch.arange(20) * 7.0])
     contig = torch.cat([torch.zeros(10), torch.ones(20)]).long()
-    return GPerceiver(p, position, contig, 2).eval()
+    return GPerceiver(p.model, position, contig, 2, dropout=p.dropout,
+                      position_trainable=p.position_embed_trainable).eval()
 
 
 def tokens(b, lx, ploidy, n_alleles, seed=0):

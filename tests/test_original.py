@@ -13,10 +13,11 @@ import torch
 
 from gperceiver.data.loader import make_loader
 from gperceiver.errors import ExitCode, InputFormatError, Note, UsageError
+from gperceiver.model.config import ARCHITECTURE, ModelConfig
 from gperceiver.train.checkpoint import load_model
 from gperceiver.train.finetune import fit
 from gperceiver.train.original_params import MAPPING
-from gperceiver.train.params import ARCHITECTURE, Params, load_params
+from gperceiver.train.params import Params, load_params
 from gperceiver.train.pretrain import pretrain
 from tests.conftest import ROOT, TEST_DATA
 from tests.test_legacy import script
@@ -59,11 +60,12 @@ def test_the_originals_params_file_loads_verbatim_with_notes():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         p = load_params(ORIGINAL_PARAMS)
-    assert (p.num_latents, p.latent_dim) == (256, 512)  # its latent_dim counts latents
-    assert (p.position_embed_kind, p.position_embed_combine) == ("learned", "add")
-    assert p.locus_allele_embed is False and p.share_weights is True
+    m = p.model
+    assert (m.num_latents, m.latent_dim) == (256, 512)  # its latent_dim counts latents
+    assert (m.position_embed_kind, m.position_embed_combine) == ("learned", "add")
+    assert m.locus_allele_embed is False and m.share_weights is True
     assert p.contrastive is True and p.contrastive_weight == 0.0
-    assert (p.nalleles, p.ploidy, p.projection_dim, p.num_encode_iters) == (3, 2, 256, 4)
+    assert (m.nalleles, m.ploidy, m.projection_dim, m.num_encode_iters) == (3, 2, 256, 4)
     notes = [str(w.message) for w in caught if issubclass(w.category, Note)]
     assert any("allele_embed_kind" in n for n in notes), notes
     assert set(json.loads(ORIGINAL_PARAMS.read_text())) <= set(MAPPING)
@@ -79,8 +81,8 @@ def test_every_original_key_is_mapped(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         p = load_params(path)
-    assert p.locus_allele_embed and p.position_embed_combine == "concat"
-    assert p.share_weights and p.head == "latent" and not p.position_embed_trainable
+    assert p.model.locus_allele_embed and p.model.position_embed_combine == "concat"
+    assert p.model.share_weights and p.head == "latent" and not p.position_embed_trainable
     notes = " ".join(str(w.message) for w in caught)
     for key in ("nblocks", "nmarkers", "allele_decoder", "share_weights 'after_first'"):
         assert key in notes
@@ -103,8 +105,9 @@ def test_bad_original_params_are_refused_naming_the_key(tmp_path, content, fragm
 def test_shared_keys_read_in_the_originals_dialect_only_by_its_scripts(tmp_path):
     path = tmp_path / "p.json"
     path.write_text(json.dumps({"latent_dim": 32, "output_dim": 16}))
-    assert (load_params(path).latent_dim, load_params(path).output_dim) == (32, 16)
-    original = load_params(path, original=True)
+    ours = load_params(path).model
+    assert (ours.latent_dim, ours.output_dim) == (32, 16)
+    original = load_params(path, original=True).model
     assert (original.num_latents, original.latent_dim) == (32, 16)
 
 
@@ -126,7 +129,7 @@ def test_contrastive_weight_adds_each_twins_allele_reconstruction(tmp_path):
     accuracy = {}
     for weight in (0.0, 1.0):
         run = tmp_path / f"w{weight}"
-        params = Params(**{**PRE_TINY, "epochs": 4, "contrastive": True,
+        params = Params.build(**{**PRE_TINY, "epochs": 4, "contrastive": True,
                            "contrastive_weight": weight})
         pretrain(store, run, None, params, progress=False)
         model, _, _ = load_model(run / "last.ckpt")
@@ -239,7 +242,7 @@ def test_legacy_checkpoint_starts_from_its_weights_and_refusals_leave_nothing(tm
     assert finetuned.returncode == 0, finetuned.stderr
     assert "--checkpoint: the encoder started from its weights" in finetuned.stderr
     _, info, _ = load_model(tmp_path / "m" / "best.ckpt")
-    assert info.params.num_latents == start.params.num_latents == 6
+    assert info.params.model.num_latents == start.config.num_latents == 6
     flag = script("pretrain", chroms, markers, "--model", tmp_path / "x", "--nepochs", 0)
     assert flag.returncode == ExitCode.USAGE
     assert "gperceiver_pretrain: error: --nepochs: must be >= 1" in flag.stderr
@@ -258,18 +261,16 @@ def test_pretrained_architecture_is_taken_whole(tmp_path, example_store):
     defaults = Params()
     store_fields = {"nalleles", "ploidy"}  # from the store
     assert set(odd) == set(ARCHITECTURE) - store_fields
-    assert all(getattr(defaults, k) != v for k, v in odd.items())
+    assert all(getattr(defaults.model, k) != v for k, v in odd.items())
     pre = tmp_path / "pre"
     pretrain(example_store, pre, "masked",
-             Params(**odd, epochs=1, batch_size=8, prop_x=0.5), progress=False)
+             Params.build(**odd, epochs=1, batch_size=8, prop_x=0.5), progress=False)
     run = tmp_path / "fit"
     result = fit(example_store, TEST_DATA / "phenos.tsv", run, Params(epochs=1, batch_size=8),
                  pretrained=pre / "last.ckpt", cv=1, progress=False)
     _, info, _ = load_model(result.best)
-    for key in ARCHITECTURE:
-        assert getattr(info.params, key) == getattr(load_model(pre / "last.ckpt")[1].params,
-                                                    key), key
-    names = {f.name for f in fields(Params)}
+    assert info.params.model == load_model(pre / "last.ckpt")[1].params.model
+    names = {f.name for f in fields(ModelConfig)}
     contradicting = dict(  # each alone valid (even a default value: it was given)
         nalleles=5, ploidy=3, allele_embed_dim=8, locus_allele_embed=True,
         position_embed_kind="learned", position_embed_dim=8, position_embed_combine="concat",

@@ -49,7 +49,7 @@ def same_weights(a: Path, b: Path) -> bool:
 
 def test_masked_pretraining_drives_the_loss_far_down(founders, tmp_path):
     run = tmp_path / "run"
-    result = pretrain(founders, run, "masked", Params(**TINY, epochs=12), progress=False)
+    result = pretrain(founders, run, "masked", Params.build(**TINY, epochs=12), progress=False)
     losses = metrics(run, "val_loss")
     assert len(losses) == result.epochs == 12
     assert min(losses) < 0.3 * losses[0], losses
@@ -60,9 +60,29 @@ def test_masked_pretraining_drives_the_loss_far_down(founders, tmp_path):
     assert ckpt["epoch"] == losses.index(min(losses))
 
 
+def test_a_checkpoint_keeps_its_config_apart_and_older_layouts_still_load(founders, tmp_path):
+    result = pretrain(founders, tmp_path / "run", "masked", Params.build(**TINY, epochs=1),
+                      progress=False)
+    ckpt = load_checkpoint(result.best)
+    meta = ckpt["gperceiver"]
+    assert meta["model"]["latent_dim"] == 16 and "latent_dim" not in meta["params"]
+    # as written before the config had its own entry and the decoders' layers their name
+    old = dict(ckpt, gperceiver={**{k: v for k, v in meta.items() if k != "model"},
+                                 "params": {**meta["params"], **meta["model"]}})
+    old["state_dict"] = {k.replace(".layers.", ".blocks."): v
+                         for k, v in ckpt["state_dict"].items()}
+    assert any(".blocks." in k for k in old["state_dict"])
+    torch.save(old, tmp_path / "old.ckpt")
+    model, info, _ = load_model(result.best)
+    old_model, old_info, _ = load_model(tmp_path / "old.ckpt")
+    assert old_info.params == info.params
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 old_model.state_dict().values(), strict=True))
+
+
 def test_contrastive_pretraining_learns_shared_alleles(founders, tmp_path):
     run = tmp_path / "run"
-    params = Params(**TINY, epochs=6, contrastive=True, contrastive_weight=2.0)
+    params = Params.build(**TINY, epochs=6, contrastive=True, contrastive_weight=2.0)
     pretrain(founders, run, None, params, progress=False)  # task from params.contrastive
     losses = metrics(run, "val_loss")
     assert min(losses) < 0.9 * losses[0], losses
@@ -71,7 +91,7 @@ def test_contrastive_pretraining_learns_shared_alleles(founders, tmp_path):
 
 
 def test_same_seed_same_weights_and_exact_resume(founders, tmp_path):
-    params = Params(**{**TINY, "dropout": 0.1, "batch_size": 64}, epochs=3, seed=3,
+    params = Params.build(**{**TINY, "dropout": 0.1, "batch_size": 64}, epochs=3, seed=3,
                     lr_patience=1)  # its scheduler state, too, must survive the resume
     pretrain(founders, tmp_path / "a", "masked", params, progress=False)
     pretrain(founders, tmp_path / "b", "masked", params, progress=False)
@@ -111,7 +131,7 @@ def test_learning_rate_halves_after_lr_patience_epochs_without_improvement():
 
 def test_params_contradicting_the_store_refused(founders, tmp_path):
     with pytest.raises(UsageError, match="ploidy is 4 in the params but 2 in the store"):
-        pretrain(founders, tmp_path / "run", "masked", Params(**TINY, ploidy=4))
+        pretrain(founders, tmp_path / "run", "masked", Params.build(**TINY, ploidy=4))
 
 
 def test_cli_pretrain_resume_and_refusals(example_store, tmp_path, capsys):

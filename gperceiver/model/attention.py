@@ -1,6 +1,6 @@
-"""Pre-norm attention and feed-forward blocks (scaled_dot_product_attention inside).
+"""Pre-norm attention and feed-forward layers (scaled_dot_product_attention inside).
 
-Every block works within one sample: nothing mixes the rows of a batch, so a
+Every layer works within one sample: nothing mixes the rows of a batch, so a
 sample's output depends on that sample alone.
 """
 
@@ -58,7 +58,7 @@ class Attention(nn.Module):
         return q + self.dropout(self.out(att.transpose(1, 2).reshape(b, n, h * d)))
 
 
-class CrossBlock(nn.Module):
+class CrossLayer(nn.Module):
     """Cross-attention from queries to inputs, then a feed-forward layer."""
 
     def __init__(self, q_dim: int, kv_dim: int, inner_dim: int, heads: int, hidden: int,
@@ -72,8 +72,8 @@ class CrossBlock(nn.Module):
         return self.ff(self.attend(q, kv, mask))
 
 
-class SelfBlock(nn.Module):
-    """A transformer block over the latents."""
+class SelfLayer(nn.Module):
+    """A transformer layer over the latents: self-attention, then feed-forward."""
 
     def __init__(self, dim: int, heads: int, hidden: int, dropout: float = 0.0):
         super().__init__()

@@ -16,7 +16,7 @@ import itertools
 import torch
 from torch import nn
 
-from gperceiver.model.attention import CrossBlock
+from gperceiver.model.attention import CrossLayer
 
 MAX_CLASSES = 20_000
 
@@ -50,18 +50,26 @@ class Decoder(nn.Module):
         super().__init__()
         self.position = position
         self.query = nn.Linear(position_dim, output_dim)
-        self.blocks = nn.ModuleList(
-            CrossBlock(output_dim, latent_dim, inner_dim, heads, hidden, dropout)
+        self.layers = nn.ModuleList(
+            CrossLayer(output_dim, latent_dim, inner_dim, heads, hidden, dropout)
             for _ in range(iters)
         )
+        self.register_load_state_dict_pre_hook(_renamed_layers)
 
     def forward(self, latents: torch.Tensor, index: torch.Tensor,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, N, D) latents, (B, L) loci -> (B, L, output_dim); `mask` (B, 1, L, N)."""
         q = self.query(self.position(index))
-        for block in self.blocks:
-            q = block(q, latents, mask)
+        for layer in self.layers:
+            q = layer(q, latents, mask)
         return q
+
+
+def _renamed_layers(module: nn.Module, state: dict, prefix: str, *args) -> None:
+    """Checkpoints written before the decoder's layers were renamed call them 'blocks'."""
+    old = prefix + "blocks."
+    for key in [k for k in state if k.startswith(old)]:
+        state[prefix + "layers." + key[len(old):]] = state.pop(key)
 
 
 class MaskedDecoder(nn.Module):

@@ -1,9 +1,9 @@
 """The Perceiver: a latent array reads the loci, thinks, and is read by decoders.
 
-`GPerceiver` is built from `Params` and the store's variant table (positions and
+`GPerceiver` is built from a `ModelConfig` and the store's variant table (positions and
 contigs), so batches carry only locus indices and allele tokens (see the batch
 contract in gperceiver/data). The encoder iterates `num_encode_iters` times over
-cross-attention (latents <- loci) and `num_self_attention` self-attention blocks;
+cross-attention (latents <- loci) and `num_self_attention` self-attention layers;
 with `share_weights` every iteration after the first reuses the second's weights.
 """
 
@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gperceiver.model.attention import FeedForward, SelfBlock
+from gperceiver.model.attention import FeedForward, SelfLayer
+from gperceiver.model.config import ModelConfig
 from gperceiver.model.decoders import (
     ContrastiveDecoder,
     Decoder,
@@ -22,7 +23,6 @@ from gperceiver.model.decoders import (
     genotype_classes,
 )
 from gperceiver.model.embeddings import InputEmbedding
-from gperceiver.train.params import Params
 
 
 class Segments:
@@ -76,15 +76,15 @@ class InputCross(nn.Module):
     LayerNorm), so `InputEmbedding.project` computes them from small tables.
     """
 
-    def __init__(self, p: Params, input_dim: int):
+    def __init__(self, p: ModelConfig, input_dim: int, dropout: float):
         super().__init__()
         self.heads = p.num_cross_attention_heads
         self.norm = nn.LayerNorm(p.latent_dim)
         self.to_q = nn.Linear(p.latent_dim, p.projection_dim, bias=False)
         self.to_kv = nn.Linear(input_dim, 2 * p.projection_dim)
         self.out = nn.Linear(p.projection_dim, p.latent_dim)
-        self.dropout = nn.Dropout(p.dropout)
-        self.ff = FeedForward(p.latent_dim, p.feedforward_dim, p.dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.ff = FeedForward(p.latent_dim, p.feedforward_dim, dropout)
         self.local: Segments | None = None  # set by GPerceiver when latents are local
 
     def forward(self, latents: torch.Tensor, embed: InputEmbedding, x_alleles: torch.Tensor,
@@ -102,46 +102,52 @@ class InputCross(nn.Module):
 
 
 class Iteration(nn.Module):
-    """One encoder pass: cross-attend to the inputs, then self-attention blocks."""
+    """One encoder pass: cross-attend to the inputs, then self-attention layers."""
 
-    def __init__(self, p: Params, input_dim: int):
+    def __init__(self, p: ModelConfig, input_dim: int, dropout: float):
         super().__init__()
-        self.cross = InputCross(p, input_dim)
+        self.cross = InputCross(p, input_dim, dropout)
         self.selfs = nn.ModuleList(
-            SelfBlock(p.latent_dim, p.num_self_attention_heads, p.feedforward_dim, p.dropout)
+            SelfLayer(p.latent_dim, p.num_self_attention_heads, p.feedforward_dim, dropout)
             for _ in range(p.num_self_attention)
         )
 
     def forward(self, latents: torch.Tensor, embed: InputEmbedding, x_alleles: torch.Tensor,
                 x_index: torch.Tensor) -> torch.Tensor:
         latents = self.cross(latents, embed, x_alleles, x_index)
-        for block in self.selfs:
-            latents = block(latents)
+        for layer in self.selfs:
+            latents = layer(latents)
         return latents
 
 
 class GPerceiver(nn.Module):
-    """Perceiver encoder with masked and contrastive Perceiver IO decoders."""
+    """Perceiver encoder with masked and contrastive Perceiver IO decoders.
 
-    def __init__(self, params: Params, variant_position: torch.Tensor,
-                 variant_contig: torch.Tensor, n_contigs: int):
+    `dropout` and `position_trainable` are training choices, not architecture: the
+    same config with other values loads the same weights.
+    """
+
+    def __init__(self, config: ModelConfig, variant_position: torch.Tensor,
+                 variant_contig: torch.Tensor, n_contigs: int, *, dropout: float = 0.0,
+                 position_trainable: bool = True):
         super().__init__()
-        if params.nalleles is None or params.ploidy is None:
-            raise ValueError("params.nalleles and params.ploidy must be resolved from the store")
-        p = self.params = params
+        if config.nalleles is None or config.ploidy is None:
+            raise ValueError("config.nalleles and config.ploidy must be resolved from the store")
+        p = self.config = config
         self.ploidy, self.n_alleles = p.ploidy, p.nalleles - 1
         self.n_variants = len(variant_position)
         self.embed = InputEmbedding(
             n_tokens=p.nalleles, allele_dim=p.allele_embed_dim,
             position_kind=p.position_embed_kind, position_dim=p.position_embed_dim,
-            position_trainable=p.position_embed_trainable, combine=p.position_embed_combine,
+            position_trainable=position_trainable, combine=p.position_embed_combine,
             variant_position=torch.as_tensor(variant_position, dtype=torch.float64),
             variant_contig=torch.as_tensor(variant_contig, dtype=torch.long),
             n_contigs=n_contigs, locus_alleles=p.locus_allele_embed,
         )
         self.latents = nn.Parameter(torch.randn(p.num_latents, p.latent_dim) * 0.02)
         n_distinct = min(p.num_encode_iters, 2) if p.share_weights else p.num_encode_iters
-        self.iterations = nn.ModuleList(Iteration(p, self.embed.dim) for _ in range(n_distinct))
+        self.iterations = nn.ModuleList(Iteration(p, self.embed.dim, dropout)
+                                        for _ in range(n_distinct))
         self.segments = None
         if p.local_latents:
             self.segments = Segments(p.num_latents, self.n_variants, p.input_window)
@@ -155,7 +161,7 @@ class GPerceiver(nn.Module):
         def decoder() -> Decoder:
             return Decoder(self.embed.position, p.position_embed_dim, p.latent_dim,
                            p.output_dim, p.projection_dim, p.num_cross_attention_heads,
-                           p.feedforward_dim, p.num_decode_iters, p.dropout)
+                           p.feedforward_dim, p.num_decode_iters, dropout)
 
         self.masked = MaskedDecoder(decoder(), p.output_dim, self.classes,
                                     self.n_variants if p.locus_allele_embed else None)
@@ -181,9 +187,9 @@ class GPerceiver(nn.Module):
         if extra is not None:
             latents = torch.cat([latents, extra.to(latents.dtype)], 0)
         latents = latents.unsqueeze(0).expand(x_alleles.shape[0], -1, -1)
-        for i in range(self.params.num_encode_iters):
-            block = self.iterations[min(i, len(self.iterations) - 1)]
-            latents = block(latents, self.embed, x_alleles, x_index)
+        for i in range(self.config.num_encode_iters):
+            iteration = self.iterations[min(i, len(self.iterations) - 1)]
+            latents = iteration(latents, self.embed, x_alleles, x_index)
         return self.norm(latents)
 
     # -- masked task

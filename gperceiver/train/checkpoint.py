@@ -1,9 +1,11 @@
 """Checkpoints: read safely (weights only) and rebuild the model they hold.
 
 A checkpoint is Lightning's dict plus a "gperceiver" entry with everything needed
-to rebuild the model without the training run: the resolved params and the
-store's variant table (ids, positions, contigs), so a store with other variants
-can be refused. Only tensors, numbers, strings, lists and dicts are saved, so
+to rebuild the model without the training run: the model's config ("model"), the
+training settings it was trained with ("params") and the store's variant table
+(ids, positions, contigs), so a store with other variants can be refused.
+Checkpoints written before the config had its own entry hold it inside "params".
+Only tensors, numbers, strings, lists and dicts are saved, so
 `torch.load(weights_only=True)` reads it; a pickle that would run code is refused.
 """
 
@@ -23,7 +25,9 @@ import xarray as xr
 
 from gperceiver import schema
 from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
-from gperceiver.train.params import ARCHITECTURE, Params, params_from_dict
+from gperceiver.model import GPerceiver
+from gperceiver.model.config import ARCHITECTURE
+from gperceiver.train.params import Params, params_from_dict
 
 FORMAT = 1
 KEY = "gperceiver"
@@ -62,9 +66,11 @@ class ModelInfo:
     contig_id: list[str]
 
     def to_dict(self) -> dict[str, Any]:
+        training = {k: v for k, v in self.params.to_dict().items() if k not in ARCHITECTURE}
         return {
             "format": FORMAT,
-            "params": self.params.to_dict(),
+            "model": self.params.model.to_dict(),
+            "params": training,
             "task": self.task,
             "variant_id": list(self.variant_id),
             "variant_position": torch.as_tensor(self.variant_position, dtype=torch.float64),
@@ -96,10 +102,11 @@ class ModelInfo:
                            f"'{self.variant_id[i]}' there")
             raise InputFormatError(where, f"not the model's variants: {problem}")
         ploidy, n_alleles = int(ds.sizes[schema.PLOIDY]), int(ds.sizes[schema.ALLELES])
-        if ploidy != self.params.ploidy or n_alleles + 1 != self.params.nalleles:
+        config = self.params.model
+        if ploidy != config.ploidy or n_alleles + 1 != config.nalleles:
             raise InputFormatError(
                 where, f"ploidy {ploidy} with {n_alleles} alleles; the model expects ploidy "
-                f"{self.params.ploidy} with {self.params.nalleles - 1} alleles")
+                f"{config.ploidy} with {config.nalleles - 1} alleles")
 
 
 def model_info(ckpt: dict[str, Any], path: str | os.PathLike) -> ModelInfo:
@@ -109,7 +116,8 @@ def model_info(ckpt: dict[str, Any], path: str | os.PathLike) -> ModelInfo:
         raise InputFormatError(path, "not a gperceiver checkpoint (no model description)")
     try:
         return ModelInfo(
-            params=params_from_dict(meta["params"], where=str(path)),
+            params=params_from_dict({**meta["params"], **meta.get("model", {})},
+                                    where=str(path)),
             task=str(meta["task"]),
             variant_id=list(meta["variant_id"]),
             variant_position=meta["variant_position"].numpy(),
@@ -120,12 +128,12 @@ def model_info(ckpt: dict[str, Any], path: str | os.PathLike) -> ModelInfo:
         raise InputFormatError(path, f"damaged model description ({e})") from None
 
 
-def build_model(info: ModelInfo):
-    """A freshly initialised GPerceiver for `info` (imported lazily: torch is heavy)."""
-    from gperceiver.model import GPerceiver
-
-    return GPerceiver(info.params, torch.from_numpy(info.variant_position),
-                      torch.from_numpy(info.variant_contig), len(info.contig_id))
+def build_model(info: ModelInfo) -> GPerceiver:
+    """A freshly initialised GPerceiver for `info`."""
+    return GPerceiver(info.params.model, torch.from_numpy(info.variant_position),
+                      torch.from_numpy(info.variant_contig), len(info.contig_id),
+                      dropout=info.params.dropout,
+                      position_trainable=info.params.position_embed_trainable)
 
 
 def load_model(path: str | os.PathLike, prefix: str = "model."):
@@ -147,13 +155,13 @@ def load_model(path: str | os.PathLike, prefix: str = "model."):
 
 
 def take_architecture(params: Params, pretrained: Params, where: str) -> Params:
-    """`params` with the pretrained model's whole architecture (every field that shapes
-    the network or its masks); a field the params set to another value is refused."""
+    """`params` with the pretrained model's whole config (every field that shapes the
+    network or its masks); a field the params set to another value is refused."""
     for key in ARCHITECTURE:
-        mine, theirs = getattr(params, key), getattr(pretrained, key)
+        mine, theirs = getattr(params.model, key), getattr(pretrained.model, key)
         if key in params.given and mine is not None and mine != theirs:
             raise UsageError(
                 f"{key}: the params give {json.dumps(mine)}, but the pretrained model {where} "
                 f"was built with {json.dumps(theirs)}; a pretrained architecture is taken "
                 f"whole (drop '{key}' from the params)")
-    return params.replace(**{k: getattr(pretrained, k) for k in ARCHITECTURE})
+    return params.replace(**pretrained.model.to_dict())

@@ -186,7 +186,7 @@ def ranking_loss(score: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> to
 
 
 def build_head(params: Params, target: Target) -> FinetuneHead:
-    return FinetuneHead(params.head, params.latent_dim, params.feedforward_dim,
+    return FinetuneHead(params.head, params.model.latent_dim, params.model.feedforward_dim,
                         target.n_blocks, target.objective, target.n_classes)
 
 

@@ -136,7 +136,7 @@ def resolve_params(params: Params, ds, where: str) -> Params:
     """Fill nalleles/ploidy from the store; refuse values that contradict it."""
     ploidy, nalleles = int(ds.sizes[schema.PLOIDY]), int(ds.sizes[schema.ALLELES]) + 1
     for key, value in (("ploidy", ploidy), ("nalleles", nalleles)):
-        given = getattr(params, key)
+        given = getattr(params.model, key)
         if given is not None and given != value:
             raise UsageError(f"{key} is {given} in the params but {value} in the store {where}")
     return params.replace(ploidy=ploidy, nalleles=nalleles)
@@ -213,8 +213,8 @@ def pretrain(
     train_idx, val_idx = split_samples(int(ds.sizes[schema.SAMPLES]), params.val_fraction,
                                        params.seed)
     common = dict(batch_size=params.batch_size, num_workers=params.num_workers,
-                  prop_x=params.prop_x, input_window=params.input_window, prop_y=params.prop_y,
-                  frequency_scaler=params.frequency_scaler, seed=params.seed)
+                  prop_x=params.prop_x, input_window=params.model.input_window,
+                  prop_y=params.prop_y, frequency_scaler=params.frequency_scaler, seed=params.seed)
     train_loader = make_loader(store, task, samples=train_idx, shuffle=True, **common)
     val_loader = None
     if len(val_idx):

@@ -1,0 +1,54 @@
+"""Data flows one way: each layer imports only the layers before it (docs/architecture.md).
+
+Every import is read from the source, lazy ones inside functions included.
+"""
+
+import ast
+
+import pytest
+
+from tests.conftest import ROOT
+
+PACKAGE = ROOT / "gperceiver"
+
+# a module under the folder on the left may not import any module on the right
+FORBIDDEN = {
+    "gperceiver/model": ("gperceiver.train", "gperceiver.data", "gperceiver.cli",
+                         "gperceiver.store", "gperceiver.converters"),
+    "gperceiver/data": ("gperceiver.train", "gperceiver.model", "gperceiver.cli"),
+    "gperceiver": ("gperceiver.cli",),  # nothing outside the CLI imports it
+}
+
+
+def imports(path) -> set[str]:
+    """Every module `path` imports (absolute names), at any depth of its code."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def modules(folder: str):
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        if folder == "gperceiver" and (path.is_relative_to(PACKAGE / "cli")
+                                       or path.name == "__main__.py"):  # the CLI itself
+            continue
+        yield path
+
+
+@pytest.mark.parametrize("folder", FORBIDDEN)
+def test_no_layer_imports_a_later_one(folder):
+    bad = [f"{path.relative_to(ROOT)} imports {name}"
+           for path in modules(folder) for name in sorted(imports(path))
+           if any(name == f or name.startswith(f + ".") for f in FORBIDDEN[folder])]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_rule_sees_a_lazy_import(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text("def f():\n    from gperceiver.train.params import Params\n")
+    assert "gperceiver.train.params" in imports(source)
