@@ -102,8 +102,8 @@ def main() -> None:
     timer = EpochTimer()
     accelerator = "gpu" if args.device == "cuda" else "cpu"
     if args.task == "fit":
+        from gperceiver.fit import fit
         from gperceiver.store import open_store
-        from gperceiver.train.finetune import fit
 
         names = [str(s) for s in open_store(store)["sample_id"].values.tolist()]
         rng = np.random.default_rng(0)

@@ -97,7 +97,7 @@ def run_fold(method: str, fold: int, store: str, phenotypes: str, run_dir: str,
 
             _, metrics = baseline(store, phenotypes, run_dir, cv=fold, force=True)
             return _rows(method, fold, metrics["validation"], time.process_time() - start)
-        from gperceiver.train.finetune import fit
+        from gperceiver.fit import fit
         from gperceiver.train.params import params_from_dict
 
         p = params_from_dict(params) if params is not None else Params()

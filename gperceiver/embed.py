@@ -36,7 +36,7 @@ import zarr
 from gperceiver import __version__, schema
 from gperceiver.atomic import atomic_output, check_writable
 from gperceiver.chunk_writer import ChunkWriter
-from gperceiver.errors import InputNotFoundError, UsageError
+from gperceiver.errors import UsageError
 from gperceiver.store import open_view, store_name
 
 EMBEDDING = "embedding"
@@ -46,7 +46,6 @@ CARRIED = ("sample_id", "variant_id", "variant_contig", "variant_position", "con
 ZARR_FORMAT = 2  # as the genotype store: readable by every zarr / xarray version
 # A run folder's checkpoints, as gperceiver.train.engine names them (not imported here:
 # it loads Lightning).
-RUN_CHECKPOINTS = ("best.ckpt", "last.ckpt")
 SAMPLES_CHUNK = 512  # output rows per chunk, and per write
 VARIANTS_CHUNK = 65_536
 COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=3)
@@ -70,7 +69,7 @@ def embed(
     """
     import torch
 
-    from gperceiver.train.checkpoint import load_model
+    from gperceiver.train.checkpoint import checkpoint_path, load_model
 
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
@@ -110,17 +109,6 @@ def embed(
         _encode_samples(model, store, arrays, batch_size, progress)
         zarr.consolidate_metadata(tmp)
     return xr.open_zarr(out)
-
-
-def checkpoint_path(ckpt: str | os.PathLike) -> Path:
-    """`ckpt` itself, or for a run folder its best checkpoint (else its last)."""
-    path = Path(ckpt)
-    if not path.is_dir():
-        return path
-    for name in RUN_CHECKPOINTS:
-        if (path / name).is_file():
-            return path / name
-    raise InputNotFoundError(f"{path}: run folder without {' or '.join(RUN_CHECKPOINTS)}")
 
 
 def _labels(ds: xr.Dataset, ckpt, store, params) -> xr.Dataset:

@@ -31,7 +31,6 @@ CLASSES = "classes"
 PREDICTIONS_FILE = "predictions.tsv"
 METRICS_FILE = "metrics.json"
 BLOCKS_FILE = "blocks.tsv"  # which phenotype block each output column is
-PREDICTION_COLUMNS = ("name", "block", "cv", "observed", "predicted")
 
 
 def predictions_dataset(
@@ -63,18 +62,19 @@ def predictions_dataset(
 
 
 def predictions_table(preds: xr.Dataset) -> pd.DataFrame:
-    """predictions.tsv's rows: block by block, samples in store order."""
+    """predictions.tsv's rows: block by block, samples in store order; `cv` and
+    `observed` columns when `preds` holds them (not for lines predicted later)."""
     n_samples, n_blocks = preds.sizes[SAMPLES], preds.sizes[BLOCKS]
     names = np.array([str(s) for s in preds["sample_id"].values], dtype=object)
-    blocks = np.asarray(preds["block"].values)
-    cv = preds["cv"].values.T.ravel()
-    table = pd.DataFrame({
-        "name": np.tile(names, n_blocks),
-        "block": np.repeat(blocks, n_samples),
-        "cv": pd.array(np.where(cv == NO_CV, None, cv), dtype="Int64"),
-        "observed": preds["observed"].values.T.ravel(),
-        "predicted": preds["predicted"].values.T.ravel(),
-    })
+    columns = {"name": np.tile(names, n_blocks),
+               "block": np.repeat(np.asarray(preds["block"].values), n_samples)}
+    if "cv" in preds:
+        cv = preds["cv"].values.T.ravel()
+        columns["cv"] = pd.array(np.where(cv == NO_CV, None, cv), dtype="Int64")
+    if "observed" in preds:
+        columns["observed"] = preds["observed"].values.T.ravel()
+    columns["predicted"] = preds["predicted"].values.T.ravel()
+    table = pd.DataFrame(columns)
     if "probability" in preds:
         probs = preds["probability"].values.transpose(1, 0, 2).reshape(n_blocks * n_samples, -1)
         for k, label in enumerate(preds["class"].values):

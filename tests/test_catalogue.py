@@ -23,7 +23,7 @@ import torch
 from gperceiver.cli.legacy import finetune_parser, pretrain_parser
 from gperceiver.cli.main import main, run_command
 from gperceiver.errors import ExitCode
-from gperceiver.train.finetune import fit
+from gperceiver.fit import fit
 from gperceiver.train.params import Params
 from gperceiver.train.pretrain import pretrain
 from tests.conftest import TEST_DATA, run_cli

@@ -14,10 +14,11 @@ from converters.tsv import convert_tsv
 from gperceiver.baseline import run_gblup
 from gperceiver.data.phenotypes import held_out_split, read_phenotypes
 from gperceiver.errors import ExitCode
+from gperceiver.fit import fit
 from gperceiver.linear import LinearPath, fit_linear, fit_rows, read_dosages, standardised
+from gperceiver.predict import predict
 from gperceiver.store import open_store
 from gperceiver.train.checkpoint import load_checkpoint
-from gperceiver.train.finetune import fit, predict
 from gperceiver.train.params import Params
 from tests.test_fit import TINY
 from tests.tiny_stores import ONE_THREAD, one_torch_thread

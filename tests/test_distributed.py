@@ -80,7 +80,7 @@ def main(store: str, out: str) -> None:
     ddp = dict(progress=False, accelerator="cpu", devices=2, strategy="ddp")
     pretrain(store, out_dir / "pretrain", "masked", params,
              callbacks=[Recorder(out_dir, "pretrain")], **ddp)
-    from gperceiver.train.finetune import fit
+    from gperceiver.fit import fit
 
     fit(store, out_dir / "phenos.tsv", out_dir / "fit", params, cv=0,
         callbacks=[Recorder(out_dir, "fit")], **ddp)

@@ -430,8 +430,9 @@ def test_every_command_runs_on_a_selection_of_samples_and_variants(example_store
     import torch
 
     from gperceiver.embed import embed
+    from gperceiver.fit import fit
     from gperceiver.impute import impute
-    from gperceiver.train.finetune import fit, predict
+    from gperceiver.predict import predict
     from gperceiver.train.params import Params
     from gperceiver.train.pretrain import pretrain
 

@@ -11,8 +11,9 @@ import torch
 
 from converters.tsv import convert_tsv
 from gperceiver.errors import ExitCode, InputFormatError
+from gperceiver.fit import fit
+from gperceiver.predict import Predictor, predict
 from gperceiver.train.checkpoint import load_checkpoint
-from gperceiver.train.finetune import Predictor, fit, predict
 from gperceiver.train.params import Params
 from tests.conftest import TEST_DATA, run_cli
 from tests.test_convert_tsv import write_panel
@@ -150,8 +151,8 @@ def test_each_prediction_comes_from_its_sample_alone(panel, tmp_path):
     store, phenos, _ = panel
     fit(store, phenos, tmp_path / "run", tiny(epochs=3), cv=0, progress=False)
     predictor = Predictor.load(tmp_path / "run")
-    in_batches, _ = predictor.predict(store, batch_size=32, progress=False)
-    one_by_one, _ = predictor.predict(store, batch_size=1, progress=False)
+    in_batches = predictor.predict(store, batch_size=32, progress=False).predicted
+    one_by_one = predictor.predict(store, batch_size=1, progress=False).predicted
     np.testing.assert_allclose(in_batches, one_by_one, atol=1e-5)
     assert in_batches.std(axis=0).min() > 0  # not collapsed to a constant
 

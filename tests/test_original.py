@@ -13,9 +13,9 @@ import torch
 
 from gperceiver.data.loader import make_loader
 from gperceiver.errors import ExitCode, InputFormatError, Note, UsageError
+from gperceiver.fit import fit
 from gperceiver.model.config import ARCHITECTURE, ModelConfig
 from gperceiver.train.checkpoint import load_model
-from gperceiver.train.finetune import fit
 from gperceiver.train.original_params import MAPPING
 from gperceiver.train.params import Params, load_params
 from gperceiver.train.pretrain import pretrain

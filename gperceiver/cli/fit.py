@@ -89,7 +89,7 @@ def split_strategy(values: list[str], head: str | None) -> tuple[str | None, str
 
 
 def run(args: argparse.Namespace) -> None:
-    from gperceiver.train.finetune import fit
+    from gperceiver.fit import fit
 
     head, strategy = split_strategy(args.strategy, args.head)
     params = resolve_run_params(args, head=head, objective=args.objective,

@@ -184,7 +184,7 @@ def _start(args: argparse.Namespace) -> str | None:
     """--checkpoint: the weights a run starts from (the original's meaning), resolved."""
     if args.checkpoint is None:
         return None
-    from gperceiver.embed import checkpoint_path
+    from gperceiver.train.checkpoint import checkpoint_path
 
     return str(checkpoint_path(args.checkpoint))
 
@@ -294,7 +294,7 @@ def finetune_parser() -> argparse.ArgumentParser:
 
 def run_finetune(args: argparse.Namespace) -> None:
     from gperceiver.cli.fit import report_fit
-    from gperceiver.train.finetune import fit
+    from gperceiver.fit import fit
 
     objective = args.objective
     if objective is None and args.loss is not None:

@@ -30,13 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from gperceiver.atomic import check_writable
-    from gperceiver.train.finetune import predict, prediction_table
+    from gperceiver.outputs import predictions_table
+    from gperceiver.predict import predict
 
     if args.output is not None:
         check_writable(args.output, args.force)
     preds = predict(args.model, args.store, args.output, batch_size=args.batch_size,
                     force=args.force, progress=show_progress(args.quiet))
     if args.output is None:
-        prediction_table(preds).to_csv(sys.stdout, sep="\t", index=False, float_format="%.7g")
+        predictions_table(preds).to_csv(sys.stdout, sep="\t", index=False, float_format="%.7g")
     else:
         print(f"wrote {args.output}", file=sys.stderr)

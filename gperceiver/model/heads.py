@@ -11,11 +11,43 @@ thresholds (cumulative logits). Nothing mixes the samples of a batch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from gperceiver.choices import HEADS, OBJECTIVES
+from gperceiver.model.config import ModelConfig
+
+
+@dataclass
+class Target:
+    """How responses map to a head's outputs and back, per block (saved with the head)."""
+
+    objective: str
+    n_blocks: int
+    n_classes: int
+    mean: np.ndarray  # (n_blocks,) regression centring (0 otherwise)
+    scale: np.ndarray  # (n_blocks,) regression scaling (1 otherwise)
+    blocks: list | None = None  # the phenotype file's block labels, output by output
+
+    def __post_init__(self) -> None:
+        if self.blocks is None:
+            self.blocks = list(range(self.n_blocks))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"objective": self.objective, "n_blocks": self.n_blocks,
+                "n_classes": self.n_classes, "mean": torch.as_tensor(self.mean),
+                "scale": torch.as_tensor(self.scale), "blocks": list(self.blocks)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Target:
+        return cls(str(d["objective"]), int(d["n_blocks"]), int(d["n_classes"]),
+                   np.asarray(d["mean"], np.float64), np.asarray(d["scale"], np.float64),
+                   d.get("blocks"))
 
 
 def n_outputs(objective: str, n_classes: int) -> int:
@@ -95,14 +127,34 @@ def head_loss(objective: str, out: torch.Tensor, y: torch.Tensor,
     return (per * mask).sum() / mask.sum().clamp(min=1)
 
 
+def build_head(kind: str, config: ModelConfig, target: Target) -> FinetuneHead:
+    """A fresh head of `kind` over a model of `config` for `target`'s blocks."""
+    return FinetuneHead(kind, config.latent_dim, config.feedforward_dim, target.n_blocks,
+                        target.objective, target.n_classes)
+
+
+def head_probabilities(objective: str, out: torch.Tensor) -> torch.Tensor:
+    """(B, blocks, classes) class probabilities from a classifying head's outputs."""
+    if objective == "binary":
+        p1 = torch.sigmoid(out[..., 0])
+        return torch.stack([1 - p1, p1], -1)
+    if objective == "multiclass":
+        return torch.softmax(out, -1)
+    if objective != "ordinal":
+        raise ValueError(f"{objective!r} has no classes")
+    # ordinal: out[..., k] = logit P(y > k); P(y = k) = P(y > k - 1) - P(y > k)
+    above = torch.sigmoid(out)
+    ones = torch.ones_like(above[..., :1])
+    upper = torch.cat([ones, above], -1)
+    lower = torch.cat([above, torch.zeros_like(ones)], -1)
+    prob = (upper - lower).clamp(min=0)
+    return prob / prob.sum(-1, keepdim=True).clamp(min=1e-12)
+
+
 def head_predict(objective: str, out: torch.Tensor) -> torch.Tensor:
-    """Predictions (B, n_blocks): value, probability of 1, or class index."""
+    """Predictions (B, n_blocks): the value, the probability of 1, or the most probable
+    class (ordinal: under `head_probabilities`)."""
     if objective == "regression":
         return out[..., 0]
-    if objective == "binary":
-        return torch.sigmoid(out[..., 0])
-    if objective == "multiclass":
-        return out.argmax(-1).to(out.dtype)
-    if objective == "ordinal":
-        return (out > 0).sum(-1).to(out.dtype)
-    raise ValueError(f"unknown objective {objective!r}")
+    prob = head_probabilities(objective, out)
+    return prob[..., 1] if objective == "binary" else prob.argmax(-1).to(out.dtype)

@@ -31,6 +31,19 @@ from gperceiver.train.params import Params, params_from_dict
 
 FORMAT = 1
 KEY = "gperceiver"
+FINETUNE_KEY = "gperceiver_finetune"  # a fit's head, target and marker path
+BEST, LAST = "best.ckpt", "last.ckpt"  # a run folder's checkpoints, the one to use first
+
+
+def checkpoint_path(path: str | os.PathLike) -> Path:
+    """`path` itself, or for a run folder its best checkpoint (else its last)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for name in (BEST, LAST):
+        if (path / name).is_file():
+            return path / name
+    raise InputNotFoundError(f"{path}: run folder without {BEST} or {LAST}")
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

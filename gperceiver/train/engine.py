@@ -39,10 +39,10 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from gperceiver.atomic import atomic_output
 from gperceiver.errors import CannotWriteError, InputNotFoundError, UsageError
-from gperceiver.train.checkpoint import ModelInfo, load_checkpoint, model_info
+from gperceiver.train.checkpoint import BEST, LAST, ModelInfo, load_checkpoint, model_info
 from gperceiver.train.params import Params
 
-LAST, BEST, METRICS = "last.ckpt", "best.ckpt", "metrics.csv"
+METRICS = "metrics.csv"
 # A model carries parameters its task leaves unused (the other pretraining decoder, the
 # decoders when finetuning), which plain DDP refuses: these names get DDP to skip them.
 DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")

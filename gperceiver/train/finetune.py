@@ -1,11 +1,11 @@
-"""Finetuning: predict phenotypes of every block in one pass, from scratch or pretrained.
+"""Finetuning: train a GPerceiver on the phenotypes of every block in one pass.
 
-`fit(store, phenotypes, run_dir, params)` reads the phenotype TSV aligned to the
-store, splits training and validation rows (`cv`), streams genotypes with the
-loader's "phenotype" task and trains a GPerceiver with a finetuning head through
-the shared Trainer (`engine`). RUN_DIR gets best.ckpt, last.ckpt, metrics.csv,
-params.json, and then predictions.tsv and metrics.json from the best weights,
-the same files as `baseline` writes.
+`finetune(store, phenotypes, run_dir, params)` reads the phenotype TSV aligned to
+the store, splits training, validation and test rows, fits the marker path
+(`linear`), streams genotypes with the loader's "phenotype" task and trains a
+GPerceiver with a finetuning head through the shared Trainer (`engine`). It
+leaves best.ckpt, last.ckpt, metrics.csv and params.json in RUN_DIR and returns
+what prediction and reporting need (`gperceiver.fit` runs them).
 
 Regression responses are standardised per block on the training rows (and
 predictions mapped back), so one learning rate suits every trait. Each sample's
@@ -25,67 +25,29 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
-from gperceiver import schema
 from gperceiver.atomic import atomic_output
 from gperceiver.data.loader import make_loader
-from gperceiver.data.phenotypes import held_out_split, read_phenotypes, responses, split_masks
-from gperceiver.embed import checkpoint_path, encode_latents
+from gperceiver.data.phenotypes import held_out_split, read_phenotypes, split_masks
+from gperceiver.embed import encode_latents
 from gperceiver.errors import InputFormatError, UsageError
 from gperceiver.linear import LinearPath, fit_linear
-from gperceiver.metrics import evaluate
-from gperceiver.model.heads import FinetuneHead, head_loss
-from gperceiver.outputs import (
-    BLOCKS_FILE,
-    METRICS_FILE,
-    PREDICTIONS_FILE,
-    predictions_dataset,
-    write_blocks,
-    write_metrics,
-    write_predictions,
-)
-from gperceiver.plots import plot_path
-from gperceiver.progress import progress_bar
+from gperceiver.model.heads import FinetuneHead, Target, build_head, head_loss
+from gperceiver.outputs import BLOCKS_FILE, METRICS_FILE, PREDICTIONS_FILE
+from gperceiver.predict import Predictor
 from gperceiver.store import open_view, store_name
 from gperceiver.train import engine
 from gperceiver.train.checkpoint import (
+    FINETUNE_KEY,
     KEY,
     ModelInfo,
     build_model,
+    checkpoint_path,
     load_checkpoint,
     load_model,
     take_architecture,
 )
 from gperceiver.train.params import Params
 from gperceiver.train.pretrain import configure_adamw, resolve_params
-
-FINETUNE_KEY = "gperceiver_finetune"
-
-
-@dataclass
-class Target:
-    """How responses map to the head's outputs and back, per block."""
-
-    objective: str
-    n_blocks: int
-    n_classes: int
-    mean: np.ndarray  # (n_blocks,) regression centring (0 otherwise)
-    scale: np.ndarray  # (n_blocks,) regression scaling (1 otherwise)
-    blocks: list | None = None  # the phenotype file's block labels, output by output
-
-    def __post_init__(self) -> None:
-        if self.blocks is None:
-            self.blocks = list(range(self.n_blocks))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"objective": self.objective, "n_blocks": self.n_blocks,
-                "n_classes": self.n_classes, "mean": torch.as_tensor(self.mean),
-                "scale": torch.as_tensor(self.scale), "blocks": list(self.blocks)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Target:
-        return cls(str(d["objective"]), int(d["n_blocks"]), int(d["n_classes"]),
-                   np.asarray(d["mean"], np.float64), np.asarray(d["scale"], np.float64),
-                   d.get("blocks"))
 
 
 def make_target(objective: str, response: np.ndarray, train: np.ndarray, where: str,
@@ -185,11 +147,6 @@ def ranking_loss(score: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> to
     return F.softplus(-diff_s[pair]).mean()
 
 
-def build_head(params: Params, target: Target) -> FinetuneHead:
-    return FinetuneHead(params.head, params.model.latent_dim, params.model.feedforward_dim,
-                        target.n_blocks, target.objective, target.n_classes)
-
-
 def set_trainable(module: FinetuneModule, *, freeze_encoder: bool, freeze_latents: bool,
                   position_trainable: bool) -> None:
     """Apply the freezing flags: the head always trains."""
@@ -203,14 +160,30 @@ def set_trainable(module: FinetuneModule, *, freeze_encoder: bool, freeze_latent
 
 
 @dataclass
-class FitResult:
+class Finetuned:
+    """What a finetuning run leaves for prediction and its report (rank 0's; another
+    rank of a distributed run gets `main` False and nothing else)."""
+
     run_dir: Path
-    best: Path
-    metrics: dict[str, Any]
-    predictions: xr.Dataset
+    best: Path  # the checkpoint to predict with: best.ckpt, else last.ckpt
+    main: bool = True
+    params: Params | None = None  # as resolved (the store's alleles, a pretrained config)
+    pretrained: Path | None = None
+    phenos: xr.Dataset | None = None  # responses aligned to the store (read_phenotypes)
+    rows: np.ndarray | None = None  # the rows to predict (None: every sample)
+    train: np.ndarray | None = None  # (samples, blocks) masks of the rows in each role
+    validation: np.ndarray | None = None
+    test: np.ndarray | None = None
+    epochs: int = 0
+    best_score: float | None = None
+    # held-out predictions of the validation rows (before they joined the final marker
+    # path), when a marker path was fitted; the final predictions serve otherwise
+    validation_predictions: np.ndarray | None = None
+    components: dict[str, Any] | None = None  # the marker path's shares and the scale
+    latents: np.ndarray | None = None  # the pretrained encoder's, for the marker path
 
 
-def fit(
+def finetune(
     store: str | os.PathLike | xr.Dataset,
     phenotypes: str | os.PathLike,
     run_dir: str | os.PathLike,
@@ -231,19 +204,19 @@ def fit(
     strategy: str = "auto",
     callbacks: list | None = None,
     predict_all: bool = False,
-) -> FitResult:
-    """Finetune on `phenotypes` and write predictions and metrics into `run_dir`.
-
-    Predictions are made for the lines with a phenotype (any block, any fold), or with
-    `predict_all` for every sample of the store (`predict` does the rest later).
+) -> Finetuned:
+    """Train on `phenotypes` into `run_dir` (best.ckpt, last.ckpt, metrics.csv, params.json).
 
     `cv=K`: fold K is the validation set (the original tool's meaning: it drives
     early stopping, so its figures are not held out). Otherwise a seeded
     `params.val_fraction` of the lines is the validation set and `test_fold=K`
-    holds fold K out of everything, for metrics["test"].
+    holds fold K out of everything. With a marker path (regression, `params.linear`)
+    the Perceiver's share is calibrated on the validation rows, the path refitted
+    with them, and both saved into the best checkpoint, ready for
+    `gperceiver.predict.Predictor`. The rows to predict (`Finetuned.rows`) are those
+    with a phenotype, or with `predict_all` every sample.
     `devices`, `num_nodes` and `strategy` ("ddp") train data-parallel (see
-    `engine`); then global rank 0 alone predicts and writes the outputs.
-    `callbacks` are extra Lightning callbacks.
+    `engine`). `callbacks` are extra Lightning callbacks.
     """
     engine.flush_denormals()
     params = params or Params()
@@ -285,7 +258,7 @@ def fit(
     params = resolve_params(params, ds, store_name(store))
 
     # the lines to predict: those with a phenotype, unless every sample is asked for
-    wanted = None if predict_all else np.flatnonzero(~np.isnan(response).all(axis=1))
+    rows = None if predict_all else np.flatnonzero(~np.isnan(response).all(axis=1))
     train_rows = np.flatnonzero(train_mask.any(axis=1))
     # The linear marker-effect path is fitted first, in closed form, on the training
     # rows alone; the Perceiver learns what it leaves (its out-of-fold residuals).
@@ -293,7 +266,8 @@ def fit(
     if params.linear and params.objective == "regression":
         linear, oof = fit_linear(ds, _masked(response, train_mask), train_rows, params.seed,
                                  latents=latents)
-        linear_held = linear.predict(ds, latents, wanted)  # out of sample but on training lines
+        # out of sample on the other lines; on training lines, in sample
+        linear_held = linear.predict(ds, latents, rows)
         offset = linear_held.copy()
         offset[train_rows] = np.where(np.isnan(oof), offset[train_rows], oof)
     target_response = response - offset
@@ -313,7 +287,8 @@ def fit(
     model = build_model(info)
     if encoder_state is not None:
         model.load_state_dict(encoder_state)
-    module = FinetuneModule(model, build_head(params, target), info, target, ranking_weight)
+    module = FinetuneModule(model, build_head(params.head, params.model, target), info, target,
+                            ranking_weight)
     module.linear = linear
     set_trainable(module, freeze_encoder=freeze_encoder, freeze_latents=freeze_latents,
                   position_trainable=params.position_embed_trainable)
@@ -326,8 +301,8 @@ def fit(
     module.loaders["train"] = train_loader
     train_loader.set_epoch(0 if resume_epoch is None else resume_epoch + 1)
     val_loader = None
-    if val_mask.any():
-        val_rows = np.flatnonzero(val_mask.any(axis=1))
+    val_rows = np.flatnonzero(val_mask.any(axis=1))
+    if len(val_rows):
         val_loader = make_loader(
             store, "phenotype", samples=val_rows, shuffle=False,
             phenotypes=_masked(target_response, val_mask)[val_rows], **common)
@@ -338,85 +313,52 @@ def fit(
                                   resume_epoch=resume_epoch, num_nodes=num_nodes,
                                   strategy=strategy, callbacks=callbacks)
     engine.fit(trainer, module, train_loader, val_loader, last)
-    if trainer.global_rank != 0:
-        return FitResult(run_dir, run_dir / engine.BEST, {}, xr.Dataset())
-
     best = run_dir / engine.BEST
     best = best if best.is_file() else run_dir / engine.LAST
-    predictor = Predictor.load(best)
-    deep, probabilities = predictor.predict_encoder(store, progress=progress, samples=wanted)
-    components, held = None, deep
-    if linear is not None:
-        # How much of the Perceiver's residual to add, per block: least squares on the
-        # validation lines (their offsets are out-of-sample), within [0, 1].
-        deep_scale = _deep_scale(target_response, deep, val_mask)
-        held = linear_held + deep_scale * deep
-        linear_only = linear_held
-        if cv is None and val_mask.any():  # the validation lines join the final linear fit
-            inner = [f.inner_mse for f in linear.fits]
-            linear, _ = fit_linear(ds, _masked(response, train_mask | val_mask),
-                                   np.flatnonzero((train_mask | val_mask).any(axis=1)),
-                                   params.seed, out_of_fold_predictions=False,
-                                   latents=latents)
-            for fit_, mse in zip(linear.fits, inner, strict=True):
-                fit_.inner_mse = mse
-            linear_only = linear.predict(ds, latents, wanted)
-        predicted = linear_only + deep_scale * deep
-        save_linear(best, linear, deep_scale, encoder_state if linear.uses_latents else None)
-        components = {
-            "linear_interaction_theta": [f.theta for f in linear.fits],
-            "linear_latent_phi": [f.phi for f in linear.fits],
-            "linear_inner_cv_mse": [None if f.inner_mse is None else round(f.inner_mse, 5)
-                                    for f in linear.fits],
-            "perceiver_scale": [round(float(v), 4) for v in deep_scale],
-            "linear_only": _evaluate_rows(phenos, linear_only, train_mask, test_mask),
-        }
-    else:
-        predicted = deep
-    preds = predictions_dataset(phenos, predicted, probabilities)
-    held_preds = predictions_dataset(phenos, held, probabilities)
-    metrics = {
-        "objective": params.objective,
-        "head": params.head,
-        "linear": linear is not None,
-        "store": store_name(store),
-        "phenotypes": str(phenotypes),
-        "cv": cv,
-        "test_fold": test_fold,
-        "pretrained": None if pretrained is None else str(pretrained),
-        "frozen": {"encoder": bool(freeze_encoder), "latents": bool(freeze_latents)},
-        "samples": len(sample_id),
-        "variants": int(ds.sizes[schema.VARIANTS]),
-        "lines": {"train": int(train_mask.any(axis=1).sum()),
-                  "validation": int(val_mask.any(axis=1).sum()),
-                  "test": int(test_mask.any(axis=1).sum())},
-        "epochs": int(trainer.current_epoch),
-        "best_checkpoint_score": _score(trainer),
-        "train": _evaluate(params.objective, preds, train_mask),
-        # before they joined the final linear fit, so these figures are held out
-        "validation": (_evaluate(params.objective, held_preds, val_mask)
-                       if val_mask.any() else None),
-        "test": _evaluate(params.objective, preds, test_mask) if test_mask.any() else None,
-        "components": components,
-        "responses": responses(phenos),
+    if trainer.global_rank != 0:
+        return Finetuned(run_dir, best, main=False)
+
+    done = Finetuned(run_dir, best, params=params, pretrained=pretrained, phenos=phenos, rows=rows,
+                     train=train_mask, validation=val_mask, test=test_mask,
+                     epochs=int(trainer.current_epoch), best_score=_score(trainer),
+                     latents=latents)
+    if linear is None:
+        return done
+    # How much of the Perceiver's residual to add, per block: least squares on the
+    # validation lines (their offsets are out-of-sample), within [0, 1].
+    deep = None
+    if len(val_rows):
+        deep, _ = Predictor.load(best).predict_encoder(store, progress=progress,
+                                                       samples=val_rows)
+    deep_scale = _deep_scale(target_response, deep, val_mask)
+    if deep is not None:
+        done.validation_predictions = linear_held + deep_scale * deep
+    if cv is None and len(val_rows):  # the validation lines join the final linear fit
+        inner = [f.inner_mse for f in linear.fits]
+        linear, _ = fit_linear(ds, _masked(response, train_mask | val_mask),
+                               np.flatnonzero((train_mask | val_mask).any(axis=1)),
+                               params.seed, out_of_fold_predictions=False, latents=latents)
+        for fit_, mse in zip(linear.fits, inner, strict=True):
+            fit_.inner_mse = mse
+    save_linear(best, linear, deep_scale, encoder_state if linear.uses_latents else None)
+    done.components = {
+        "linear_interaction_theta": [f.theta for f in linear.fits],
+        "linear_latent_phi": [f.phi for f in linear.fits],
+        "linear_inner_cv_mse": [None if f.inner_mse is None else round(f.inner_mse, 5)
+                                for f in linear.fits],
+        "perceiver_scale": [round(float(v), 4) for v in deep_scale],
     }
-    if wanted is not None:
-        preds = preds.isel(samples=wanted)
-    write_blocks(preds, run_dir / BLOCKS_FILE, force=True)
-    write_predictions(preds, run_dir / PREDICTIONS_FILE, force=True)
-    write_metrics(metrics, run_dir / METRICS_FILE, force=True)
-    plot_path(run_dir, cv=cv if cv is not None else test_fold, force=True)
-    return FitResult(run_dir, best, metrics, preds)
+    return done
 
 
-def _deep_scale(residual: np.ndarray, deep: np.ndarray, val: np.ndarray) -> np.ndarray:
+def _deep_scale(residual: np.ndarray, deep: np.ndarray | None, val: np.ndarray) -> np.ndarray:
     """Per block, the s in [0, 1] minimising |r - s d|^2 on the validation rows, where r
     and d are the residual and the Perceiver's output centred there (a constant shift
-    of the Perceiver's output does not count)."""
+    of the Perceiver's output does not count); 1 without validation rows."""
     scale = np.ones(residual.shape[1])
     for b in range(residual.shape[1]):
         rows = val[:, b]
-        if not rows.any():
+        if deep is None or not rows.any():
             continue
         d = deep[rows, b] - deep[rows, b].mean()
         r = residual[rows, b] - residual[rows, b].mean()
@@ -438,13 +380,6 @@ def save_linear(path: Path, linear: LinearPath, deep_scale: np.ndarray,
         torch.save(ckpt, tmp)
 
 
-def _evaluate_rows(phenos: xr.Dataset, predicted: np.ndarray, train: np.ndarray,
-                   test: np.ndarray) -> dict[str, Any]:
-    preds = predictions_dataset(phenos, predicted)
-    return {name: _evaluate("regression", preds, mask)
-            for name, mask in (("train", train), ("test", test)) if mask.any()}
-
-
 def _masked(response: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask, response, np.nan).astype(np.float32)
 
@@ -453,167 +388,3 @@ def _score(trainer: L.Trainer) -> float | None:
     cb = trainer.checkpoint_callback
     score = getattr(cb, "best_model_score", None)
     return None if score is None else float(score)
-
-
-def _evaluate(objective: str, preds: xr.Dataset, mask: np.ndarray) -> dict[str, Any]:
-    mask_da = xr.DataArray(mask, dims=preds["observed"].dims, coords=preds["observed"].coords)
-    return evaluate(objective, preds["observed"], preds["predicted"], mask_da,
-                    preds.get("probability"))
-
-
-# ---------------------------------------------------------------- prediction
-
-
-class Predictor:
-    """A finetuned model read back from a checkpoint, ready to predict a store."""
-
-    def __init__(self, model: torch.nn.Module, head: FinetuneHead, info: ModelInfo,
-                 target: Target, linear: LinearPath | None = None,
-                 deep_scale: np.ndarray | None = None):
-        self.model, self.head, self.info, self.target = model.eval(), head.eval(), info, target
-        self.linear = linear
-        self.deep_scale = np.ones(target.n_blocks) if deep_scale is None else deep_scale
-        self.latent_model = None  # the pretrained encoder the linear path's latents come from
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> Predictor:
-        """From a fit checkpoint, or a run folder holding best.ckpt (else last.ckpt)."""
-        path = checkpoint_path(path)
-        model, info, ckpt = load_model(path)
-        meta = ckpt.get(FINETUNE_KEY)
-        if not isinstance(meta, dict):
-            raise InputFormatError(path, "not a finetuned model (no prediction head): "
-                                   "run `gperceiver fit` first, or use it as --pretrained")
-        target = Target.from_dict(meta)
-        head = build_head(info.params.replace(head=str(meta["head"])), target)
-        state = {k[len("head."):]: v for k, v in ckpt["state_dict"].items()
-                 if k.startswith("head.")}
-        try:
-            head.load_state_dict(state)
-        except RuntimeError as e:
-            raise InputFormatError(
-                path, f"head weights do not fit: {str(e).splitlines()[0]}") from None
-        linear = LinearPath.from_dict(meta["linear"]) if "linear" in meta else None
-        scale = meta.get("deep_scale")
-        predictor = cls(model, head, info, target, linear,
-                        None if scale is None else np.asarray(scale, np.float64))
-        if "latent_encoder" in meta:
-            predictor.latent_model = build_model(info)
-            predictor.latent_model.load_state_dict(meta["latent_encoder"])
-        return predictor
-
-    def predict(self, store: str | os.PathLike | xr.Dataset, *, batch_size: int | None = None,
-                progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-        """(predicted (samples, blocks), probabilities (samples, blocks, classes) or None).
-
-        With a linear path: its prediction plus the Perceiver's, scaled per block.
-        """
-        ds = open_view(store)
-        self.info.check_store(ds, store_name(store))
-        deep, probs = self.predict_encoder(store, batch_size=batch_size, progress=progress)
-        if self.linear is None:
-            return deep, probs
-        latents = None
-        if self.linear.uses_latents:
-            latents = encode_latents(self.latent_model, store,
-                                     batch_size=batch_size or self.info.params.batch_size)
-        return self.linear.predict(ds, latents) + self.deep_scale * deep, probs
-
-    @torch.no_grad()
-    def predict_encoder(self, store: str | os.PathLike | xr.Dataset, *,
-                        batch_size: int | None = None,
-                        progress: bool = True, samples: np.ndarray | None = None
-                        ) -> tuple[np.ndarray, np.ndarray | None]:
-        """The Perceiver's own outputs for every sample of `store` (or those at `samples`,
-        the others NaN), as `predict` returns them."""
-        engine.reuse_freed_memory()
-        n = int(open_view(store).sizes[schema.SAMPLES])
-        p = self.info.params
-        # every sample, here: also after a DDP fit, whose process group is still up
-        size = p.batch_size if batch_size is None else batch_size  # 0 is refused, not default
-        loader = make_loader(store, "plain", batch_size=size, shuffle=False, prop_x=1.0,
-                             seed=p.seed, rank=0, world_size=1, samples=samples)
-        objective, scale, mean = self.target.objective, self.target.scale, self.target.mean
-        predicted = np.full((n, self.target.n_blocks), np.nan, np.float32)
-        probs = None
-        if objective != "regression":
-            probs = np.full((n, self.target.n_blocks, self.target.n_classes), np.nan, np.float32)
-        bar = progress_bar(n if samples is None else len(samples), "predict", "samples",
-                           progress)
-        for batch in loader:
-            out = self.head(self.model, batch["x_alleles"], batch["x_index"]).float()
-            rows = batch["sample_index"].numpy()
-            if objective == "regression":
-                predicted[rows] = out[..., 0].numpy() * scale + mean
-            else:
-                prob = class_probabilities(objective, out)
-                probs[rows] = prob.numpy()
-                predicted[rows] = (prob[..., 1] if objective == "binary"
-                                   else prob.argmax(-1).float()).numpy()
-            bar.update(len(rows))
-        bar.close()
-        return predicted, probs
-
-
-def class_probabilities(objective: str, out: torch.Tensor) -> torch.Tensor:
-    """(B, blocks, classes) probabilities from a head's outputs."""
-    if objective == "binary":
-        p1 = torch.sigmoid(out[..., 0])
-        return torch.stack([1 - p1, p1], -1)
-    if objective == "multiclass":
-        return torch.softmax(out, -1)
-    # ordinal: out[..., k] = logit P(y > k); P(y = k) = P(y > k - 1) - P(y > k)
-    above = torch.sigmoid(out)
-    ones = torch.ones_like(above[..., :1])
-    upper = torch.cat([ones, above], -1)
-    lower = torch.cat([above, torch.zeros_like(ones)], -1)
-    prob = (upper - lower).clamp(min=0)
-    return prob / prob.sum(-1, keepdim=True).clamp(min=1e-12)
-
-
-def predict(
-    model: str | os.PathLike, store: str | os.PathLike | xr.Dataset,
-    output: str | os.PathLike | None = None,
-    *, batch_size: int | None = None, force: bool = False, progress: bool = True,
-) -> xr.Dataset:
-    """Predict every sample of `store` for every block; write a TSV when `output` is given.
-
-    Returns a Dataset (samples, blocks) with `predicted` (and `probability`).
-    """
-    predictor = Predictor.load(model)
-    predicted, probs = predictor.predict(store, batch_size=batch_size, progress=progress)
-    ds = open_view(store)
-    out = xr.Dataset(
-        {"predicted": (("samples", "blocks"), predicted)},
-        coords={"sample_id": ("samples", [str(s) for s in ds["sample_id"].values.tolist()]),
-                "block": ("blocks", np.asarray(predictor.target.blocks))},
-    )
-    if probs is not None:
-        out["probability"] = (("samples", "blocks", "classes"), probs)
-        out = out.assign_coords({"class": ("classes", np.arange(probs.shape[-1]))})
-    if output is not None:
-        write_prediction_table(out, output, force)
-    return out
-
-
-def prediction_table(preds: xr.Dataset):
-    """Rows `name block predicted [prob_k ...]`, block by block, samples in store order."""
-    import pandas as pd
-
-    n, k = preds.sizes["samples"], preds.sizes["blocks"]
-    table = pd.DataFrame({
-        "name": np.tile(preds["sample_id"].values.astype(object), k),
-        "block": np.repeat(preds["block"].values, n),
-        "predicted": preds["predicted"].values.T.ravel(),
-    })
-    if "probability" in preds:
-        probs = preds["probability"].values.transpose(1, 0, 2).reshape(n * k, -1)
-        for c in range(probs.shape[1]):
-            table[f"prob_{c}"] = probs[:, c]
-    return table
-
-
-def write_prediction_table(preds: xr.Dataset, output: str | os.PathLike, force: bool) -> Path:
-    with atomic_output(output, force) as tmp:
-        prediction_table(preds).to_csv(tmp, sep="\t", index=False, float_format="%.7g")
-    return Path(output)

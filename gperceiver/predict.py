@@ -1,0 +1,169 @@
+"""Inference: a finetuned run or checkpoint read back, a store predicted, one table.
+
+`Predictor.load` takes a `fit` checkpoint or run folder (its best.ckpt, else
+last.ckpt). With a marker path (`linear`), a prediction is the path's plus the
+Perceiver's output scaled per block, as `fit` calibrated it. `predict` is what
+`gperceiver predict` runs: every sample of a store, every block, as an
+`xarray.Dataset` and, with an output, a TSV.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+
+from gperceiver import schema
+from gperceiver.atomic import atomic_output
+from gperceiver.data.loader import make_loader
+from gperceiver.data.phenotypes import BLOCKS, SAMPLES
+from gperceiver.embed import encode_latents
+from gperceiver.errors import InputFormatError
+from gperceiver.linear import LinearPath
+from gperceiver.model.heads import FinetuneHead, Target, build_head, head_probabilities
+from gperceiver.outputs import CLASSES, predictions_table
+from gperceiver.progress import progress_bar
+from gperceiver.store import open_view, store_name
+from gperceiver.train import engine
+from gperceiver.train.checkpoint import FINETUNE_KEY, build_model, checkpoint_path, load_model
+
+
+@dataclass
+class Prediction:
+    """Predictions (samples, blocks), NaN for samples not asked for."""
+
+    predicted: np.ndarray
+    probability: np.ndarray | None  # (samples, blocks, classes) when classifying
+    linear: np.ndarray | None  # the marker path's share, when the model has one
+
+
+class Predictor:
+    """A finetuned model read back from a checkpoint, ready to predict a store."""
+
+    def __init__(self, model: torch.nn.Module, head: FinetuneHead, info,
+                 target: Target, linear: LinearPath | None = None,
+                 deep_scale: np.ndarray | None = None):
+        self.model, self.head, self.info, self.target = model.eval(), head.eval(), info, target
+        self.linear = linear
+        self.deep_scale = np.ones(target.n_blocks) if deep_scale is None else deep_scale
+        self.latent_model = None  # the pretrained encoder the linear path's latents come from
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Predictor:
+        """From a fit checkpoint, or a run folder holding best.ckpt (else last.ckpt)."""
+        path = checkpoint_path(path)
+        model, info, ckpt = load_model(path)
+        meta = ckpt.get(FINETUNE_KEY)
+        if not isinstance(meta, dict):
+            raise InputFormatError(path, "not a finetuned model (no prediction head): "
+                                   "run `gperceiver fit` first, or use it as --pretrained")
+        target = Target.from_dict(meta)
+        head = build_head(str(meta["head"]), info.params.model, target)
+        state = {k[len("head."):]: v for k, v in ckpt["state_dict"].items()
+                 if k.startswith("head.")}
+        try:
+            head.load_state_dict(state)
+        except RuntimeError as e:
+            raise InputFormatError(
+                path, f"head weights do not fit: {str(e).splitlines()[0]}") from None
+        linear = LinearPath.from_dict(meta["linear"]) if "linear" in meta else None
+        scale = meta.get("deep_scale")
+        predictor = cls(model, head, info, target, linear,
+                        None if scale is None else np.asarray(scale, np.float64))
+        if "latent_encoder" in meta:
+            predictor.latent_model = build_model(info)
+            predictor.latent_model.load_state_dict(meta["latent_encoder"])
+        return predictor
+
+    def predict(self, store: str | os.PathLike | xr.Dataset, *,
+                samples: np.ndarray | None = None, batch_size: int | None = None,
+                latents: np.ndarray | None = None, progress: bool = True) -> Prediction:
+        """Predict every sample of `store` (or those at `samples`, the others NaN).
+
+        With a marker path: its prediction plus the Perceiver's, scaled per block.
+        `latents`: the pretrained encoder's latents of every sample, when the caller
+        has them already (else encoded here when the path reads them).
+        """
+        ds = open_view(store)
+        self.info.check_store(ds, store_name(store))
+        deep, probs = self.predict_encoder(store, batch_size=batch_size, progress=progress,
+                                           samples=samples)
+        if self.linear is None:
+            return Prediction(deep, probs, None)
+        if self.linear.uses_latents and latents is None:
+            latents = encode_latents(self.latent_model, store,
+                                     batch_size=batch_size or self.info.params.batch_size)
+        linear = self.linear.predict(ds, latents, samples)
+        return Prediction(linear + self.deep_scale * deep, probs, linear)
+
+    @torch.no_grad()
+    def predict_encoder(self, store: str | os.PathLike | xr.Dataset, *,
+                        batch_size: int | None = None, progress: bool = True,
+                        samples: np.ndarray | None = None
+                        ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The Perceiver's own (predicted, probabilities) for every sample of `store` (or
+        those at `samples`, the others NaN)."""
+        engine.reuse_freed_memory()
+        n = int(open_view(store).sizes[schema.SAMPLES])
+        p = self.info.params
+        # every sample, here: also after a DDP fit, whose process group is still up
+        size = p.batch_size if batch_size is None else batch_size  # 0 is refused, not default
+        loader = make_loader(store, "plain", batch_size=size, shuffle=False, prop_x=1.0,
+                             seed=p.seed, rank=0, world_size=1, samples=samples)
+        objective, scale, mean = self.target.objective, self.target.scale, self.target.mean
+        predicted = np.full((n, self.target.n_blocks), np.nan, np.float32)
+        probs = None
+        if objective != "regression":
+            probs = np.full((n, self.target.n_blocks, self.target.n_classes), np.nan, np.float32)
+        bar = progress_bar(n if samples is None else len(samples), "predict", "samples",
+                           progress)
+        for batch in loader:
+            out = self.head(self.model, batch["x_alleles"], batch["x_index"]).float()
+            rows = batch["sample_index"].numpy()
+            if objective == "regression":
+                predicted[rows] = out[..., 0].numpy() * scale + mean
+            else:
+                prob = head_probabilities(objective, out)
+                probs[rows] = prob.numpy()
+                predicted[rows] = (prob[..., 1] if objective == "binary"
+                                   else prob.argmax(-1).float()).numpy()
+            bar.update(len(rows))
+        bar.close()
+        return predicted, probs
+
+
+def predict(
+    model: str | os.PathLike, store: str | os.PathLike | xr.Dataset,
+    output: str | os.PathLike | None = None,
+    *, batch_size: int | None = None, force: bool = False, progress: bool = True,
+) -> xr.Dataset:
+    """Predict every sample of `store` for every block; write a TSV when `output` is given.
+
+    Returns a Dataset (samples, blocks) with `predicted` (and `probability`).
+    """
+    predictor = Predictor.load(model)
+    result = predictor.predict(store, batch_size=batch_size, progress=progress)
+    ds = open_view(store)
+    out = xr.Dataset(
+        {"predicted": ((SAMPLES, BLOCKS), result.predicted)},
+        coords={"sample_id": (SAMPLES, [str(s) for s in ds["sample_id"].values.tolist()]),
+                "block": (BLOCKS, np.asarray(predictor.target.blocks))},
+    )
+    if result.probability is not None:
+        out["probability"] = ((SAMPLES, BLOCKS, CLASSES), result.probability)
+        out = out.assign_coords({"class": (CLASSES, np.arange(result.probability.shape[-1]))})
+    if output is not None:
+        write_prediction_table(out, output, force)
+    return out
+
+
+def write_prediction_table(preds: xr.Dataset, output: str | os.PathLike,
+                           force: bool = False) -> Path:
+    """`name block predicted [prob_k ...]` rows, atomically."""
+    with atomic_output(output, force) as tmp:
+        predictions_table(preds).to_csv(tmp, sep="\t", index=False, float_format="%.7g")
+    return Path(output)
