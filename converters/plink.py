@@ -16,10 +16,10 @@ import pandas as pd
 
 from converters.vcz import bio2zarr_errors, finish_vcz, local_output, via_local
 from converters.writer import ZARR_FORMAT
-from gperceiver import schema
 from gperceiver.atomic import atomic_output, is_url
 from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
 from gperceiver.progress import shown as show_progress
+from gperceiver.store import schema
 
 BED_MAGIC = b"\x6c\x1b\x01"  # variant-major .bed
 SUFFIXES = (".bed", ".bim", ".fam")

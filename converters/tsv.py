@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from converters.writer import create_store, finish_store
-from gperceiver import schema
 from gperceiver.atomic import atomic_output, check_writable
 from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
 from gperceiver.inputs import CODINGS, open_decompressed
 from gperceiver.preprocessing import decoder_table, gen_allele_decoder
 from gperceiver.progress import progress_bar
+from gperceiver.store import schema
 
 TAB, ZERO, NINE = 9, 48, 57
 CHROMS_COLUMNS = ("chr", "marker", "pos")

@@ -30,11 +30,11 @@ from converters.vcz import (
     via_local,
 )
 from converters.writer import ZARR_FORMAT
-from gperceiver import schema
 from gperceiver.atomic import TMP_MARK, atomic_output, is_url
 from gperceiver.errors import InputFormatError, UsageError
 from gperceiver.inputs import open_binary
 from gperceiver.progress import shown as show_progress
+from gperceiver.store import schema
 
 GZIP_MAGIC = b"\x1f\x8b"
 VCF_MAGIC = b"##fileformat=VCF"

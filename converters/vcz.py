@@ -31,11 +31,10 @@ import zarr
 
 from converters import CONVERTER_VERSION
 from converters.writer import GENOTYPE_COMPRESSOR, ZARR_FORMAT, finish_store
-from gperceiver import schema
 from gperceiver.atomic import atomic_output, check_writable, is_url
 from gperceiver.errors import InputFormatError, InputNotFoundError, SystemFailure, UsageError
 from gperceiver.progress import progress_bar
-from gperceiver.store import variant_ids
+from gperceiver.store import schema, variant_ids
 
 # VCZ fields our schema needs before frequencies are added.
 NEEDED = [v for v in schema.VARIABLES.values()

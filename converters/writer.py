@@ -25,9 +25,9 @@ import xarray as xr
 import zarr
 
 from converters import CONVERTER_VERSION
-from gperceiver import schema
 from gperceiver.errors import InputFormatError
-from gperceiver.frequencies import allele_frequency
+from gperceiver.store import schema
+from gperceiver.store.frequencies import allele_frequency
 
 ZARR_FORMAT = 2  # what bio2zarr writes by default; read by every zarr/xarray/sgkit version
 GENOTYPE_COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE)

@@ -33,11 +33,11 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from gperceiver import __version__, schema
+from gperceiver import __version__
 from gperceiver.atomic import atomic_output, check_writable
-from gperceiver.chunk_writer import ChunkWriter
 from gperceiver.errors import InputNotFoundError, UsageError
-from gperceiver.store import open_view, store_name
+from gperceiver.store import open_view, schema, store_name
+from gperceiver.store.chunk_writer import ChunkWriter
 
 EMBEDDING = "embedding"
 LATENTS = "latents"

@@ -20,13 +20,12 @@ import torch
 import xarray as xr
 
 from converters.writer import create_store, finish_store
-from gperceiver import schema
 from gperceiver.atomic import atomic_output, check_writable
-from gperceiver.chunk_writer import ChunkWriter
 from gperceiver.data.loader import make_loader
 from gperceiver.data.tasks import task_sizes
 from gperceiver.errors import InputFormatError
-from gperceiver.store import open_store, open_view, store_name
+from gperceiver.store import open_store, open_view, schema, store_name
+from gperceiver.store.chunk_writer import ChunkWriter
 from gperceiver.train.checkpoint import load_model
 
 

@@ -23,11 +23,11 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from gperceiver import schema
 from gperceiver.errors import InputFormatError, Note, UsageError
-from gperceiver.frequencies import TOLERANCE, allele_counts, minor_allele_frequency
 from gperceiver.inputs import open_binary
 from gperceiver.progress import DaskProgress, progress_bar
+from gperceiver.store import schema
+from gperceiver.store.frequencies import TOLERANCE, allele_counts, minor_allele_frequency
 
 
 @dataclass(frozen=True)

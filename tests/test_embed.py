@@ -175,7 +175,7 @@ def test_encode_latents_match_embed_and_the_latent_probe_reports(run_dir, emb_pa
 def test_chunk_writer_writes_whole_chunks_in_order():
     """Rows reach the targets a whole chunk at a time (any sample axis), the rest on
     flush; rows out of order are refused."""
-    from gperceiver.chunk_writer import ChunkWriter
+    from gperceiver.store.chunk_writer import ChunkWriter
 
     first, second = np.zeros((10, 2)), np.zeros((3, 10))
     writer = ChunkWriter({"a": (first, 0), "b": (second, 1)}, chunk=4)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from converters.writer import create_store, finish_store
-from gperceiver import schema
+from gperceiver.store import schema
 
 
 @pytest.fixture(autouse=False)

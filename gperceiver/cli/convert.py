@@ -6,8 +6,8 @@ import argparse
 import os
 import sys
 
-from gperceiver import schema
 from gperceiver.inputs import CODINGS
+from gperceiver.store import schema
 
 
 def add_scheduler(p: argparse.ArgumentParser) -> None:

@@ -39,7 +39,7 @@ import xarray as xr
 
 from gperceiver.errors import GPerceiverWarning, InputFormatError, Note, UsageError
 from gperceiver.inputs import open_decompressed
-from gperceiver.schema import SAMPLES
+from gperceiver.store.schema import SAMPLES
 
 BLOCKS = "blocks"
 NO_CV = -1

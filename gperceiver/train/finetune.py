@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
-from gperceiver import schema
 from gperceiver.atomic import atomic_output
 from gperceiver.data.loader import make_loader
 from gperceiver.data.phenotypes import held_out_split, read_phenotypes, responses, split_masks
@@ -45,7 +44,7 @@ from gperceiver.outputs import (
 )
 from gperceiver.plots import plot_path
 from gperceiver.progress import progress_bar
-from gperceiver.store import open_view, store_name
+from gperceiver.store import open_view, schema, store_name
 from gperceiver.train import engine
 from gperceiver.train.checkpoint import (
     KEY,
