@@ -42,7 +42,7 @@ MICE = ROOT.parent / "shared" / "data" / "mice"
 
 
 def write_store(path: Path, calls: np.ndarray, sample_id: np.ndarray, ds) -> None:
-    from converters.writer import create_store, finish_store
+    from gperceiver.store.write import create_store, finish_store
 
     out = create_store(
         path, sample_id=sample_id, variant_id=ds["variant_id"].values,

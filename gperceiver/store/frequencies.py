@@ -19,11 +19,13 @@ def allele_counts(call_genotype: da.Array, n_alleles: int) -> da.Array:
 
 
 def allele_frequency(call_genotype: da.Array, n_alleles: int) -> da.Array:
-    """(variants, alleles) float32 frequencies; NaN where a variant has no call at all."""
+    """(variants, alleles) frequencies, of the declared dtype (float32); NaN where a variant
+    has no call at all."""
     counts = allele_counts(call_genotype, n_alleles)
     total = counts.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (counts / da.where(total == 0, np.nan, total)).astype(np.float32)
+        frequency = counts / da.where(total == 0, np.nan, total)
+    return frequency.astype(schema.VARIABLES["variant_allele_frequency"].dtype)
 
 
 def minor_allele_frequency(frequency: np.ndarray) -> np.ndarray:

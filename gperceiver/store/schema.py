@@ -22,6 +22,8 @@ SAMPLES = "samples"
 PLOIDY = "ploidy"
 ALLELES = "alleles"
 CONTIGS = "contigs"
+REGION_INDEX_VALUES = "region_index_values"  # bio2zarr's region_index dims
+REGION_INDEX_FIELDS = "region_index_fields"
 
 # Sentinels inside call_genotype (VCZ): a missing call, and a padded copy of a
 # sample of lower ploidy than the store's (mixed-ploidy data).
@@ -37,6 +39,8 @@ DEFAULT_VARIANTS_CHUNK = 10_000
 MAX_TRAINING_SAMPLES_CHUNK = 512
 
 FORMAT_VERSION = 1
+# The version of the code that writes stores (attribute converter_version).
+CONVERTER_VERSION = "0.1.0"
 
 # call_genotype attribute: every chunk was written (an absent chunk is lost, not 0/0).
 # bio2zarr, like zarr's default, skips chunks that hold only 0 (its fill value).
@@ -52,7 +56,7 @@ class Variable:
     kinds: str  # numpy dtype kinds accepted: i=int, u=uint, f=float, b=bool, U/O/T=str
     required: bool
     description: str
-    dtype: str | None = None  # the dtype our converters write (None: depends on data)
+    dtype: str | None = None  # the dtype every writer uses (None: strings, or the data's)
 
 
 VARIABLES: dict[str, Variable] = {
@@ -71,7 +75,8 @@ VARIABLES: dict[str, Variable] = {
         Variable("contig_id", (CONTIGS,), "UOT", True, "contig names, in file order"),
         Variable(
             "variant_position", (VARIANTS,), "iuf", True,
-            "position within its contig (bp, or cM/Mb when the input is genetic)",
+            "1-based position within its contig (int64 where one does not fit int32; "
+            "cM/Mb inputs scaled, see attrs scale and offset)", "int32",
         ),
         Variable("variant_id", (VARIANTS,), "UOT", True, "marker name (unique)"),
         Variable(
@@ -82,6 +87,15 @@ VARIABLES: dict[str, Variable] = {
         Variable(
             "variant_allele_frequency", (VARIANTS, ALLELES), "f", True,
             "allele frequencies over non-missing calls", "float32",
+        ),
+        Variable(
+            "variant_length", (VARIANTS,), "iu", False,
+            "length of the REF allele (1 where it has no label), for region_index", "int32",
+        ),
+        Variable(
+            "region_index", (REGION_INDEX_VALUES, REGION_INDEX_FIELDS), "iu", False,
+            "bio2zarr's index of each variant chunk's contig spans (vcztools -r/-t); "
+            "variant_position's dtype", "int32",
         ),
     ]
 }
