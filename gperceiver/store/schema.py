@@ -1,9 +1,13 @@
-"""The genotype store's schema: every variable's name, dims and dtype, declared once.
+"""The stores' schema: every variable's name, dims and dtype, declared once.
 
-The store follows the VCF Zarr (VCZ) conventions of sgkit and bio2zarr, so
+Declared here: the genotype store (`VARIABLES`), the embedding store that
+`gperceiver.embed` writes (`EMBEDDING_VARIABLES`) and the prediction dataset of
+`fit`, `predict` and `baseline` (`PREDICTION_VARIABLES`).
+
+The genotype store follows the VCF Zarr (VCZ) conventions of sgkit and bio2zarr, so
 `xarray.open_zarr` and the sgkit ecosystem read it too. Everything that writes or
 reads a store refers to the declarations here; `validate` checks a Dataset against
-them and names the first variable that does not fit.
+them and names the first variable that does not fit (`check`, for any declarations).
 """
 
 from __future__ import annotations
@@ -100,6 +104,55 @@ VARIABLES: dict[str, Variable] = {
     ]
 }
 
+# The embedding store (`gperceiver.embed`): one vector per sample and per locus, beside
+# the genotype store's labels (same names, dims and order, so the two merge).
+EMBEDDING = "embedding"
+LATENTS = "latents"
+POSITION_EMBEDDING = "position_embedding"
+EMBEDDING_LABELS = ("sample_id", "variant_id", "variant_contig", "variant_position",
+                    "contig_id")
+
+EMBEDDING_VARIABLES: dict[str, Variable] = {
+    v.name: v
+    for v in [
+        Variable(
+            "sample_embedding", (SAMPLES, EMBEDDING), "f", True,
+            "the encoder's latents, mean-pooled over the latent array", "float32",
+        ),
+        Variable(
+            "sample_latents", (SAMPLES, LATENTS, EMBEDDING), "f", False,
+            "the encoder's latents themselves (with latents=True)", "float32",
+        ),
+        Variable(
+            "variant_embedding", (VARIANTS, POSITION_EMBEDDING), "f", True,
+            "each locus' position embedding", "float32",
+        ),
+        *(VARIABLES[name] for name in EMBEDDING_LABELS),
+    ]
+}
+
+# The prediction dataset (`fit`, `predict`, `baseline`): one value per sample and
+# phenotype block, next to the observations and folds when they are known.
+BLOCKS = "blocks"
+CLASSES = "classes"
+
+PREDICTION_VARIABLES: dict[str, Variable] = {
+    v.name: v
+    for v in [
+        Variable("predicted", (SAMPLES, BLOCKS), "f", True,
+                 "the prediction (a class's probability, or the expected class)", "float32"),
+        Variable("observed", (SAMPLES, BLOCKS), "f", False,
+                 "the phenotype's mean response; NaN where not observed", "float32"),
+        Variable("cv", (SAMPLES, BLOCKS), "i", False,
+                 "cross-validation fold; -1 where none", "int32"),
+        Variable("probability", (SAMPLES, BLOCKS, CLASSES), "f", False,
+                 "each class's probability, when classifying", "float32"),
+        VARIABLES["sample_id"],
+        Variable("block", (BLOCKS,), "iuUOT", True, "the phenotype file's block labels"),
+        Variable("class", (CLASSES,), "iuUOT", False, "class labels (default 0..k-1)"),
+    ]
+}
+
 # Store attributes our converters write.
 ATTRS = ("ploidy", "n_alleles", "source", "converter_version", "format_version")
 
@@ -109,8 +162,20 @@ class SchemaError(ValueError):
 
 
 def validate(ds: xr.Dataset, *, where: str = "store") -> xr.Dataset:
-    """Check names, dims and dtype kinds of every declared variable; return `ds`."""
-    for var in VARIABLES.values():
+    """Check `ds` against the genotype store's declarations and that it holds samples
+    and variants; return `ds`."""
+    check(ds, VARIABLES, where=where)
+    if ds.sizes[SAMPLES] == 0:
+        raise SchemaError(f"{where}: the store holds no samples")
+    if ds.sizes[VARIANTS] == 0:
+        raise SchemaError(f"{where}: the store holds no variants")
+    return ds
+
+
+def check(ds: xr.Dataset, declared: dict[str, Variable], *, where: str = "dataset") -> None:
+    """Check names, dims and dtype kinds of every variable in `declared` (VARIABLES,
+    EMBEDDING_VARIABLES, PREDICTION_VARIABLES) against `ds`; name the first misfit."""
+    for var in declared.values():
         if var.name not in ds.variables:
             if var.required:
                 raise SchemaError(f"{where}: variable '{var.name}' is missing")
@@ -125,11 +190,6 @@ def validate(ds: xr.Dataset, *, where: str = "store") -> xr.Dataset:
                 f"{where}: variable '{var.name}' has dtype {arr.dtype}, expected kind "
                 f"'{var.kinds}'"
             )
-    if ds.sizes[SAMPLES] == 0:
-        raise SchemaError(f"{where}: the store holds no samples")
-    if ds.sizes[VARIANTS] == 0:
-        raise SchemaError(f"{where}: the store holds no variants")
-    return ds
 
 
 def is_string_dtype(dtype: np.dtype) -> bool:
