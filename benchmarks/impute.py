@@ -124,7 +124,7 @@ def main() -> None:
 
     import torch
 
-    from converters.tsv import convert_tsv
+    from gperceiver.converters.tsv import convert_tsv
     from gperceiver.impute import impute
     from gperceiver.store import open_store
     from gperceiver.train.params import load_params

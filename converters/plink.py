@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from converters.vcz import bio2zarr_errors, local_output, via_local
 from gperceiver.atomic import atomic_output, is_url
+from gperceiver.converters.vcz import bio2zarr_errors, local_output, via_local
 from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
 from gperceiver.progress import shown as show_progress
 from gperceiver.store import schema

@@ -24,12 +24,12 @@ import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from converters.vcz import (
+from gperceiver.atomic import TMP_MARK, atomic_output, is_url
+from gperceiver.converters.vcz import (
     bio2zarr_errors,
     local_output,
     via_local,
 )
-from gperceiver.atomic import TMP_MARK, atomic_output, is_url
 from gperceiver.errors import InputFormatError, UsageError
 from gperceiver.inputs import open_binary
 from gperceiver.progress import shown as show_progress

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from converters.tsv import convert_tsv
+from gperceiver.converters.tsv import convert_tsv
 from gperceiver.errors import ExitCode, InputFormatError
 from gperceiver.train.checkpoint import load_checkpoint
 from gperceiver.train.finetune import Predictor, fit, predict
