@@ -42,7 +42,7 @@ MICE = ROOT.parent / "shared" / "data" / "mice"
 
 
 def write_store(path: Path, calls: np.ndarray, sample_id: np.ndarray, ds) -> None:
-    from converters.writer import create_store, finish_store
+    from gperceiver.store.write import create_store, finish_store
 
     out = create_store(
         path, sample_id=sample_id, variant_id=ds["variant_id"].values,
@@ -124,7 +124,7 @@ def main() -> None:
 
     import torch
 
-    from converters.tsv import convert_tsv
+    from gperceiver.converters.tsv import convert_tsv
     from gperceiver.impute import impute
     from gperceiver.store import open_store
     from gperceiver.train.params import load_params

@@ -42,9 +42,9 @@ import zarr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from converters.writer import create_store, finish_store  # noqa: E402
 from gperceiver.data import sharding  # noqa: E402
 from gperceiver.data.loader import GenotypeDataset, make_loader  # noqa: E402
+from gperceiver.store.write import create_store, finish_store  # noqa: E402
 
 PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
 

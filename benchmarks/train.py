@@ -35,7 +35,7 @@ TF_FIT_BASELINE = {1279: (4.4, None)}  # the original's finetuning: 4.2-4.4 geno
 def make_store(path: str, samples: int, variants: int, seed: int) -> None:
     import numpy as np
 
-    from converters.writer import create_store, finish_store
+    from gperceiver.store.write import create_store, finish_store
 
     rng = np.random.default_rng(seed)
     calls = create_store(

@@ -1,6 +1,5 @@
 """Converters: TSV, VCF/BCF, PLINK and VCF Zarr inputs -> the genotype store.
 
-They never import torch: the one-way flow is converters -> store -> loader -> model.
+They parse their input and write it through `gperceiver.store.write`; they never
+import torch: the one-way flow is converters -> store -> loader -> model.
 """
-
-CONVERTER_VERSION = "0.1.0"

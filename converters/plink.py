@@ -4,7 +4,7 @@ bio2zarr reads the fileset into VCZ: allele 0 is the .bim's second allele (A2,
 usually the reference), allele 1 its first (A1), and call_genotype counts A1
 copies; missing calls are -1. The three files are checked first so that a bad
 fileset ends in one line naming the file; the VCZ is then finished in place by
-`converters.vcz` (unique variant IDs, frequencies, attributes, validation).
+`gperceiver.store.write.finish_vcz` (unique variant IDs, frequencies, attributes, validation).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from converters.vcz import bio2zarr_errors, finish_vcz, local_output, via_local
-from converters.writer import ZARR_FORMAT
-from gperceiver import schema
 from gperceiver.atomic import atomic_output, is_url
+from gperceiver.converters.vcz import bio2zarr_errors, local_output, via_local
 from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
 from gperceiver.progress import shown as show_progress
+from gperceiver.store import schema
+from gperceiver.store.write import ZARR_FORMAT, finish_vcz
 
 BED_MAGIC = b"\x6c\x1b\x01"  # variant-major .bed
 SUFFIXES = (".bed", ".bim", ".fam")

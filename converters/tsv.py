@@ -31,13 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.writer import create_store, finish_store
-from gperceiver import schema
 from gperceiver.atomic import atomic_output, check_writable
 from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
 from gperceiver.inputs import CODINGS, open_decompressed
 from gperceiver.preprocessing import decoder_table, gen_allele_decoder
 from gperceiver.progress import progress_bar
+from gperceiver.store import schema
+from gperceiver.store.write import create_store, finish_store
 
 TAB, ZERO, NINE = 9, 48, 57
 CHROMS_COLUMNS = ("chr", "marker", "pos")
@@ -125,7 +125,7 @@ class VariantTable:
 
     variant_id: np.ndarray  # object
     contig_id: np.ndarray  # object
-    variant_contig: np.ndarray  # int32
+    variant_contig: np.ndarray  # schema's variant_contig dtype
     variant_position: np.ndarray  # int64 or float64
 
 
@@ -225,7 +225,7 @@ def variant_table(
     first_seen = np.full(len(contig_names), len(chrs))
     np.minimum.at(first_seen, contig_index, np.arange(len(chrs)))
     order_of_contig = np.argsort(np.argsort(first_seen, kind="stable"), kind="stable")
-    variant_contig = order_of_contig[contig_index].astype(np.int32)
+    variant_contig = order_of_contig[contig_index].astype(schema.VARIABLES["variant_contig"].dtype)
     contig_id = contig_names[np.argsort(first_seen, kind="stable")]
     # Contig order of first appearance, then position; ties keep file order.
     order = np.lexsort((np.arange(len(markers)), positions, variant_contig))
@@ -413,7 +413,7 @@ class CountParser(BlockParser):
 def dosage_table(ploidy: int) -> np.ndarray:
     """(ploidy + 2, ploidy) store calls of dosage codes: row 0 missing, row d + 1 has
     d alternate (1) and ploidy - d reference (0) copies."""
-    table = np.full((ploidy + 2, ploidy), -1, dtype=np.int8)
+    table = np.full((ploidy + 2, ploidy), -1, dtype=schema.VARIABLES["call_genotype"].dtype)
     for d in range(ploidy + 1):
         table[d + 1] = [0] * (ploidy - d) + [1] * d
     return table
@@ -581,7 +581,7 @@ def _write_calls(
                 check = None
             # (variants, rows) codes in store order, then one gather of whole genotypes.
             by_variant = np.ascontiguousarray(codes[:, perm].T)
-            block = genotypes[by_variant].view(np.int8).reshape(*by_variant.shape, -1)
+            block = genotypes[by_variant].view(table.dtype).reshape(*by_variant.shape, -1)
             start = len(names)
             if start + len(block_names) > n_samples:
                 raise InputFormatError(path, "the file grew while it was being converted")

@@ -7,7 +7,8 @@ which also covers contigs over 512 Mb) beside a link to it in a temporary
 folder; a plain-gzip or uncompressed VCF is recompressed with BGZF there first.
 The user's files are never written to. bio2zarr's intermediate columnar format
 (ICF) goes into the same temporary folder, removed whatever happens. The VCZ that
-bio2zarr writes with our chunks is then finished in place by `converters.vcz`.
+bio2zarr writes with our chunks is then finished in place by
+`gperceiver.store.write.finish_vcz`.
 """
 
 from __future__ import annotations
@@ -23,18 +24,17 @@ import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from converters.vcz import (
+from gperceiver.atomic import TMP_MARK, atomic_output, is_url
+from gperceiver.converters.vcz import (
     bio2zarr_errors,
-    finish_vcz,
     local_output,
     via_local,
 )
-from converters.writer import ZARR_FORMAT
-from gperceiver import schema
-from gperceiver.atomic import TMP_MARK, atomic_output, is_url
 from gperceiver.errors import InputFormatError, UsageError
 from gperceiver.inputs import open_binary
 from gperceiver.progress import shown as show_progress
+from gperceiver.store import schema
+from gperceiver.store.write import ZARR_FORMAT, finish_vcz
 
 GZIP_MAGIC = b"\x1f\x8b"
 VCF_MAGIC = b"##fileformat=VCF"

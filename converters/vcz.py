@@ -1,10 +1,10 @@
 """A VCF Zarr (VCZ) store made by bio2zarr -> our genotype store.
 
 bio2zarr writes VCZ with its own chunks (10,000 samples per chunk by default),
-"." for missing variant IDs and no allele frequencies. `finish_vcz` turns such a
-store, in place, into one that `gperceiver.open_store` accepts: int8 genotypes,
-unique variant IDs, the store attributes, then `writer.finish_store` (allele
-frequencies via Dask, consolidated metadata, schema check). `convert_vcz` copies
+"." for missing variant IDs and no allele frequencies; the store layer's
+`finish_vcz` turns such a store, in place, into one that `gperceiver.open_store`
+accepts. Here: bio2zarr's failures as one-line errors, conversion through a local
+folder for object storage, and VCZ input itself. `convert_vcz` copies
 an existing VCZ first, rechunking it when its chunks are bad for training (which
 reads whole sample chunks). Every other VCZ field (INFO/FORMAT, filters, phasing)
 is kept, so the result is still a VCZ that sgkit and bio2zarr read.
@@ -21,93 +21,23 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
 
 import dask
 import dask.array as da
-import numcodecs
 import numpy as np
 import zarr
 
-from converters import CONVERTER_VERSION
-from converters.writer import GENOTYPE_COMPRESSOR, ZARR_FORMAT, finish_store
-from gperceiver import schema
 from gperceiver.atomic import atomic_output, check_writable, is_url
 from gperceiver.errors import InputFormatError, InputNotFoundError, SystemFailure, UsageError
 from gperceiver.progress import progress_bar
-from gperceiver.store import variant_ids
-
-# VCZ fields our schema needs before frequencies are added.
-NEEDED = [v for v in schema.VARIABLES.values()
-          if v.required and v.name not in ("variant_allele_frequency", "variant_id")]
-OTHER_COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
-
-
-# ---------------------------------------------------------------- finishing in place
-
-
-def finish_vcz(
-    path: str | os.PathLike,
-    *,
-    source: str,
-    where: object,
-    attrs: Mapping[str, Any] | None = None,
-) -> None:
-    """Make the zarr v2 VCZ at `path` a valid genotype store, in place.
-
-    `where` names the user's input in error messages (the VCF, the PLINK prefix).
-    """
-    group = zarr.open_group(path, mode="a", zarr_format=ZARR_FORMAT, use_consolidated=False)
-    _drop_consolidated(Path(path))
-    if "call_genotype" not in group:
-        raise InputFormatError(where, "no genotypes (no GT field, or no samples)")
-    for var in NEEDED:
-        if var.name not in group:
-            raise InputFormatError(where, f"VCF Zarr variable '{var.name}' is missing")
-    calls = group["call_genotype"]
-    if calls.dtype != np.int8:
-        raise InputFormatError(
-            where, f"genotypes are {calls.dtype}: an allele index above 127 does not fit int8"
-        )
-    if calls.shape[1] == 0:
-        raise InputFormatError(where, "no samples")
-    if calls.shape[0] == 0:
-        raise InputFormatError(where, "no variants")
-    ids = unique_variant_ids(group)
-    if "variant_id" not in group:  # tskit2zarr writes none
-        group.create_array("variant_id", shape=ids.shape, chunks=group["variant_position"].chunks,
-                           dtype=str, compressors=OTHER_COMPRESSOR,
-                           attributes={"_ARRAY_DIMENSIONS": [schema.VARIANTS]})
-    group["variant_id"][:] = ids
-    _widen(group, "variant_contig", np.int32)
-    _widen(group, "variant_position", np.int32)
-    group.attrs.update(
-        {
-            "ploidy": int(calls.shape[2]),
-            "n_alleles": int(group["variant_allele"].shape[1]),
-            "source": source,
-            "vcz_source": str(group.attrs.get("source", "")),
-            "converter_version": CONVERTER_VERSION,
-            "format_version": schema.FORMAT_VERSION,
-            **(attrs or {}),
-        }
-    )
-    finish_store(path, where)
-
-
-def _widen(group: zarr.Group, name: str, dtype: type[np.integer]) -> None:
-    """Rewrite a 1-d integer array that bio2zarr made as narrow as its values (int8...)
-    with the dtype the TSV converter writes, so arithmetic on it cannot overflow."""
-    array = group[name]
-    if array.dtype.kind not in "iu" or array.dtype.itemsize >= np.dtype(dtype).itemsize:
-        return
-    values = array[:].astype(dtype)
-    attrs = array.attrs.asdict()
-    wide = group.create_array(
-        name, shape=array.shape, chunks=array.chunks, dtype=dtype,
-        compressors=OTHER_COMPRESSOR, attributes=attrs, overwrite=True,
-    )
-    wide[:] = values
+from gperceiver.store import schema
+from gperceiver.store.write import (
+    GENOTYPE_COMPRESSOR,
+    LABEL_COMPRESSOR,
+    ZARR_FORMAT,
+    dtype_of,
+    finish_vcz,
+)
 
 
 @contextlib.contextmanager
@@ -163,18 +93,6 @@ def local_output(output: str | os.PathLike, force: bool) -> Path:
             "copy it to object storage afterwards"
         )
     return Path(check_writable(output, force))
-
-
-def _drop_consolidated(path: Path) -> None:
-    """Stale consolidated metadata would hide the arrays we are about to change."""
-    (path / ".zmetadata").unlink(missing_ok=True)
-
-
-def unique_variant_ids(group: zarr.Group) -> np.ndarray:
-    """The group's variant IDs with missing or repeated ones made (`store.variant_ids`)."""
-    ids = np.asarray(group["variant_id"][:], dtype=object) if "variant_id" in group else None
-    return variant_ids(ids, group["contig_id"][:], group["variant_contig"][:],
-                       group["variant_position"][:], group["variant_allele"][:])
 
 
 # ---------------------------------------------------------------- an existing VCZ
@@ -238,21 +156,22 @@ def copy_array(
     attrs = {k: v for k, v in src.attrs.asdict().items() if k != "_ARRAY_DIMENSIONS"}
     attrs["_ARRAY_DIMENSIONS"] = dims
     is_str = src.dtype.kind in "UOT"
-    dtype = np.int8 if name == "call_genotype" else (str if is_str else src.dtype)
+    genotypes = dtype_of("call_genotype")
+    dtype = genotypes if name == "call_genotype" else (str if is_str else src.dtype)
     out = dest.create_array(
         name,
         shape=src.shape,
         chunks=chunks,
         dtype=dtype,
-        compressors=GENOTYPE_COMPRESSOR if name.startswith("call_genotype") else OTHER_COMPRESSOR,
+        compressors=GENOTYPE_COMPRESSOR if name.startswith("call_genotype") else LABEL_COMPRESSOR,
         fill_value=None if is_str else src.fill_value,
         attributes=attrs,
     )
     if src.size == 0:
         return
     data = da.from_zarr(src).rechunk(chunks)
-    if name == "call_genotype" and src.dtype != np.int8:
-        data = data.astype(np.int8)
+    if name == "call_genotype" and src.dtype != genotypes:
+        data = data.astype(genotypes)
     da.store(data, out, lock=False)
 
 
@@ -294,7 +213,7 @@ def convert_vcz(
         rechunk is None
         and src_path.is_dir()
         and calls.metadata.zarr_format == ZARR_FORMAT
-        and calls.dtype == np.int8
+        and calls.dtype == dtype_of("call_genotype")
     )
     with atomic_output(output, force) as tmp:
         if plain_copy:
@@ -309,12 +228,15 @@ def _copy_group(
     src: zarr.Group, dest_path: Path, rechunk: tuple[int, int] | None, workers: int, progress: bool
 ) -> None:
     """Copy every array of `src` into a new zarr v2 group, rechunked when asked."""
-    if "call_genotype" in src and src["call_genotype"].dtype != np.int8:
+    genotypes = dtype_of("call_genotype")
+    if "call_genotype" in src and src["call_genotype"].dtype != genotypes:
         calls = da.from_zarr(src["call_genotype"])
         low, high = dask.compute(calls.min(), calls.max())
-        if high > np.iinfo(np.int8).max or low < schema.FILL:
+        top = np.iinfo(genotypes).max
+        if high > top or low < schema.FILL:
             raise InputFormatError(
-                src.store_path, f"call_genotype values {low}..{high} do not fit int8 (-2..127)"
+                src.store_path,
+                f"call_genotype values {low}..{high} do not fit {genotypes} ({schema.FILL}..{top})"
             )
     chunks_of = {} if rechunk is None else {schema.VARIANTS: rechunk[0], schema.SAMPLES: rechunk[1]}
     dest = zarr.open_group(dest_path, mode="w", zarr_format=ZARR_FORMAT)

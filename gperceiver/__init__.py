@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "embed": "gperceiver.embed",
     "gen_allele_decoder": "gperceiver.preprocessing",
-    "open_store": "gperceiver.store",
+    "open_store": "gperceiver.store.read",
 }
 __all__ = ["__version__", *_EXPORTS]
 

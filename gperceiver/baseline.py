@@ -33,13 +33,12 @@ import numpy as np
 import xarray as xr
 from scipy.optimize import minimize_scalar
 
-from gperceiver import schema
 from gperceiver.atomic import check_writable
 from gperceiver.data.phenotypes import read_phenotypes, responses, split_masks
 from gperceiver.errors import UsageError
 from gperceiver.metrics import evaluate
 from gperceiver.outputs import predictions_dataset, write_run
-from gperceiver.store import open_view, store_name
+from gperceiver.store import open_view, schema, store_name
 
 LOG_LAMBDA_RANGE = (-12.0, 12.0)  # natural log; lambda from 6e-6 to 1.6e5
 GRID_POINTS = 97

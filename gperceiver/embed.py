@@ -14,6 +14,8 @@
   exactly as in the store (same names, dims and order), so the embedding merges
   with the store (`xr.merge([store, emb])`) and selects like it.
 
+Every array takes its dims and dtype from `schema.EMBEDDING_VARIABLES`.
+
 With `out`, arrays are written batch by batch into a Zarr store that appears
 only when complete (memory is bounded by the loader's block and one output chunk);
 the Dataset returned is that store opened lazily. Each sample's embedding depends
@@ -33,16 +35,13 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from gperceiver import __version__, schema
+from gperceiver import __version__
 from gperceiver.atomic import atomic_output, check_writable
-from gperceiver.chunk_writer import ChunkWriter
 from gperceiver.errors import UsageError
-from gperceiver.store import open_view, store_name
+from gperceiver.store import open_view, schema, store_name
+from gperceiver.store.chunk_writer import ChunkWriter
 
-EMBEDDING = "embedding"
-LATENTS = "latents"
-POSITION_EMBEDDING = "position_embedding"
-CARRIED = ("sample_id", "variant_id", "variant_contig", "variant_position", "contig_id")
+DECLARED = schema.EMBEDDING_VARIABLES
 ZARR_FORMAT = 2  # as the genotype store: readable by every zarr / xarray version
 # A run folder's checkpoints, as gperceiver.train.engine names them (not imported here:
 # it loads Lightning).
@@ -84,27 +83,22 @@ def embed(
     except (RuntimeError, AssertionError) as e:
         raise UsageError(f"device '{device}' is not usable here ({e})") from None
     labels = _labels(ds, ckpt, store, info.params)
-    shapes = {
-        "sample_embedding": ((schema.SAMPLES, EMBEDDING), (info.params.model.latent_dim,)),
-    }
-    if latents:
-        shapes["sample_latents"] = ((schema.SAMPLES, LATENTS, EMBEDDING),
-                                    (info.params.model.num_latents, info.params.model.latent_dim))
     n_samples = int(ds.sizes[schema.SAMPLES])
+    shapes = {"sample_embedding": (n_samples, info.params.model.latent_dim)}
+    if latents:
+        shapes["sample_latents"] = (n_samples, info.params.model.num_latents,
+                                    info.params.model.latent_dim)
     if out is None:
-        arrays = {name: np.zeros((n_samples, *rest), np.float32)
-                  for name, (_, rest) in shapes.items()}
+        arrays = {name: np.zeros(shape, DECLARED[name].dtype) for name, shape in shapes.items()}
         arrays["variant_embedding"] = variant_embedding(model)
         _encode_samples(model, store, arrays, batch_size, progress)
-        data = {name: (shapes[name][0], arrays[name]) for name in shapes}
-        data["variant_embedding"] = ((schema.VARIANTS, POSITION_EMBEDDING),
-                                     arrays["variant_embedding"])
-        return labels.assign(data)
+        return labels.assign({name: (DECLARED[name].dims, array)
+                              for name, array in arrays.items()})
     with atomic_output(out, force) as tmp:
         labels.to_zarr(tmp, mode="w", zarr_format=ZARR_FORMAT, consolidated=False)
         group = zarr.open_group(tmp, mode="a", zarr_format=ZARR_FORMAT)
-        arrays = {name: _create(group, name, dims, (n_samples, *rest))
-                  for name, (dims, rest) in shapes.items()}
+        arrays = {name: _create(group, name, shape, (min(SAMPLES_CHUNK, shape[0]), *shape[1:]))
+                  for name, shape in shapes.items()}
         _write_variant_embedding(group, model)
         _encode_samples(model, store, arrays, batch_size, progress)
         zarr.consolidate_metadata(tmp)
@@ -114,7 +108,7 @@ def embed(
 def _labels(ds: xr.Dataset, ckpt, store, params) -> xr.Dataset:
     """The store's sample and variant labels (loaded: they are small) and provenance."""
     data = {}
-    for name in CARRIED:
+    for name in schema.EMBEDDING_LABELS:
         values = np.asarray(ds[name].values)
         if schema.is_string_dtype(values.dtype):
             values = np.asarray(values.tolist(), dtype=object)
@@ -128,35 +122,35 @@ def _labels(ds: xr.Dataset, ckpt, store, params) -> xr.Dataset:
     })
 
 
-def _create(group: zarr.Group, name: str, dims: tuple[str, ...], shape: tuple[int, ...]):
-    array = group.create_array(
-        name, shape=shape, dtype="float32", fill_value=np.nan, compressors=COMPRESSOR,
-        chunks=(min(SAMPLES_CHUNK, shape[0]), *shape[1:]),
+def _create(group: zarr.Group, name: str, shape: tuple[int, ...],
+            chunks: tuple[int, ...]) -> zarr.Array:
+    """An empty array for embedding variable `name`, with its declared dims and dtype."""
+    var = DECLARED[name]
+    return group.create_array(
+        name, shape=shape, chunks=chunks, dtype=var.dtype, fill_value=np.nan,
+        compressors=COMPRESSOR, attributes={"_ARRAY_DIMENSIONS": list(var.dims)},
     )
-    array.attrs["_ARRAY_DIMENSIONS"] = list(dims)
-    return array
 
 
 def variant_embedding(model, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """(variants, position_embedding) float32: the position embedding of loci start..stop."""
+    """(variants, position_embedding): the position embedding of loci start..stop, of the
+    declared dtype."""
     import torch
 
     stop = model.n_variants if stop is None else stop
     device = next(model.parameters()).device
     with torch.inference_mode():
         index = torch.arange(start, stop, device=device)
-        return model.embed.position(index).float().cpu().numpy()
+        position = model.embed.position(index).float().cpu().numpy()
+    return position.astype(DECLARED["variant_embedding"].dtype, copy=False)
 
 
 def _write_variant_embedding(group: zarr.Group, model) -> None:
     """The position embedding, written in variant chunks (10^7 loci stay bounded)."""
     n = model.n_variants
     first = variant_embedding(model, 0, min(n, 1))
-    array = group.create_array(
-        "variant_embedding", shape=(n, first.shape[1]), dtype="float32", fill_value=np.nan,
-        compressors=COMPRESSOR, chunks=(min(VARIANTS_CHUNK, n), first.shape[1]),
-    )
-    array.attrs["_ARRAY_DIMENSIONS"] = [schema.VARIANTS, POSITION_EMBEDDING]
+    array = _create(group, "variant_embedding", (n, first.shape[1]),
+                    (min(VARIANTS_CHUNK, n), first.shape[1]))
     for start in range(0, n, VARIANTS_CHUNK):
         stop = min(n, start + VARIANTS_CHUNK)
         array[start:stop] = variant_embedding(model, start, stop)
@@ -164,12 +158,14 @@ def _write_variant_embedding(group: zarr.Group, model) -> None:
 
 def encode_latents(model, store: str | os.PathLike | xr.Dataset, batch_size: int = 64,
                    progress: bool = False) -> np.ndarray:
-    """Every sample's latents (samples, latents, embedding) float32 under `model`'s encoder
+    """Every sample's latents (samples, latents, embedding) under `model`'s encoder
     (evaluation mode), in store order."""
     n = int(open_view(store).sizes[schema.SAMPLES])
     p = model.config
-    arrays = {"sample_embedding": np.zeros((n, p.latent_dim), np.float32),
-              "sample_latents": np.zeros((n, p.num_latents, p.latent_dim), np.float32)}
+    arrays = {"sample_embedding": np.zeros((n, p.latent_dim),
+                                           DECLARED["sample_embedding"].dtype),
+              "sample_latents": np.zeros((n, p.num_latents, p.latent_dim),
+                                         DECLARED["sample_latents"].dtype)}
     _encode_samples(model.eval(), store, arrays, batch_size, progress)
     return arrays["sample_latents"]
 

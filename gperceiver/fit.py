@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from gperceiver import schema
 from gperceiver.data.phenotypes import responses
 from gperceiver.metrics import evaluate
 from gperceiver.outputs import (
@@ -29,7 +28,7 @@ from gperceiver.outputs import (
 )
 from gperceiver.plots import plot_path
 from gperceiver.predict import Predictor
-from gperceiver.store import open_view, store_name
+from gperceiver.store import open_view, schema, store_name
 from gperceiver.train.finetune import finetune
 from gperceiver.train.params import Params
 

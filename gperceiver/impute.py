@@ -19,14 +19,13 @@ from pathlib import Path
 import torch
 import xarray as xr
 
-from converters.writer import create_store, finish_store
-from gperceiver import schema
 from gperceiver.atomic import atomic_output, check_writable
-from gperceiver.chunk_writer import ChunkWriter
 from gperceiver.data.loader import make_loader
 from gperceiver.data.tasks import task_sizes
 from gperceiver.errors import InputFormatError
-from gperceiver.store import open_store, open_view, store_name
+from gperceiver.store import open_store, open_view, schema, store_name
+from gperceiver.store.chunk_writer import ChunkWriter
+from gperceiver.store.write import create_store, finish_store
 from gperceiver.train.checkpoint import load_model
 
 
@@ -132,7 +131,7 @@ def impute(
         for batch in loader:
             tokens = impute_batch(model, batch["x_alleles"], batch["x_index"], window)
             writer.put(batch["sample_index"].numpy(),
-                       {"calls": (tokens - 1).to(torch.int8).numpy()})
+                       {"calls": (tokens - 1).numpy().astype(calls.dtype)})
             bar.update(len(tokens))
         bar.close()
         writer.flush()

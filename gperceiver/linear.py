@@ -44,7 +44,6 @@ import numpy as np
 import torch
 import xarray as xr
 
-from gperceiver import schema
 from gperceiver.baseline import (
     MIN_TRAIN_ROWS,
     Spectral,
@@ -54,6 +53,7 @@ from gperceiver.baseline import (
     restricted_loglik,
 )
 from gperceiver.errors import UsageError
+from gperceiver.store import schema
 
 REWEIGHTS = 2  # marker-variance updates before the final fit
 DAMPING = 0.5  # w = DAMPING * 1 + (1 - DAMPING) * a^2 / mean(a^2)

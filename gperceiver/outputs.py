@@ -24,10 +24,10 @@ import pandas as pd
 import xarray as xr
 
 from gperceiver.atomic import atomic_output
-from gperceiver.data.phenotypes import BLOCKS, NO_CV, SAMPLES, block_table
+from gperceiver.data.phenotypes import NO_CV, block_table
 from gperceiver.inputs import numeric_column, read_tsv
+from gperceiver.store.schema import BLOCKS, PREDICTION_VARIABLES, SAMPLES
 
-CLASSES = "classes"
 PREDICTIONS_FILE = "predictions.tsv"
 METRICS_FILE = "metrics.json"
 BLOCKS_FILE = "blocks.tsv"  # which phenotype block each output column is
@@ -42,23 +42,43 @@ def predictions_dataset(
     """Predictions (samples, blocks) next to the observations and folds of `phenos`.
 
     `probabilities` (samples, blocks, classes), when classifying; `classes` labels
-    its last axis (default 0..k-1).
+    its last axis (default 0..k-1). Dims and dtypes are `schema.PREDICTION_VARIABLES`'.
     """
+    ds = prediction_values(phenos["sample_id"].values, phenos["block"].values, predicted,
+                           probabilities, classes)
+    ds = ds.assign(observed=phenos["response"], cv=phenos["cv"])
+    return ds.assign_coords(phenos.coords).assign_attrs(phenos.attrs)[
+        ["observed", "cv", *[v for v in ds.data_vars if v not in ("observed", "cv")]]]
+
+
+def prediction_values(
+    sample_id: Sequence[Any],
+    blocks: Sequence[Any],
+    predicted: np.ndarray | xr.DataArray,
+    probabilities: np.ndarray | xr.DataArray | None = None,
+    classes: Sequence[Any] | None = None,
+) -> xr.Dataset:
+    """Predictions (samples, blocks) of the named samples and blocks alone (lines without
+    phenotypes, as `predict` makes them), as `schema.PREDICTION_VARIABLES` declares."""
+    declared = PREDICTION_VARIABLES
     ds = xr.Dataset(
-        {
-            "observed": phenos["response"],
-            "cv": phenos["cv"],
-            "predicted": ((SAMPLES, BLOCKS), np.asarray(predicted, dtype=np.float32)),
-        },
-        coords=phenos.coords,
-        attrs=dict(phenos.attrs),
+        {"predicted": _declared("predicted", predicted)},
+        coords={"sample_id": (declared["sample_id"].dims,
+                              np.asarray([str(s) for s in sample_id])),
+                "block": (declared["block"].dims, np.asarray(blocks))},
     )
     if probabilities is not None:
-        probs = np.asarray(probabilities, dtype=np.float32)
+        dims, probs = _declared("probability", probabilities)
         labels = list(range(probs.shape[-1])) if classes is None else list(classes)
-        ds["probability"] = ((SAMPLES, BLOCKS, CLASSES), probs)
-        ds = ds.assign_coords({"class": (CLASSES, labels)})
+        ds["probability"] = (dims, probs)
+        ds = ds.assign_coords({"class": (declared["class"].dims, labels)})
     return ds
+
+
+def _declared(name: str, values: np.ndarray | xr.DataArray) -> tuple[tuple[str, ...], np.ndarray]:
+    """(dims, values) of prediction variable `name`, as `PREDICTION_VARIABLES` declares."""
+    var = PREDICTION_VARIABLES[name]
+    return var.dims, np.asarray(values, dtype=var.dtype)
 
 
 def predictions_table(preds: xr.Dataset) -> pd.DataFrame:

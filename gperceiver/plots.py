@@ -23,13 +23,13 @@ import xarray as xr
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from gperceiver import schema
 from gperceiver.atomic import atomic_output, check_writable
 from gperceiver.errors import CannotWriteError, InputFormatError, InputNotFoundError, UsageError
-from gperceiver.frequencies import missingness
 from gperceiver.inputs import numeric_column, read_tsv
 from gperceiver.metrics import pearson_r
 from gperceiver.outputs import read_predictions
+from gperceiver.store import schema
+from gperceiver.store.frequencies import missingness
 
 DPI = 100
 GREY = "#c8c8c8"

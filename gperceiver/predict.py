@@ -17,17 +17,15 @@ import numpy as np
 import torch
 import xarray as xr
 
-from gperceiver import schema
 from gperceiver.atomic import atomic_output
 from gperceiver.data.loader import make_loader
-from gperceiver.data.phenotypes import BLOCKS, SAMPLES
 from gperceiver.embed import encode_latents
 from gperceiver.errors import InputFormatError
 from gperceiver.linear import LinearPath
 from gperceiver.model.heads import FinetuneHead, Target, build_head, head_probabilities
-from gperceiver.outputs import CLASSES, predictions_table
+from gperceiver.outputs import prediction_values, predictions_table
 from gperceiver.progress import progress_bar
-from gperceiver.store import open_view, store_name
+from gperceiver.store import open_view, schema, store_name
 from gperceiver.train import engine
 from gperceiver.train.checkpoint import FINETUNE_KEY, build_model, checkpoint_path, load_model
 
@@ -147,15 +145,8 @@ def predict(
     """
     predictor = Predictor.load(model)
     result = predictor.predict(store, batch_size=batch_size, progress=progress)
-    ds = open_view(store)
-    out = xr.Dataset(
-        {"predicted": ((SAMPLES, BLOCKS), result.predicted)},
-        coords={"sample_id": (SAMPLES, [str(s) for s in ds["sample_id"].values.tolist()]),
-                "block": (BLOCKS, np.asarray(predictor.target.blocks))},
-    )
-    if result.probability is not None:
-        out["probability"] = ((SAMPLES, BLOCKS, CLASSES), result.probability)
-        out = out.assign_coords({"class": (CLASSES, np.arange(result.probability.shape[-1]))})
+    out = prediction_values(open_view(store)["sample_id"].values, predictor.target.blocks,
+                            result.predicted, result.probability)
     if output is not None:
         write_prediction_table(out, output, force)
     return out

@@ -6,6 +6,8 @@ import itertools
 
 import numpy as np
 
+from gperceiver.store.schema import VARIABLES
+
 
 def gen_allele_decoder(ploidy: int = 2, nalleles: int = 3) -> list[list[int]]:
     """Every sorted combination with replacement of `ploidy` numbers from range(nalleles).
@@ -22,5 +24,6 @@ def gen_allele_decoder(ploidy: int = 2, nalleles: int = 3) -> list[list[int]]:
 
 
 def decoder_table(decoder: list[list[int]]) -> np.ndarray:
-    """The decoder as an int8 lookup table of VCZ calls: code -> (ploidy,) allele - 1."""
-    return (np.asarray(decoder, dtype=np.int16) - 1).astype(np.int8)
+    """The decoder as a lookup table of store calls (call_genotype's declared dtype):
+    code -> (ploidy,) allele - 1."""
+    return (np.asarray(decoder, dtype=np.int16) - 1).astype(VARIABLES["call_genotype"].dtype)

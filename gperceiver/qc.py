@@ -23,11 +23,11 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from gperceiver import schema
 from gperceiver.errors import InputFormatError, Note, UsageError
-from gperceiver.frequencies import TOLERANCE, allele_counts, minor_allele_frequency
 from gperceiver.inputs import open_binary
 from gperceiver.progress import DaskProgress, progress_bar
+from gperceiver.store import schema
+from gperceiver.store.frequencies import TOLERANCE, allele_counts, minor_allele_frequency
 
 
 @dataclass(frozen=True)
@@ -211,9 +211,9 @@ def filter_store(store: str | os.PathLike, output: str | os.PathLike, filters: F
                  force: bool = False, progress: bool = True) -> tuple[Path, Selection]:
     """Write the samples and variants of `store` that pass `filters` as a new store at
     `output` (same chunks, frequencies recomputed); it appears only when complete."""
-    from converters.writer import create_store, finish_store
     from gperceiver.atomic import atomic_output
     from gperceiver.store import open_store
+    from gperceiver.store.write import create_store, finish_store
 
     if not filters.active:
         raise UsageError("no filter given (--maf, --max-missing, --min-call-rate, --keep, "

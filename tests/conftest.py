@@ -37,7 +37,7 @@ def cli():
 def example_store(tmp_path_factory) -> Path:
     """test_data's markers/chroms converted once per session."""
     out = tmp_path_factory.mktemp("example") / "example.zarr"
-    from converters.tsv import convert_tsv
+    from gperceiver.converters.tsv import convert_tsv
 
     convert_tsv(
         TEST_DATA / "markers.tsv", TEST_DATA / "chroms.tsv", out,

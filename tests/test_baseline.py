@@ -11,7 +11,6 @@ import pytest
 from scipy.linalg import cho_factor, cho_solve
 from threadpoolctl import threadpool_limits
 
-from converters.tsv import convert_tsv
 from gperceiver.baseline import (
     Spectral,
     gblup,
@@ -19,6 +18,7 @@ from gperceiver.baseline import (
     restricted_loglik,
     run_gblup,
 )
+from gperceiver.converters.tsv import convert_tsv
 from gperceiver.preprocessing import gen_allele_decoder
 from gperceiver.store import open_store
 from tests.conftest import TEST_DATA, run_cli

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters.plink import convert_plink
+from gperceiver.converters.plink import convert_plink
 from gperceiver.errors import ExitCode
 from gperceiver.store import open_store
 from tests.conftest import run_cli

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import zarr
 
-from converters.tsv import convert_tsv
 from gperceiver import gen_allele_decoder, open_store
 from gperceiver.cli.main import main
+from gperceiver.converters.tsv import convert_tsv
 from gperceiver.errors import ExitCode, InputFormatError
 from gperceiver.store import input_positions
 from tests.conftest import TEST_DATA, run_cli

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import zarr
 
-from converters.tsv import convert_tsv
-from converters.vcf import convert_vcf
-from converters.vcz import convert_vcz
+from gperceiver.converters.tsv import convert_tsv
+from gperceiver.converters.vcf import convert_vcf
+from gperceiver.converters.vcz import convert_vcz
 from gperceiver.errors import ExitCode, UsageError
 from gperceiver.preprocessing import gen_allele_decoder
 from gperceiver.store import open_store
@@ -325,7 +325,7 @@ def test_bad_inputs_one_line_exit_code_nothing_written(tmp_path, capfd):
 
 def test_temp_dir_is_used_and_emptied(tmp_path, monkeypatch):
     """The work folder (recompressed input, index, ICF) goes to --temp-dir, then away."""
-    import converters.vcf as vcf_module
+    import gperceiver.converters.vcf as vcf_module
 
     scratch = tmp_path / "scratch"
     scratch.mkdir()

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from benchmarks.panels import simulate, write_panel
-from converters.tsv import convert_tsv
 from gperceiver.baseline import run_gblup
+from gperceiver.converters.tsv import convert_tsv
 from gperceiver.data.phenotypes import held_out_split, read_phenotypes
 from gperceiver.errors import ExitCode
 from gperceiver.fit import fit

@@ -253,8 +253,8 @@ def test_filter_thresholds_names_and_regions_as_plink_and_bcftools_read_them(tmp
     """A MAF exactly at --maf passes (as plink keeps it); a keep file may name samples
     with spaces, carry a byte-order mark or plink's FID IID; a contig with ':' is
     written {CHR} as in bcftools; info counts a filter that keeps nothing."""
-    from converters.writer import create_store, finish_store
     from gperceiver.qc import Filters, select
+    from gperceiver.store.write import create_store, finish_store
 
     store = tmp_path / "exact.zarr"
     calls = np.zeros((3, 10, 2), dtype=np.int8)

@@ -17,7 +17,7 @@ from gperceiver import plots
 from gperceiver.cli.main import main
 from gperceiver.embed import embed
 from gperceiver.errors import ExitCode, InputFormatError
-from gperceiver.store import open_store
+from gperceiver.store import open_store, schema
 from gperceiver.train.checkpoint import load_model
 from tests.conftest import TEST_DATA, run_cli
 from tests.test_plots import assert_png
@@ -111,6 +111,22 @@ def test_chunked_zarr_writes_match_memory(run_dir, example_store, tmp_path, monk
     memory = embed(ckpt, example_store, latents=True, batch_size=5)
     for name in ("sample_embedding", "sample_latents", "variant_embedding"):
         np.testing.assert_allclose(written[name], memory[name], atol=1e-5)
+    for ds in (written, memory):
+        schema.check(ds, schema.EMBEDDING_VARIABLES)
+
+
+def test_written_embedding_follows_its_declaration(emb_path):
+    """The embedding store has the variables, dims and dtypes schema.EMBEDDING_VARIABLES
+    declares; a variable with other dims is named."""
+    ds = xr.open_zarr(emb_path)
+    schema.check(ds, schema.EMBEDDING_VARIABLES, where=str(emb_path))
+    declared = {name: var.dtype for name, var in schema.EMBEDDING_VARIABLES.items()
+                if var.dtype and name in ds.variables}
+    assert {"sample_embedding", "variant_embedding", "variant_contig"} <= set(declared)
+    assert {name: str(ds[name].dtype) for name in declared} == declared
+    swapped = ds.assign(sample_embedding=ds["sample_embedding"].T)
+    with pytest.raises(schema.SchemaError, match="'sample_embedding' has dims"):
+        schema.check(swapped, schema.EMBEDDING_VARIABLES)
 
 
 def test_refuses_other_variants_and_existing_output(run_dir, example_store, emb_path, tmp_path,
@@ -175,7 +191,7 @@ def test_encode_latents_match_embed_and_the_latent_probe_reports(run_dir, emb_pa
 def test_chunk_writer_writes_whole_chunks_in_order():
     """Rows reach the targets a whole chunk at a time (any sample axis), the rest on
     flush; rows out of order are refused."""
-    from gperceiver.chunk_writer import ChunkWriter
+    from gperceiver.store.chunk_writer import ChunkWriter
 
     first, second = np.zeros((10, 2)), np.zeros((3, 10))
     writer = ChunkWriter({"a": (first, 0), "b": (second, 1)}, chunk=4)

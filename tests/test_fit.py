@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from converters.tsv import convert_tsv
+from gperceiver.converters.tsv import convert_tsv
 from gperceiver.errors import ExitCode, InputFormatError
 from gperceiver.fit import fit
 from gperceiver.predict import Predictor, predict

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from gperceiver import schema
 from gperceiver.cli.main import main
 from gperceiver.errors import ExitCode
 from gperceiver.impute import impute, windows
-from gperceiver.store import open_store
+from gperceiver.store import open_store, schema
 from gperceiver.train.params import Params
 from gperceiver.train.pretrain import pretrain
 from tests.conftest import run_cli

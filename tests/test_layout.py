@@ -4,6 +4,7 @@ Every import is read from the source, lazy ones inside functions included.
 """
 
 import ast
+import re
 
 import pytest
 
@@ -16,6 +17,12 @@ FORBIDDEN = {
     "gperceiver/model": ("gperceiver.train", "gperceiver.data", "gperceiver.cli",
                          "gperceiver.store", "gperceiver.converters"),
     "gperceiver/data": ("gperceiver.train", "gperceiver.model", "gperceiver.cli"),
+    # the store layer: opened, written and checked by everything after it, knowing none
+    "gperceiver/store": ("gperceiver.converters", "gperceiver.train", "gperceiver.model",
+                         "gperceiver.data", "gperceiver.cli"),
+    # converters parse inputs and write through the store layer (and never load torch)
+    "converters": ("gperceiver.train", "gperceiver.model", "gperceiver.data",
+                   "gperceiver.cli", "torch"),
     "gperceiver": ("gperceiver.cli",),  # nothing outside the CLI imports it
 }
 
@@ -46,6 +53,28 @@ def test_no_layer_imports_a_later_one(folder):
            for path in modules(folder) for name in sorted(imports(path))
            if any(name == f or name.startswith(f + ".") for f in FORBIDDEN[folder])]
     assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("folder", ["gperceiver", "converters", "tests", "benchmarks"])
+def test_nothing_imports_a_top_level_converters(folder):
+    """converters/ installs as gperceiver.converters: a top-level `converters` exists only
+    in a checkout (and would collide with any other project's)."""
+    bad = [f"{path.relative_to(ROOT)} imports {name}"
+           for path in sorted((ROOT / folder).rglob("*.py")) for name in sorted(imports(path))
+           if name == "converters" or name.startswith("converters.")]
+    assert not bad, "\n".join(bad)
+
+
+def test_pyproject_installs_every_package_and_converters_inside_gperceiver():
+    """pyproject.toml lists every package folder, with converters/ as gperceiver.converters."""
+    text = (ROOT / "pyproject.toml").read_text()
+    listed = re.search(r"^packages = \[(.*?)\]", text, re.S | re.M)
+    assert listed, "pyproject.toml: no [tool.setuptools] packages list"
+    packages = set(re.findall(r'"([\w.]+)"', listed[1]))
+    folders = {".".join(path.parent.relative_to(ROOT).parts)
+               for path in PACKAGE.rglob("__init__.py")}
+    assert packages == folders | {"gperceiver.converters"}
+    assert re.search(r'package-dir = \{ "gperceiver.converters" = "converters" \}', text)
 
 
 def test_the_rule_sees_a_lazy_import(tmp_path):

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from converters.writer import create_store, finish_store
 from gperceiver.data import sharding
 from gperceiver.data.loader import GenotypeDataset, make_loader
 from gperceiver.data.tasks import DTYPES
 from gperceiver.errors import UsageError
+from gperceiver.store.write import create_store, finish_store
 
 
 def write_store(path: Path, geno: np.ndarray, n_alleles: int, samples_chunk: int = 8) -> Path:

@@ -21,6 +21,7 @@ from gperceiver.outputs import (
     write_predictions,
     write_run,
 )
+from gperceiver.store import schema
 
 
 def brute_auc(labels, scores) -> float:
@@ -145,6 +146,19 @@ def test_predictions_tsv_with_class_probabilities(phenos, tmp_path):
     assert list(table.columns)[5:] == ["prob_lo", "prob_mid", "prob_hi"]
     assert np.allclose(table[["prob_lo", "prob_mid", "prob_hi"]].values[1], probs[1, 0])
     assert np.allclose(table[["prob_lo", "prob_mid", "prob_hi"]].values[3], probs[0, 1])
+
+
+def test_predictions_dataset_follows_its_declaration(phenos):
+    """predictions_dataset gives every variable the dims and dtype that
+    schema.PREDICTION_VARIABLES declares; a missing required one is named."""
+    probs = np.random.default_rng(0).dirichlet(np.ones(3), size=(3, 2))
+    preds = predictions_dataset(phenos, probs.argmax(-1), probs, classes=["lo", "mid", "hi"])
+    schema.check(preds, schema.PREDICTION_VARIABLES, where="predictions")
+    declared = {name: var.dtype for name, var in schema.PREDICTION_VARIABLES.items()
+                if var.dtype}
+    assert {name: str(preds[name].dtype) for name in declared} == declared
+    with pytest.raises(schema.SchemaError, match="variable 'predicted' is missing"):
+        schema.check(preds.drop_vars("predicted"), schema.PREDICTION_VARIABLES)
 
 
 def test_metrics_json_writes_nan_as_null(tmp_path):

@@ -14,9 +14,9 @@ import xarray as xr
 from matplotlib.image import imread
 from scipy import stats
 
-from gperceiver import frequencies, plots
+from gperceiver import plots
 from gperceiver.errors import CannotWriteError, ExitCode, GPerceiverError
-from gperceiver.store import open_store
+from gperceiver.store import frequencies, open_store
 from tests.conftest import TEST_DATA
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

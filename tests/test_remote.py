@@ -133,8 +133,8 @@ def test_convert_vcf_and_plink_into_s3(s3_env, tmp_path):
     """bio2zarr writes locally; the finished store then moves to object storage whole."""
     import s3fs
 
-    from converters.plink import convert_plink
-    from converters.vcf import convert_vcf
+    from gperceiver.converters.plink import convert_plink
+    from gperceiver.converters.vcf import convert_vcf
     from tests.test_convert_plink import write_fileset
     from tests.test_convert_vcf import GOOD, write
 

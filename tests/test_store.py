@@ -11,6 +11,7 @@ import zarr
 
 from gperceiver import open_store
 from gperceiver.errors import ExitCode, InputFormatError, InputNotFoundError
+from gperceiver.store import schema
 from tests.conftest import run_cli
 
 
@@ -114,3 +115,14 @@ def test_local_chunks_decode_like_zarr(example_store, tmp_path):
     (copy / "call_genotype" / "0.0.0").write_bytes(b"\x00garbage")
     with pytest.raises(InputFormatError, match=r"'call_genotype' cannot be read at \[0:"):
         chunks[0, 0, 0]
+
+
+def test_fresh_store_dtypes_are_the_declared_ones(example_store):
+    """Every writer takes a variable's dtype from schema.VARIABLES: a converted store's
+    arrays, variant_length and region_index included, have exactly those dtypes."""
+    group = zarr.open_group(example_store, mode="r")
+    declared = {name: var.dtype for name, var in schema.VARIABLES.items()
+                if var.dtype and name in group}
+    assert {"call_genotype", "variant_contig", "variant_position", "variant_length",
+            "region_index", "variant_allele_frequency"} <= set(declared)
+    assert {name: str(group[name].dtype) for name in declared} == declared

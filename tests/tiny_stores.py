@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from converters.writer import create_store, finish_store
-from gperceiver import schema
+from gperceiver.store import schema
+from gperceiver.store.write import create_store, finish_store
 
 
 @pytest.fixture(autouse=False)

@@ -6,8 +6,8 @@ import argparse
 import os
 import sys
 
-from gperceiver import schema
 from gperceiver.inputs import CODINGS
+from gperceiver.store import schema
 
 
 def add_scheduler(p: argparse.ArgumentParser) -> None:
@@ -127,7 +127,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_tsv(args: argparse.Namespace) -> None:
-    from converters.tsv import convert_tsv
+    from gperceiver.converters.tsv import convert_tsv
 
     out = convert_tsv(
         args.markers, args.chroms, args.output,
@@ -161,7 +161,7 @@ def _done(args: argparse.Namespace, out) -> None:
 
 
 def run_vcf(args: argparse.Namespace) -> None:
-    from converters.vcf import convert_vcf
+    from gperceiver.converters.vcf import convert_vcf
 
     _done(args, convert_vcf(
         args.inputs, args.output,
@@ -171,7 +171,7 @@ def run_vcf(args: argparse.Namespace) -> None:
 
 
 def run_plink(args: argparse.Namespace) -> None:
-    from converters.plink import convert_plink
+    from gperceiver.converters.plink import convert_plink
 
     _done(args, convert_plink(
         args.prefix, args.output,
@@ -181,7 +181,7 @@ def run_plink(args: argparse.Namespace) -> None:
 
 
 def run_vcz(args: argparse.Namespace) -> None:
-    from converters.vcz import convert_vcz
+    from gperceiver.converters.vcz import convert_vcz
 
     _done(args, convert_vcz(
         args.vcz, args.output,

@@ -61,7 +61,7 @@ FINETUNE_LOSSES = {"mse": "regression", "mae": "regression", "poisson": "regress
 def cached_store(markers: str, chroms: str, nalleles: int | None, ploidy: int | None,
                  near: Path, progress: bool, decoder: list | None = None) -> Path:
     """The store for these TSVs: converted once, found again by content hash."""
-    from converters.tsv import convert_tsv
+    from gperceiver.converters.tsv import convert_tsv
     from gperceiver.inputs import open_binary
 
     nalleles, ploidy = (3 if nalleles is None else nalleles), (2 if ploidy is None else ploidy)

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from converters.writer import upgrade_store
+    from gperceiver.store.write import upgrade_store
 
     changed = upgrade_store(args.store)
     print(f"{args.store}: " + ("; ".join(changed) if changed else "already up to date"))

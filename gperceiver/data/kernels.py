@@ -22,7 +22,7 @@ import numba
 import numpy as np
 
 from gperceiver.data.simd import LANES, TILE, compress_lanes, transpose_tile
-from gperceiver.schema import FILL
+from gperceiver.store.schema import FILL
 
 # Floating-point shortcuts that keep infinities: a weight-0 locus has key +inf.
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}

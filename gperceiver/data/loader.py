@@ -48,13 +48,12 @@ import xarray as xr
 import zarr
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from gperceiver import schema
 from gperceiver.data import sharding
 from gperceiver.data.handoff import Receiver, Ring
 from gperceiver.data.kernels import transpose
 from gperceiver.data.tasks import TARGET_TASKS, TaskBuilder
 from gperceiver.errors import GPerceiverWarning, UsageError
-from gperceiver.store import CheckedReader, LocalChunks, open_store, view_indices
+from gperceiver.store import CheckedReader, LocalChunks, open_store, schema, view_indices
 
 # Loci per span of the chunk transpose in `samples_major`: the span's source cache
 # lines (one per locus, shared by 32 diploid samples, read for four samples per

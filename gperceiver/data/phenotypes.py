@@ -39,9 +39,8 @@ import xarray as xr
 
 from gperceiver.errors import GPerceiverWarning, InputFormatError, Note, UsageError
 from gperceiver.inputs import open_decompressed
-from gperceiver.schema import SAMPLES
+from gperceiver.store.schema import BLOCKS, SAMPLES
 
-BLOCKS = "blocks"
 NO_CV = -1
 REQUIRED_COLUMNS = ("name", "response", "block")
 EMPTY_RESPONSES = frozenset({"", "na", "nan", "."})

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from gperceiver.data.kernels import DRAW_SPAN, draw_rows, draw_target_rows, locus_weights_into
-from gperceiver.schema import FILL, MISSING
+from gperceiver.store.schema import FILL, MISSING
 
 
 def weight_table(frequency: np.ndarray, frequency_scaler: float) -> np.ndarray:

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 import xarray as xr
 
-from gperceiver import schema
 from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
 from gperceiver.model import GPerceiver
 from gperceiver.model.config import ARCHITECTURE
+from gperceiver.store import schema
 from gperceiver.train.params import Params, params_from_dict
 
 FORMAT = 1

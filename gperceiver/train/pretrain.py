@@ -23,11 +23,10 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
-from gperceiver import schema
 from gperceiver.choices import PRETRAIN_TASKS
 from gperceiver.data.loader import make_loader
 from gperceiver.errors import UsageError
-from gperceiver.store import open_view, store_name
+from gperceiver.store import open_view, schema, store_name
 from gperceiver.train import engine
 from gperceiver.train.checkpoint import KEY, ModelInfo, build_model, load_model, take_architecture
 from gperceiver.train.params import Params

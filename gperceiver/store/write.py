@@ -1,7 +1,9 @@
 """Create a genotype store, fill its calls, then finish it: frequencies, metadata, checks.
 
-Every converter goes create_store -> write calls -> finish_store, inside
-`gperceiver.atomic.atomic_output`, so the store appears only when complete.
+Every writer goes create_store -> write calls -> finish_store, inside
+`gperceiver.atomic.atomic_output`, so the store appears only when complete; a VCZ
+that bio2zarr wrote is finished in place by `finish_vcz`. Each variable is written
+with the dtype `schema.VARIABLES` declares (`dtype_of`).
 `conform` gives a store the dtypes and fill values bio2zarr writes, so plain
 `xarray.open_zarr` and sgkit read it as they read bio2zarr's own stores; it also
 upgrades stores written by earlier versions, in place (`gperceiver upgrade`).
@@ -24,13 +26,19 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from converters import CONVERTER_VERSION
-from gperceiver import schema
 from gperceiver.errors import InputFormatError
-from gperceiver.frequencies import allele_frequency
+from gperceiver.store import schema
+from gperceiver.store.frequencies import allele_frequency
+from gperceiver.store.read import open_store, variant_ids
 
 ZARR_FORMAT = 2  # what bio2zarr writes by default; read by every zarr/xarray/sgkit version
 GENOTYPE_COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE)
+LABEL_COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
+
+
+def dtype_of(name: str) -> np.dtype:
+    """The dtype a store variable is written with: its declaration in `schema.VARIABLES`."""
+    return np.dtype(schema.VARIABLES[name].dtype)
 
 
 def create_store(
@@ -64,7 +72,8 @@ def create_store(
             "sample_id": (schema.SAMPLES, np.asarray(sample_id, dtype=object)),
             "variant_id": (schema.VARIANTS, np.asarray(variant_id, dtype=object)),
             "contig_id": (schema.CONTIGS, np.asarray(contig_id, dtype=object)),
-            "variant_contig": (schema.VARIANTS, np.asarray(variant_contig, dtype=np.int32)),
+            "variant_contig": (schema.VARIANTS,
+                               np.asarray(variant_contig, dtype=dtype_of("variant_contig"))),
             "variant_position": (schema.VARIANTS, variant_position, position_attrs),
             "variant_allele": (
                 (schema.VARIANTS, schema.ALLELES),
@@ -74,7 +83,7 @@ def create_store(
         attrs={
             "ploidy": int(ploidy),
             "n_alleles": int(n_alleles),
-            "converter_version": CONVERTER_VERSION,
+            "converter_version": schema.CONVERTER_VERSION,
             "format_version": schema.FORMAT_VERSION,
             **(attrs or {}),
         },
@@ -87,7 +96,7 @@ def create_store(
         "call_genotype",
         shape=(n_variants, n_samples, ploidy),
         chunks=(min(variants_chunk, n_variants), min(samples_chunk, n_samples), ploidy),
-        dtype="int8",
+        dtype=dtype_of("call_genotype"),
         compressors=GENOTYPE_COMPRESSOR,
         fill_value=None,  # as bio2zarr: -1 and -2 are data, not a mask
         # every chunk reaches the disk, even all 0/0 ones, so that a lost chunk is
@@ -122,8 +131,8 @@ def finish_store(path: str | os.PathLike, where: object = None) -> xr.Dataset:
         "variant_allele_frequency",
         shape=freq.shape,
         chunks=(calls.chunksize[0], n_alleles),
-        dtype="float32",
-        compressors=numcodecs.Blosc(cname="zstd", clevel=5),
+        dtype=dtype_of("variant_allele_frequency"),
+        compressors=LABEL_COMPRESSOR,
         fill_value=np.nan,
         overwrite=True,
     )
@@ -174,9 +183,11 @@ def integer_positions(position: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]
 
 
 def _narrowest(position: np.ndarray) -> np.ndarray:
-    """int32 as bio2zarr writes positions, int64 where a value does not fit."""
-    if position.size == 0 or position.max() <= np.iinfo(np.int32).max:
-        return position.astype(np.int32)
+    """The declared dtype (int32, as bio2zarr writes positions), int64 where a value does
+    not fit."""
+    dtype = dtype_of("variant_position")
+    if position.size == 0 or position.max() <= np.iinfo(dtype).max:
+        return position.astype(dtype)
     return position
 
 
@@ -245,10 +256,10 @@ def _region_index(path: str, group: zarr.Group) -> list[str]:
     position = group["variant_position"]
     if "variant_length" not in group:
         ref = np.asarray(group["variant_allele"][:, 0], dtype=object)
-        length = np.array([max(1, len(str(a))) for a in ref], dtype=np.int32)
+        length = np.array([max(1, len(str(a))) for a in ref], dtype=dtype_of("variant_length"))
         array = group.create_array(
-            "variant_length", shape=length.shape, chunks=position.chunks, dtype="int32",
-            compressors=numcodecs.Blosc(cname="zstd", clevel=5), fill_value=None,
+            "variant_length", shape=length.shape, chunks=position.chunks, dtype=length.dtype,
+            compressors=LABEL_COMPRESSOR, fill_value=None,
             attributes={"_ARRAY_DIMENSIONS": [schema.VARIANTS],
                         "description": "length of the REF allele"})
         array[:] = length
@@ -268,7 +279,7 @@ def _replace_array(group: zarr.Group, fs, root: str, name: str, values: np.ndarr
                    **create: Any) -> None:
     """Write `values` as array `name` beside the old one, then swap the folders (on a
     local disk the old array is gone only once the new one is complete)."""
-    create.setdefault("compressors", numcodecs.Blosc(cname="zstd", clevel=5))
+    create.setdefault("compressors", LABEL_COMPRESSOR)
     create.setdefault("fill_value", None)
     fresh = group.create_array(f"{name}.new", shape=values.shape, chunks=chunks,
                                dtype=values.dtype, attributes=dict(attributes),
@@ -342,14 +353,96 @@ def _set_fill(fs, folder: str, fill: object) -> None:
 def upgrade_store(path: str | os.PathLike) -> list[str]:
     """Bring a genotype store written by an earlier gperceiver to today's conventions,
     in place (`conform`); return what changed. The store must open as a store."""
-    from gperceiver.store import open_store
-
     path = os.fspath(path)
     open_store(path)  # refuses what is not a genotype store, in one line
     if zarr.open_group(path, mode="r").metadata.zarr_format != ZARR_FORMAT:
         raise InputFormatError(path, "a zarr v3 store: `gperceiver convert vcz` rewrites it")
     changed = conform(path)
     if changed:
-        zarr.open_group(path, mode="r+").attrs["converter_version"] = CONVERTER_VERSION
+        zarr.open_group(path, mode="r+").attrs["converter_version"] = schema.CONVERTER_VERSION
         zarr.consolidate_metadata(path)
     return changed
+
+
+
+# ---------------------------------------------------------------- a VCZ from bio2zarr
+
+# VCZ fields our schema needs before frequencies are added.
+NEEDED = [v for v in schema.VARIABLES.values()
+          if v.required and v.name not in ("variant_allele_frequency", "variant_id")]
+
+
+def finish_vcz(
+    path: str | os.PathLike,
+    *,
+    source: str,
+    where: object,
+    attrs: Mapping[str, Any] | None = None,
+) -> None:
+    """Make the zarr v2 VCZ at `path` (written by bio2zarr, or copied) a valid genotype
+    store, in place: declared genotype dtype, unique variant IDs, the store attributes,
+    then `finish_store`.
+
+    `where` names the user's input in error messages (the VCF, the PLINK prefix).
+    """
+    group = zarr.open_group(path, mode="a", zarr_format=ZARR_FORMAT, use_consolidated=False)
+    fs, root = fsspec.core.url_to_fs(os.fspath(path))
+    if fs.exists(f"{root}/.zmetadata"):  # stale: it would hide the arrays changed below
+        fs.rm(f"{root}/.zmetadata")
+    if "call_genotype" not in group:
+        raise InputFormatError(where, "no genotypes (no GT field, or no samples)")
+    for var in NEEDED:
+        if var.name not in group:
+            raise InputFormatError(where, f"VCF Zarr variable '{var.name}' is missing")
+    calls = group["call_genotype"]
+    if calls.dtype != dtype_of("call_genotype"):
+        raise InputFormatError(
+            where, f"genotypes are {calls.dtype}: an allele index above "
+            f"{np.iinfo(dtype_of('call_genotype')).max} does not fit "
+            f"{dtype_of('call_genotype')}")
+    if calls.shape[1] == 0:
+        raise InputFormatError(where, "no samples")
+    if calls.shape[0] == 0:
+        raise InputFormatError(where, "no variants")
+    ids = unique_variant_ids(group)
+    if "variant_id" not in group:  # tskit2zarr writes none
+        group.create_array("variant_id", shape=ids.shape, chunks=group["variant_position"].chunks,
+                           dtype=str, compressors=LABEL_COMPRESSOR,
+                           attributes={"_ARRAY_DIMENSIONS": [schema.VARIANTS]})
+    group["variant_id"][:] = ids
+    _widen(group, "variant_contig")
+    _widen(group, "variant_position")
+    group.attrs.update(
+        {
+            "ploidy": int(calls.shape[2]),
+            "n_alleles": int(group["variant_allele"].shape[1]),
+            "source": source,
+            "vcz_source": str(group.attrs.get("source", "")),
+            "converter_version": schema.CONVERTER_VERSION,
+            "format_version": schema.FORMAT_VERSION,
+            **(attrs or {}),
+        }
+    )
+    finish_store(path, where)
+
+
+def _widen(group: zarr.Group, name: str) -> None:
+    """Rewrite a 1-d integer array that bio2zarr made as narrow as its values (int8...)
+    with its declared dtype, so arithmetic on it cannot overflow."""
+    array, dtype = group[name], dtype_of(name)
+    if array.dtype.kind not in "iu" or array.dtype.itemsize >= dtype.itemsize:
+        return
+    values = array[:].astype(dtype)
+    attrs = array.attrs.asdict()
+    wide = group.create_array(
+        name, shape=array.shape, chunks=array.chunks, dtype=dtype,
+        compressors=LABEL_COMPRESSOR, attributes=attrs, overwrite=True,
+    )
+    wide[:] = values
+
+
+def unique_variant_ids(group: zarr.Group) -> np.ndarray:
+    """The group's variant IDs with missing or repeated ones made (`read.variant_ids`)."""
+    ids = np.asarray(group["variant_id"][:], dtype=object) if "variant_id" in group else None
+    return variant_ids(ids, group["contig_id"][:], group["variant_contig"][:],
+                       group["variant_position"][:], group["variant_allele"][:])

@@ -12,9 +12,9 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from gperceiver import schema
 from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
-from gperceiver.frequencies import allele_frequency
+from gperceiver.store import schema
+from gperceiver.store.frequencies import allele_frequency
 
 
 def _exists(path: str) -> bool:
