@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
-    "embed": "gperceiver.embed",
+    "embed": "gperceiver.embedding",
     "gen_allele_decoder": "gperceiver.preprocessing",
     "open_store": "gperceiver.store.read",
 }

@@ -19,7 +19,7 @@ import xarray as xr
 
 from gperceiver.atomic import atomic_output
 from gperceiver.data.loader import make_loader
-from gperceiver.embed import encode_latents
+from gperceiver.embedding import encode_latents
 from gperceiver.errors import InputFormatError
 from gperceiver.linear import LinearPath
 from gperceiver.model.heads import FinetuneHead, Target, build_head, head_probabilities

@@ -429,7 +429,7 @@ def test_every_command_runs_on_a_selection_of_samples_and_variants(example_store
     its samples and variants only, and their rows are its rows."""
     import torch
 
-    from gperceiver.embed import embed
+    from gperceiver.embedding import embed
     from gperceiver.fit import fit
     from gperceiver.impute import impute
     from gperceiver.predict import predict

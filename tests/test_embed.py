@@ -12,10 +12,11 @@ import torch
 import xarray as xr
 import zarr
 
-import gperceiver.embed as embed_module
+import gperceiver
+import gperceiver.embedding as embed_module
 from gperceiver import plots
 from gperceiver.cli.main import main
-from gperceiver.embed import embed
+from gperceiver.embedding import embed
 from gperceiver.errors import ExitCode, InputFormatError
 from gperceiver.store import open_store, schema
 from gperceiver.train.checkpoint import load_model
@@ -86,7 +87,7 @@ def test_each_sample_is_embedded_from_its_own_genotype(run_dir, example_store):
     together = embed(ckpt, example_store, batch_size=16)
     np.testing.assert_allclose(alone["sample_embedding"], together["sample_embedding"],
                                atol=1e-5)
-    whole = embed_module(ckpt, example_store, batch_size=40)  # `gperceiver.embed(...)` works
+    whole = gperceiver.embed(ckpt, example_store, batch_size=40)  # the package exports it
     np.testing.assert_allclose(whole["sample_embedding"], together["sample_embedding"],
                                atol=1e-5)
     model, _, _ = load_model(ckpt)
@@ -171,7 +172,7 @@ def test_encode_latents_match_embed_and_the_latent_probe_reports(run_dir, emb_pa
     import subprocess
     import sys
 
-    from gperceiver.embed import encode_latents
+    from gperceiver.embedding import encode_latents
 
     model, _, _ = load_model(run_dir / "best.ckpt")
     np.testing.assert_allclose(encode_latents(model, example_store, batch_size=5),

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> None:
 
     import torch
 
-    from gperceiver.embed import embed
+    from gperceiver.embedding import embed
 
     device = args.device
     if device == "auto":

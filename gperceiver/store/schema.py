@@ -1,7 +1,7 @@
 """The stores' schema: every variable's name, dims and dtype, declared once.
 
 Declared here: the genotype store (`VARIABLES`), the embedding store that
-`gperceiver.embed` writes (`EMBEDDING_VARIABLES`) and the prediction dataset of
+`gperceiver.embedding.embed` writes (`EMBEDDING_VARIABLES`) and the prediction dataset of
 `fit`, `predict` and `baseline` (`PREDICTION_VARIABLES`).
 
 The genotype store follows the VCF Zarr (VCZ) conventions of sgkit and bio2zarr, so
@@ -104,7 +104,7 @@ VARIABLES: dict[str, Variable] = {
     ]
 }
 
-# The embedding store (`gperceiver.embed`): one vector per sample and per locus, beside
+# The embedding store (`gperceiver.embedding.embed`): one vector per sample and per locus, beside
 # the genotype store's labels (same names, dims and order, so the two merge).
 EMBEDDING = "embedding"
 LATENTS = "latents"

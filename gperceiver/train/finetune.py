@@ -28,7 +28,7 @@ import xarray as xr
 from gperceiver.atomic import atomic_output
 from gperceiver.data.loader import make_loader
 from gperceiver.data.phenotypes import held_out_split, read_phenotypes, split_masks
-from gperceiver.embed import encode_latents
+from gperceiver.embedding import encode_latents
 from gperceiver.errors import InputFormatError, UsageError
 from gperceiver.linear import LinearPath, fit_linear
 from gperceiver.model.heads import FinetuneHead, Target, build_head, head_loss

@@ -1,8 +1,8 @@
 """Embeddings of a trained encoder: one vector per sample and one per locus, as xarray.
 
-`embed(ckpt, store)` streams every sample of the store through the loader's
-"plain" task (all loci, store order, no shuffling), encodes it, and returns an
-`xarray.Dataset`:
+`embed(ckpt, store)` (also `gperceiver.embed`) streams every sample of the store
+through the loader's "plain" task (all loci, store order, no shuffling), encodes it,
+and returns an `xarray.Dataset`:
 
 - `sample_embedding (samples, embedding)`: the latents after the encoder,
   mean-pooled over the latent array;
@@ -17,7 +17,8 @@
 Every array takes its dims and dtype from `schema.EMBEDDING_VARIABLES`.
 
 With `out`, arrays are written batch by batch into a Zarr store that appears
-only when complete (memory is bounded by the loader's block and one output chunk);
+only when complete (memory is bounded by the loader's read group and one output
+chunk);
 the Dataset returned is that store opened lazily. Each sample's embedding depends
 on that sample alone (evaluation mode, no dropout), whatever the batch size.
 """
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import os
 import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -194,13 +194,3 @@ def _encode_samples(model, store, arrays: dict[str, Any], batch_size: int,
                      {k: v.cpu().numpy() for k, v in rows.items()})
             bar.update(len(batch["sample_index"]))
     sink.flush()
-
-
-class _CallableModule(types.ModuleType):
-    """`gperceiver.embed(...)` calls `embed` even once this module is imported."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> xr.Dataset:
-        return embed(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
