@@ -38,7 +38,7 @@ from gperceiver.data.phenotypes import read_phenotypes, responses, split_masks
 from gperceiver.errors import UsageError
 from gperceiver.metrics import evaluate
 from gperceiver.outputs import predictions_dataset, write_run
-from gperceiver.store import open_view, schema, store_name
+from gperceiver.store import Store, open_view, schema, store_name
 
 LOG_LAMBDA_RANGE = (-12.0, 12.0)  # natural log; lambda from 6e-6 to 1.6e5
 GRID_POINTS = 97
@@ -226,7 +226,7 @@ def gblup(
 
 
 def run_gblup(
-    store: str | os.PathLike | xr.Dataset, phenotypes: str | os.PathLike, cv: int | None = None
+    store: Store, phenotypes: str | os.PathLike, cv: int | None = None
 ) -> tuple[xr.Dataset, dict[str, Any]]:
     """GBLUP on every block: (predictions Dataset, metrics dict) ready for `outputs`."""
     ds = open_view(store)
@@ -279,7 +279,7 @@ def run_gblup(
 
 
 def baseline(
-    store: str | os.PathLike | xr.Dataset, phenotypes: str | os.PathLike,
+    store: Store, phenotypes: str | os.PathLike,
     out_dir: str | os.PathLike, cv: int | None = None, force: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
     """Run GBLUP and write out_dir/{predictions.tsv, metrics.json}, atomically."""

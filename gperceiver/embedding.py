@@ -38,7 +38,7 @@ import zarr
 from gperceiver import __version__
 from gperceiver.atomic import atomic_output, check_writable
 from gperceiver.errors import UsageError
-from gperceiver.store import open_view, schema, store_name
+from gperceiver.store import Store, StoreView, open_view, resolve, schema, store_name
 from gperceiver.store.chunk_writer import ChunkWriter
 
 DECLARED = schema.EMBEDDING_VARIABLES
@@ -52,7 +52,7 @@ COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=3)
 
 def embed(
     ckpt: str | os.PathLike,
-    store: str | os.PathLike | xr.Dataset,
+    store: Store,
     out: str | os.PathLike | None = None,
     *,
     latents: bool = False,
@@ -74,7 +74,8 @@ def embed(
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
     if out is not None:
         check_writable(out, force)
-    ds = open_view(store)
+    store = resolve(store)  # opened once: checked, labelled and read from this
+    ds = store.ds
     ckpt = checkpoint_path(ckpt)
     model, info, _ = load_model(ckpt)
     info.check_store(ds, store_name(store))
@@ -105,7 +106,7 @@ def embed(
     return xr.open_zarr(out)
 
 
-def _labels(ds: xr.Dataset, ckpt, store, params) -> xr.Dataset:
+def _labels(ds: xr.Dataset, ckpt, store: StoreView, params) -> xr.Dataset:
     """The store's sample and variant labels (loaded: they are small) and provenance."""
     data = {}
     for name in schema.EMBEDDING_LABELS:
@@ -115,7 +116,7 @@ def _labels(ds: xr.Dataset, ckpt, store, params) -> xr.Dataset:
         data[name] = (ds[name].dims, values)
     return xr.Dataset(coords=data, attrs={
         "checkpoint": str(Path(ckpt).absolute()),
-        "store": store_name(store if isinstance(store, xr.Dataset) else Path(store).absolute()),
+        "store": store.name if store.name != store.path else str(Path(store.path).absolute()),
         "pooling": "mean over the latents",
         "position_embed_kind": params.model.position_embed_kind,
         "gperceiver_version": __version__,
@@ -156,7 +157,7 @@ def _write_variant_embedding(group: zarr.Group, model) -> None:
         array[start:stop] = variant_embedding(model, start, stop)
 
 
-def encode_latents(model, store: str | os.PathLike | xr.Dataset, batch_size: int = 64,
+def encode_latents(model, store: Store, batch_size: int = 64,
                    progress: bool = False) -> np.ndarray:
     """Every sample's latents (samples, latents, embedding) under `model`'s encoder
     (evaluation mode), in store order."""

@@ -28,7 +28,7 @@ from gperceiver.outputs import (
 )
 from gperceiver.plots import plot_path
 from gperceiver.predict import Predictor
-from gperceiver.store import open_view, schema, store_name
+from gperceiver.store import Store, resolve, schema, store_name
 from gperceiver.train.finetune import finetune
 from gperceiver.train.params import Params
 
@@ -42,7 +42,7 @@ class FitResult:
 
 
 def fit(
-    store: str | os.PathLike | xr.Dataset,
+    store: Store,
     phenotypes: str | os.PathLike,
     run_dir: str | os.PathLike,
     params: Params | None = None,
@@ -60,11 +60,12 @@ def fit(
     `test_fold=K` it is never seen, and metrics["test"] reports it. After a
     distributed run, global rank 0 alone predicts and writes.
     """
+    store = resolve(store)  # opened once, for training, prediction and the report
     done = finetune(store, phenotypes, run_dir, params, progress=progress,
                     predict_all=predict_all, **training)
     if not done.main:
         return FitResult(done.run_dir, done.best, {}, xr.Dataset())
-    ds, wanted = open_view(store), done.rows
+    ds, wanted = store.ds, done.rows
 
     result = Predictor.load(done.best).predict(store, samples=wanted, progress=progress,
                                                latents=done.latents)

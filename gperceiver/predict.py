@@ -25,7 +25,7 @@ from gperceiver.linear import LinearPath
 from gperceiver.model.heads import FinetuneHead, Target, build_head, head_probabilities
 from gperceiver.outputs import prediction_values, predictions_table
 from gperceiver.progress import progress_bar
-from gperceiver.store import open_view, schema, store_name
+from gperceiver.store import Store, open_view, resolve, schema, store_name
 from gperceiver.train import engine
 from gperceiver.train.checkpoint import FINETUNE_KEY, build_model, checkpoint_path, load_model
 
@@ -77,7 +77,7 @@ class Predictor:
             predictor.latent_model.load_state_dict(meta["latent_encoder"])
         return predictor
 
-    def predict(self, store: str | os.PathLike | xr.Dataset, *,
+    def predict(self, store: Store, *,
                 samples: np.ndarray | None = None, batch_size: int | None = None,
                 latents: np.ndarray | None = None, progress: bool = True) -> Prediction:
         """Predict every sample of `store` (or those at `samples`, the others NaN).
@@ -86,7 +86,8 @@ class Predictor:
         `latents`: the pretrained encoder's latents of every sample, when the caller
         has them already (else encoded here when the path reads them).
         """
-        ds = open_view(store)
+        store = resolve(store)
+        ds = store.ds
         self.info.check_store(ds, store_name(store))
         deep, probs = self.predict_encoder(store, batch_size=batch_size, progress=progress,
                                            samples=samples)
@@ -99,7 +100,7 @@ class Predictor:
         return Prediction(linear + self.deep_scale * deep, probs, linear)
 
     @torch.no_grad()
-    def predict_encoder(self, store: str | os.PathLike | xr.Dataset, *,
+    def predict_encoder(self, store: Store, *,
                         batch_size: int | None = None, progress: bool = True,
                         samples: np.ndarray | None = None
                         ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -135,7 +136,7 @@ class Predictor:
 
 
 def predict(
-    model: str | os.PathLike, store: str | os.PathLike | xr.Dataset,
+    model: str | os.PathLike, store: Store,
     output: str | os.PathLike | None = None,
     *, batch_size: int | None = None, force: bool = False, progress: bool = True,
 ) -> xr.Dataset:
@@ -144,6 +145,7 @@ def predict(
     Returns a Dataset (samples, blocks) with `predicted` (and `probability`).
     """
     predictor = Predictor.load(model)
+    store = resolve(store)
     result = predictor.predict(store, batch_size=batch_size, progress=progress)
     out = prediction_values(open_view(store)["sample_id"].values, predictor.target.blocks,
                             result.predicted, result.probability)

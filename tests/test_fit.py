@@ -281,6 +281,30 @@ def test_fit_predicts_the_phenotyped_lines_unless_asked_for_all(example_store, t
     assert len(pd.read_csv(tmp_path / "cli" / "predictions.tsv", sep="\t")) == 40 * 2
 
 
+def test_fit_opens_its_store_once(example_store, tmp_path, monkeypatch):
+    """The marker path, both loaders and the prediction pass share one opening of the
+    store, given as a path or as a selection (which opens the whole store to place it)."""
+    import gperceiver.store.read as read
+
+    opened = []
+    real = read.open_store
+
+    def counting(path, **kwargs):
+        opened.append(str(path))
+        return real(path, **kwargs)
+
+    selection = real(example_store).isel(samples=slice(0, 36))
+    monkeypatch.setattr(read, "open_store", counting)
+    params = tiny(epochs=1, batch_size=8)
+    fit(example_store, TEST_DATA / "phenos.tsv", tmp_path / "a", params, cv=1, progress=False)
+    assert opened == [str(example_store)]
+    opened.clear()
+    with pytest.warns(UserWarning, match="not in the genotype store"):
+        result = fit(selection, TEST_DATA / "phenos.tsv", tmp_path / "b", params, cv=1,
+                     progress=False)
+    assert opened == [str(example_store)] and result.predictions.sizes["samples"] == 36
+
+
 def test_head_flag_and_the_earlier_strategy_spelling():
     """`--head` picks the head; `--strategy latent|pool` (earlier versions) still does,
     with a note; the two may not disagree; Lightning strategies pass through."""

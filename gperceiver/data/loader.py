@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import os
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -44,7 +43,6 @@ from collections.abc import Iterator, Sequence
 import numcodecs.blosc
 import numpy as np
 import torch
-import xarray as xr
 import zarr
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -53,7 +51,7 @@ from gperceiver.data.handoff import Receiver, Ring
 from gperceiver.data.kernels import transpose
 from gperceiver.data.tasks import TARGET_TASKS, TaskBuilder
 from gperceiver.errors import GPerceiverWarning, UsageError
-from gperceiver.store import CheckedReader, LocalChunks, open_store, schema, view_indices
+from gperceiver.store import CheckedReader, LocalChunks, Store, resolve, schema
 
 # Loci per span of the chunk transpose in `samples_major`: the span's source cache
 # lines (one per locus, shared by 32 diploid samples, read for four samples per
@@ -88,7 +86,7 @@ class GenotypeDataset(IterableDataset):
 
     def __init__(
         self,
-        store: str | os.PathLike | xr.Dataset,
+        store: Store,
         task: str = "plain",
         *,
         batch_size: int = 16,
@@ -109,14 +107,10 @@ class GenotypeDataset(IterableDataset):
         super().__init__()
         if batch_size < 1:
             raise UsageError(f"batch size must be >= 1, got {batch_size}")
-        if isinstance(store, xr.Dataset):
-            # a selection of a store: read only its samples and variants
-            ds = store
-            full, store_samples, self.variants = view_indices(ds)
-            self.path = str(full.encoding["source"])
-        else:
-            ds = full = open_store(store)
-            self.path, store_samples, self.variants = os.fspath(store), None, None
+        # a selection of a store: read only its samples and variants
+        view = resolve(store)
+        ds, full, store_samples, self.variants = view.ds, view.full, view.samples, view.variants
+        self.path = view.path
         self.n_variants = int(ds.sizes[schema.VARIANTS])
         self.ploidy = int(ds.sizes[schema.PLOIDY])
         self.n_alleles = int(ds.sizes[schema.ALLELES])
@@ -397,7 +391,7 @@ class GenotypeLoader(DataLoader):
 
 
 def make_loader(
-    store: str | os.PathLike | xr.Dataset,
+    store: Store,
     task: str = "plain",
     *,
     batch_size: int = 16,

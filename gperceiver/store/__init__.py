@@ -21,7 +21,7 @@ _EXPORTS = {
     **dict.fromkeys(
         ("open_store", "open_view", "store_name", "view_indices", "input_positions",
          "labelled", "variant_ids", "CheckedReader", "LocalChunks", "unreadable",
-         "LABELS", "CONTIG_NAME"),
+         "LABELS", "CONTIG_NAME", "StoreView", "Store", "resolve"),
         "gperceiver.store.read"),
     **dict.fromkeys(("create_store", "finish_store", "conform", "upgrade_store"),
                     "gperceiver.store.write"),

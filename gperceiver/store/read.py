@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
@@ -266,19 +267,57 @@ def _checked(ds: xr.Dataset, path: str) -> xr.Dataset:
     return ds
 
 
-def open_view(store: str | os.PathLike | xr.Dataset) -> xr.Dataset:
-    """The Dataset for a store path (`open_store`), or `store` itself when it already is
-    one: a store opened by `open_store`, or a selection of it (`ds.isel(...)`)."""
-    if isinstance(store, xr.Dataset):
-        view_indices(store)  # refuses a Dataset that is not a view of a store
+@dataclass(frozen=True)
+class StoreView:
+    """A store, or a selection of one, opened once.
+
+    `ds` is what it shows, `full` the whole store, `samples`/`variants` where the
+    shown ones sit in it (None: all of them), `path` the store's location and `name`
+    how messages name it. Commands that read a store several times (fit: the
+    marker path, two loaders, prediction) `resolve` it once and pass this down;
+    every function that takes a store path or Dataset takes one.
+    """
+
+    ds: xr.Dataset
+    full: xr.Dataset
+    samples: np.ndarray | None
+    variants: np.ndarray | None
+    path: str
+    name: str
+
+
+Store = str | os.PathLike | xr.Dataset | StoreView  # what a store argument may be
+
+
+def resolve(store: Store) -> StoreView:
+    """`store` opened (a path), checked as a selection of a store (a Dataset), or as
+    it is (a StoreView)."""
+    if isinstance(store, StoreView):
         return store
-    return open_store(store)
+    if isinstance(store, xr.Dataset):
+        full, samples, variants = view_indices(store)
+        path = str(full.encoding["source"])
+        name = (f"{path} (a selection: {store.sizes[schema.SAMPLES]:,} samples x "
+                f"{store.sizes[schema.VARIANTS]:,} variants)")
+        return StoreView(store, full, samples, variants, path, name)
+    ds = open_store(store)
+    return StoreView(ds, ds, None, None, os.fspath(store), os.fspath(store))
 
 
-def store_name(store: str | os.PathLike | xr.Dataset) -> str:
+def open_view(store: Store) -> xr.Dataset:
+    """The Dataset for a store path (`open_store`), or what a Dataset or StoreView shows:
+    a store opened by `open_store`, or a selection of it (`ds.isel(...)`)."""
+    if isinstance(store, str | os.PathLike):
+        return open_store(store)
+    return resolve(store).ds
+
+
+def store_name(store: Store) -> str:
     """How messages and metrics name a store path or a selection of a store."""
-    if not isinstance(store, xr.Dataset):
+    if isinstance(store, str | os.PathLike):
         return os.fspath(store)
+    if isinstance(store, StoreView):
+        return store.name
     return (f"{store.encoding.get('source')} (a selection: {store.sizes[schema.SAMPLES]:,} "
             f"samples x {store.sizes[schema.VARIANTS]:,} variants)")
 

@@ -34,7 +34,7 @@ from gperceiver.linear import LinearPath, fit_linear
 from gperceiver.model.heads import FinetuneHead, Target, build_head, head_loss
 from gperceiver.outputs import BLOCKS_FILE, METRICS_FILE, PREDICTIONS_FILE
 from gperceiver.predict import Predictor
-from gperceiver.store import open_view, store_name
+from gperceiver.store import Store, resolve, store_name
 from gperceiver.train import engine
 from gperceiver.train.checkpoint import (
     FINETUNE_KEY,
@@ -184,7 +184,7 @@ class Finetuned:
 
 
 def finetune(
-    store: str | os.PathLike | xr.Dataset,
+    store: Store,
     phenotypes: str | os.PathLike,
     run_dir: str | os.PathLike,
     params: Params | None = None,
@@ -227,7 +227,8 @@ def finetune(
     if cv is not None and test_fold is not None:
         raise UsageError("--cv K (fold K is validation) and --test-fold K (fold K is never "
                          "seen) are two ways to hold out a fold: give one")
-    ds = open_view(store)
+    store = resolve(store)  # opened once: the marker path, both loaders, calibration
+    ds = store.ds
     sample_id = [str(s) for s in ds["sample_id"].values.tolist()]
     phenos = read_phenotypes(phenotypes, sample_id, cv=cv)
     if cv is not None:

@@ -21,12 +21,11 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-import xarray as xr
 
 from gperceiver.choices import PRETRAIN_TASKS
 from gperceiver.data.loader import make_loader
 from gperceiver.errors import UsageError
-from gperceiver.store import open_view, schema, store_name
+from gperceiver.store import Store, resolve, schema, store_name
 from gperceiver.train import engine
 from gperceiver.train.checkpoint import KEY, ModelInfo, build_model, load_model, take_architecture
 from gperceiver.train.params import Params
@@ -161,7 +160,7 @@ class PretrainResult:
 
 
 def pretrain(
-    store: str | os.PathLike | xr.Dataset,
+    store: Store,
     run_dir: str | os.PathLike,
     task: str | None = None,
     params: Params | None = None,
@@ -188,7 +187,8 @@ def pretrain(
     """
     engine.flush_denormals()
     params = params or Params()
-    ds = open_view(store)
+    store = resolve(store)  # opened once, for both loaders
+    ds = store.ds
     start = None
     if init is not None:
         start, start_info, _ = load_model(init)
