@@ -88,7 +88,7 @@ if not cuda and not args.allow_cpu:
 import lightning as L  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from converters.writer import create_store, finish_store  # noqa: E402
+from gperceiver.store.write import create_store, finish_store  # noqa: E402
 from gperceiver.train.params import Params  # noqa: E402
 from gperceiver.train.pretrain import pretrain  # noqa: E402
 

@@ -54,7 +54,7 @@ def main() -> None:
 
     from gperceiver.baseline import genomic_relationship
     from gperceiver.data.phenotypes import read_phenotypes
-    from gperceiver.embedding import encode_latents
+    from gperceiver.encode import encode_latents
     from gperceiver.store import open_store
     from gperceiver.train.checkpoint import build_model, load_model
 

@@ -9,7 +9,7 @@ Inputs, as in the original README:
   coding whose codes look like dosages is refused (naming `--coding`);
 - chroms: columns `chr marker pos` (others ignored), pos an int or a float.
 
-The markers file is streamed in row blocks of one sample chunk, parsed with
+The markers file is streamed in batches of rows (one sample chunk each), parsed with
 vectorised numpy, decoded, reordered into contig/position order and written
 chunk-column by chunk-column, so peak memory depends on the number of markers and
 the sample chunk, never on the number of samples. Every problem is reported as one
@@ -273,9 +273,9 @@ def count_rows(path: Path) -> int:
     n, tail = 0, b""
     with open_decompressed(path) as f:
         try:
-            while block := f.read(1 << 24):
-                n += block.count(b"\n")
-                tail = (tail + block)[-4096:]
+            while piece := f.read(1 << 24):
+                n += piece.count(b"\n")
+                tail = (tail + piece)[-4096:]
         except READ_ERRORS as e:
             raise InputFormatError(path, f"cannot read compressed data ({e})") from None
     stripped = tail.rstrip(b"\r\n \t")
@@ -285,8 +285,8 @@ def count_rows(path: Path) -> int:
     return n - tail[len(stripped) :].count(b"\n")
 
 
-class BlockParser:
-    """Parses row blocks of the markers file into int codes, with located errors."""
+class RowParser:
+    """Parses batches of rows of the markers file into int codes, with located errors."""
 
     def __init__(self, path: Path, markers: list[str], n_codes: int):
         self.path, self.markers, self.n_codes = path, markers, n_codes
@@ -374,7 +374,7 @@ class BlockParser:
         )
 
 
-class CountParser(BlockParser):
+class CountParser(RowParser):
     """Parses dosage (0..ploidy alternate copies) or rrBLUP (-1/0/1) cells into codes
     of `dosage_table`: 0 = missing, d + 1 = d alternate copies."""
 
@@ -434,18 +434,18 @@ def check_not_dosages(path: Path, codes: np.ndarray, ploidy: int, n_codes: int) 
             "reads them as decoder codes anyway")
 
 
-def _row_blocks(
+def _row_batches(
     path: Path, f: io.BufferedIOBase, rows: int, total: int
 ) -> Iterator[list[bytes]]:
-    """Blocks of `rows` lines, `total` lines in all; what follows must be blank."""
+    """Batches of `rows` lines, `total` lines in all; what follows must be blank."""
     lines = _lines(path, f)
     done = 0
     while done < total:
-        block = list(itertools.islice(lines, min(rows, total - done)))
-        if not block:
+        batch = list(itertools.islice(lines, min(rows, total - done)))
+        if not batch:
             break
-        done += len(block)
-        yield block
+        done += len(batch)
+        yield batch
     for extra in lines:
         if extra.strip():
             raise InputFormatError(path, "the file grew while it was being converted")
@@ -506,7 +506,7 @@ def convert_tsv(
     if decoder is None:
         parser = CountParser(markers_path, marker_columns, coding, ploidy)
     else:
-        parser = BlockParser(markers_path, marker_columns, len(decoder))
+        parser = RowParser(markers_path, marker_columns, len(decoder))
     check = None if coding is not None else (
         lambda codes: check_not_dosages(markers_path, codes, ploidy, len(decoder)))
     with atomic_output(output, force) as tmp:
@@ -533,16 +533,13 @@ def convert_tsv(
             markers_path, parser, perm, table_lookup, calls, samples_chunk, n_samples, progress,
             check,
         )
-        import zarr
-
-        zarr.open_group(tmp, mode="a")["sample_id"][:] = np.asarray(sample_id, dtype=object)
-        finish_store(tmp)
+        finish_store(tmp, sample_id=sample_id)
     return output
 
 
 def _write_calls(
     path: Path,
-    parser: BlockParser,
+    parser: RowParser,
     perm: np.ndarray,
     table: np.ndarray,
     calls,
@@ -551,8 +548,8 @@ def _write_calls(
     progress: bool,
     check=None,
 ) -> list[str]:
-    """Stream row blocks: parse, decode, transpose, write; the write overlaps the next parse.
-    `check(codes)` sees the first block's codes before anything is written."""
+    """Stream batches of rows: parse, decode, transpose, write; the write overlaps the next parse.
+    `check(codes)` sees the first batch's codes before anything is written."""
     names: list[str] = []
     first_line_of: dict[str, int] = {}
     genotypes = np.ascontiguousarray(table).view(f"V{table.shape[1]}").ravel()  # code -> calls
@@ -561,9 +558,9 @@ def _write_calls(
         f.readline()
         pending = None
         line = 2
-        for rows in _row_blocks(path, f, samples_chunk, n_samples):
-            block_names, bodies = parser.split(rows, line)
-            for k, name in enumerate(block_names):
+        for rows in _row_batches(path, f, samples_chunk, n_samples):
+            batch_names, bodies = parser.split(rows, line)
+            for k, name in enumerate(batch_names):
                 if not name:
                     raise InputFormatError(path, "empty genotype name", line=line + k, column=1)
                 if name in first_line_of:
@@ -581,14 +578,14 @@ def _write_calls(
                 check = None
             # (variants, rows) codes in store order, then one gather of whole genotypes.
             by_variant = np.ascontiguousarray(codes[:, perm].T)
-            block = genotypes[by_variant].view(table.dtype).reshape(*by_variant.shape, -1)
+            batch_calls = genotypes[by_variant].view(table.dtype).reshape(*by_variant.shape, -1)
             start = len(names)
-            if start + len(block_names) > n_samples:
+            if start + len(batch_names) > n_samples:
                 raise InputFormatError(path, "the file grew while it was being converted")
             if pending is not None:
                 pending.result()
-            pending = pool.submit(_write_block, calls, block, start)
-            names.extend(block_names)
+            pending = pool.submit(_write_samples, calls, batch_calls, start)
+            names.extend(batch_names)
             line += len(rows)
             bar.update(len(rows))
         if pending is not None:
@@ -599,5 +596,5 @@ def _write_calls(
     return names
 
 
-def _write_block(calls, block: np.ndarray, start: int) -> None:
-    calls[:, start : start + block.shape[1], :] = block
+def _write_samples(calls, batch_calls: np.ndarray, start: int) -> None:
+    calls[:, start : start + batch_calls.shape[1], :] = batch_calls

@@ -40,7 +40,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 VCF_MAGIC = b"##fileformat=VCF"
 BCF_MAGIC = b"BCF\x02"
 INDEX_SUFFIXES = (".tbi", ".csi")
-COPY_BLOCK = 4 << 20
+COPY_BYTES = 4 << 20
 
 
 # ---------------------------------------------------------------- one-line errors
@@ -104,7 +104,7 @@ def gzip_fault(path: Path) -> str | None:
     """Why the (b)gzip stream of `path` cannot be read to its end, or None if it can."""
     try:
         with gzip.open(path, "rb") as f:
-            while f.read(COPY_BLOCK):
+            while f.read(COPY_BYTES):
                 pass
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
         return f"truncated or corrupt gzip data ({e})"
@@ -170,8 +170,8 @@ def recompress(path: Path, dest: Path, compressed: bool) -> None:
     opener = gzip.open if compressed else open
     try:
         with opener(path, "rb") as src, pysam.BGZFile(str(dest), "wb") as out:
-            while block := src.read(COPY_BLOCK):
-                out.write(block)
+            while piece := src.read(COPY_BYTES):
+                out.write(piece)
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise InputFormatError(path, f"truncated or corrupt gzip data ({e})") from None
     except OSError as e:

@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -32,9 +32,9 @@ from gperceiver.errors import InputFormatError, InputNotFoundError, SystemFailur
 from gperceiver.progress import progress_bar
 from gperceiver.store import schema
 from gperceiver.store.write import (
-    GENOTYPE_COMPRESSOR,
-    LABEL_COMPRESSOR,
     ZARR_FORMAT,
+    copy_array,
+    dims_of,
     dtype_of,
     finish_vcz,
 )
@@ -114,14 +114,6 @@ def open_vcz(path: str | os.PathLike) -> zarr.Group:
         raise InputFormatError(path, f"not a readable VCF Zarr store ({e})") from None
 
 
-def dims_of(array: zarr.Array) -> list[str]:
-    """An array's dimension names, from zarr v3 metadata or the v2 xarray attribute."""
-    names = getattr(array.metadata, "dimension_names", None)
-    if names:
-        return list(names)
-    return list(array.attrs.get("_ARRAY_DIMENSIONS", []))
-
-
 def training_chunks(
     calls: zarr.Array, samples_chunk: int | None, variants_chunk: int | None
 ) -> tuple[int, int] | None:
@@ -142,37 +134,6 @@ def training_chunks(
     if (want_v, want_s) == (min(have_v, calls.shape[0]), min(have_s, calls.shape[1])):
         return None
     return want_v, want_s
-
-
-def copy_array(
-    src: zarr.Array, dest: zarr.Group, name: str, chunks_of: Mapping[str, int]
-) -> None:
-    """Copy one array into the v2 group `dest`, with new chunks along the named dims."""
-    dims = dims_of(src)
-    if len(dims) != src.ndim:
-        raise InputFormatError(src.store_path, f"array '{name}' has no dimension names")
-    sizes = zip(dims, src.chunks, src.shape, strict=True)
-    chunks = tuple(max(1, min(chunks_of.get(d, c), n)) for d, c, n in sizes)
-    attrs = {k: v for k, v in src.attrs.asdict().items() if k != "_ARRAY_DIMENSIONS"}
-    attrs["_ARRAY_DIMENSIONS"] = dims
-    is_str = src.dtype.kind in "UOT"
-    genotypes = dtype_of("call_genotype")
-    dtype = genotypes if name == "call_genotype" else (str if is_str else src.dtype)
-    out = dest.create_array(
-        name,
-        shape=src.shape,
-        chunks=chunks,
-        dtype=dtype,
-        compressors=GENOTYPE_COMPRESSOR if name.startswith("call_genotype") else LABEL_COMPRESSOR,
-        fill_value=None if is_str else src.fill_value,
-        attributes=attrs,
-    )
-    if src.size == 0:
-        return
-    data = da.from_zarr(src).rechunk(chunks)
-    if name == "call_genotype" and src.dtype != genotypes:
-        data = data.astype(genotypes)
-    da.store(data, out, lock=False)
 
 
 def convert_vcz(

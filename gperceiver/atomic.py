@@ -67,7 +67,7 @@ def check_writable(dest: str | os.PathLike, force: bool) -> str | Path:
 
 @contextlib.contextmanager
 def atomic_output(dest: str | os.PathLike, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling; move it to `dest` only if the block succeeds.
+    """Yield a temporary sibling; move it to `dest` only if the `with` body succeeds.
 
     For a URL destination the yielded value is a URL string (typed Path for the
     common local case); pass it on as given.

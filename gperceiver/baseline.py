@@ -3,9 +3,9 @@
 Model, block by block: y = 1 mu + g + e, g ~ N(0, sigma_g^2 G), e ~ N(0, sigma_e^2 I),
 fitted on a block's training rows and predicting every sample of the store.
 
-- G (VanRaden 2008) is built out of core: Dask reads `call_genotype` one block
+- G (VanRaden 2008) is built out of core: Dask reads `call_genotype` one slab
   of variants at a time and Z'Z is accumulated over the blocks, so only G
-  (samples x samples) and one block are ever held. Dosages are per-allele
+  (samples x samples) and one slab are ever held. Dosages are per-allele
   counts of each non-reference allele (alleles 1..A-1) on the sample's copies,
   one column per (variant, allele), so biallelic diploid data gives the usual
   0/1/2 coding and multi-allelic or polyploid data needs no special case.
@@ -49,7 +49,7 @@ MIN_TRAIN_ROWS = 3
 
 
 def centred_dosages(gt: np.ndarray, freq: np.ndarray, standardise: bool = False) -> np.ndarray:
-    """Z (samples, variants, alleles - 1) float32 of a (variants, samples, ploidy) block.
+    """Z (samples, variants, alleles - 1) float32 of a (variants, samples, ploidy) slab.
 
     Each non-reference allele's count on a genotype's copies minus copies x its
     frequency; a call with any missing copy is 0. `standardise` divides by
@@ -73,24 +73,24 @@ def centred_dosages(gt: np.ndarray, freq: np.ndarray, standardise: bool = False)
 
 
 def _centred_dosages(gt: np.ndarray, freq: np.ndarray) -> tuple[np.ndarray, float]:
-    """Z (variants x alleles-1, samples) of one variant block, and its VanRaden scale."""
+    """Z (variants x alleles-1, samples) of one slab of variants, and its VanRaden scale."""
     p = np.nan_to_num(np.asarray(freq, np.float64))[:, 1:]
     scale = float(np.sum(gt.shape[2] * p * (1.0 - p)))
     z = centred_dosages(gt, freq).astype(np.float64)
     return z.reshape(z.shape[0], -1).T, scale
 
 
-def genomic_relationship(ds: xr.Dataset, max_block_bytes: int = 128 << 20) -> xr.DataArray:
+def genomic_relationship(ds: xr.Dataset, max_slab_bytes: int = 128 << 20) -> xr.DataArray:
     """VanRaden G (samples x samples, float64) of a store, accumulated over variant blocks.
 
-    Dask reads `call_genotype` one block of whole variants at a time (the store's
-    variant chunks, split further to keep each block under `max_block_bytes` of
-    float64 dosages); the next block is read while BLAS multiplies this one.
+    Dask reads `call_genotype` one slab of whole variants at a time (the store's
+    variant chunks, split further to keep each slab under `max_slab_bytes` of
+    float64 dosages); the next slab is read while BLAS multiplies this one.
     """
     gt = ds["call_genotype"].data
     freq = ds["variant_allele_frequency"].data
     n_variants, n_samples, _ = gt.shape
-    step = max(1, max_block_bytes // (8 * n_samples * max(1, freq.shape[1] - 1)))
+    step = max(1, max_slab_bytes // (8 * n_samples * max(1, freq.shape[1] - 1)))
     chunks = gt.chunks[0] if isinstance(gt, da.Array) else (n_variants,)
     bounds = [
         (lo, min(lo + step, start + size))
@@ -107,12 +107,12 @@ def genomic_relationship(ds: xr.Dataset, max_block_bytes: int = 128 << 20) -> xr
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(read, *bounds[0])
         for i in range(len(bounds)):
-            block, block_freq = pending.result()
+            slab, slab_freq = pending.result()
             if i + 1 < len(bounds):
                 pending = pool.submit(read, *bounds[i + 1])
-            z, block_scale = _centred_dosages(np.asarray(block), np.asarray(block_freq))
+            z, slab_scale = _centred_dosages(np.asarray(slab), np.asarray(slab_freq))
             g += z.T @ z
-            scale += block_scale
+            scale += slab_scale
     if scale <= 0:
         raise UsageError("no variant is polymorphic in the store; GBLUP needs variation")
     names = np.array([str(s) for s in ds["sample_id"].values])

@@ -26,28 +26,22 @@ on that sample alone (evaluation mode, no dropout), whatever the batch size.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
-from typing import Any
 
-import numcodecs
 import numpy as np
 import xarray as xr
 import zarr
 
 from gperceiver import __version__
 from gperceiver.atomic import atomic_output, check_writable
+from gperceiver.encode import encode_samples
 from gperceiver.errors import UsageError
-from gperceiver.store import Store, StoreView, open_view, resolve, schema, store_name
-from gperceiver.store.chunk_writer import ChunkWriter
+from gperceiver.store import Store, StoreView, resolve, schema, store_name
+from gperceiver.store.write import FLOAT_COMPRESSOR, ZARR_FORMAT
 
 DECLARED = schema.EMBEDDING_VARIABLES
-ZARR_FORMAT = 2  # as the genotype store: readable by every zarr / xarray version
-# A run folder's checkpoints, as gperceiver.train.engine names them (not imported here:
-# it loads Lightning).
 SAMPLES_CHUNK = 512  # output rows per chunk, and per write
 VARIANTS_CHUNK = 65_536
-COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=3)
 
 
 def embed(
@@ -92,7 +86,7 @@ def embed(
     if out is None:
         arrays = {name: np.zeros(shape, DECLARED[name].dtype) for name, shape in shapes.items()}
         arrays["variant_embedding"] = variant_embedding(model)
-        _encode_samples(model, store, arrays, batch_size, progress)
+        encode_samples(model, store, arrays, batch_size, progress, SAMPLES_CHUNK)
         return labels.assign({name: (DECLARED[name].dims, array)
                               for name, array in arrays.items()})
     with atomic_output(out, force) as tmp:
@@ -101,7 +95,7 @@ def embed(
         arrays = {name: _create(group, name, shape, (min(SAMPLES_CHUNK, shape[0]), *shape[1:]))
                   for name, shape in shapes.items()}
         _write_variant_embedding(group, model)
-        _encode_samples(model, store, arrays, batch_size, progress)
+        encode_samples(model, store, arrays, batch_size, progress, SAMPLES_CHUNK)
         zarr.consolidate_metadata(tmp)
     return xr.open_zarr(out)
 
@@ -129,7 +123,7 @@ def _create(group: zarr.Group, name: str, shape: tuple[int, ...],
     var = DECLARED[name]
     return group.create_array(
         name, shape=shape, chunks=chunks, dtype=var.dtype, fill_value=np.nan,
-        compressors=COMPRESSOR, attributes={"_ARRAY_DIMENSIONS": list(var.dims)},
+        compressors=FLOAT_COMPRESSOR, attributes={"_ARRAY_DIMENSIONS": list(var.dims)},
     )
 
 
@@ -155,43 +149,3 @@ def _write_variant_embedding(group: zarr.Group, model) -> None:
     for start in range(0, n, VARIANTS_CHUNK):
         stop = min(n, start + VARIANTS_CHUNK)
         array[start:stop] = variant_embedding(model, start, stop)
-
-
-def encode_latents(model, store: Store, batch_size: int = 64,
-                   progress: bool = False) -> np.ndarray:
-    """Every sample's latents (samples, latents, embedding) under `model`'s encoder
-    (evaluation mode), in store order."""
-    n = int(open_view(store).sizes[schema.SAMPLES])
-    p = model.config
-    arrays = {"sample_embedding": np.zeros((n, p.latent_dim),
-                                           DECLARED["sample_embedding"].dtype),
-              "sample_latents": np.zeros((n, p.num_latents, p.latent_dim),
-                                         DECLARED["sample_latents"].dtype)}
-    _encode_samples(model.eval(), store, arrays, batch_size, progress)
-    return arrays["sample_latents"]
-
-
-def _encode_samples(model, store, arrays: dict[str, Any], batch_size: int,
-                    progress: bool) -> None:
-    """Encode every sample (all loci) and write its rows into `arrays` (numpy or zarr)."""
-    import torch
-    from tqdm import tqdm
-
-    from gperceiver.data.loader import make_loader
-
-    loader = make_loader(store, "plain", batch_size=batch_size, prop_x=1.0, shuffle=False)
-    device = next(model.parameters()).device
-    sink = ChunkWriter({name: (array, 0) for name, array in arrays.items()
-                        if name != "variant_embedding"}, SAMPLES_CHUNK)
-    with torch.inference_mode(), tqdm(total=len(loader.dataset.selected), unit="samples",
-                                      disable=not progress, file=sys.stderr) as bar:
-        for batch in loader:
-            lat = model.encode(batch["x_alleles"].to(device), batch["x_index"].to(device))
-            lat = lat.float()
-            rows = {"sample_embedding": lat.mean(1)}
-            if "sample_latents" in arrays:
-                rows["sample_latents"] = lat
-            sink.put(batch["sample_index"].numpy(),
-                     {k: v.cpu().numpy() for k, v in rows.items()})
-            bar.update(len(batch["sample_index"]))
-    sink.flush()

@@ -28,13 +28,15 @@ from gperceiver.outputs import (
 )
 from gperceiver.plots import plot_path
 from gperceiver.predict import Predictor
-from gperceiver.store import Store, resolve, schema, store_name
+from gperceiver.store import Store, schema, store_name
 from gperceiver.train.finetune import finetune
 from gperceiver.train.params import Params
 
 
 @dataclass
 class FitResult:
+    """Where the run is, its best checkpoint, metrics.json's content and the predictions."""
+
     run_dir: Path
     best: Path
     metrics: dict[str, Any]
@@ -47,24 +49,40 @@ def fit(
     run_dir: str | os.PathLike,
     params: Params | None = None,
     *,
-    predict_all: bool = False,
+    pretrained: str | os.PathLike | None = None,
+    cv: int | None = None,
+    test_fold: int | None = None,
+    freeze_encoder: bool = False,
+    freeze_latents: bool = False,
+    ranking_weight: float = 0.0,
+    resume: bool = False,
+    force: bool = False,
     progress: bool = True,
-    **training: Any,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    callbacks: list | None = None,
+    predict_all: bool = False,
 ) -> FitResult:
     """Finetune on `phenotypes` and write predictions and metrics into `run_dir`.
 
     Predictions are made for the lines with a phenotype (any block, any fold), or with
     `predict_all` for every sample of the store (`predict` does the rest later).
-    `training`: `finetune`'s options (pretrained, cv, test_fold, freezing, resume,
-    force, devices, ...). With `cv=K`, fold K is the validation set; with
-    `test_fold=K` it is never seen, and metrics["test"] reports it. After a
+    The other options are `finetune`'s: with `cv=K`, fold K is the validation set;
+    with `test_fold=K` it is never seen, and metrics["test"] reports it. After a
     distributed run, global rank 0 alone predicts and writes.
     """
-    store = resolve(store)  # opened once, for training, prediction and the report
-    done = finetune(store, phenotypes, run_dir, params, progress=progress,
-                    predict_all=predict_all, **training)
+    done = finetune(
+        store, phenotypes, run_dir, params, pretrained=pretrained, cv=cv, test_fold=test_fold,
+        freeze_encoder=freeze_encoder, freeze_latents=freeze_latents,
+        ranking_weight=ranking_weight, resume=resume, force=force, progress=progress,
+        accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+        callbacks=callbacks, predict_all=predict_all,
+        replaces=(PREDICTIONS_FILE, METRICS_FILE, BLOCKS_FILE))
     if not done.main:
         return FitResult(done.run_dir, done.best, {}, xr.Dataset())
+    store = done.store  # as finetune opened it: training, prediction and the report share it
     ds, wanted = store.ds, done.rows
 
     result = Predictor.load(done.best).predict(store, samples=wanted, progress=progress,
@@ -78,7 +96,6 @@ def fit(
     if components is not None:
         components = {**components, "linear_only": _evaluate_rows(
             done.phenos, result.linear, done.train, done.test)}
-    cv, test_fold = training.get("cv"), training.get("test_fold")
     metrics = {
         "objective": objective,
         "head": done.params.head,
@@ -88,8 +105,7 @@ def fit(
         "cv": cv,
         "test_fold": test_fold,
         "pretrained": None if done.pretrained is None else str(done.pretrained),
-        "frozen": {"encoder": bool(training.get("freeze_encoder", False)),
-                   "latents": bool(training.get("freeze_latents", False))},
+        "frozen": {"encoder": bool(freeze_encoder), "latents": bool(freeze_latents)},
         "samples": int(ds.sizes[schema.SAMPLES]),
         "variants": int(ds.sizes[schema.VARIANTS]),
         "lines": {"train": int(done.train.any(axis=1).sum()),
@@ -112,7 +128,6 @@ def fit(
     write_metrics(metrics, done.run_dir / METRICS_FILE, force=True)
     plot_path(done.run_dir, cv=cv if cv is not None else test_fold, force=True)
     return FitResult(done.run_dir, done.best, metrics, preds)
-
 
 
 def _evaluate(objective: str, preds: xr.Dataset, mask: np.ndarray) -> dict[str, Any]:

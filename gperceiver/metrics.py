@@ -21,10 +21,6 @@ from scipy.stats import rankdata
 
 from gperceiver.choices import OBJECTIVES
 
-MAIN_METRIC = {
-    "regression": "pearson_r", "binary": "auc", "multiclass": "accuracy", "ordinal": "spearman",
-}
-
 
 def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
     """Pearson correlation; NaN with fewer than two rows or a constant side."""

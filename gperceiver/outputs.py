@@ -44,6 +44,7 @@ def predictions_dataset(
     `probabilities` (samples, blocks, classes), when classifying; `classes` labels
     its last axis (default 0..k-1). Dims and dtypes are `schema.PREDICTION_VARIABLES`'.
     """
+    predicted = _declared("predicted", predicted)[1]
     ds = prediction_values(phenos["sample_id"].values, phenos["block"].values, predicted,
                            probabilities, classes)
     ds = ds.assign(observed=phenos["response"], cv=phenos["cv"])
@@ -59,10 +60,12 @@ def prediction_values(
     classes: Sequence[Any] | None = None,
 ) -> xr.Dataset:
     """Predictions (samples, blocks) of the named samples and blocks alone (lines without
-    phenotypes, as `predict` makes them), as `schema.PREDICTION_VARIABLES` declares."""
+    phenotypes, as `predict` makes them), with `schema.PREDICTION_VARIABLES`' dims.
+    `predicted` keeps its precision (`predict` writes it); `predictions_dataset` gives
+    it the declared dtype, as predictions.tsv holds it."""
     declared = PREDICTION_VARIABLES
     ds = xr.Dataset(
-        {"predicted": _declared("predicted", predicted)},
+        {"predicted": (declared["predicted"].dims, np.asarray(predicted))},
         coords={"sample_id": (declared["sample_id"].dims,
                               np.asarray([str(s) for s in sample_id])),
                 "block": (declared["block"].dims, np.asarray(blocks))},
@@ -102,12 +105,17 @@ def predictions_table(preds: xr.Dataset) -> pd.DataFrame:
     return table
 
 
+def print_predictions(preds: xr.Dataset, out) -> None:
+    """predictions.tsv's text into `out` (a path or an open text file, e.g. stdout)."""
+    predictions_table(preds).to_csv(out, sep="\t", index=False, na_rep="", float_format="%.7g")
+
+
 def write_predictions(
     preds: xr.Dataset, path: str | os.PathLike, force: bool = False
 ) -> Path:
     """Write predictions.tsv atomically; return its path."""
     with atomic_output(path, force) as tmp:
-        predictions_table(preds).to_csv(tmp, sep="\t", index=False, na_rep="", float_format="%.7g")
+        print_predictions(preds, tmp)
     return Path(path)
 
 

@@ -360,8 +360,8 @@ def folded_spectrum(ds: xr.Dataset, bins: int = 25) -> tuple[np.ndarray, np.ndar
     freq = freq.astype(np.float64)
     edges = np.linspace(0.0, 0.5, bins + 1)
 
-    def non_major(block: np.ndarray) -> np.ndarray:
-        out = np.where(np.isfinite(block) & (block > 0), block, -1.0)
+    def non_major(chunk: np.ndarray) -> np.ndarray:
+        out = np.where(np.isfinite(chunk) & (chunk > 0), chunk, -1.0)
         if out.shape[0]:
             out[np.arange(out.shape[0]), np.argmax(out, axis=1)] = -1.0  # drop the major allele
         return out

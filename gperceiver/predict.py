@@ -11,23 +11,31 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
 
-from gperceiver.atomic import atomic_output
-from gperceiver.data.loader import make_loader
-from gperceiver.embedding import encode_latents
+from gperceiver.encode import encode_latents, head_outputs
 from gperceiver.errors import InputFormatError
 from gperceiver.linear import LinearPath
-from gperceiver.model.heads import FinetuneHead, Target, build_head, head_probabilities
-from gperceiver.outputs import prediction_values, predictions_table
-from gperceiver.progress import progress_bar
-from gperceiver.store import Store, open_view, resolve, schema, store_name
-from gperceiver.train import engine
-from gperceiver.train.checkpoint import FINETUNE_KEY, build_model, checkpoint_path, load_model
+from gperceiver.model.heads import (
+    FinetuneHead,
+    Target,
+    build_head,
+    head_predict,
+    head_probabilities,
+)
+from gperceiver.outputs import prediction_values, write_predictions
+from gperceiver.runtime import reuse_freed_memory
+from gperceiver.store import Store, open_view, resolve, store_name
+from gperceiver.train.checkpoint import (
+    FINETUNE_KEY,
+    ModelInfo,
+    build_model,
+    checkpoint_path,
+    load_model,
+)
 
 
 @dataclass
@@ -42,7 +50,7 @@ class Prediction:
 class Predictor:
     """A finetuned model read back from a checkpoint, ready to predict a store."""
 
-    def __init__(self, model: torch.nn.Module, head: FinetuneHead, info,
+    def __init__(self, model: torch.nn.Module, head: FinetuneHead, info: ModelInfo,
                  target: Target, linear: LinearPath | None = None,
                  deep_scale: np.ndarray | None = None):
         self.model, self.head, self.info, self.target = model.eval(), head.eval(), info, target
@@ -99,40 +107,21 @@ class Predictor:
         linear = self.linear.predict(ds, latents, samples)
         return Prediction(linear + self.deep_scale * deep, probs, linear)
 
-    @torch.no_grad()
-    def predict_encoder(self, store: Store, *,
-                        batch_size: int | None = None, progress: bool = True,
-                        samples: np.ndarray | None = None
+    def predict_encoder(self, store: Store, *, batch_size: int | None = None,
+                        progress: bool = True, samples: np.ndarray | None = None
                         ) -> tuple[np.ndarray, np.ndarray | None]:
         """The Perceiver's own (predicted, probabilities) for every sample of `store` (or
         those at `samples`, the others NaN)."""
-        engine.reuse_freed_memory()
-        n = int(open_view(store).sizes[schema.SAMPLES])
+        reuse_freed_memory()
         p = self.info.params
-        # every sample, here: also after a DDP fit, whose process group is still up
         size = p.batch_size if batch_size is None else batch_size  # 0 is refused, not default
-        loader = make_loader(store, "plain", batch_size=size, shuffle=False, prop_x=1.0,
-                             seed=p.seed, rank=0, world_size=1, samples=samples)
-        objective, scale, mean = self.target.objective, self.target.scale, self.target.mean
-        predicted = np.full((n, self.target.n_blocks), np.nan, np.float32)
-        probs = None
-        if objective != "regression":
-            probs = np.full((n, self.target.n_blocks, self.target.n_classes), np.nan, np.float32)
-        bar = progress_bar(n if samples is None else len(samples), "predict", "samples",
-                           progress)
-        for batch in loader:
-            out = self.head(self.model, batch["x_alleles"], batch["x_index"]).float()
-            rows = batch["sample_index"].numpy()
-            if objective == "regression":
-                predicted[rows] = out[..., 0].numpy() * scale + mean
-            else:
-                prob = head_probabilities(objective, out)
-                probs[rows] = prob.numpy()
-                predicted[rows] = (prob[..., 1] if objective == "binary"
-                                   else prob.argmax(-1).float()).numpy()
-            bar.update(len(rows))
-        bar.close()
-        return predicted, probs
+        out = torch.from_numpy(head_outputs(self.model, self.head, store, batch_size=size,
+                                            seed=p.seed, samples=samples, progress=progress))
+        objective = self.target.objective
+        if objective == "regression":
+            predicted = out[..., 0].numpy() * self.target.scale + self.target.mean
+            return predicted.astype(np.float32), None
+        return head_predict(objective, out).numpy(), head_probabilities(objective, out).numpy()
 
 
 def predict(
@@ -150,13 +139,5 @@ def predict(
     out = prediction_values(open_view(store)["sample_id"].values, predictor.target.blocks,
                             result.predicted, result.probability)
     if output is not None:
-        write_prediction_table(out, output, force)
+        write_predictions(out, output, force)
     return out
-
-
-def write_prediction_table(preds: xr.Dataset, output: str | os.PathLike,
-                           force: bool = False) -> Path:
-    """`name block predicted [prob_k ...]` rows, atomically."""
-    with atomic_output(output, force) as tmp:
-        predictions_table(preds).to_csv(tmp, sep="\t", index=False, float_format="%.7g")
-    return Path(output)

@@ -124,7 +124,7 @@ def test_g_matches_dense_reference_with_missing_calls(sim):
     assert g.shape == (150, 150)
     np.testing.assert_allclose(g.values, g_ref, rtol=1e-5, atol=1e-6)  # float32 frequencies
     # Blocks smaller than the store's variant chunks give the same G.
-    small = genomic_relationship(open_store(store), max_block_bytes=8 * 150 * 10)
+    small = genomic_relationship(open_store(store), max_slab_bytes=8 * 150 * 10)
     np.testing.assert_allclose(small.values, g.values, rtol=1e-12, atol=1e-12)
 
 

@@ -141,6 +141,7 @@ def test_default_fit_reaches_gblup_on_held_out_lines(additive, tmp_path):
     first = table[table["block"] == 0].set_index("name")["predicted"]
     got = pd.Series(again["predicted"].values[:, 0], index=again["sample_id"].values)
     np.testing.assert_allclose(got[first.index].values, first.values, rtol=1e-4, atol=1e-4)
+    assert again["predicted"].dtype == np.float64  # predict keeps the sum's precision
 
 
 def _changed_fold(phenos, folder, fold: int, seed: int):
@@ -223,7 +224,7 @@ def test_training_process_reuses_freed_memory_on_glibc():
     """engine.fit's malloc setting takes on glibc (it saves a third of a fit's CPU time)."""
     import platform
 
-    from gperceiver.train.engine import reuse_freed_memory
+    from gperceiver.runtime import reuse_freed_memory
 
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         pytest.skip("a glibc setting")

@@ -221,7 +221,7 @@ def test_filter_writes_what_plink_would_keep_and_info_counts_it(tmp_path):
     assert counts["kept_variants"] == variants.sum() and counts["kept_samples"] == 49
     assert counts["dropped"]["--min-call-rate"] == {"samples": 1}
 
-    from gperceiver.qc import Filters, select
+    from gperceiver.store.qc import Filters, select
 
     view = select(open_store(store), Filters(keep=keep, min_call_rate=0.5, max_missing=0.08,
                                              maf=0.2)).view(open_store(store))
@@ -253,7 +253,7 @@ def test_filter_thresholds_names_and_regions_as_plink_and_bcftools_read_them(tmp
     """A MAF exactly at --maf passes (as plink keeps it); a keep file may name samples
     with spaces, carry a byte-order mark or plink's FID IID; a contig with ':' is
     written {CHR} as in bcftools; info counts a filter that keeps nothing."""
-    from gperceiver.qc import Filters, select
+    from gperceiver.store.qc import Filters, select
     from gperceiver.store.write import create_store, finish_store
 
     store = tmp_path / "exact.zarr"
@@ -398,13 +398,13 @@ def test_loader_reads_a_selection_as_the_filtered_store(example_store, tmp_path)
     """`make_loader` on a lazily selected Dataset yields what it yields on the store
     that `filter` writes for the same selection; nothing is written for the view."""
     from gperceiver.data import make_loader
-    from gperceiver.qc import Filters, select
+    from gperceiver.store.qc import Filters, select
 
     ds = open_store(example_store)
     filters = Filters(maf=0.3, region="chr1,chr3:1-60000000")
     view = select(ds, filters).view(ds).isel(samples=slice(3, 37))
     out = tmp_path / "f.zarr"
-    from gperceiver.qc import filter_store
+    from gperceiver.store.qc import filter_store
 
     filter_store(example_store, out, filters, progress=False)
     names = list(view.sample_id.values)

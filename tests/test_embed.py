@@ -172,7 +172,7 @@ def test_encode_latents_match_embed_and_the_latent_probe_reports(run_dir, emb_pa
     import subprocess
     import sys
 
-    from gperceiver.embedding import encode_latents
+    from gperceiver.encode import encode_latents
 
     model, _, _ = load_model(run_dir / "best.ckpt")
     np.testing.assert_allclose(encode_latents(model, example_store, batch_size=5),

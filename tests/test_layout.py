@@ -16,10 +16,15 @@ PACKAGE = ROOT / "gperceiver"
 FORBIDDEN = {
     "gperceiver/model": ("gperceiver.train", "gperceiver.data", "gperceiver.cli",
                          "gperceiver.store", "gperceiver.converters"),
-    "gperceiver/data": ("gperceiver.train", "gperceiver.model", "gperceiver.cli"),
+    "gperceiver/data": ("gperceiver.train", "gperceiver.model", "gperceiver.cli",
+                        "gperceiver.fit", "gperceiver.predict", "gperceiver.outputs"),
+    # training writes checkpoints; predicting and reporting come after it
+    "gperceiver/train": ("gperceiver.fit", "gperceiver.predict", "gperceiver.outputs",
+                         "gperceiver.embedding", "gperceiver.plots", "gperceiver.cli"),
     # the store layer: opened, written and checked by everything after it, knowing none
     "gperceiver/store": ("gperceiver.converters", "gperceiver.train", "gperceiver.model",
-                         "gperceiver.data", "gperceiver.cli"),
+                         "gperceiver.data", "gperceiver.cli", "gperceiver.fit",
+                         "gperceiver.predict", "gperceiver.outputs"),
     # converters parse inputs and write through the store layer (and never load torch)
     "converters": ("gperceiver.train", "gperceiver.model", "gperceiver.data",
                    "gperceiver.cli", "torch"),

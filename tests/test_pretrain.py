@@ -66,9 +66,11 @@ def test_a_checkpoint_keeps_its_config_apart_and_older_layouts_still_load(founde
     ckpt = load_checkpoint(result.best)
     meta = ckpt["gperceiver"]
     assert meta["model"]["latent_dim"] == 16 and "latent_dim" not in meta["params"]
+    assert meta["format"] == 2
     # as written before the config had its own entry and the decoders' layers their name
     old = dict(ckpt, gperceiver={**{k: v for k, v in meta.items() if k != "model"},
-                                 "params": {**meta["params"], **meta["model"]}})
+                                 "params": {**meta["params"], **meta["model"]},
+                                 "format": 1})
     old["state_dict"] = {k.replace(".layers.", ".blocks."): v
                          for k, v in ckpt["state_dict"].items()}
     assert any(".blocks." in k for k in old["state_dict"])

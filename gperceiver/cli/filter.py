@@ -34,7 +34,7 @@ def add_filters(p: argparse.ArgumentParser) -> None:
 
 
 def filters_of(args: argparse.Namespace):
-    from gperceiver.qc import Filters
+    from gperceiver.store.qc import Filters
 
     return Filters(maf=args.maf, max_missing=args.max_missing,
                    min_call_rate=args.min_call_rate, keep=args.keep, remove=args.remove,
@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from gperceiver.qc import filter_store
+    from gperceiver.store.qc import filter_store
 
     out, selection = filter_store(args.store, args.output, filters_of(args), force=args.force,
                                   progress=not args.quiet)

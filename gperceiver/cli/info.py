@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from gperceiver.info import format_info, store_info
+    from gperceiver.store.info import format_info, store_info
 
     info = store_info(args.store, filters_of(args))
     print(json.dumps(info) if args.json else format_info(info))

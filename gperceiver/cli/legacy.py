@@ -69,8 +69,8 @@ def cached_store(markers: str, chroms: str, nalleles: int | None, ploidy: int | 
     digest = hashlib.sha256(f"{key}\n".encode())
     for path in (markers, chroms):
         with open_binary(path) as f:
-            while block := f.read(1 << 24):
-                digest.update(block)
+            while piece := f.read(1 << 24):
+                digest.update(piece)
         digest.update(b"\0")
     folder = near / CACHE
     folder.mkdir(parents=True, exist_ok=True)
@@ -190,7 +190,9 @@ def _start(args: argparse.Namespace) -> str | None:
 
 
 def _copy_outputs(args: argparse.Namespace, run_dir: Path) -> None:
-    for target, name in ((args.best_checkpoint, "best.ckpt"), (args.last_checkpoint, "last.ckpt")):
+    from gperceiver.train.checkpoint import BEST, LAST
+
+    for target, name in ((args.best_checkpoint, BEST), (args.last_checkpoint, LAST)):
         if target is not None and (run_dir / name).is_file():
             shutil.copyfile(run_dir / name, target)
     if args.logs is not None:

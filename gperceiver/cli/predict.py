@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from gperceiver.atomic import check_writable
-    from gperceiver.outputs import predictions_table
+    from gperceiver.outputs import print_predictions
     from gperceiver.predict import predict
 
     if args.output is not None:
@@ -38,6 +38,6 @@ def run(args: argparse.Namespace) -> None:
     preds = predict(args.model, args.store, args.output, batch_size=args.batch_size,
                     force=args.force, progress=show_progress(args.quiet))
     if args.output is None:
-        predictions_table(preds).to_csv(sys.stdout, sep="\t", index=False, float_format="%.7g")
+        print_predictions(preds, sys.stdout)
     else:
         print(f"wrote {args.output}", file=sys.stderr)

@@ -34,14 +34,20 @@ from gperceiver.errors import GPerceiverWarning
 # Without it, batches are copied out of their slot at once (slower, but correct),
 # and a warning says so.
 USE_COUNT = getattr(torch._C, "_storage_Use_Count", None)
+if not hasattr(torch.empty(1).untyped_storage(), "_cdata"):  # the handle it takes
+    USE_COUNT = None
 if USE_COUNT is None:
     warnings.warn("this torch has no storage use count (torch._C._storage_Use_Count): "
                   "loader batches are copied out of shared memory", GPerceiverWarning,
                   stacklevel=2)
 # Another (tests/test_handoff.py fails when a release drops it): a storage made in
 # shared memory. Without it, a slot is made in private memory and moved there
-# (`share_memory_`, public): one copy of each slot when a worker starts, nothing else.
+# (`share_memory_`, public): one copy of each slot when a worker starts, and a warning.
 NEW_SHARED = getattr(torch.UntypedStorage, "_new_shared", None)
+if NEW_SHARED is None:
+    warnings.warn("this torch has no shared-memory storage constructor "
+                  "(torch.UntypedStorage._new_shared): loader slots are made in private "
+                  "memory and moved to shared memory", GPerceiverWarning, stacklevel=2)
 
 ALIGN = 64  # every field starts on such a boundary
 POLL_S = 0.0002  # a worker's sleep between looks for a free slot

@@ -39,7 +39,7 @@ import xarray as xr
 
 from gperceiver.errors import GPerceiverWarning, InputFormatError, Note, UsageError
 from gperceiver.inputs import open_decompressed
-from gperceiver.store.schema import BLOCKS, SAMPLES
+from gperceiver.store.schema import BLOCKS, PREDICTION_VARIABLES, SAMPLES
 
 NO_CV = -1
 REQUIRED_COLUMNS = ("name", "response", "block")
@@ -219,7 +219,7 @@ def read_phenotypes(
     position = {name: i for i, name in enumerate(names)}
     total = np.zeros((len(names), n_blocks), dtype=np.float64)
     n_obs = np.zeros((len(names), n_blocks), dtype=np.int32)
-    folds = np.full((len(names), n_blocks), NO_CV, dtype=np.int32)
+    folds = np.full((len(names), n_blocks), NO_CV, dtype=PREDICTION_VARIABLES["cv"].dtype)
     first_line: dict[tuple[int, int], int] = {}
     unmatched: list[str] = []
     empty = matched = 0
@@ -243,7 +243,8 @@ def read_phenotypes(
         n_obs[i, b] += 1
         folds[i, b] = row.cv
     with np.errstate(invalid="ignore", divide="ignore"):
-        response = np.where(n_obs > 0, total / n_obs, np.nan).astype(np.float32)
+        response = np.where(n_obs > 0, total / n_obs, np.nan).astype(
+            PREDICTION_VARIABLES["observed"].dtype)
     replicated = int((n_obs > 1).sum())
     if replicated:
         lines = int((n_obs > 1).any(axis=1).sum())

@@ -38,10 +38,10 @@ class ChunkWriter:
         if n <= 0:
             return
         for name, (array, axis) in self.targets.items():
-            block = np.concatenate(self.pending[name])
+            ready = np.concatenate(self.pending[name])
             where = [slice(None)] * array.ndim
             where[axis] = slice(self.start, self.start + n)
-            array[tuple(where)] = np.moveaxis(block[:n], 0, axis)
-            self.pending[name] = [block[n:]] if n < len(block) else []
+            array[tuple(where)] = np.moveaxis(ready[:n], 0, axis)
+            self.pending[name] = [ready[n:]] if n < len(ready) else []
         self.start += n
         self.n_pending -= n

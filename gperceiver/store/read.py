@@ -296,10 +296,8 @@ def resolve(store: Store) -> StoreView:
         return store
     if isinstance(store, xr.Dataset):
         full, samples, variants = view_indices(store)
-        path = str(full.encoding["source"])
-        name = (f"{path} (a selection: {store.sizes[schema.SAMPLES]:,} samples x "
-                f"{store.sizes[schema.VARIANTS]:,} variants)")
-        return StoreView(store, full, samples, variants, path, name)
+        return StoreView(store, full, samples, variants, str(full.encoding["source"]),
+                         store_name(store))
     ds = open_store(store)
     return StoreView(ds, ds, None, None, os.fspath(store), os.fspath(store))
 
@@ -319,7 +317,7 @@ def store_name(store: Store) -> str:
     if isinstance(store, StoreView):
         return store.name
     return (f"{store.encoding.get('source')} (a selection: {store.sizes[schema.SAMPLES]:,} "
-            f"samples x {store.sizes[schema.VARIANTS]:,} variants)")
+            f"samples x {store.sizes[schema.VARIANTS]:,} variants)")  # of a Dataset
 
 
 def view_indices(ds: xr.Dataset) -> tuple[xr.Dataset, np.ndarray | None, np.ndarray | None]:

@@ -153,8 +153,6 @@ PREDICTION_VARIABLES: dict[str, Variable] = {
     ]
 }
 
-# Store attributes our converters write.
-ATTRS = ("ploidy", "n_alleles", "source", "converter_version", "format_version")
 
 
 class SchemaError(ValueError):

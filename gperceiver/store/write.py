@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dask.array as da
@@ -34,6 +34,7 @@ from gperceiver.store.read import open_store, variant_ids
 ZARR_FORMAT = 2  # what bio2zarr writes by default; read by every zarr/xarray/sgkit version
 GENOTYPE_COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE)
 LABEL_COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
+FLOAT_COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=3)  # embeddings and other floats
 
 
 def dtype_of(name: str) -> np.dtype:
@@ -100,7 +101,7 @@ def create_store(
         compressors=GENOTYPE_COMPRESSOR,
         fill_value=None,  # as bio2zarr: -1 and -2 are data, not a mask
         # every chunk reaches the disk, even all 0/0 ones, so that a lost chunk is
-        # an error (schema.EVERY_CHUNK) and not a silent block of 0/0 calls
+        # an error (schema.EVERY_CHUNK) and not a silent run of 0/0 calls
         config={"write_empty_chunks": True},
         attributes={"_ARRAY_DIMENSIONS": list(schema.VARIABLES["call_genotype"].dims),
                     schema.EVERY_CHUNK: True},
@@ -108,8 +109,12 @@ def create_store(
     return calls
 
 
-def finish_store(path: str | os.PathLike, where: object = None) -> xr.Dataset:
+def finish_store(path: str | os.PathLike, where: object = None,
+                 sample_id: Sequence[str] | None = None) -> xr.Dataset:
     """Compute allele frequencies from the written calls, consolidate, validate.
+
+    `sample_id`: the samples' names, when they were known only once the calls were
+    written (a TSV's rows).
 
     The frequencies run on Dask's current scheduler: threads by default, or a
     distributed cluster when a `dask.distributed.Client` is active (`--scheduler`).
@@ -118,6 +123,8 @@ def finish_store(path: str | os.PathLike, where: object = None) -> xr.Dataset:
     """
     path = os.fspath(path)
     group = zarr.open_group(path, mode="a", zarr_format=ZARR_FORMAT)
+    if sample_id is not None:
+        group["sample_id"][:] = np.asarray(sample_id, dtype=object)
     n_alleles = int(group.attrs["n_alleles"])
     calls = da.from_zarr(path, component="call_genotype")
     freq, high = da.compute(allele_frequency(calls, n_alleles), calls.max())
@@ -446,3 +453,42 @@ def unique_variant_ids(group: zarr.Group) -> np.ndarray:
     ids = np.asarray(group["variant_id"][:], dtype=object) if "variant_id" in group else None
     return variant_ids(ids, group["contig_id"][:], group["variant_contig"][:],
                        group["variant_position"][:], group["variant_allele"][:])
+
+
+def dims_of(array: zarr.Array) -> list[str]:
+    """An array's dimension names, from zarr v3 metadata or the v2 xarray attribute."""
+    names = getattr(array.metadata, "dimension_names", None)
+    if names:
+        return list(names)
+    return list(array.attrs.get("_ARRAY_DIMENSIONS", []))
+
+
+def copy_array(
+    src: zarr.Array, dest: zarr.Group, name: str, chunks_of: Mapping[str, int]
+) -> None:
+    """Copy one array into the v2 group `dest`, with new chunks along the named dims."""
+    dims = dims_of(src)
+    if len(dims) != src.ndim:
+        raise InputFormatError(src.store_path, f"array '{name}' has no dimension names")
+    sizes = zip(dims, src.chunks, src.shape, strict=True)
+    chunks = tuple(max(1, min(chunks_of.get(d, c), n)) for d, c, n in sizes)
+    attrs = {k: v for k, v in src.attrs.asdict().items() if k != "_ARRAY_DIMENSIONS"}
+    attrs["_ARRAY_DIMENSIONS"] = dims
+    is_str = src.dtype.kind in "UOT"
+    genotypes = dtype_of("call_genotype")
+    dtype = genotypes if name == "call_genotype" else (str if is_str else src.dtype)
+    out = dest.create_array(
+        name,
+        shape=src.shape,
+        chunks=chunks,
+        dtype=dtype,
+        compressors=GENOTYPE_COMPRESSOR if name.startswith("call_genotype") else LABEL_COMPRESSOR,
+        fill_value=None if is_str else src.fill_value,
+        attributes=attrs,
+    )
+    if src.size == 0:
+        return
+    data = da.from_zarr(src).rechunk(chunks)
+    if name == "call_genotype" and src.dtype != genotypes:
+        data = data.astype(genotypes)
+    da.store(data, out, lock=False)

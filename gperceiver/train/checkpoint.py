@@ -26,10 +26,11 @@ import xarray as xr
 from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
 from gperceiver.model import GPerceiver
 from gperceiver.model.config import ARCHITECTURE
+from gperceiver.runtime import flush_denormals
 from gperceiver.store import schema
 from gperceiver.train.params import Params, params_from_dict
 
-FORMAT = 1
+FORMAT = 2  # 2: the model config apart from the training settings (1: inside them)
 KEY = "gperceiver"
 FINETUNE_KEY = "gperceiver_finetune"  # a fit's head, target and marker path
 BEST, LAST = "best.ckpt", "last.ckpt"  # a run folder's checkpoints, the one to use first
@@ -125,7 +126,7 @@ class ModelInfo:
 def model_info(ckpt: dict[str, Any], path: str | os.PathLike) -> ModelInfo:
     """The ModelInfo stored in a checkpoint dict."""
     meta = ckpt.get(KEY)
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") not in (1, FORMAT):
         raise InputFormatError(path, "not a gperceiver checkpoint (no model description)")
     try:
         return ModelInfo(
@@ -153,7 +154,7 @@ def load_model(path: str | os.PathLike, prefix: str = "model."):
     """(GPerceiver in eval mode, ModelInfo, checkpoint dict) from a checkpoint file."""
     ckpt = load_checkpoint(path)
     info = model_info(ckpt, path)
-    torch.set_flush_denormal(True)  # denormal weights would slow a CPU tenfold (as engine's)
+    flush_denormals()  # denormal weights would slow a CPU tenfold
     model = build_model(info)
     state = {k[len(prefix):]: v for k, v in ckpt.get("state_dict", {}).items()
              if k.startswith(prefix)}

@@ -21,7 +21,6 @@ rank sees the same global validation loss for checkpointing and early stopping.
 from __future__ import annotations
 
 import csv
-import ctypes
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from gperceiver.atomic import atomic_output
 from gperceiver.errors import CannotWriteError, InputNotFoundError, UsageError
+from gperceiver.runtime import flush_denormals, reuse_freed_memory
 from gperceiver.train.checkpoint import BEST, LAST, ModelInfo, load_checkpoint, model_info
 from gperceiver.train.params import Params
 
@@ -295,41 +295,6 @@ def prepare_run_dir(run_dir: str | os.PathLike, *, resume: bool, force: bool) ->
     if not os.access(run_dir, os.W_OK):
         raise CannotWriteError(f"{run_dir}: folder is not writable")
     return None
-
-
-REUSE_FREED_BELOW = 1 << 30  # bytes: glibc serves and keeps blocks below this from its heap
-
-
-def flush_denormals() -> None:
-    """Flush denormal floats to zero in this thread and in every thread started from it.
-
-    Training can leave denormal floats in weights and optimiser state (seen with
-    gradient clipping in contrastive pretraining); on a CPU they make every step up
-    to ten times slower. The setting is per thread and new threads inherit it, so it
-    is made when a command starts, before torch starts its intra-op threads (not on
-    import: importing the model changes nothing process-wide).
-    """
-    torch.set_flush_denormal(True)
-
-
-def reuse_freed_memory() -> bool:
-    """Let glibc keep freed blocks up to 1 GB for reuse in this (training) process.
-
-    A training step allocates activations of tens of MB, above glibc's largest
-    dynamic mmap threshold (32 MB): each is mapped fresh, faulted in page by page
-    and unmapped when freed, which cost a third of a mice fit's CPU time in the
-    kernel. Kept in the heap, they are reused by the next step; the peak is what
-    the step needs anyway. True when the setting took (glibc); elsewhere False.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, REUSE_FREED_BELOW)
-                    and libc.mallopt(M_TRIM_THRESHOLD, REUSE_FREED_BELOW))
-    except (OSError, AttributeError):
-        return False
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
 def fit(trainer: L.Trainer, module: L.LightningModule, train_loader, val_loader,

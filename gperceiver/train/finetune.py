@@ -28,13 +28,12 @@ import xarray as xr
 from gperceiver.atomic import atomic_output
 from gperceiver.data.loader import make_loader
 from gperceiver.data.phenotypes import held_out_split, read_phenotypes, split_masks
-from gperceiver.embedding import encode_latents
+from gperceiver.encode import encode_latents, head_outputs
 from gperceiver.errors import InputFormatError, UsageError
 from gperceiver.linear import LinearPath, fit_linear
 from gperceiver.model.heads import FinetuneHead, Target, build_head, head_loss
-from gperceiver.outputs import BLOCKS_FILE, METRICS_FILE, PREDICTIONS_FILE
-from gperceiver.predict import Predictor
-from gperceiver.store import Store, resolve, store_name
+from gperceiver.runtime import flush_denormals
+from gperceiver.store import Store, StoreView, resolve, store_name
 from gperceiver.train import engine
 from gperceiver.train.checkpoint import (
     FINETUNE_KEY,
@@ -167,6 +166,7 @@ class Finetuned:
     run_dir: Path
     best: Path  # the checkpoint to predict with: best.ckpt, else last.ckpt
     main: bool = True
+    store: StoreView | None = None  # the store as opened for training
     params: Params | None = None  # as resolved (the store's alleles, a pretrained config)
     pretrained: Path | None = None
     phenos: xr.Dataset | None = None  # responses aligned to the store (read_phenotypes)
@@ -204,6 +204,7 @@ def finetune(
     strategy: str = "auto",
     callbacks: list | None = None,
     predict_all: bool = False,
+    replaces: tuple[str, ...] = (),
 ) -> Finetuned:
     """Train on `phenotypes` into `run_dir` (best.ckpt, last.ckpt, metrics.csv, params.json).
 
@@ -216,9 +217,10 @@ def finetune(
     `gperceiver.predict.Predictor`. The rows to predict (`Finetuned.rows`) are those
     with a phenotype, or with `predict_all` every sample.
     `devices`, `num_nodes` and `strategy` ("ddp") train data-parallel (see
-    `engine`). `callbacks` are extra Lightning callbacks.
+    `engine`). `callbacks` are extra Lightning callbacks. `replaces`: files of an
+    earlier run in RUN_DIR that this run's outputs replace (removed once it starts).
     """
-    engine.flush_denormals()
+    flush_denormals()
     params = params or Params()
     if ranking_weight < 0:
         raise UsageError(f"--ranking-weight must be >= 0, got {ranking_weight}")
@@ -281,7 +283,7 @@ def finetune(
         run_dir, info, resume=resume, force=force, accelerator=accelerator, devices=devices,
         num_nodes=num_nodes, strategy=strategy)
     if engine.is_main_process():  # this run's outputs replace an earlier run's
-        for name in (PREDICTIONS_FILE, METRICS_FILE, BLOCKS_FILE):
+        for name in replaces:
             (run_dir / name).unlink(missing_ok=True)
 
     L.seed_everything(params.seed, workers=True, verbose=False)
@@ -314,23 +316,25 @@ def finetune(
                                   resume_epoch=resume_epoch, num_nodes=num_nodes,
                                   strategy=strategy, callbacks=callbacks)
     engine.fit(trainer, module, train_loader, val_loader, last)
-    best = run_dir / engine.BEST
-    best = best if best.is_file() else run_dir / engine.LAST
+    best = checkpoint_path(run_dir)
     if trainer.global_rank != 0:
         return Finetuned(run_dir, best, main=False)
 
-    done = Finetuned(run_dir, best, params=params, pretrained=pretrained, phenos=phenos, rows=rows,
-                     train=train_mask, validation=val_mask, test=test_mask,
-                     epochs=int(trainer.current_epoch), best_score=_score(trainer),
-                     latents=latents)
+    done = Finetuned(run_dir, best, store=store, params=params, pretrained=pretrained,
+                     phenos=phenos, rows=rows, train=train_mask, validation=val_mask,
+                     test=test_mask, epochs=int(trainer.current_epoch),
+                     best_score=_score(trainer), latents=latents)
     if linear is None:
         return done
     # How much of the Perceiver's residual to add, per block: least squares on the
     # validation lines (their offsets are out-of-sample), within [0, 1].
     deep = None
     if len(val_rows):
-        deep, _ = Predictor.load(best).predict_encoder(store, progress=progress,
-                                                       samples=val_rows)
+        module.load_state_dict(load_checkpoint(best)["state_dict"])  # the best weights
+        outputs = head_outputs(module.model.eval(), module.head.eval(), store,
+                               batch_size=params.batch_size, seed=params.seed,
+                               samples=val_rows, progress=progress, label="calibrate")
+        deep = (outputs[..., 0] * target.scale + target.mean).astype(np.float32)
     deep_scale = _deep_scale(target_response, deep, val_mask)
     if deep is not None:
         done.validation_predictions = linear_held + deep_scale * deep

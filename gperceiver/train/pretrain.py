@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from gperceiver.choices import PRETRAIN_TASKS
 from gperceiver.data.loader import make_loader
 from gperceiver.errors import UsageError
+from gperceiver.runtime import flush_denormals
 from gperceiver.store import Store, resolve, schema, store_name
 from gperceiver.train import engine
 from gperceiver.train.checkpoint import KEY, ModelInfo, build_model, load_model, take_architecture
@@ -185,7 +186,7 @@ def pretrain(
     Lightning callbacks (benchmarks use them to time epochs). `devices`,
     `num_nodes` and `strategy` ("ddp") train data-parallel (see `engine`).
     """
-    engine.flush_denormals()
+    flush_denormals()
     params = params or Params()
     store = resolve(store)  # opened once, for both loaders
     ds = store.ds

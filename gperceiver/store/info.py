@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from gperceiver.qc import Filters, select
 from gperceiver.store import open_store, schema
 from gperceiver.store.frequencies import minor_allele_frequency, missing_rate
+from gperceiver.store.qc import Filters, select
 
 
 def store_info(path: str | os.PathLike, filters: Filters | None = None) -> dict[str, Any]:

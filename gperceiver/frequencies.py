@@ -1,5 +1,0 @@
-"""`missingness`, where docs/inspect.md shows it; computed in `gperceiver.store.frequencies`."""
-
-from gperceiver.store.frequencies import missingness
-
-__all__ = ["missingness"]
