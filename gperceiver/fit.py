@@ -64,6 +64,7 @@ def fit(
     strategy: str = "auto",
     callbacks: list | None = None,
     predict_all: bool = False,
+    memory: str | int | None = None,
 ) -> FitResult:
     """Finetune on `phenotypes` and write predictions and metrics into `run_dir`.
 
@@ -78,7 +79,7 @@ def fit(
         freeze_encoder=freeze_encoder, freeze_latents=freeze_latents,
         ranking_weight=ranking_weight, resume=resume, force=force, progress=progress,
         accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
-        callbacks=callbacks, predict_all=predict_all,
+        callbacks=callbacks, predict_all=predict_all, memory=memory,
         replaces=(PREDICTIONS_FILE, METRICS_FILE, BLOCKS_FILE))
     if not done.main:
         return FitResult(done.run_dir, done.best, {}, xr.Dataset())

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> None:
         ranking_weight=args.ranking_weight, resume=args.resume, force=args.force,
         progress=show_progress(args.quiet), accelerator=args.accelerator,
         devices=devices(args), num_nodes=args.num_nodes, strategy=strategy,
-        predict_all=args.predict_all,
+        predict_all=args.predict_all, memory=args.memory,
     )
     report_fit(result, params.objective, cv=args.cv, test_fold=args.test_fold)
 

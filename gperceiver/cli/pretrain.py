@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> None:
     result = pretrain(args.store, args.output, args.task, params, resume=args.resume,
                       force=args.force, progress=show_progress(args.quiet),
                       accelerator=args.accelerator, devices=devices(args),
-                      num_nodes=args.num_nodes, strategy=args.strategy)
+                      num_nodes=args.num_nodes, strategy=args.strategy, memory=args.memory)
     if result.rank != 0:
         return  # a non-zero rank of a distributed run: rank 0 reports
     score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"

@@ -23,6 +23,10 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="Lightning accelerator: auto, cpu, gpu, ...")
     p.add_argument("--devices", default="auto", help="Lightning devices: auto, N or a list")
     p.add_argument("--num-nodes", type=int, default=1, help="machines (multi-node DDP)")
+    p.add_argument("--memory", default=None, metavar="SIZE",
+                   help="memory budget, e.g. 2GB or 1.5GiB: sizes the loader's shuffle "
+                   "buffer and prefetched batches, and says what it chose [half the free "
+                   "memory]")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 

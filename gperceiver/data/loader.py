@@ -51,6 +51,7 @@ from gperceiver.data.handoff import Receiver, Ring
 from gperceiver.data.kernels import transpose
 from gperceiver.data.tasks import TARGET_TASKS, TaskBuilder
 from gperceiver.errors import GPerceiverWarning, UsageError
+from gperceiver.memory import plan_loader
 from gperceiver.store import CheckedReader, LocalChunks, Store, resolve, schema
 
 # Loci per span of the chunk transpose in `samples_major`: the span's source cache
@@ -370,6 +371,7 @@ class GenotypeLoader(DataLoader):
         super().__init__(dataset, batch_size=None, collate_fn=collate, **kwargs)
         self.pin = pin_memory
         self._next_epoch = 0
+        self.plan = None  # what a memory budget chose (make_loader's `memory`)
 
     def set_epoch(self, epoch: int) -> None:
         self._next_epoch = int(epoch)
@@ -399,6 +401,7 @@ def make_loader(
     pin_memory: bool = False,
     prefetch_factor: int | None = None,
     multiprocessing_context: str | None = None,
+    memory: int | None = None,
     **dataset_kwargs,
 ) -> GenotypeLoader:
     """A DataLoader of `task` batches over the store; see GenotypeDataset for options.
@@ -412,17 +415,29 @@ def make_loader(
     is read before the samples in it can be drawn), and batches reach the main
     process in worker order, so with torch's default of 2 the other worker soon
     stalls.
+
+    `memory`: a budget in bytes (`gperceiver.memory`) that sizes the shuffle buffer and
+    the prefetched batches; `loader.plan` says what it chose (None without a budget).
     """
     dataset = GenotypeDataset(store, task, batch_size=batch_size, **dataset_kwargs)
     dataset.num_workers = num_workers
+    plan = None
+    if memory is not None:
+        plan = plan_loader(memory, n_variants=dataset.n_variants, ploidy=dataset.ploidy,
+                           group_samples=dataset.group_samples, batch_size=batch_size,
+                           workers=num_workers)
+        dataset.shuffle_buffer = min(dataset.shuffle_buffer, plan.shuffle_buffer)
     extra = {}
     if num_workers > 0:
         load_kernels(dataset)
-        prefetch = prefetch_factor or default_prefetch(dataset)
+        limit = PREFETCH_BYTES if plan is None else min(PREFETCH_BYTES, plan.prefetch_bytes)
+        prefetch = prefetch_factor or default_prefetch(dataset, limit)
         # in flight (prefetch), the batch being used and the one before it, and one spare
         dataset.ring_slots = prefetch + 3
         extra = {"prefetch_factor": prefetch, "multiprocessing_context": multiprocessing_context}
-    return GenotypeLoader(dataset, num_workers=num_workers, pin_memory=pin_memory, **extra)
+    loader = GenotypeLoader(dataset, num_workers=num_workers, pin_memory=pin_memory, **extra)
+    loader.plan = plan
+    return loader
 
 
 _LOADED: set[tuple] = set()  # the (task, ploidy) kernels this process has loaded
@@ -472,11 +487,11 @@ def samples_major(chunk: np.ndarray, columns: np.ndarray, out: np.ndarray,
               start, TRANSPOSE_LOCI, tiles, flat_source, flat_target)
 
 
-def default_prefetch(dataset: GenotypeDataset) -> int:
-    """PREFETCH, or fewer batches (at least 2) when their tokens would pass
-    PREFETCH_BYTES: a million-marker batch is tens of MB."""
+def default_prefetch(dataset: GenotypeDataset, limit: int = PREFETCH_BYTES) -> int:
+    """PREFETCH, or fewer batches (at least 2) when their tokens would pass `limit`
+    bytes: a million-marker batch is tens of MB."""
     tokens_bytes, _ = dataset.batch_bytes()
-    return max(2, min(PREFETCH, PREFETCH_BYTES // max(1, tokens_bytes)))
+    return max(2, min(PREFETCH, limit // max(1, tokens_bytes)))
 
 
 def collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

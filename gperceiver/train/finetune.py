@@ -31,6 +31,7 @@ from gperceiver.data.phenotypes import held_out_split, read_phenotypes, split_ma
 from gperceiver.encode import encode_latents, head_outputs
 from gperceiver.errors import InputFormatError, UsageError
 from gperceiver.linear import LinearPath, fit_linear
+from gperceiver.memory import announce, budget_bytes
 from gperceiver.model.heads import FinetuneHead, Target, build_head, head_loss
 from gperceiver.runtime import flush_denormals
 from gperceiver.store import Store, StoreView, resolve, store_name
@@ -205,6 +206,7 @@ def finetune(
     callbacks: list | None = None,
     predict_all: bool = False,
     replaces: tuple[str, ...] = (),
+    memory: str | int | None = None,
 ) -> Finetuned:
     """Train on `phenotypes` into `run_dir` (best.ckpt, last.ckpt, metrics.csv, params.json).
 
@@ -219,9 +221,12 @@ def finetune(
     `devices`, `num_nodes` and `strategy` ("ddp") train data-parallel (see
     `engine`). `callbacks` are extra Lightning callbacks. `replaces`: files of an
     earlier run in RUN_DIR that this run's outputs replace (removed once it starts).
+    `memory`: a budget ("2GB"; default: half the free memory) that sizes the loader's
+    shuffle buffer and prefetched batches (`gperceiver.memory`).
     """
     flush_denormals()
     params = params or Params()
+    budget = budget_bytes(memory)
     if ranking_weight < 0:
         raise UsageError(f"--ranking-weight must be >= 0, got {ranking_weight}")
     if ranking_weight > 0 and params.objective == "multiclass":
@@ -299,8 +304,9 @@ def finetune(
     common = dict(batch_size=params.batch_size, num_workers=params.num_workers,
                   prop_x=params.prop_x, seed=params.seed)
     train_loader = make_loader(
-        store, "phenotype", samples=train_rows, shuffle=True,
+        store, "phenotype", samples=train_rows, shuffle=True, memory=budget,
         phenotypes=_masked(target_response, train_mask)[train_rows], **common)
+    announce(train_loader.plan, memory is not None)
     module.loaders["train"] = train_loader
     train_loader.set_epoch(0 if resume_epoch is None else resume_epoch + 1)
     val_loader = None

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from gperceiver.choices import PRETRAIN_TASKS
 from gperceiver.data.loader import make_loader
 from gperceiver.errors import UsageError
+from gperceiver.memory import announce, budget_bytes
 from gperceiver.runtime import flush_denormals
 from gperceiver.store import Store, resolve, schema, store_name
 from gperceiver.train import engine
@@ -176,6 +177,7 @@ def pretrain(
     num_nodes: int = 1,
     strategy: str = "auto",
     init: str | os.PathLike | None = None,
+    memory: str | int | None = None,
 ) -> PretrainResult:
     """Pretrain a GPerceiver on `store`; checkpoints and metrics go to `run_dir`.
 
@@ -185,9 +187,12 @@ def pretrain(
     `max_time` ("DD:HH:MM:SS") bounds the wall time; `callbacks` are extra
     Lightning callbacks (benchmarks use them to time epochs). `devices`,
     `num_nodes` and `strategy` ("ddp") train data-parallel (see `engine`).
+    `memory`: a budget ("2GB"; default: half the free memory) that sizes the loader's
+    shuffle buffer and prefetched batches (`gperceiver.memory`).
     """
     flush_denormals()
     params = params or Params()
+    budget = budget_bytes(memory)
     store = resolve(store)  # opened once, for both loaders
     ds = store.ds
     start = None
@@ -215,7 +220,9 @@ def pretrain(
     common = dict(batch_size=params.batch_size, num_workers=params.num_workers,
                   prop_x=params.prop_x, input_window=params.model.input_window,
                   prop_y=params.prop_y, frequency_scaler=params.frequency_scaler, seed=params.seed)
-    train_loader = make_loader(store, task, samples=train_idx, shuffle=True, **common)
+    train_loader = make_loader(store, task, samples=train_idx, shuffle=True, memory=budget,
+                               **common)
+    announce(train_loader.plan, memory is not None)
     val_loader = None
     if len(val_idx):
         val_loader = make_loader(store, task, samples=val_idx, shuffle=False, **common)

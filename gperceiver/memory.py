@@ -1,0 +1,121 @@
+"""A memory budget (`--memory 2GB`) and what it sizes in the loader.
+
+The budget defaults to a share of the memory this machine (or its cgroup) has free.
+A training loader keeps a shuffle buffer of whole samples per process and a few
+batches ready ahead; both grow with the number of markers (a million diploid
+markers are 2 MB a sample), so they are sized from the budget rather than fixed.
+The rest of the budget is left to the model, its optimiser and the batches in use.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from gperceiver.errors import Note, UsageError
+
+DEFAULT_SHARE = 0.5  # of the free memory, when no budget is given
+LOADER_SHARE = 0.25  # of the budget, for the loaders' shuffle buffers and prefetched batches
+MAX_SHUFFLE_BUFFER = 1024  # samples: more shuffles no better
+UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9,
+         "t": 1e12, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_size(text: str | int, flag: str = "--memory") -> int:
+    """Bytes from '2GB', '1.5G', '512MiB', '800M' or a plain number of bytes."""
+    if isinstance(text, int):
+        size = text
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+        unit = match.group(2).lower() if match else None
+        if match is None or unit not in UNITS:
+            raise UsageError(f"{flag}: '{text}' is not a size (e.g. 2GB, 1.5G, 512MiB)")
+        size = int(float(match.group(1)) * UNITS[unit])
+    if size <= 0:
+        raise UsageError(f"{flag}: the budget must be above 0, got '{text}'")
+    return size
+
+
+def available_bytes() -> int:
+    """Memory free for this process: the kernel's MemAvailable, lowered to what the
+    cgroup (a container's or a batch job's limit) has left."""
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                free = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    cgroup = Path("/sys/fs/cgroup")
+    try:
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            used = int((cgroup / "memory.current").read_text())
+            free = min(free, max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return free
+
+
+def budget_bytes(memory: str | int | None) -> int:
+    """The budget: `memory` parsed, or DEFAULT_SHARE of what is free now."""
+    if memory is None:
+        return int(DEFAULT_SHARE * available_bytes())
+    return parse_size(memory)
+
+
+@dataclass(frozen=True)
+class LoaderPlan:
+    """What a budget allows a training loader: per process, a shuffle buffer of
+    `shuffle_buffer` samples and prefetched batches up to `prefetch_bytes`."""
+
+    budget: int
+    shuffle_buffer: int
+    prefetch_bytes: int
+    sample_bytes: int
+    processes: int
+    fits: bool  # False: even the smallest buffer (a read group and a batch) is over
+
+    def describe(self) -> str:
+        held = self.shuffle_buffer * self.sample_bytes
+        text = (f"memory budget {_human(self.budget)}: a shuffle buffer of "
+                f"{self.shuffle_buffer:,} samples ({_human(held)}) in each of "
+                f"{self.processes} loader process{'es' if self.processes > 1 else ''}")
+        if not self.fits:
+            text += (" (the smallest that works: one read group and one batch; the "
+                     "budget is below it)")
+        return text
+
+
+def plan_loader(budget: int, *, n_variants: int, ploidy: int, group_samples: int,
+                batch_size: int, workers: int) -> LoaderPlan:
+    """Split LOADER_SHARE of `budget` over the loader processes: each holds its
+    shuffle buffer (int8 genotypes) plus one read group being added to it."""
+    processes = max(1, workers)
+    sample = n_variants * ploidy
+    share = LOADER_SHARE * budget / processes
+    smallest = group_samples + batch_size
+    buffer = int(share // sample) - group_samples
+    fits = buffer >= smallest
+    buffer = min(MAX_SHUFFLE_BUFFER, max(smallest, buffer))
+    prefetch = int(max(share - (buffer + group_samples) * sample, 0) // 2)
+    return LoaderPlan(budget, buffer, prefetch, sample, processes, fits)
+
+
+def announce(plan: LoaderPlan | None, given: bool) -> None:
+    """Say what the budget chose (a note): always for a budget given, otherwise only
+    when it held the shuffle buffer below its usual size."""
+    if plan is not None and (given or not plan.fits
+                             or plan.shuffle_buffer < MAX_SHUFFLE_BUFFER):
+        warnings.warn(plan.describe(), Note, stacklevel=3)
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000:
+            return f"{size:.3g} {unit}"
+        size /= 1000
+    return f"{size:.3g} TB"

@@ -1,0 +1,87 @@
+"""The memory budget: sizes read as plink and Slurm users write them, the loader's share
+split over its processes, and what a training command says it chose."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gperceiver.data.loader import make_loader
+from gperceiver.errors import ExitCode, UsageError
+from gperceiver.memory import (
+    LOADER_SHARE,
+    MAX_SHUFFLE_BUFFER,
+    available_bytes,
+    budget_bytes,
+    parse_size,
+    plan_loader,
+)
+from tests.conftest import run_cli
+from tests.tiny_stores import ONE_THREAD, founder_store
+
+
+@pytest.mark.parametrize("text, size", [
+    ("2GB", 2_000_000_000), ("1.5G", 1_500_000_000), ("512MiB", 512 * 2**20),
+    ("800m", 800_000_000), ("1000", 1000), (" 3 gb ", 3_000_000_000), (4096, 4096),
+])
+def test_sizes_are_read_with_their_units(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["lots", "2 GBs", "-1G", "0", "0.0001b", "", "1e9"])
+def test_a_size_that_is_not_one_is_refused_naming_the_flag(text):
+    with pytest.raises(UsageError, match="^--memory: "):
+        parse_size(text)
+
+
+def test_the_default_budget_is_half_of_what_is_free():
+    free = available_bytes()
+    assert free > 0
+    assert abs(budget_bytes(None) - free / 2) < 0.05 * free  # free memory moves a little
+    assert budget_bytes("1GB") == 10**9
+
+
+def test_the_loader_share_is_split_over_its_processes():
+    wide = dict(n_variants=100_000, ploidy=2, group_samples=256, batch_size=16)
+    plan = plan_loader(2 * 10**9, workers=2, **wide)
+    assert plan.shuffle_buffer == int(LOADER_SHARE * 10**9 // 200_000) - 256
+    assert plan.fits and plan.processes == 2
+    assert (plan.shuffle_buffer + 256) * 200_000 + 2 * plan.prefetch_bytes <= LOADER_SHARE * 10**9
+    one = plan_loader(2 * 10**9, workers=0, **wide)  # the main process reads: one share
+    assert one.shuffle_buffer == MAX_SHUFFLE_BUFFER  # more than that shuffles no better
+    tight = plan_loader(10**8, workers=2, **wide)
+    assert tight.shuffle_buffer == 256 + 16 and not tight.fits  # the least that works
+    assert "below it" in tight.describe()
+
+
+def test_a_budget_shrinks_the_shuffle_buffer_and_every_sample_still_comes_once(tmp_path):
+    store = tmp_path / "wide.zarr"
+    founder_store(store, n_samples=120, n_variants=4000)
+    sample_bytes = 4000 * 2
+    group = make_loader(store, "plain", batch_size=8).dataset.group_samples
+    # room for the read group being added and a buffer of one group, a batch and 60 more
+    budget = int((group + group + 8 + 60) * sample_bytes / LOADER_SHARE) + 1
+    loader = make_loader(store, "plain", batch_size=8, memory=budget, shuffle=True)
+    assert loader.plan.shuffle_buffer == group + 8 + 60 < MAX_SHUFFLE_BUFFER
+    assert loader.dataset.shuffle_buffer == loader.plan.shuffle_buffer and loader.plan.fits
+    seen = np.concatenate([b["sample_index"].numpy() for b in loader])
+    assert sorted(seen.tolist()) == list(range(120))
+    assert make_loader(store, "plain", batch_size=8).plan is None  # no budget, no plan
+
+
+def test_pretrain_says_what_its_budget_chose_and_refuses_a_bad_one(tmp_path):
+    store = tmp_path / "s.zarr"
+    founder_store(store, n_samples=64, n_variants=48)
+    tiny = ["--epochs", "1", "--batch-size", "8", "-q"]
+    proc = run_cli("pretrain", store, "-o", tmp_path / "run", "--memory", "2MB", *tiny,
+                   env=ONE_THREAD)
+    assert proc.returncode == 0, proc.stderr
+    note = next(line for line in proc.stderr.splitlines() if "memory budget" in line)
+    assert note.startswith("gperceiver: note: memory budget 2 MB: a shuffle buffer of ")
+    bad = run_cli("pretrain", store, "-o", tmp_path / "bad", "--memory", "lots", *tiny)
+    assert bad.returncode == ExitCode.USAGE
+    assert bad.stderr.strip() == ("gperceiver: error: --memory: 'lots' is not a size "
+                                  "(e.g. 2GB, 1.5G, 512MiB)")
+    assert not (tmp_path / "bad").exists()
+    quiet = run_cli("pretrain", store, "-o", tmp_path / "default", *tiny, env=ONE_THREAD)
+    assert quiet.returncode == 0 and "memory budget" not in quiet.stderr  # nothing bound
