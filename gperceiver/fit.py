@@ -49,38 +49,23 @@ def fit(
     run_dir: str | os.PathLike,
     params: Params | None = None,
     *,
-    pretrained: str | os.PathLike | None = None,
-    cv: int | None = None,
-    test_fold: int | None = None,
-    freeze_encoder: bool = False,
-    freeze_latents: bool = False,
-    ranking_weight: float = 0.0,
-    resume: bool = False,
-    force: bool = False,
-    progress: bool = True,
-    accelerator: str = "auto",
-    devices: int | str = "auto",
-    num_nodes: int = 1,
-    strategy: str = "auto",
-    callbacks: list | None = None,
     predict_all: bool = False,
-    memory: str | int | None = None,
+    progress: bool = True,
+    **training: Any,
 ) -> FitResult:
     """Finetune on `phenotypes` and write predictions and metrics into `run_dir`.
 
     Predictions are made for the lines with a phenotype (any block, any fold), or with
     `predict_all` for every sample of the store (`predict` does the rest later).
-    The other options are `finetune`'s: with `cv=K`, fold K is the validation set;
-    with `test_fold=K` it is never seen, and metrics["test"] reports it. After a
-    distributed run, global rank 0 alone predicts and writes.
+    `training`: `finetune`'s keyword options, passed on (pretrained, cv, test_fold,
+    freeze_encoder, freeze_latents, ranking_weight, resume, force, accelerator,
+    devices, num_nodes, strategy, callbacks, memory). With `cv=K`, fold K is the
+    validation set; with `test_fold=K` it is never seen, and metrics["test"] reports
+    it. After a distributed run, global rank 0 alone predicts and writes.
     """
-    done = finetune(
-        store, phenotypes, run_dir, params, pretrained=pretrained, cv=cv, test_fold=test_fold,
-        freeze_encoder=freeze_encoder, freeze_latents=freeze_latents,
-        ranking_weight=ranking_weight, resume=resume, force=force, progress=progress,
-        accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
-        callbacks=callbacks, predict_all=predict_all, memory=memory,
-        replaces=(PREDICTIONS_FILE, METRICS_FILE, BLOCKS_FILE))
+    done = finetune(store, phenotypes, run_dir, params, predict_all=predict_all,
+                    progress=progress, replaces=(PREDICTIONS_FILE, METRICS_FILE, BLOCKS_FILE),
+                    **training)
     if not done.main:
         return FitResult(done.run_dir, done.best, {}, xr.Dataset())
     store = done.store  # as finetune opened it: training, prediction and the report share it
@@ -103,10 +88,10 @@ def fit(
         "linear": components is not None,
         "store": store_name(store),
         "phenotypes": str(phenotypes),
-        "cv": cv,
-        "test_fold": test_fold,
+        "cv": done.cv,
+        "test_fold": done.test_fold,
         "pretrained": None if done.pretrained is None else str(done.pretrained),
-        "frozen": {"encoder": bool(freeze_encoder), "latents": bool(freeze_latents)},
+        "frozen": done.frozen,
         "samples": int(ds.sizes[schema.SAMPLES]),
         "variants": int(ds.sizes[schema.VARIANTS]),
         "lines": {"train": int(done.train.any(axis=1).sum()),
@@ -127,7 +112,7 @@ def fit(
     write_blocks(preds, done.run_dir / BLOCKS_FILE, force=True)
     write_predictions(preds, done.run_dir / PREDICTIONS_FILE, force=True)
     write_metrics(metrics, done.run_dir / METRICS_FILE, force=True)
-    plot_path(done.run_dir, cv=cv if cv is not None else test_fold, force=True)
+    plot_path(done.run_dir, cv=done.cv if done.cv is not None else done.test_fold, force=True)
     return FitResult(done.run_dir, done.best, metrics, preds)
 
 

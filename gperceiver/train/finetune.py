@@ -168,6 +168,9 @@ class Finetuned:
     best: Path  # the checkpoint to predict with: best.ckpt, else last.ckpt
     main: bool = True
     store: StoreView | None = None  # the store as opened for training
+    cv: int | None = None  # the fold that was validation (the original tool's --cv)
+    test_fold: int | None = None  # the fold never seen
+    frozen: dict[str, bool] | None = None  # {"encoder": ..., "latents": ...}
     params: Params | None = None  # as resolved (the store's alleles, a pretrained config)
     pretrained: Path | None = None
     phenos: xr.Dataset | None = None  # responses aligned to the store (read_phenotypes)
@@ -326,7 +329,9 @@ def finetune(
     if trainer.global_rank != 0:
         return Finetuned(run_dir, best, main=False)
 
-    done = Finetuned(run_dir, best, store=store, params=params, pretrained=pretrained,
+    done = Finetuned(run_dir, best, store=store, cv=cv, test_fold=test_fold,
+                     frozen={"encoder": bool(freeze_encoder), "latents": bool(freeze_latents)},
+                     params=params, pretrained=pretrained,
                      phenos=phenos, rows=rows, train=train_mask, validation=val_mask,
                      test=test_mask, epochs=int(trainer.current_epoch),
                      best_score=_score(trainer), latents=latents)
