@@ -86,3 +86,18 @@ def test_the_rule_sees_a_lazy_import(tmp_path):
     source = tmp_path / "m.py"
     source.write_text("def f():\n    from gperceiver.train.params import Params\n")
     assert "gperceiver.train.params" in imports(source)
+
+
+def test_the_command_line_and_the_converters_load_no_torch():
+    """`gperceiver --help`, `convert` and `info` answer at once: parsing the command line,
+    the params and the converters must not import torch, Lightning or numba (a second
+    and 170 MB per command)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, gperceiver.cli.main, gperceiver.converters.tsv, "
+            "gperceiver.train.params, gperceiver.store.qc, gperceiver.store.info; "
+            "print(sorted(m for m in ('torch', 'lightning', 'numba') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
