@@ -121,7 +121,9 @@ class Predictor:
         if objective == "regression":
             predicted = out[..., 0].numpy() * self.target.scale + self.target.mean
             return predicted.astype(np.float32), None
-        return head_predict(objective, out).numpy(), head_probabilities(objective, out).numpy()
+        predicted = head_predict(objective, out).numpy()
+        predicted[np.isnan(out[..., 0].numpy())] = np.nan  # samples not asked for stay NaN
+        return predicted, head_probabilities(objective, out).numpy()
 
 
 def predict(

@@ -123,6 +123,11 @@ def test_ordinal_and_multiclass_objectives(panel, tmp_path):
     assert multi["mean"]["accuracy"] > 0.6, multi
     table = pd.read_csv(tmp_path / "multi" / "predictions.tsv", sep="\t")
     assert {"prob_0", "prob_1", "prob_2"} <= set(table.columns)
+    some = np.arange(0, 150, 7)  # the others are not asked for: NaN, not class 0
+    asked = Predictor.load(tmp_path / "multi").predict(store, samples=some, progress=False)
+    others = np.setdiff1d(np.arange(150), some)
+    assert np.isnan(asked.predicted[others]).all() and np.isnan(asked.probability[others]).all()
+    assert not np.isnan(asked.predicted[some]).any()
 
 
 def test_classes_must_be_class_numbers(panel, tmp_path):
