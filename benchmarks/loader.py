@@ -49,8 +49,10 @@ from gperceiver.store.write import create_store, finish_store  # noqa: E402
 PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def build_store(path: Path, n_samples: int, n_variants: int, seed: int = 0) -> None:
-    """Random HWE diploid genotypes, allele frequencies uniform in 0.02..0.5."""
+def build_store(path: Path, n_samples: int, n_variants: int, seed: int = 0,
+                missing: float = 0.0) -> None:
+    """Random HWE diploid genotypes, allele frequencies uniform in 0.02..0.5; a `missing`
+    share of calls missing (both copies)."""
     rng = np.random.default_rng(seed)
     calls = create_store(
         path,
@@ -69,7 +71,10 @@ def build_store(path: Path, n_samples: int, n_variants: int, seed: int = 0) -> N
         for s0 in range(0, n_samples, s_step):
             s1 = min(n_samples, s0 + s_step)
             u = rng.random((len(p), s1 - s0, 2), dtype=np.float32)
-            calls[v0 : v0 + v_step, s0:s1] = (u < p).astype(np.int8)
+            tile = (u < p).astype(np.int8)
+            if missing:
+                tile[rng.random(tile.shape[:2]) < missing] = -1
+            calls[v0 : v0 + v_step, s0:s1] = tile
     finish_store(path)
 
 

@@ -1,12 +1,12 @@
 """Large panels against a memory budget: every command, as a user runs it, on one store.
 
 Builds (once; cached under --cache) a store of random diploid genotypes,
---samples x --variants, and phenotypes for --phenotyped of its lines, then runs
-`gperceiver pretrain`, `fit`, `predict`, `embed` and `impute` one after the other
-as subprocesses with default params (one epoch for the training commands;
-`--memory` set to --budget where the command takes it) and prints one JSON line per
-command: {"command", "samples", "variants", "lines", "wall_s", "lines_per_s",
-"peak_rss_mb", "budget_mb", "budget_held", "limit"}.
+--samples x --variants with a --missing share of calls missing, and phenotypes
+for --phenotyped of its lines, then runs `gperceiver pretrain`, `fit`, `predict`,
+`embed` and `impute` one after the other as subprocesses with default params (one
+epoch for the training commands; `--memory` set to --budget where the command takes
+it) and prints one JSON line per command: {"command", "samples", "variants",
+"lines", "wall_s", "lines_per_s", "peak_rss_mb", "budget_mb", "budget_held", "limit"}.
 
 `peak_rss_mb` is the RSS summed over the command's process and its children,
 sampled every 50 ms (shared pages counted once per process, as the issue counts
@@ -84,17 +84,19 @@ def main() -> None:
     p.add_argument("--variants", type=int, default=100_000)
     p.add_argument("--phenotyped", type=int, default=2000)
     p.add_argument("--budget", default="2GB", help="memory budget, e.g. 2GB")
+    p.add_argument("--missing", type=float, default=0.01,
+                   help="share of calls missing (impute fills them)")
     p.add_argument("--cache", type=Path, default=Path("/tmp/gperceiver_scale"))
     p.add_argument("--commands", default="pretrain,fit,predict,embed,impute")
     p.add_argument("--cgroup", type=Path, default=None,
                    help="a writable cgroup v2 folder to run the commands in")
     args = p.parse_args()
     budget = parse_size(args.budget)
-    folder = args.cache / f"{args.samples}x{args.variants}"
+    folder = args.cache / f"{args.samples}x{args.variants}_missing{args.missing:g}"
     folder.mkdir(parents=True, exist_ok=True)
     store, phenos = folder / "panel.zarr", folder / "phenos.tsv"
     if not store.exists():
-        build_store(store, args.samples, args.variants)
+        build_store(store, args.samples, args.variants, missing=args.missing)
     phenotypes(phenos, args.samples, args.phenotyped)
     if args.cgroup is not None:
         (args.cgroup / "memory.max").write_text(str(budget))
