@@ -6,7 +6,9 @@ for --phenotyped of its lines, then runs `gperceiver pretrain`, `fit`, `predict`
 `embed` and `impute` one after the other as subprocesses with default params (one
 epoch for the training commands; `--memory` set to --budget where the command takes
 it) and prints one JSON line per command: {"command", "samples", "variants",
-"lines", "wall_s", "lines_per_s", "peak_rss_mb", "budget_mb", "budget_held", "limit"}.
+"lines", "wall_s", "lines_per_s", "peak_rss_mb", "budget_mb", "budget_held", "limit"},
+after a first line with what importing torch, Lightning and gperceiver costs alone
+(and `gperceiver info`'s peak), the floor under every training command.
 
 `peak_rss_mb` is the RSS summed over the command's process and its children,
 sampled every 50 ms (shared pages counted once per process, as the issue counts
@@ -113,6 +115,14 @@ def main() -> None:
         "impute": (["impute", runs / "pre" / "best.ckpt", store, "-o", runs / "imputed.zarr",
                     "--force", "-q"], args.samples),
     }
+    # what a command holds before it reads anything: Python, torch, Lightning, xarray
+    status, wall, peak = run(["info", str(store)], args.cgroup, folder / "info.log")
+    start = subprocess.run([sys.executable, "-c", "import resource, torch, lightning, "
+                            "gperceiver.fit; print(resource.getrusage(resource.RUSAGE_SELF)"
+                            ".ru_maxrss)"], capture_output=True, text=True, check=True)
+    print(json.dumps({"command": "imports", "peak_rss_mb": round(int(start.stdout) / 1024, 1),
+                      "info_peak_rss_mb": round(peak, 1), "info_wall_s": round(wall, 1)}),
+          flush=True)
     for name in args.commands.split(","):
         command, lines = commands[name]
         status, wall, peak = run([str(c) for c in command], args.cgroup,
