@@ -2,10 +2,13 @@
 
 - `schema`: every variable of the genotype store, the embedding store and the
   prediction dataset, declared once (dims, dtype);
-- `read`: opening a store as an indexed lazy `xarray.Dataset`, checked chunk reads;
+- `read`: opening a store as an indexed lazy `xarray.Dataset` (or a `StoreView`,
+  opened once and passed down), checked chunk reads;
 - `write`: creating, finishing, conforming and upgrading a store;
 - `frequencies`: allele counts, frequencies and missing rates (Dask);
 - `chunk_writer`: rows that arrive in order, written a whole chunk at a time.
+- `qc`: filters (MAF, missingness, samples, regions) as lazy selections or a new store;
+- `info`: the summary `gperceiver info` prints.
 
 `from gperceiver.store import open_store` and the other public names below load
 their module on first use, so importing `gperceiver.store.schema` stays light.
