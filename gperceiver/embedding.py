@@ -77,7 +77,7 @@ def embed(
         model = model.to(torch.device(device))
     except (RuntimeError, AssertionError) as e:
         raise UsageError(f"device '{device}' is not usable here ({e})") from None
-    labels = _labels(ds, ckpt, store, info.params)
+    labels = _labels(store, ckpt, info.params)
     n_samples = int(ds.sizes[schema.SAMPLES])
     shapes = {"sample_embedding": (n_samples, info.params.model.latent_dim)}
     if latents:
@@ -85,8 +85,8 @@ def embed(
                                     info.params.model.latent_dim)
     if out is None:
         arrays = {name: np.zeros(shape, DECLARED[name].dtype) for name, shape in shapes.items()}
-        arrays["variant_embedding"] = variant_embedding(model)
         encode_samples(model, store, arrays, batch_size, progress, SAMPLES_CHUNK)
+        arrays["variant_embedding"] = variant_embedding(model)
         return labels.assign({name: (DECLARED[name].dims, array)
                               for name, array in arrays.items()})
     with atomic_output(out, force) as tmp:
@@ -100,9 +100,9 @@ def embed(
     return xr.open_zarr(out)
 
 
-def _labels(ds: xr.Dataset, ckpt, store: StoreView, params) -> xr.Dataset:
+def _labels(store: StoreView, ckpt, params) -> xr.Dataset:
     """The store's sample and variant labels (loaded: they are small) and provenance."""
-    data = {}
+    ds, data = store.ds, {}
     for name in schema.EMBEDDING_LABELS:
         values = np.asarray(ds[name].values)
         if schema.is_string_dtype(values.dtype):

@@ -40,8 +40,7 @@ def encode_samples(model, store: Store, arrays: dict[str, Any], batch_size: int,
     `sample_embedding` (the latents' mean) and, when present, `sample_latents`."""
     loader = make_loader(store, "plain", batch_size=batch_size, prop_x=1.0, shuffle=False)
     device = next(model.parameters()).device
-    sink = ChunkWriter({name: (array, 0) for name, array in arrays.items()
-                        if name != "variant_embedding"}, rows_per_write)
+    sink = ChunkWriter({name: (array, 0) for name, array in arrays.items()}, rows_per_write)
     bar = progress_bar(len(loader.dataset.selected), "embed", "samples", progress)
     with torch.inference_mode():
         for batch in loader:

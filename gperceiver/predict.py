@@ -28,7 +28,7 @@ from gperceiver.model.heads import (
 )
 from gperceiver.outputs import prediction_values, write_predictions
 from gperceiver.runtime import reuse_freed_memory
-from gperceiver.store import Store, open_view, resolve, store_name
+from gperceiver.store import Store, resolve, store_name
 from gperceiver.train.checkpoint import (
     FINETUNE_KEY,
     ModelInfo,
@@ -115,12 +115,12 @@ class Predictor:
         reuse_freed_memory()
         p = self.info.params
         size = p.batch_size if batch_size is None else batch_size  # 0 is refused, not default
-        out = torch.from_numpy(head_outputs(self.model, self.head, store, batch_size=size,
-                                            seed=p.seed, samples=samples, progress=progress))
+        outputs = head_outputs(self.model, self.head, store, batch_size=size, seed=p.seed,
+                               samples=samples, progress=progress)
         objective = self.target.objective
         if objective == "regression":
-            predicted = out[..., 0].numpy() * self.target.scale + self.target.mean
-            return predicted.astype(np.float32), None
+            return self.target.regression_values(outputs), None
+        out = torch.from_numpy(outputs)
         predicted = head_predict(objective, out).numpy()
         predicted[np.isnan(out[..., 0].numpy())] = np.nan  # samples not asked for stay NaN
         return predicted, head_probabilities(objective, out).numpy()
@@ -138,7 +138,7 @@ def predict(
     predictor = Predictor.load(model)
     store = resolve(store)
     result = predictor.predict(store, batch_size=batch_size, progress=progress)
-    out = prediction_values(open_view(store)["sample_id"].values, predictor.target.blocks,
+    out = prediction_values(store.ds["sample_id"].values, predictor.target.blocks,
                             result.predicted, result.probability)
     if output is not None:
         write_predictions(out, output, force)

@@ -43,6 +43,11 @@ class Target:
                 "n_classes": self.n_classes, "mean": torch.as_tensor(self.mean),
                 "scale": torch.as_tensor(self.scale), "blocks": list(self.blocks)}
 
+    def regression_values(self, out: np.ndarray) -> np.ndarray:
+        """A regression head's outputs (samples, blocks, 1), standardised, back in the
+        responses' units: (samples, blocks) float32."""
+        return (out[..., 0] * self.scale + self.mean).astype(np.float32)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Target:
         return cls(str(d["objective"]), int(d["n_blocks"]), int(d["n_classes"]),

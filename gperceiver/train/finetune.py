@@ -339,13 +339,13 @@ def finetune(
         return done
     # How much of the Perceiver's residual to add, per block: least squares on the
     # validation lines (their offsets are out-of-sample), within [0, 1].
-    deep = None
+    checkpoint, deep = load_checkpoint(best), None
     if len(val_rows):
-        module.load_state_dict(load_checkpoint(best)["state_dict"])  # the best weights
+        module.load_state_dict(checkpoint["state_dict"])  # the best weights
         outputs = head_outputs(module.model.eval(), module.head.eval(), store,
                                batch_size=params.batch_size, seed=params.seed,
                                samples=val_rows, progress=progress, label="calibrate")
-        deep = (outputs[..., 0] * target.scale + target.mean).astype(np.float32)
+        deep = target.regression_values(outputs)
     deep_scale = _deep_scale(target_response, deep, val_mask)
     if deep is not None:
         done.validation_predictions = linear_held + deep_scale * deep
@@ -356,7 +356,8 @@ def finetune(
                                params.seed, out_of_fold_predictions=False, latents=latents)
         for fit_, mse in zip(linear.fits, inner, strict=True):
             fit_.inner_mse = mse
-    save_linear(best, linear, deep_scale, encoder_state if linear.uses_latents else None)
+    save_linear(best, checkpoint, linear, deep_scale,
+                encoder_state if linear.uses_latents else None)
     done.components = {
         "linear_interaction_theta": [f.theta for f in linear.fits],
         "linear_latent_phi": [f.phi for f in linear.fits],
@@ -383,11 +384,11 @@ def _deep_scale(residual: np.ndarray, deep: np.ndarray | None, val: np.ndarray) 
     return scale
 
 
-def save_linear(path: Path, linear: LinearPath, deep_scale: np.ndarray,
+def save_linear(path: Path, ckpt: dict[str, Any], linear: LinearPath, deep_scale: np.ndarray,
                 latent_encoder: dict[str, torch.Tensor] | None = None) -> None:
-    """Write the final linear path and the Perceiver's scale into a fit checkpoint, with
-    the pretrained encoder whose latents the path reads (finetuning changes the other)."""
-    ckpt = load_checkpoint(path)
+    """Write the final linear path and the Perceiver's scale into the fit checkpoint
+    `ckpt` (as read from `path`), with the pretrained encoder whose latents the path
+    reads (finetuning changes the other)."""
     ckpt[FINETUNE_KEY]["linear"] = linear.to_dict()
     ckpt[FINETUNE_KEY]["deep_scale"] = torch.as_tensor(deep_scale)
     if latent_encoder is not None:
