@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from math import comb
+from operator import sub
 
 import pytest
 import torch
 
 from gperceiver.model import FinetuneHead, GPerceiver, head_loss, head_predict
 from gperceiver.model.decoders import genotype_classes
-from gperceiver.model.embeddings import InputEmbedding
 from gperceiver.train.params import Params
 from tests.tiny_stores import one_torch_thread
 
@@ -91,27 +91,60 @@ def test_padded_copies_contribute_nothing_and_differ_from_missing():
     assert not torch.allclose(four.masked_logits(x, xi, yi), four.masked_logits(missing, xi, yi))
 
 
-@pytest.mark.parametrize("kind, combine, ploidy, locus", [
-    ("learned", "concat", 2, True), ("fourier", "add", 2, True), ("fourier", "concat", 4, True),
-    ("learned", "add", 1, True), ("learned", "concat", 2, False), ("fourier", "add", 6, False)])
-def test_factorised_projection_equals_projecting_embeddings(kind, combine, ploidy, locus):
+def dense_reference(cross, q, embed, x, xi):
+    """What `input_attention` computes, the plain way: keys and values of every
+    (sample, locus) embedding and scaled dot-product attention under a mask (a local
+    latent reads its run, an empty run reads everything, extra queries read all)."""
+    k, v = cross.to_kv(embed(x, xi)).chunk(2, -1)
+    mask = None
+    if cross.local is not None:
+        first, stop = cross.local.span(xi)
+        run = cross.local.of(xi).unsqueeze(1) - first  # (B, 1, L)
+        rows = torch.arange(q.shape[1]).view(1, -1, 1)
+        mask = (run == rows) | (rows >= stop - first)
+        mask = (mask | ~mask.any(-1, keepdim=True)).unsqueeze(1)
+
+    def split(t):
+        return t.unflatten(-1, (cross.heads, -1)).transpose(1, 2)
+
+    q = q.expand(len(x), -1, -1)
+    out = torch.nn.functional.scaled_dot_product_attention(split(q), split(k), split(v),
+                                                           attn_mask=mask)
+    return out.transpose(1, 2).flatten(-2)
+
+
+@pytest.mark.parametrize("kind, combine, ploidy, locus, local, heads, window", [
+    ("learned", "concat", 2, True, True, 1, False), ("fourier", "add", 2, True, True, 2, False),
+    ("fourier", "concat", 4, True, False, 2, False), ("learned", "add", 1, True, True, 1, True),
+    ("learned", "concat", 2, False, True, 1, False), ("fourier", "add", 6, False, False, 1, True),
+    ("learned", "concat", 2, True, True, 2, True)])
+def test_input_attention_is_attention_over_projected_embeddings(kind, combine, ploidy, locus,
+                                                                local, heads, window):
+    """From the tables alone, the same outputs and gradients as keys and values of
+    every input: scattered loci, a window, every locus, runs left empty (3 loci for 5
+    latents), and queries shared by the batch or not."""
+    from gperceiver.model.input_attention import input_attention
+
     model = make_model(ploidy, 3, position_embed_kind=kind, position_embed_combine=combine,
-                       locus_allele_embed=locus)
-    embed: InputEmbedding = model.embed
-    linear = model.iterations[0].cross.to_kv
-    x = tokens(3, 12, ploidy, 3)
-    x[0, 0, -1] = -1  # a padded copy
-    for xi in (loci(3, 12), torch.arange(7, 19).expand(3, -1)):  # anywhere; a window
-        direct = linear(embed(x, xi))
-        factorised = embed.project(linear, x, xi)
-        torch.testing.assert_close(factorised, direct)
-        # the same gradients reach every weight
-        g = torch.randn_like(direct)
-        weights = [w for w in [*embed.parameters(), *linear.parameters()] if w.requires_grad]
-        expected = torch.autograd.grad((direct * g).sum(), weights)
-        for got, want in zip(torch.autograd.grad((factorised * g).sum(), weights), expected,
-                             strict=True):
+                       locus_allele_embed=locus, local_latents=local,
+                       num_cross_attention_heads=heads, input_window=window)
+    cross, embed = model.iterations[0].cross, model.embed
+    weights = [w for w in [*embed.parameters(), *cross.to_kv.parameters()] if w.requires_grad]
+    for xi in (loci(3, 12), torch.arange(7, 19).expand(3, -1), torch.arange(V).expand(3, -1),
+               loci(3, 3)):
+        x = tokens(3, xi.shape[1], ploidy, 3)
+        x[0, 0, -1] = -1  # a padded copy
+        n_local = 5 if cross.local is None else -sub(*cross.local.span(xi))
+        for batch in (1, 3):
+            q = torch.randn(batch, n_local + 2, cross.to_q.out_features, requires_grad=True)
+            want = dense_reference(cross, q, embed, x, xi)
+            got = input_attention(q, cross.to_kv, embed, x, xi, cross.heads, cross.local)
             torch.testing.assert_close(got, want)
+            g = torch.randn_like(want)
+            expected = torch.autograd.grad((want * g).sum(), [q, *weights])
+            for a, b in zip(torch.autograd.grad((got * g).sum(), [q, *weights]), expected,
+                            strict=True):
+                torch.testing.assert_close(a, b)
 
 
 def test_each_sample_depends_on_itself_alone():
@@ -184,12 +217,9 @@ def test_windowed_local_latents_use_the_runs_a_window_spans():
     window = torch.arange(60, 80).unsqueeze(0)  # runs 2 and 3 of 4
     whole = Segments(4, 100)
     assert whole.span(window) == (0, 4)
-    mask = whole(4, window)[0]
-    assert mask[:2].all() and mask[2:].sum(-1).tolist() == [15, 5]  # 0, 1: none, read all
+    assert whole.of(window)[0].tolist() == [2] * 15 + [3] * 5
     segments = Segments(4, 100, windowed=True)
     assert segments.span(panel) == (0, 4) and segments.span(window) == (2, 4)
-    mask = segments(3, window)[0]  # latents 2 and 3, then one extra query
-    assert mask[0].tolist() == [True] * 15 + [False] * 5 and mask[2].all()
     decoder = segments.decoder_mask(torch.tensor([[60, 79]]), 2, window)[0, 0]
     assert decoder.tolist() == [[True, True], [True, True]]
     assert whole.decoder_mask(torch.tensor([[30]]), 4)[0, 0, 0].tolist() == [

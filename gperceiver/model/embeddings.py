@@ -10,12 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-
-# Largest number of (ordered) copy combinations per locus for which `project` builds
-# a per-locus table of every combination (one lookup per input locus).
-MAX_GENOTYPE_CODES = 32
 
 
 class AlleleEmbedding(nn.Module):
@@ -128,55 +123,3 @@ class InputEmbedding(nn.Module):
         if self.locus_alleles is not None:
             a = a + self.locus_alleles(alleles, index)
         return a + p if self.combine == "add" else torch.cat([a, p], -1)
-
-    def project(self, linear: nn.Linear, alleles: torch.Tensor,
-                index: torch.Tensor) -> torch.Tensor:
-        """`linear(self(alleles, index))`, computed without materialising embeddings.
-
-        The projection is linear, so it is applied once to the allele tables and to
-        the position embedding of every locus the batch spans (from its first to its
-        last locus: a window of the panel costs only its own loci), then looked up and
-        summed per input locus. With few copy combinations (diploid, biallelic: 4^2)
-        the sums are tabulated per locus and each input locus costs one row lookup.
-        This is what makes long inputs (10^4 loci) cheap on a CPU.
-        """
-        weight = linear.weight
-        a_dim = self.alleles.table.embedding_dim
-        w_a, w_p = (weight, weight) if self.combine == "add" else (
-            weight[:, :a_dim], weight[:, a_dim:])
-        allele_proj = self.alleles.table.weight @ w_a.T  # (T, out)
-        n_tokens = allele_proj.shape[0]
-        lo, hi = (int(index.min()), int(index.max()) + 1) if index.numel() else (0, 0)
-        index = index - lo  # rows of the spanned loci lo..hi-1
-        position_proj = self.position(torch.arange(lo, hi, device=index.device)) @ w_p.T
-        if linear.bias is not None:
-            position_proj = position_proj + linear.bias  # (S, out)
-        locus_proj = None
-        if self.locus_alleles is not None:
-            locus_proj = (self.locus_alleles.table.weight[lo * n_tokens:hi * n_tokens]
-                          @ w_a.T).view(hi - lo, n_tokens, -1)  # (S, T, out)
-        ploidy, states = alleles.shape[-1], n_tokens + 1  # a copy: padded or a token
-        if locus_proj is not None and states**ploidy <= MAX_GENOTYPE_CODES:
-            # A row per (locus, ordered copies): the whole input is one lookup. Codes
-            # read the copies as digits, the first copy most significant.
-            per_copy = torch.cat([torch.zeros_like(locus_proj[:, :1]),
-                                  locus_proj + allele_proj], 1)  # (S, states, out)
-            table = per_copy
-            for _ in range(ploidy - 1):
-                table = (table.unsqueeze(2) + per_copy.unsqueeze(1)).flatten(1, 2)
-            table = table + position_proj.unsqueeze(1)  # (S, codes, out)
-            weights = states ** torch.arange(ploidy - 1, -1, -1, device=index.device)
-            code = ((alleles + 1) * weights).sum(-1)
-            return F.embedding(index * states**ploidy + code, table.flatten(0, 1))
-
-        counts = torch.stack([(alleles == t).sum(-1) for t in range(n_tokens)], -1)
-        rows = F.embedding(index.flatten(), position_proj)
-        out = torch.addmm(rows, counts.flatten(0, 1).to(allele_proj.dtype), allele_proj)
-        out = out.view(*index.shape, -1)
-        if locus_proj is not None:
-            rows = self.locus_alleles.rows(alleles, index)
-            locus_proj = locus_proj.flatten(0, 1)
-            for copy in range(ploidy):
-                present = (alleles[..., copy] >= 0).unsqueeze(-1).to(out.dtype)
-                out = out + F.embedding(rows[..., copy], locus_proj) * present
-        return out

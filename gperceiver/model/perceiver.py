@@ -10,7 +10,6 @@ with `share_weights` every iteration after the first reuses the second's weights
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from gperceiver.model.attention import FeedForward, SelfLayer
@@ -23,15 +22,17 @@ from gperceiver.model.decoders import (
     genotype_classes,
 )
 from gperceiver.model.embeddings import InputEmbedding
+from gperceiver.model.input_attention import input_attention
 
 
 class Segments:
     """Latent i reads the i-th of `num_latents` contiguous runs of loci (store order).
 
-    Masks for local latents: the encoder's latent i attends only to input loci of its
-    segment (extra latents, e.g. finetuning queries, to all); a decoder query for
-    locus l reads the latents of l's segment and its two neighbours. Self-attention
-    among the latents stays global, so information still flows genome-wide.
+    For local latents: the encoder's latent i attends only to input loci of its
+    segment (extra latents, e.g. finetuning queries, to all; see `input_attention`);
+    a decoder query for locus l reads the latents of l's segment and its two
+    neighbours. Self-attention among the latents stays global, so information still
+    flows genome-wide.
     `windowed` (input_window pretraining): an input covering only part of the panel
     is read by the latents of the runs it spans alone (`span`), so a step costs the
     same however large the panel, and every latent keeps its own loci.
@@ -50,15 +51,6 @@ class Segments:
             return 0, self.n_latents
         return int(self.of(x_index.min())), int(self.of(x_index.max())) + 1
 
-    def __call__(self, n_queries: int, x_index: torch.Tensor) -> torch.Tensor:
-        """(B, n_queries, L) bool: which inputs each used latent (then each extra)
-        may read."""
-        first, stop = self.span(x_index)
-        seg = self.of(x_index).unsqueeze(1) - first  # (B, 1, L)
-        rows = torch.arange(n_queries, device=x_index.device).view(1, -1, 1)
-        allowed = (seg == rows) | (rows >= stop - first)
-        return allowed | ~allowed.any(-1, keepdim=True)  # an empty segment reads all
-
     def decoder_mask(self, y_index: torch.Tensor, n_keys: int,
                      x_index: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 1, Ly, n_keys) bool: the latents a query for each target locus reads,
@@ -73,7 +65,7 @@ class InputCross(nn.Module):
     """Latents cross-attend to the input loci, then a feed-forward layer.
 
     Keys and values are a linear projection of the raw input embedding (no input
-    LayerNorm), so `InputEmbedding.project` computes them from small tables.
+    LayerNorm), so `input_attention` computes from the embedding tables alone.
     """
 
     def __init__(self, p: ModelConfig, input_dim: int, dropout: float):
@@ -89,15 +81,8 @@ class InputCross(nn.Module):
 
     def forward(self, latents: torch.Tensor, embed: InputEmbedding, x_alleles: torch.Tensor,
                 x_index: torch.Tensor) -> torch.Tensor:
-        k, v = embed.project(self.to_kv, x_alleles, x_index).chunk(2, -1)
         q = self.to_q(self.norm(latents))
-
-        def split(x: torch.Tensor) -> torch.Tensor:
-            return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
-
-        mask = None if self.local is None else self.local(latents.shape[1], x_index).unsqueeze(1)
-        att = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask)
-        att = att.transpose(1, 2).flatten(-2)
+        att = input_attention(q, self.to_kv, embed, x_alleles, x_index, self.heads, self.local)
         return self.ff(latents + self.dropout(self.out(att)))
 
 
@@ -186,7 +171,7 @@ class GPerceiver(nn.Module):
             latents = latents[first:stop]
         if extra is not None:
             latents = torch.cat([latents, extra.to(latents.dtype)], 0)
-        latents = latents.unsqueeze(0).expand(x_alleles.shape[0], -1, -1)
+        latents = latents.unsqueeze(0)  # one for the batch until the inputs are read
         for i in range(self.config.num_encode_iters):
             iteration = self.iterations[min(i, len(self.iterations) - 1)]
             latents = iteration(latents, self.embed, x_alleles, x_index)

@@ -1,0 +1,109 @@
+"""What one training step of the Perceiver costs as the panel grows.
+
+For each --variants size, a child process builds a GPerceiver with the default
+architecture over that many diploid loci and times --steps steps of --batch samples
+(after one warm-up step), then reports its peak RSS. Two kinds of step:
+
+- "finetune": the latent head (3 blocks, regression) over every locus, with the
+  training's AdamW, as `fit` trains (item 2 of #20: lines/s at 100k markers);
+- "window": masked pretraining with `input_window` and prop_x giving --window loci
+  per sample, as `pretrain` trains on a huge panel (a step should cost the same at
+  10k as at 1M markers).
+
+Prints one JSON line per (kind, variants): {"kind", "variants", "batch", "loci_in",
+"ms_per_step", "lines_per_s", "peak_rss_mb", "threads"}. Run one kind at a time on
+a quiet machine; `--threads` pins torch's intra-op threads (default: all cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def one(kind: str, variants: int, batch: int, steps: int, window: int, threads: int) -> dict:
+    """Time `steps` steps of `kind` over `variants` loci in this process."""
+    import torch
+
+    from gperceiver.model import GPerceiver, ModelConfig
+    from gperceiver.model.heads import FinetuneHead
+    from gperceiver.runtime import flush_denormals, reuse_freed_memory
+    from gperceiver.train.params import Params
+    from gperceiver.train.pretrain import configure_adamw
+
+    flush_denormals()
+    reuse_freed_memory()
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    windowed = kind == "window"
+    config = ModelConfig(nalleles=3, ploidy=2, input_window=windowed)
+    position = torch.arange(variants, dtype=torch.float64)
+    contig = torch.zeros(variants, dtype=torch.long)
+    model = GPerceiver(config, position, contig, 1)
+    head = FinetuneHead("latent", config.latent_dim, config.feedforward_dim, 3)
+    optimiser = configure_adamw(torch.nn.ModuleList([model, head]), Params())[0][0]
+    loci = min(window, variants) if windowed else variants
+
+    def step() -> None:
+        x = torch.randint(1, 3, (batch, loci, 2), dtype=torch.int8)
+        if windowed:
+            start = int(torch.randint(0, variants - loci + 1, ()))
+            index = torch.arange(start, start + loci, dtype=torch.int32).expand(batch, -1)
+            y_index = index[:, torch.randperm(loci)[: max(1, loci // 10)]]
+            logits = model.masked_logits(x, index, y_index)
+            loss = logits.logsumexp(-1).mean()
+        else:
+            index = torch.arange(loci, dtype=torch.int32).expand(batch, -1)
+            loss = head(model, x, index).square().mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds = (time.perf_counter() - start) / steps
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"kind": kind, "variants": variants, "batch": batch, "loci_in": loci,
+            "ms_per_step": round(1000 * seconds, 1), "lines_per_s": round(batch / seconds, 1),
+            "peak_rss_mb": round(peak, 1), "threads": torch.get_num_threads()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", choices=("finetune", "window"), default="finetune")
+    parser.add_argument("--variants", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--window", type=int, default=4096,
+                        help="window: input loci per sample")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(one(args.kind, args.variants[0], args.batch, args.steps,
+                             args.window, args.threads)))
+        return
+    for variants in args.variants:
+        command = [sys.executable, __file__, "--child", "--kind", args.kind, "--variants",
+                   str(variants), "--batch", str(args.batch), "--steps", str(args.steps),
+                   "--window", str(args.window), "--threads", str(args.threads)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:
+            print(json.dumps({"kind": args.kind, "variants": variants,
+                              "error": done.stderr.strip().splitlines()[-1:]}))
+        else:
+            print(done.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    main()
