@@ -91,13 +91,13 @@ def kernel_r(kernel: np.ndarray, y: np.ndarray, cv: np.ndarray, folds: list[int]
 def rkhs(store: Path, phenos: Path, folds: list[int]) -> dict:
     """Gaussian-kernel RKHS (bandwidth = median squared distance per marker) per fold."""
     from gperceiver.data.phenotypes import read_phenotypes
-    from gperceiver.linear import read_dosages
+    from gperceiver.dosages import Dosages
     from gperceiver.store import open_store
 
     start = time.process_time()
     ds = open_store(store)
     freq = np.asarray(ds["variant_allele_frequency"].values, np.float64)
-    z = read_dosages(ds, np.arange(ds.sizes["samples"]), freq).astype(np.float64)
+    z = Dosages.read(ds, np.arange(ds.sizes["samples"]), freq).to_array().astype(np.float64)
     sq = (z * z).sum(1)
     dist = np.maximum(sq[:, None] + sq[None, :] - 2 * z @ z.T, 0) / z.shape[1]
     kernel = np.exp(-dist / np.median(dist[np.triu_indices_from(dist, 1)]))

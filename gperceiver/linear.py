@@ -39,7 +39,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import dask
 import numpy as np
 import torch
 import xarray as xr
@@ -48,11 +47,10 @@ from gperceiver.baseline import (
     MIN_TRAIN_ROWS,
     Spectral,
     blup,
-    centred_dosages,
     reml_lambda,
     restricted_loglik,
 )
-from gperceiver.errors import UsageError
+from gperceiver.dosages import Dosages, standardised_slab, variant_steps
 from gperceiver.store import schema
 
 REWEIGHTS = 2  # marker-variance updates before the final fit
@@ -62,38 +60,7 @@ TOP_LOCI = 1024  # columns whose pairwise interactions make K_e
 THETAS = (0.0, 0.1, 0.25, 0.5, 1.0)  # interaction variance / additive, chosen by REML
 PHIS = (0.0, 0.25, 0.5, 1.0, 2.0)  # latent-kernel variance / additive, chosen by REML
 INNER_FOLDS = 5
-MAX_DOSAGE_BYTES = 2 << 30  # the training lines' dosages are held in memory (float32)
-READ_BYTES = 64 << 20  # genotypes read per step when predicting
 PREDICT_ROWS = 4096  # samples per step of the interaction part's prediction
-
-
-def _variant_steps(ds: xr.Dataset, n_samples: int) -> list[tuple[int, int]]:
-    n_variants = int(ds.sizes[schema.VARIANTS])
-    per_variant = max(1, n_samples * int(ds.sizes[schema.PLOIDY]) * 4)
-    step = max(1, READ_BYTES // per_variant)
-    return [(lo, min(lo + step, n_variants)) for lo in range(0, n_variants, step)]
-
-
-def _read(ds: xr.Dataset, lo: int, hi: int, rows: np.ndarray | None) -> np.ndarray:
-    gt = ds["call_genotype"].data[lo:hi]
-    if rows is not None:
-        gt = gt[:, rows]
-    with dask.config.set(scheduler="threads"):
-        return np.asarray(gt.compute())
-
-
-def read_dosages(ds: xr.Dataset, rows: np.ndarray, freq: np.ndarray) -> np.ndarray:
-    """Standardised dosages (len(rows), variants x (alleles - 1)) of the samples `rows`."""
-    n_cols = int(ds.sizes[schema.VARIANTS]) * (freq.shape[1] - 1)
-    if len(rows) * n_cols * 4 > MAX_DOSAGE_BYTES:
-        raise UsageError(
-            f"the linear path holds the training lines' dosages in memory: {len(rows)} lines "
-            f"x {n_cols} columns is over {MAX_DOSAGE_BYTES >> 30} GB; set \"linear\": false "
-            "in --params, or filter markers first")
-    z = np.empty((len(rows), int(ds.sizes[schema.VARIANTS]), freq.shape[1] - 1), np.float32)
-    for lo, hi in _variant_steps(ds, len(rows)):
-        z[:, lo:hi] = centred_dosages(_read(ds, lo, hi, rows), freq[lo:hi], standardise=True)
-    return z.reshape(len(rows), -1)
 
 
 # ---------------------------------------------------------------- fitting
@@ -143,10 +110,12 @@ class MixedFit:
     fits: list[BlockFit]
     latent_effects: np.ndarray | None = None  # (blocks, features) on standardised latents
 
-    def predict_rows(self, z: np.ndarray, latent: np.ndarray | None = None) -> np.ndarray:
+    def predict_rows(self, z: Dosages | np.ndarray, latent: np.ndarray | None = None
+                     ) -> np.ndarray:
         """(rows, blocks) predictions of standardised dosages z (rows, columns) and, with
         a latent kernel, the rows' standardised latents."""
-        out = self.mu + z @ self.effects.T + self.interactions(z[:, self.top])
+        z = Dosages.standardised(z)
+        out = self.mu + z.dot(self.effects) + self.interactions(z.columns(self.top))
         return out + self.latent_part(latent)
 
     def latent_part(self, latent: np.ndarray | None) -> np.ndarray | float:
@@ -167,9 +136,11 @@ class MixedFit:
         return out
 
 
-def fit_rows(z: np.ndarray, y: np.ndarray, latent: np.ndarray | None = None) -> MixedFit:
+def fit_rows(z: Dosages | np.ndarray, y: np.ndarray, latent: np.ndarray | None = None
+             ) -> MixedFit:
     """Fit every block of y (rows, blocks; NaN = unobserved) on dosages z (rows, columns),
     with a latent kernel when the rows' standardised latents are given."""
+    z = Dosages.standardised(z)
     n, m = z.shape
     n_blocks = y.shape[1]
     observed = ~np.isnan(y)
@@ -181,7 +152,7 @@ def fit_rows(z: np.ndarray, y: np.ndarray, latent: np.ndarray | None = None) -> 
     w = np.ones(m, np.float32)
 
     def additive_kernel() -> tuple[np.ndarray, float]:
-        k = _kernel(z, z, w)
+        k = z.gram(w)
         return k, float(np.mean(np.diag(k))) or 1.0
 
     for _ in range(REWEIGHTS if fitted else 0):
@@ -189,12 +160,13 @@ def fit_rows(z: np.ndarray, y: np.ndarray, latent: np.ndarray | None = None) -> 
         for b in fitted:
             rows = observed[:, b]
             mu[b], alpha, _ = _solve(k[np.ix_(rows, rows)] / scale, y[rows, b])
-            effects[b] = w * (z[rows].T @ alpha.astype(np.float32)) / scale
+            effects[b] = w * z.t_dot(alpha, rows) / scale
         w = _reweighted([effects[b] for b in fitted])
 
     top = np.sort(np.argsort(-w, kind="stable")[:min(TOP_LOCI, m)])
     k_a, scale = additive_kernel() if fitted else (None, 1.0)
-    k_t = _kernel(z[:, top], z[:, top], w[top])
+    z_top = z.columns(top)
+    k_t = _kernel(z_top, z_top, w[top])
     top_norm = float(np.mean(np.diag(k_t))) or 1.0
     k_e = (k_t / top_norm) ** 2
     k_l, latent_norm = None, 1.0
@@ -219,13 +191,13 @@ def fit_rows(z: np.ndarray, y: np.ndarray, latent: np.ndarray | None = None) -> 
                 if found[2] > loglik:
                     phi, (mu[b], alpha, loglik) = candidate, found
             latent_effects[b] = phi * (latent[rows].T @ alpha.astype(np.float32)) / latent_norm
-        effects[b] = w * (z[rows].T @ alpha.astype(np.float32)) / scale
+        effects[b] = w * z.t_dot(alpha, rows) / scale
         epistatic[b, rows] = theta * alpha
         fits[b].theta, fits[b].phi = float(theta), float(phi)
     if latent_effects is not None and not latent_effects.any():
         latent_effects = None  # REML gave the latents no share: predict without them
     return MixedFit(mu, effects, top, (w[top] / top_norm).astype(np.float32),
-                    np.ascontiguousarray(z[:, top]), epistatic, fits, latent_effects)
+                    z_top, epistatic, fits, latent_effects)
 
 
 def inner_folds(n: int, seed: int, k: int = INNER_FOLDS) -> np.ndarray:
@@ -236,15 +208,15 @@ def inner_folds(n: int, seed: int, k: int = INNER_FOLDS) -> np.ndarray:
     return folds
 
 
-def out_of_fold(z: np.ndarray, y: np.ndarray, folds: np.ndarray,
+def out_of_fold(z: Dosages, y: np.ndarray, folds: np.ndarray,
                 latent: np.ndarray | None = None) -> np.ndarray:
     """Each row's prediction by the path fitted on the other folds' rows (rows, blocks)."""
     oof = np.full(y.shape, np.nan)
     for f in np.unique(folds):
         held = folds == f
         part = None if latent is None else latent[~held]
-        oof[held] = fit_rows(z[~held], y[~held], part).predict_rows(
-            z[held], None if latent is None else latent[held])
+        oof[held] = fit_rows(z.rows(~held), y[~held], part).predict_rows(
+            z.rows(held), None if latent is None else latent[held])
     return np.where(np.isnan(y), np.nan, oof)
 
 
@@ -300,8 +272,8 @@ class LinearPath:
         effects = self.fit.effects.reshape(len(self.fit.mu), -1, per_variant)
         out = np.tile(self.fit.mu, (n, 1)).astype(np.float64)
         x_top = np.zeros((n, len(self.fit.top)), np.float32)
-        for lo, hi in _variant_steps(ds, n):
-            z = centred_dosages(_read(ds, lo, hi, rows), self.freq[lo:hi], standardise=True)
+        for lo, hi in variant_steps(ds, n):
+            z = standardised_slab(ds, lo, hi, rows, self.freq)
             out += np.einsum("svc,bvc->sb", z, effects[:, lo:hi], dtype=np.float64)
             here = (self.fit.top >= lo * per_variant) & (self.fit.top < hi * per_variant)
             x_top[:, here] = z.reshape(n, -1)[:, self.fit.top[here] - lo * per_variant]
@@ -356,7 +328,7 @@ def fit_linear(ds: xr.Dataset, response: np.ndarray, rows: np.ndarray, seed: int
     (standardised over all of them: genotypes only, no phenotype).
     """
     freq = np.asarray(ds["variant_allele_frequency"].values, np.float64)
-    z = read_dosages(ds, rows, freq)
+    z = Dosages.read(ds, rows, freq)
     y = response[rows]
     x, mean, inv = (None, None, None) if latents is None else standardised(latents)
     x_rows = None if x is None else np.ascontiguousarray(x[rows])
@@ -369,3 +341,4 @@ def fit_linear(ds: xr.Dataset, response: np.ndarray, rows: np.ndarray, seed: int
             block.inner_mse = float(np.mean((oof[seen, b] - y[seen, b]) ** 2)) if seen.any() \
                 else None
     return LinearPath(fit, freq, mean, inv), oof
+

@@ -13,9 +13,10 @@ from benchmarks.panels import simulate, write_panel
 from gperceiver.baseline import run_gblup
 from gperceiver.converters.tsv import convert_tsv
 from gperceiver.data.phenotypes import held_out_split, read_phenotypes
+from gperceiver.dosages import Dosages
 from gperceiver.errors import ExitCode
 from gperceiver.fit import fit
-from gperceiver.linear import LinearPath, fit_linear, fit_rows, read_dosages, standardised
+from gperceiver.linear import LinearPath, fit_linear, fit_rows, standardised
 from gperceiver.predict import predict
 from gperceiver.store import open_store
 from gperceiver.train.checkpoint import load_checkpoint
@@ -71,7 +72,7 @@ def test_linear_path_picks_out_a_large_effect_locus(tmp_path):
     assert np.corrcoef(oof[:, 0], response[rows, 0])[0, 1] > 0.8
     assert path.fits[0].theta == 0.0 and path.fits[0].inner_mse < 0.5 * response[rows].var()
     # predicting the store reproduces the fit on its own rows
-    z = read_dosages(ds, rows, path.freq)
+    z = Dosages.read(ds, rows, path.freq)
     np.testing.assert_allclose(path.predict(ds)[rows], path.fit.predict_rows(z), atol=1e-4)
     # a checkpoint written before the interaction part (additive effects alone) still loads
     saved = path.to_dict()

@@ -46,6 +46,17 @@ def test_imputation_beats_the_most_frequent_genotype(founders, tmp_path):
     assert not np.isnan(out["variant_allele_frequency"].values).any()
 
 
+def test_missing_loci_decoded_a_run_at_a_time_fill_the_same(founders, tmp_path, monkeypatch):
+    """The decoder reads a few missing loci at a time (memory); the calls are the same."""
+    from gperceiver import impute as module
+
+    store, ckpt, _, _ = founders
+    whole = impute(ckpt, store, tmp_path / "whole.zarr", progress=False)
+    monkeypatch.setattr(module, "DECODE_LOCI", 2)
+    runs = impute(ckpt, store, tmp_path / "runs.zarr", progress=False)
+    np.testing.assert_array_equal(runs["call_genotype"].values, whole["call_genotype"].values)
+
+
 def test_a_model_pretrained_on_windows_imputes_window_by_window(founders, tmp_path):
     """input_window: pretraining sees contiguous windows of 3/4 of the loci (read by
     6 of 8 local latents), and imputation slides such windows over the panel; it

@@ -1,0 +1,149 @@
+"""Standardised dosages of training lines, held as the int8 allele counts they come from.
+
+The marker path (`gperceiver.linear`) multiplies the training lines' standardised
+dosages many times over (kernels, effects, out-of-fold fits). As float32 they
+take 4 bytes per line and column (0.8 GB for 2,000 lines x 100,000 markers, and
+as much again for each inner fold's copy); held as int8 counts, a quarter of
+that, and every product turns one slab of columns at a time (SLAB_BYTES) into
+float32. The values are exactly `baseline.centred_dosages(..., standardise=True)`.
+"""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+import xarray as xr
+
+from gperceiver.baseline import centred_dosages
+from gperceiver.errors import UsageError
+from gperceiver.store import schema
+
+SLAB_BYTES = 64 << 20  # float64 working memory per slab of columns, and genotypes per read
+MAX_BYTES = 2 << 30  # the training lines' counts are held in memory (int8)
+
+
+def variant_steps(ds: xr.Dataset, n_samples: int) -> list[tuple[int, int]]:
+    """Runs of variants whose genotypes of `n_samples` lines, widened, fit SLAB_BYTES."""
+    n_variants = int(ds.sizes[schema.VARIANTS])
+    per_variant = max(1, n_samples * int(ds.sizes[schema.PLOIDY]) * 4)
+    step = max(1, SLAB_BYTES // per_variant)
+    return [(lo, min(lo + step, n_variants)) for lo in range(0, n_variants, step)]
+
+
+def read_slab(ds: xr.Dataset, lo: int, hi: int, rows: np.ndarray | None) -> np.ndarray:
+    """Genotypes (hi - lo, samples, ploidy) of variants lo..hi-1, of `rows` only if given."""
+    gt = ds["call_genotype"].data[lo:hi]
+    if rows is not None:
+        gt = gt[:, rows]
+    with dask.config.set(scheduler="threads"):
+        return np.asarray(gt.compute())
+
+
+class Dosages:
+    """Z (rows, columns), columns (variant, allele - 1) flattened:
+    Z[:, j] = (count_j - copies x p_j) x inv_j, and 0 for a missing call.
+
+    Held as int8 `counts` (-1: missing) and, where ploidy varies, int8 `copies`;
+    or, from `standardised`, as the float32 values themselves (simulations, tests).
+    """
+
+    def __init__(self, counts: np.ndarray, copies: np.ndarray | None, ploidy: int,
+                 p: np.ndarray | None, inv: np.ndarray | None):
+        self.counts, self.copies, self.ploidy, self.p, self.inv = counts, copies, ploidy, p, inv
+
+    @classmethod
+    def standardised(cls, z: np.ndarray | Dosages) -> Dosages:
+        """Dosages already standardised, as an array (rows, columns)."""
+        if isinstance(z, Dosages):
+            return z
+        return cls(np.asarray(z, np.float32), None, 0, None, None)
+
+    @classmethod
+    def read(cls, ds: xr.Dataset, rows: np.ndarray, freq: np.ndarray) -> Dosages:
+        """The lines `rows` of a store, centred by the allele frequencies `freq`."""
+        n_variants, ploidy = int(ds.sizes[schema.VARIANTS]), int(ds.sizes[schema.PLOIDY])
+        per_variant = freq.shape[1] - 1
+        if len(rows) * n_variants * per_variant > MAX_BYTES:
+            raise UsageError(
+                f"the linear path holds the training lines' genotypes in memory: {len(rows)} "
+                f"lines x {n_variants * per_variant} columns is over {MAX_BYTES >> 30} GB; set "
+                "\"linear\": false in --params, or filter markers first")
+        counts = np.empty((len(rows), n_variants, per_variant), np.int8)
+        copies = None
+        for lo, hi in variant_steps(ds, len(rows)):
+            gt = read_slab(ds, lo, hi, rows).transpose(1, 0, 2)  # (rows, variants, ploidy)
+            missing = (gt == schema.MISSING).any(-1)
+            for a in range(per_variant):
+                counts[:, lo:hi, a] = np.where(missing, -1, (gt == a + 1).sum(-1))
+            padded = gt == schema.FILL
+            if padded.any() and copies is None:
+                copies = np.full((len(rows), n_variants), ploidy, np.int8)
+            if copies is not None:
+                copies[:, lo:hi] = ploidy - padded.sum(-1)
+        p = np.nan_to_num(np.asarray(freq, np.float64))[:, 1:].reshape(-1)
+        sd = np.sqrt(ploidy * p * (1.0 - p))
+        inv = np.divide(1.0, sd, out=np.zeros_like(sd), where=sd > 1e-6)
+        if copies is not None:
+            copies = np.repeat(copies, per_variant, axis=1)
+        return cls(counts.reshape(len(rows), -1), copies, ploidy, p, inv)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.counts.shape
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def rows(self, which: np.ndarray) -> Dosages:
+        """The lines `which` (indices or a boolean mask)."""
+        copies = None if self.copies is None else self.copies[which]
+        return Dosages(self.counts[which], copies, self.ploidy, self.p, self.inv)
+
+    def columns(self, which: np.ndarray | slice) -> np.ndarray:
+        """Z[:, which] as float32."""
+        counts = self.counts[:, which]
+        if self.p is None:
+            return np.array(counts, np.float32)
+        copies = self.ploidy if self.copies is None else self.copies[:, which]
+        z = ((counts - copies * self.p[which]) * self.inv[which]).astype(np.float32)
+        z[counts < 0] = 0.0
+        return z
+
+    def to_array(self) -> np.ndarray:
+        """All of Z as float32 (rows, columns)."""
+        return self.columns(slice(None))
+
+    def slabs(self):
+        """(lo, hi, Z[:, lo:hi]) over the columns, a slab at a time."""
+        width = max(1, SLAB_BYTES // (8 * max(1, len(self))))
+        for lo in range(0, self.shape[1], width):
+            hi = min(lo + width, self.shape[1])
+            yield lo, hi, self.columns(slice(lo, hi))
+
+    def gram(self, w: np.ndarray) -> np.ndarray:
+        """Z diag(w) Z' (rows, rows), float64."""
+        k = np.zeros((len(self), len(self)))
+        for lo, hi, z in self.slabs():
+            k += (z * w[lo:hi]) @ z.T
+        return k
+
+    def t_dot(self, alpha: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Z[rows]' alpha (columns,) float32, over every line when `rows` is None."""
+        alpha = np.asarray(alpha, np.float32)
+        out = np.empty(self.shape[1], np.float32)
+        for lo, hi, z in self.slabs():
+            out[lo:hi] = (z if rows is None else z[rows]).T @ alpha
+        return out
+
+    def dot(self, effects: np.ndarray) -> np.ndarray:
+        """Z effects' (rows, blocks) float64, for effects (blocks, columns)."""
+        out = np.zeros((len(self), len(effects)))
+        for lo, hi, z in self.slabs():
+            out += z @ effects[:, lo:hi].T
+        return out
+
+
+def standardised_slab(ds: xr.Dataset, lo: int, hi: int, rows: np.ndarray | None,
+                      freq: np.ndarray) -> np.ndarray:
+    """Z (samples, hi - lo, alleles - 1) float32 of variants lo..hi-1 (of `rows` if given)."""
+    return centred_dosages(read_slab(ds, lo, hi, rows), freq[lo:hi], standardise=True)
