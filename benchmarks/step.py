@@ -6,6 +6,8 @@ architecture over that many diploid loci and times --steps steps of --batch samp
 
 - "finetune": the latent head (3 blocks, regression) over every locus, with the
   training's AdamW, as `fit` trains (item 2 of #20: lines/s at 100k markers);
+- "masked": masked pretraining with the default params (every locus an input, a
+  tenth of them targets, hidden as missing), as `pretrain` trains;
 - "window": masked pretraining with `input_window` and prop_x giving --window loci
   per sample, as `pretrain` trains on a huge panel (a step should cost the same at
   10k as at 1M markers).
@@ -54,7 +56,13 @@ def one(kind: str, variants: int, batch: int, steps: int, window: int, threads: 
 
     def step() -> None:
         x = torch.randint(1, 3, (batch, loci, 2), dtype=torch.int8)
-        if windowed:
+        if kind == "masked":
+            index = torch.arange(loci, dtype=torch.int32).expand(batch, -1)
+            y_index = torch.stack([torch.randperm(loci)[: loci // 10].sort().values
+                                   for _ in range(batch)])
+            x.scatter_(1, y_index.long().unsqueeze(-1).expand(-1, -1, 2), 0)
+            loss = model.masked_logits(x, index, y_index).logsumexp(-1).mean()
+        elif windowed:
             start = int(torch.randint(0, variants - loci + 1, ()))
             index = torch.arange(start, start + loci, dtype=torch.int32).expand(batch, -1)
             y_index = index[:, torch.randperm(loci)[: max(1, loci // 10)]]
@@ -80,7 +88,7 @@ def one(kind: str, variants: int, batch: int, steps: int, window: int, threads: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kind", choices=("finetune", "window"), default="finetune")
+    parser.add_argument("--kind", choices=("finetune", "masked", "window"), default="finetune")
     parser.add_argument("--variants", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=3)

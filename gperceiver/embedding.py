@@ -36,6 +36,7 @@ from gperceiver import __version__
 from gperceiver.atomic import atomic_output, check_writable
 from gperceiver.encode import encode_samples
 from gperceiver.errors import UsageError
+from gperceiver.memory import inference_batch
 from gperceiver.store import Store, StoreView, resolve, schema, store_name
 from gperceiver.store.write import FLOAT_COMPRESSOR, ZARR_FORMAT
 
@@ -54,18 +55,18 @@ def embed(
     device: str = "cpu",
     force: bool = False,
     progress: bool = False,
+    memory: str | int | None = None,
 ) -> xr.Dataset:
     """Embed every sample and locus of `store` with the encoder of checkpoint `ckpt`.
 
     `ckpt` is a pretraining or fit checkpoint, or a run folder (its best.ckpt, else
-    last.ckpt). `device`: a torch device ("cpu", "cuda", ...).
+    last.ckpt). `device`: a torch device ("cpu", "cuda", ...). `memory`: a budget
+    ("2GB"; default: half the free memory) that caps the batch size.
     """
     import torch
 
     from gperceiver.train.checkpoint import checkpoint_path, load_model
 
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
     if out is not None:
         check_writable(out, force)
     store = resolve(store)  # opened once: checked, labelled and read from this
@@ -73,6 +74,8 @@ def embed(
     ckpt = checkpoint_path(ckpt)
     model, info, _ = load_model(ckpt)
     info.check_store(ds, store_name(store))
+    batch_size = inference_batch(memory, n_loci=int(ds.sizes[schema.VARIANTS]),
+                                 batch_size=batch_size)
     try:
         model = model.to(torch.device(device))
     except (RuntimeError, AssertionError) as e:

@@ -72,7 +72,8 @@ def fit(
     ds, wanted = store.ds, done.rows
 
     result = Predictor.load(done.best).predict(store, samples=wanted, progress=progress,
-                                               latents=done.latents)
+                                               latents=done.latents,
+                                               memory=training.get("memory"))
     objective = done.params.objective
     preds = predictions_dataset(done.phenos, result.predicted, result.probability)
     held = preds

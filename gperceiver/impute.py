@@ -23,6 +23,7 @@ from gperceiver.atomic import atomic_output, check_writable
 from gperceiver.data.loader import make_loader
 from gperceiver.data.tasks import task_sizes
 from gperceiver.errors import InputFormatError
+from gperceiver.memory import inference_batch
 from gperceiver.store import open_store, open_view, schema, store_name
 from gperceiver.store.chunk_writer import ChunkWriter
 from gperceiver.store.write import create_store, finish_store
@@ -100,8 +101,10 @@ def impute(
     force: bool = False,
     progress: bool = True,
     num_workers: int = 0,
+    memory: str | int | None = None,
 ) -> xr.Dataset:
-    """Write `out_store`: `store` with missing calls imputed by the model in `ckpt`."""
+    """Write `out_store`: `store` with missing calls imputed by the model in `ckpt`.
+    `memory`: a budget ("2GB"; default: half the free memory) that caps the batch size."""
     model, info, _ = load_model(ckpt)
     if info.task != "masked":  # only masked pretraining trains the read-outs used here
         raise InputFormatError(ckpt, f"a {info.task} checkpoint; imputation needs one from "
@@ -111,13 +114,15 @@ def impute(
     check_writable(out_store, force)
     n_samples = int(ds.sizes[schema.SAMPLES])
     v_chunk, s_chunk = (int(c) for c in ds["call_genotype"].data.chunksize[:2])
-    loader = make_loader(store, "plain", batch_size=batch_size, shuffle=False, prop_x=1.0,
-                         num_workers=num_workers)
     window = None
     trained = info.params
     if trained.model.input_window and trained.prop_x < 1:  # as in pretraining
         window = task_sizes("masked", int(ds.sizes[schema.VARIANTS]), trained.prop_x,
                             trained.prop_y)[0]
+    batch_size = inference_batch(memory, n_loci=window or int(ds.sizes[schema.VARIANTS]),
+                                 batch_size=batch_size)
+    loader = make_loader(store, "plain", batch_size=batch_size, shuffle=False, prop_x=1.0,
+                         num_workers=num_workers)
     attrs = {k: v for k, v in ds.attrs.items() if k not in ("ploidy", "n_alleles")}
     attrs.update(imputed_with=Path(ckpt).name)
     with atomic_output(out_store, force) as tmp:

@@ -19,6 +19,7 @@ import xarray as xr
 from gperceiver.encode import encode_latents, head_outputs
 from gperceiver.errors import InputFormatError
 from gperceiver.linear import LinearPath
+from gperceiver.memory import inference_batch
 from gperceiver.model.heads import (
     FinetuneHead,
     Target,
@@ -28,7 +29,7 @@ from gperceiver.model.heads import (
 )
 from gperceiver.outputs import prediction_values, write_predictions
 from gperceiver.runtime import reuse_freed_memory
-from gperceiver.store import Store, resolve, store_name
+from gperceiver.store import Store, resolve, schema, store_name
 from gperceiver.train.checkpoint import (
     FINETUNE_KEY,
     ModelInfo,
@@ -87,23 +88,27 @@ class Predictor:
 
     def predict(self, store: Store, *,
                 samples: np.ndarray | None = None, batch_size: int | None = None,
-                latents: np.ndarray | None = None, progress: bool = True) -> Prediction:
+                latents: np.ndarray | None = None, progress: bool = True,
+                memory: str | int | None = None) -> Prediction:
         """Predict every sample of `store` (or those at `samples`, the others NaN).
 
         With a marker path: its prediction plus the Perceiver's, scaled per block.
         `latents`: the pretrained encoder's latents of every sample, when the caller
-        has them already (else encoded here when the path reads them).
+        has them already (else encoded here when the path reads them). `memory`: a
+        budget ("2GB") that caps the batch size (`gperceiver.memory.inference_batch`).
         """
         store = resolve(store)
         ds = store.ds
         self.info.check_store(ds, store_name(store))
+        asked = self.info.params.batch_size if batch_size is None else batch_size
+        batch_size = inference_batch(memory, n_loci=int(ds.sizes[schema.VARIANTS]),
+                                     batch_size=asked)
         deep, probs = self.predict_encoder(store, batch_size=batch_size, progress=progress,
                                            samples=samples)
         if self.linear is None:
             return Prediction(deep, probs, None)
         if self.linear.uses_latents and latents is None:
-            latents = encode_latents(self.latent_model, store,
-                                     batch_size=batch_size or self.info.params.batch_size)
+            latents = encode_latents(self.latent_model, store, batch_size=batch_size)
         linear = self.linear.predict(ds, latents, samples)
         return Prediction(linear + self.deep_scale * deep, probs, linear)
 
@@ -130,14 +135,16 @@ def predict(
     model: str | os.PathLike, store: Store,
     output: str | os.PathLike | None = None,
     *, batch_size: int | None = None, force: bool = False, progress: bool = True,
+    memory: str | int | None = None,
 ) -> xr.Dataset:
     """Predict every sample of `store` for every block; write a TSV when `output` is given.
+    `memory`: a budget ("2GB"; default: half the free memory) that caps the batch size.
 
     Returns a Dataset (samples, blocks) with `predicted` (and `probability`).
     """
     predictor = Predictor.load(model)
     store = resolve(store)
-    result = predictor.predict(store, batch_size=batch_size, progress=progress)
+    result = predictor.predict(store, batch_size=batch_size, progress=progress, memory=memory)
     out = prediction_values(store.ds["sample_id"].values, predictor.target.blocks,
                             result.predicted, result.probability)
     if output is not None:

@@ -190,8 +190,11 @@ def test_cli_fit_predict_pretrained(example_store, tmp_path):
     components = json.loads((tmp_path / "fit" / "metrics.json").read_text())["components"]
     assert len(components["linear_latent_phi"]) == 2  # the latent kernel was offered
     out = tmp_path / "new.tsv"
-    pred = run_cli("predict", tmp_path / "fit", example_store, "-o", out, env=ONE_THREAD)
+    # a budget too small for even one sample's activations: batches of one, said so
+    pred = run_cli("predict", tmp_path / "fit", example_store, "-o", out, "--memory", "1000",
+                   env=ONE_THREAD)
     assert pred.returncode == 0, pred.stderr
+    assert "note: memory budget 1 KB: batches of 1 sample (about" in pred.stderr
     new = pd.read_csv(out, sep="\t")
     old = pd.read_csv(tmp_path / "fit" / "predictions.tsv", sep="\t")
     merged = new.merge(old, on=["name", "block"])

@@ -9,11 +9,14 @@ import pytest
 from gperceiver.data.loader import make_loader
 from gperceiver.errors import ExitCode, UsageError
 from gperceiver.memory import (
+    INFERENCE_SHARE,
     LOADER_SHARE,
+    LOCUS_BYTES,
     MAX_SHUFFLE_BUFFER,
     available_bytes,
     budget_bytes,
     parse_size,
+    plan_batch,
     plan_loader,
 )
 from tests.conftest import run_cli
@@ -54,6 +57,15 @@ def test_the_loader_share_is_split_over_its_processes():
     assert "below it" in tight.describe()
 
 
+def test_inference_batches_fit_their_share_of_the_budget():
+    per_sample = 10_000 * LOCUS_BYTES
+    budget = int(5.5 * per_sample / INFERENCE_SHARE)
+    assert plan_batch(budget, n_loci=10_000, batch_size=64).batch_size == 5
+    assert not plan_batch(budget, n_loci=10_000, batch_size=3).reduced
+    tiny = plan_batch(1000, n_loci=10_000, batch_size=16)
+    assert tiny.batch_size == 1 and tiny.reduced and "over the share" in tiny.describe()
+
+
 def test_a_budget_shrinks_the_shuffle_buffer_and_every_sample_still_comes_once(tmp_path):
     store = tmp_path / "wide.zarr"
     founder_store(store, n_samples=120, n_variants=4000)
@@ -85,3 +97,10 @@ def test_pretrain_says_what_its_budget_chose_and_refuses_a_bad_one(tmp_path):
     assert not (tmp_path / "bad").exists()
     quiet = run_cli("pretrain", store, "-o", tmp_path / "default", *tiny, env=ONE_THREAD)
     assert quiet.returncode == 0 and "memory budget" not in quiet.stderr  # nothing bound
+    # embed and impute cut their batches to the budget, and say so
+    for command, out in (("embed", "e.zarr"), ("impute", "i.zarr")):
+        proc = run_cli(command, tmp_path / "run" / "best.ckpt", store, "-o", tmp_path / out,
+                       "--memory", "50KB", "-q", env=ONE_THREAD)
+        assert proc.returncode == 0, proc.stderr
+        assert "note: memory budget 50 KB: batches of 2 samples" in proc.stderr, command
+        assert (tmp_path / out).exists()

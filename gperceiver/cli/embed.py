@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from gperceiver.cli.training import add_memory_flag
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -27,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also write every latent vector (num_latents times larger)")
     p.add_argument("--batch-size", type=int, default=64, metavar="N",
                    help="samples encoded at once")
+    add_memory_flag(p, "the batches (smaller when a batch would not fit)")
     p.add_argument("--device", default="auto",
                    help="torch device: auto (cuda when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--force", action="store_true", help="replace an existing output")
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     emb = embed(
         args.checkpoint, args.store, args.output, latents=args.latents,
-        batch_size=args.batch_size, device=device, force=args.force,
+        batch_size=args.batch_size, device=device, force=args.force, memory=args.memory,
         progress=not args.quiet and sys.stderr.isatty(),
     )
     sizes = ", ".join(f"{k} {v}" for k, v in emb.sizes.items() if k != "contigs")

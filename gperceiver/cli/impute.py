@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from gperceiver.cli.training import add_memory_flag
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -19,18 +21,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("store", metavar="STORE", help="genotype store (Zarr)")
     p.add_argument("-o", "--output", required=True, metavar="OUT_STORE", help="store to write")
     p.add_argument("--batch-size", type=int, default=16, help="samples per batch")
+    add_memory_flag(p, "the batches (smaller when a batch would not fit)")
     p.add_argument("--force", action="store_true", help="replace an existing output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:
-    from gperceiver.errors import UsageError
     from gperceiver.impute import impute
 
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     out = impute(args.checkpoint, args.store, args.output, batch_size=args.batch_size,
-                 force=args.force, progress=not args.quiet)
+                 force=args.force, progress=not args.quiet, memory=args.memory)
     print(f"imputed {out.sizes['samples']} samples x {out.sizes['variants']} variants "
           f"into {args.output}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gperceiver.cli.training import show_progress
+from gperceiver.cli.training import add_memory_flag, show_progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default=None, metavar="FILE",
                    help="TSV to write (default: standard output)")
     p.add_argument("--batch-size", type=int, default=None, help="samples per batch")
+    add_memory_flag(p, "the batches (smaller when a batch would not fit)")
     p.add_argument("--force", action="store_true", help="replace an existing output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> None:
     if args.output is not None:
         check_writable(args.output, args.force)
     preds = predict(args.model, args.store, args.output, batch_size=args.batch_size,
-                    force=args.force, progress=show_progress(args.quiet))
+                    force=args.force, progress=show_progress(args.quiet), memory=args.memory)
     if args.output is None:
         print_predictions(preds, sys.stdout)
     else:

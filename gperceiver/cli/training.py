@@ -23,11 +23,15 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="Lightning accelerator: auto, cpu, gpu, ...")
     p.add_argument("--devices", default="auto", help="Lightning devices: auto, N or a list")
     p.add_argument("--num-nodes", type=int, default=1, help="machines (multi-node DDP)")
-    p.add_argument("--memory", default=None, metavar="SIZE",
-                   help="memory budget, e.g. 2GB or 1.5GiB: sizes the loader's shuffle "
-                   "buffer and prefetched batches, and says what it chose [half the free "
-                   "memory]")
+    add_memory_flag(p, "the loader's shuffle buffer and prefetched batches")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def add_memory_flag(p: argparse.ArgumentParser, sizes: str) -> None:
+    """--memory SIZE: the budget, and what it sizes in this command."""
+    p.add_argument("--memory", default=None, metavar="SIZE",
+                   help=f"memory budget, e.g. 2GB or 1.5GiB: sizes {sizes}, and says what "
+                   "it chose [half the free memory]")
 
 
 def training_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from gperceiver.model.attention import FeedForward, SelfLayer
 from gperceiver.model.config import ModelConfig
@@ -23,6 +24,26 @@ from gperceiver.model.decoders import (
 )
 from gperceiver.model.embeddings import InputEmbedding
 from gperceiver.model.input_attention import input_attention
+
+DECODE_ROWS = 32_768  # (sample, target) pairs a decoder reads at once
+
+
+def _in_runs(decode, y_index: torch.Tensor, mask: torch.Tensor | None,
+             *latents: torch.Tensor) -> torch.Tensor:
+    """`decode(*latents, targets, mask)` over runs of targets of DECODE_ROWS (sample,
+    target) pairs: targets are decoded independently, so this is the same result; while
+    training, each run's activations are recomputed in the backward pass instead of
+    kept (checkpointing), so a step holds one run's, however many loci are targets."""
+    step = max(1, DECODE_ROWS // max(1, y_index.shape[0]))
+    if y_index.shape[1] <= step:
+        return decode(*latents, y_index, mask)
+    outs = []
+    for lo in range(0, y_index.shape[1], step):
+        part = (*latents, y_index[:, lo:lo + step],
+                None if mask is None else mask[:, :, lo:lo + step])
+        outs.append(checkpoint(decode, *part, use_reentrant=False)
+                    if torch.is_grad_enabled() else decode(*part))
+    return torch.cat(outs, 1)
 
 
 class Segments:
@@ -189,7 +210,8 @@ class GPerceiver(nn.Module):
         from inputs at `x_index` (None: every locus)."""
         y_index = y_index.long()
         mask = self._decoder_mask(latents, y_index, x_index)
-        return self.masked(latents, y_index, self.classes, mask)
+        return _in_runs(lambda lat, idx, m: self.masked(lat, idx, self.classes, m),
+                        y_index, mask, latents)
 
     def _decoder_mask(self, latents: torch.Tensor, y_index: torch.Tensor,
                       x_index: torch.Tensor | None):
@@ -220,7 +242,7 @@ class GPerceiver(nn.Module):
         flat = self.encode(x_alleles.flatten(0, 1), x_index.repeat_interleave(2, 0))
         latents = flat.view(b, 2, *flat.shape[1:])
         mask = self._decoder_mask(latents[:, 0], y_index, x_index)
-        shared = self.contrastive(latents[:, 0], latents[:, 1], y_index, mask)
+        shared = _in_runs(self.contrastive, y_index, mask, latents[:, 0], latents[:, 1])
         if not alleles:
             return shared, None
         masked = self.decode_masked(flat, y_index.repeat_interleave(2, 0),
