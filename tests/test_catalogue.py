@@ -317,7 +317,7 @@ def cases(w) -> dict[str, Case]:
         "predict: random bytes for a checkpoint": Case(
             ["predict", w.noise, s, "-o", o], FORMAT, ["noise.ckpt"], o),
         "predict: --batch-size 0": Case(
-            ["predict", w.fit, s, "-o", o, "--batch-size", "0"], USAGE, ["batch size"], o),
+            ["predict", w.fit, s, "-o", o, "--batch-size", "0"], USAGE, ["--batch-size must be >= 1"], o),
         "predict: output exists": Case(
             ["predict", w.fit, s, "-o", w.exists_file], WRITE, ["exists.tsv"], w.exists_file),
         # embed
