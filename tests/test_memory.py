@@ -85,11 +85,15 @@ def test_pretrain_says_what_its_budget_chose_and_refuses_a_bad_one(tmp_path):
     store = tmp_path / "s.zarr"
     founder_store(store, n_samples=64, n_variants=48)
     tiny = ["--epochs", "1", "--batch-size", "8", "-q"]
-    proc = run_cli("pretrain", store, "-o", tmp_path / "run", "--memory", "2MB", *tiny,
+    proc = run_cli("pretrain", store, "-o", tmp_path / "run", "--memory", "900KB", *tiny,
                    env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr
-    note = next(line for line in proc.stderr.splitlines() if "memory budget" in line)
-    assert note.startswith("gperceiver: note: memory budget 2 MB: a shuffle buffer of ")
+    notes = [line for line in proc.stderr.splitlines() if "memory budget" in line]
+    assert notes[0].startswith("gperceiver: note: memory budget 900 KB: a shuffle buffer of ")
+    # 8 samples x 48 loci x TRAIN_LOCUS_BYTES is over 5% of 900 KB
+    assert notes[1] == ("gperceiver: note: memory budget 900 KB: the latents' reading of 48 "
+                        "input loci is recomputed in the backward pass rather than kept "
+                        "(46.1 KB a batch)")
     bad = run_cli("pretrain", store, "-o", tmp_path / "bad", "--memory", "lots", *tiny)
     assert bad.returncode == ExitCode.USAGE
     assert bad.stderr.strip() == ("gperceiver: error: --memory: 'lots' is not a size "

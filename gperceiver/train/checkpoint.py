@@ -48,12 +48,15 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The checkpoint dict, read with `weights_only=True`; code-running pickles refused."""
+    """The checkpoint dict, read with `weights_only=True`; code-running pickles refused.
+
+    Memory-mapped: what is never read (a pretraining run's optimiser state, as large
+    as the weights twice over) never takes memory."""
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError(f"{path}: no such checkpoint")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as e:
         lines = [s.strip() for s in str(e).splitlines() if s.strip()]
         why = next((s for s in lines if "GLOBAL" in s or "Unsupported" in s),
