@@ -106,7 +106,10 @@ def children(pid: int) -> list[int]:
     try:
         import psutil
 
-        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+        try:
+            return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+        except psutil.Error:  # it ended meanwhile: nothing left to count
+            return []
     except ImportError:
         out = []
         for task in Path(f"/proc/{pid}/task").glob("*/children"):

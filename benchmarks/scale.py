@@ -131,7 +131,7 @@ def main() -> None:
             "command": name, "samples": args.samples, "variants": args.variants,
             "lines": lines, "exit": status, "wall_s": round(wall, 1),
             "lines_per_s": round(lines / wall, 1), "peak_rss_mb": round(peak, 1),
-            "budget_mb": round(budget / 2**20, 1), "budget_held": bool(peak * 2**20 <= budget),
+            "budget_mb": round(budget / 2**20, 1), "budget_held": bool(0 < peak * 2**20 <= budget),
             "limit": "measured" if args.cgroup is None else "cgroup",
             "cpus": os.cpu_count(),
         }), flush=True)

@@ -28,6 +28,7 @@ from gperceiver.outputs import (
 )
 from gperceiver.plots import plot_path
 from gperceiver.predict import Predictor
+from gperceiver.runtime import release_freed_memory
 from gperceiver.store import Store, schema, store_name
 from gperceiver.train.finetune import finetune
 from gperceiver.train.params import Params
@@ -71,6 +72,7 @@ def fit(
     store = done.store  # as finetune opened it: training, prediction and the report share it
     ds, wanted = store.ds, done.rows
 
+    release_freed_memory()  # what finetuning's last steps freed
     result = Predictor.load(done.best).predict(store, samples=wanted, progress=progress,
                                                latents=done.latents,
                                                memory=training.get("memory"))

@@ -1,12 +1,14 @@
 """Process-wide settings a command makes when it starts, never on import.
 
 Both are set by the commands that need them (training, loading a model, predicting),
-so importing any gperceiver module changes nothing about the process.
+so importing any gperceiver module changes nothing about the process. Between the
+phases of a long command, `release_freed_memory` hands back what a phase freed.
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
 
 import torch
 
@@ -40,3 +42,19 @@ def reuse_freed_memory() -> bool:
                     and libc.mallopt(M_TRIM_THRESHOLD, REUSE_FREED_BELOW))
     except (OSError, AttributeError):
         return False
+
+
+def release_freed_memory() -> None:
+    """Hand the memory a finished phase freed back to the system.
+
+    glibc keeps freed blocks for reuse (`reuse_freed_memory`), so a command's next
+    phase (training after the marker path, prediction after training) would start
+    on top of what the last one held, and allocate around it. Collecting unreachable
+    objects (a trainer holds cycles) and trimming the heap lets it start from what
+    is live. Does nothing where glibc is not the allocator.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -47,16 +47,16 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
     raise InputNotFoundError(f"{path}: run folder without {BEST} or {LAST}")
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, Any]:
     """The checkpoint dict, read with `weights_only=True`; code-running pickles refused.
 
-    Memory-mapped: what is never read (a pretraining run's optimiser state, as large
-    as the weights twice over) never takes memory."""
+    `mmap`: map the file instead of reading it, so what is never read (a training
+    run's optimiser state, as large as the weights twice over) takes no memory."""
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError(f"{path}: no such checkpoint")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         lines = [s.strip() for s in str(e).splitlines() if s.strip()]
         why = next((s for s in lines if "GLOBAL" in s or "Unsupported" in s),
@@ -154,15 +154,19 @@ def build_model(info: ModelInfo) -> GPerceiver:
 
 
 def load_model(path: str | os.PathLike, prefix: str = "model."):
-    """(GPerceiver in eval mode, ModelInfo, checkpoint dict) from a checkpoint file."""
-    ckpt = load_checkpoint(path)
+    """(GPerceiver in eval mode, ModelInfo, checkpoint dict) from a checkpoint file.
+
+    The file is mapped and the model's weights are its pages (`assign`), not a copy:
+    a model as large as its per-locus tables is held once, and a training run's
+    optimiser state is never read. Training them changes private copies only."""
+    ckpt = load_checkpoint(path, mmap=True)
     info = model_info(ckpt, path)
     flush_denormals()  # denormal weights would slow a CPU tenfold
     model = build_model(info)
     state = {k[len(prefix):]: v for k, v in ckpt.get("state_dict", {}).items()
              if k.startswith(prefix)}
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(state, assign=True)
     except RuntimeError as e:
         # torch's first line only says "Error(s) in loading state_dict"; the next says which
         reasons = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]

@@ -34,7 +34,7 @@ from gperceiver.errors import InputFormatError, UsageError
 from gperceiver.linear import LinearPath, fit_linear
 from gperceiver.memory import announce, budget_bytes, recompute_inputs
 from gperceiver.model.heads import FinetuneHead, Target, build_head, head_loss
-from gperceiver.runtime import flush_denormals
+from gperceiver.runtime import flush_denormals, release_freed_memory
 from gperceiver.store import Store, StoreView, resolve, schema, store_name
 from gperceiver.train import engine
 from gperceiver.train.checkpoint import (
@@ -282,6 +282,7 @@ def finetune(
         linear_held = linear.predict(ds, latents, rows)
         offset = linear_held.copy()
         offset[train_rows] = np.where(np.isnan(oof), offset[train_rows], oof)
+        release_freed_memory()  # the marker path's kernels and slabs
     target_response = response - offset
     target = make_target(params.objective, target_response, train_mask, str(phenotypes),
                          np.asarray(phenos["block"].values).tolist())
@@ -330,26 +331,33 @@ def finetune(
                                   strategy=strategy, callbacks=callbacks)
     engine.fit(trainer, module, train_loader, val_loader, last)
     best = checkpoint_path(run_dir)
-    if trainer.global_rank != 0:
+    main, epochs, best_score = trainer.global_rank == 0, int(trainer.current_epoch), \
+        _score(trainer)
+    # The trainer, its optimiser state and the loaders' shuffle buffers go back now.
+    module.loaders.clear()
+    del trainer, train_loader, val_loader
+    release_freed_memory()
+    if not main:
         return Finetuned(run_dir, best, main=False)
 
     done = Finetuned(run_dir, best, store=store, cv=cv, test_fold=test_fold,
                      frozen={"encoder": bool(freeze_encoder), "latents": bool(freeze_latents)},
                      params=params, pretrained=pretrained,
                      phenos=phenos, rows=rows, train=train_mask, validation=val_mask,
-                     test=test_mask, epochs=int(trainer.current_epoch),
-                     best_score=_score(trainer), latents=latents)
+                     test=test_mask, epochs=epochs, best_score=best_score, latents=latents)
     if linear is None:
         return done
     # How much of the Perceiver's residual to add, per block: least squares on the
     # validation lines (their offsets are out-of-sample), within [0, 1].
-    checkpoint, deep = load_checkpoint(best), None
+    deep = None
     if len(val_rows):
-        module.load_state_dict(checkpoint["state_dict"])  # the best weights
+        # the best weights (the file is mapped: its optimiser state is not read)
+        module.load_state_dict(load_checkpoint(best, mmap=True)["state_dict"])
         outputs = head_outputs(module.model.eval(), module.head.eval(), store,
                                batch_size=params.batch_size, seed=params.seed,
                                samples=val_rows, progress=progress, label="calibrate")
         deep = target.regression_values(outputs)
+        release_freed_memory()
     deep_scale = _deep_scale(target_response, deep, val_mask)
     if deep is not None:
         done.validation_predictions = linear_held + deep_scale * deep
@@ -360,7 +368,7 @@ def finetune(
                                params.seed, out_of_fold_predictions=False, latents=latents)
         for fit_, mse in zip(linear.fits, inner, strict=True):
             fit_.inner_mse = mse
-    save_linear(best, checkpoint, linear, deep_scale,
+    save_linear(best, linear, deep_scale,
                 encoder_state if linear.uses_latents else None)
     done.components = {
         "linear_interaction_theta": [f.theta for f in linear.fits],
@@ -388,11 +396,12 @@ def _deep_scale(residual: np.ndarray, deep: np.ndarray | None, val: np.ndarray) 
     return scale
 
 
-def save_linear(path: Path, ckpt: dict[str, Any], linear: LinearPath, deep_scale: np.ndarray,
+def save_linear(path: Path, linear: LinearPath, deep_scale: np.ndarray,
                 latent_encoder: dict[str, torch.Tensor] | None = None) -> None:
-    """Write the final linear path and the Perceiver's scale into the fit checkpoint
-    `ckpt` (as read from `path`), with the pretrained encoder whose latents the path
-    reads (finetuning changes the other)."""
+    """Write the final linear path and the Perceiver's scale into the fit checkpoint at
+    `path`, with the pretrained encoder whose latents the path reads (finetuning
+    changes the other)."""
+    ckpt = load_checkpoint(path, mmap=True)
     ckpt[FINETUNE_KEY]["linear"] = linear.to_dict()
     ckpt[FINETUNE_KEY]["deep_scale"] = torch.as_tensor(deep_scale)
     if latent_encoder is not None:
