@@ -76,8 +76,8 @@ class _Tables:
         self.n_tokens, a_dim = self.allele.shape
         self.dtype = self.allele.dtype
         locus = embed.locus_alleles
-        self.locus = None if locus is None else (  # (S, T, a): shared rows included
-            locus.table.weight.view(-1, self.n_tokens, a_dim)[lo:hi] + self.allele)
+        self.locus = None if locus is None else (  # (S, T, a): a view, not a copy
+            locus.table.weight.view(-1, self.n_tokens, a_dim)[lo:hi])
         self.position = embed.position(torch.arange(lo, hi, device=self.allele.device))
         weight = to_kv.weight  # (2P, in): keys, then values
         w_a, w_p = (weight, weight) if embed.combine == "add" else (
@@ -186,19 +186,17 @@ def _local(tables: _Tables, counts: torch.Tensor, present: torch.Tensor | None,
     ua = u_a.permute(1, 3, 0, 2).flatten(2)  # (N, a, Bq*H)
     up = u_p.permute(1, 3, 0, 2).flatten(2)  # (N, p, Bq*H)
     rows_p = tables.position.index_select(0, flat).view(n, longest, -1)  # (N, R, p)
-    if tables.locus is not None:
+    token_scores = torch.einsum("ta,nax->ntx", tables.allele, ua).view(n, 1, t, bq, h)
+    if tables.locus is not None:  # plus each locus's own rows
         rows_a = tables.locus.index_select(0, flat).view(n, longest * t, -1)  # (N, R*T, a)
-        token_scores = torch.bmm(rows_a, ua).view(n, longest, t, bq, h)
-    else:
-        token_scores = torch.einsum("ta,nax->ntx", tables.allele, ua).view(n, 1, t, bq, h)
+        token_scores = token_scores + torch.bmm(rows_a, ua).view(n, longest, t, bq, h)
     scores = _scores(cells, token_scores,
                      torch.bmm(rows_p, up).view(n, longest, bq, h))  # (N, R, B, H)
     weights, empty = _softmax(scores, allowed, 1)
     weighted = weights.unsqueeze(2) * cells.unsqueeze(-1)  # (N, R, T, B, H)
+    read_a = torch.einsum("ta,ntx->nax", tables.allele, weighted.sum(1).flatten(2))
     if tables.locus is not None:
-        read_a = torch.bmm(rows_a.transpose(1, 2), weighted.view(n, longest * t, b * h))
-    else:
-        read_a = torch.einsum("ta,ntx->nax", tables.allele, weighted.sum(1).flatten(2))
+        read_a = read_a + torch.bmm(rows_a.transpose(1, 2), weighted.view(n, longest * t, b * h))
     read_p = torch.bmm(rows_p.transpose(1, 2), weights.flatten(2))  # (N, p, B*H)
     out = tables.values(read_a.view(n, -1, b, h).permute(2, 0, 3, 1),
                         read_p.view(n, -1, b, h).permute(2, 0, 3, 1))
@@ -212,19 +210,17 @@ def _global(tables: _Tables, counts: torch.Tensor, present: torch.Tensor | None,
     bq, g, h = u_a.shape[:3]
     ua = u_a.permute(3, 0, 1, 2).flatten(1)  # (a, Bq*G*H)
     up = u_p.permute(3, 0, 1, 2).flatten(1)  # (p, Bq*G*H)
-    if tables.locus is not None:
-        token_scores = (tables.locus.flatten(0, 1) @ ua).view(span, t, bq, g, h)
-    else:
-        token_scores = (tables.allele @ ua).view(1, t, bq, g, h)
+    token_scores = (tables.allele @ ua).view(1, t, bq, g, h)
+    if tables.locus is not None:  # plus each locus's own rows
+        token_scores = token_scores + (tables.locus.flatten(0, 1) @ ua).view(span, t, bq, g, h)
     scores = _scores(counts, token_scores,
                      (tables.position @ up).view(span, bq, g, h))  # (S, B, G, H)
     allowed = None if present is None else present.view(span, b, 1, 1)
     weights, _ = _softmax(scores, allowed, 0)
     weighted = weights.unsqueeze(1) * counts.view(span, t, b, 1, 1)  # (S, T, B, G, H)
+    read_a = tables.allele.t() @ weighted.sum(0).flatten(1)
     if tables.locus is not None:
-        read_a = tables.locus.flatten(0, 1).t() @ weighted.view(span * t, -1)
-    else:
-        read_a = tables.allele.t() @ weighted.sum(0).flatten(1)
+        read_a = read_a + tables.locus.flatten(0, 1).t() @ weighted.view(span * t, -1)
     read_p = tables.position.t() @ weights.flatten(1)  # (p, B*G*H)
     return tables.values(read_a.view(-1, b, g, h).permute(1, 2, 3, 0),
                          read_p.view(-1, b, g, h).permute(1, 2, 3, 0))
