@@ -23,9 +23,6 @@ DEFAULT_SHARE = 0.5  # of the free memory, when no budget is given
 LOADER_SHARE = 0.25  # of the budget, for the loaders' shuffle buffers and prefetched batches
 MAX_SHUFFLE_BUFFER = 1024  # samples: more shuffles no better
 INFERENCE_SHARE = 0.25  # of the budget, for an inference batch's activations
-RECOMPUTE_SHARE = 0.05  # of the budget: a training step's reading of its inputs kept, at most
-TRAIN_LOCUS_BYTES = 120  # what that reading keeps per sample and input locus for the
-#                          backward pass (116 measured at 100,000 loci)
 LOCUS_BYTES = 128  # activations per sample and input locus of an encoder pass (107 measured
 #                   with a latent head over 100,000 loci, no gradients)
 UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9,
@@ -147,19 +144,6 @@ def plan_batch(budget: int, *, n_loci: int, batch_size: int) -> BatchPlan:
     sample = n_loci * LOCUS_BYTES
     fits = int(INFERENCE_SHARE * budget // sample)
     return BatchPlan(budget, max(1, min(batch_size, fits)), batch_size, sample)
-
-
-def recompute_inputs(budget: int, *, encoded: int, n_loci: int) -> bool:
-    """Whether a training step that encodes `encoded` samples over `n_loci` input loci
-    should recompute the latents' reading of its inputs in the backward pass: when
-    keeping it would take more than RECOMPUTE_SHARE of `budget`. Said when so."""
-    kept = encoded * n_loci * TRAIN_LOCUS_BYTES
-    if kept <= RECOMPUTE_SHARE * budget:
-        return False
-    warnings.warn(f"memory budget {_human(budget)}: the latents' reading of {n_loci:,} input "
-                  f"loci is recomputed in the backward pass rather than kept ({_human(kept)} "
-                  "a batch)", Note, stacklevel=3)
-    return True
 
 
 def inference_batch(memory: str | int | None, *, n_loci: int, batch_size: int) -> int:

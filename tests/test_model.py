@@ -254,25 +254,3 @@ def test_targets_decoded_in_runs_give_the_same_logits_and_gradients(monkeypatch)
         else:  # sums in another order
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
-
-def test_recomputing_the_input_reading_gives_the_same_gradients():
-    """`recompute_inputs`: the latents' reading of the inputs is recomputed in the
-    backward pass (memory), with the same loss and gradients (dropout included)."""
-    model = make_model(2, 2, dropout=0.2).train()
-    head = FinetuneHead("latent", 12, 16, 2)
-    x, xi = tokens(4, 20, 2, 2), loci(4, 20)
-    weights = [w for w in [*model.parameters(), *head.parameters()] if w.requires_grad]
-
-    def grads():
-        torch.manual_seed(3)
-        loss = head(model, x, xi).square().sum() + model.masked_logits(x, xi, xi[:, :5]).sum()
-        return [loss, *torch.autograd.grad(loss, weights, allow_unused=True)]
-
-    kept = grads()
-    model.recompute_inputs()
-    assert model.iterations[0].cross.recompute
-    for a, b in zip(grads(), kept, strict=True):
-        if b is None:
-            assert a is None
-        else:
-            torch.testing.assert_close(a, b)

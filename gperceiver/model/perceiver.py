@@ -99,16 +99,11 @@ class InputCross(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.ff = FeedForward(p.latent_dim, p.feedforward_dim, dropout)
         self.local: Segments | None = None  # set by GPerceiver when latents are local
-        self.recompute = False  # training: recompute the reading in backward, keep nothing
 
     def forward(self, latents: torch.Tensor, embed: InputEmbedding, x_alleles: torch.Tensor,
                 x_index: torch.Tensor) -> torch.Tensor:
         q = self.to_q(self.norm(latents))
-        args = (q, self.to_kv, embed, x_alleles, x_index, self.heads, self.local)
-        if self.recompute and torch.is_grad_enabled():
-            att = checkpoint(input_attention, *args, use_reentrant=False)
-        else:
-            att = input_attention(*args)
+        att = input_attention(q, self.to_kv, embed, x_alleles, x_index, self.heads, self.local)
         return self.ff(latents + self.dropout(self.out(att)))
 
 
@@ -179,13 +174,6 @@ class GPerceiver(nn.Module):
         self.contrastive = ContrastiveDecoder(
             decoder(), p.output_dim, self.ploidy, p.feedforward_dim, self.n_alleles,
             self.n_variants if p.locus_allele_embed else None)
-
-    def recompute_inputs(self, on: bool = True) -> None:
-        """While training, recompute the latents' reading of the inputs in the backward
-        pass instead of keeping its activations (about TRAIN_LOCUS_BYTES per sample and
-        input locus in `gperceiver.memory`): the same gradients, a little more time."""
-        for iteration in self.iterations:
-            iteration.cross.recompute = on
 
     # -- encoder
     def encode(self, x_alleles: torch.Tensor, x_index: torch.Tensor,

@@ -28,14 +28,13 @@ import xarray as xr
 from gperceiver.atomic import atomic_output
 from gperceiver.data.loader import make_loader
 from gperceiver.data.phenotypes import held_out_split, read_phenotypes, split_masks
-from gperceiver.data.tasks import task_sizes
 from gperceiver.encode import encode_latents, head_outputs
 from gperceiver.errors import InputFormatError, UsageError
 from gperceiver.linear import LinearPath, fit_linear
-from gperceiver.memory import announce, budget_bytes, recompute_inputs
+from gperceiver.memory import announce, budget_bytes
 from gperceiver.model.heads import FinetuneHead, Target, build_head, head_loss
 from gperceiver.runtime import flush_denormals, release_freed_memory
-from gperceiver.store import Store, StoreView, resolve, schema, store_name
+from gperceiver.store import Store, StoreView, resolve, store_name
 from gperceiver.train import engine
 from gperceiver.train.checkpoint import (
     FINETUNE_KEY,
@@ -312,9 +311,6 @@ def finetune(
         store, "phenotype", samples=train_rows, shuffle=True, memory=budget,
         phenotypes=_masked(target_response, train_mask)[train_rows], **common)
     announce(train_loader.plan, memory is not None)
-    n_loci = task_sizes("phenotype", int(ds.sizes[schema.VARIANTS]), params.prop_x,
-                        params.prop_y)[0]
-    model.recompute_inputs(recompute_inputs(budget, encoded=params.batch_size, n_loci=n_loci))
     module.loaders["train"] = train_loader
     train_loader.set_epoch(0 if resume_epoch is None else resume_epoch + 1)
     val_loader = None

@@ -24,9 +24,8 @@ import torch.nn.functional as F
 
 from gperceiver.choices import PRETRAIN_TASKS
 from gperceiver.data.loader import make_loader
-from gperceiver.data.tasks import task_sizes
 from gperceiver.errors import UsageError
-from gperceiver.memory import announce, budget_bytes, recompute_inputs
+from gperceiver.memory import announce, budget_bytes
 from gperceiver.runtime import flush_denormals
 from gperceiver.store import Store, resolve, schema, store_name
 from gperceiver.train import engine
@@ -228,10 +227,6 @@ def pretrain(
     train_loader = make_loader(store, task, samples=train_idx, shuffle=True, memory=budget,
                                **common)
     announce(train_loader.plan, memory is not None)
-    n_loci = task_sizes(task, int(ds.sizes[schema.VARIANTS]), params.prop_x, params.prop_y)[0]
-    twins = 2 if task == "contrastive" else 1
-    model.recompute_inputs(recompute_inputs(budget, encoded=twins * params.batch_size,
-                                            n_loci=n_loci))
     val_loader = None
     if len(val_idx):
         val_loader = make_loader(store, task, samples=val_idx, shuffle=False, **common)
