@@ -184,3 +184,27 @@ def test_crafted_pickle_checkpoint_refused(example_store, tmp_path, capsys):
     code = main(["pretrain", str(example_store), "-o", str(tmp_path / "none"), "--resume"])
     assert code == ExitCode.INPUT_NOT_FOUND
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_checkpoints_are_streamed_to_a_temporary_sibling_then_moved(tmp_path, monkeypatch):
+    """Training writes checkpoints with torch.save straight into a file (Lightning's own
+    writer first copies the whole checkpoint into memory), complete or not at all."""
+    from gperceiver.train.engine import StreamedCheckpointIO, make_trainer
+
+    save, targets = torch.save, []
+
+    def recorded(obj, f, *args, **kwargs):
+        targets.append(f)
+        return save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", recorded)
+    state = {"state_dict": {"w": torch.arange(6.0)}, "epoch": 3}
+    StreamedCheckpointIO().save_checkpoint(state, tmp_path / "last.ckpt")
+    StreamedCheckpointIO().save_checkpoint({**state, "epoch": 4}, tmp_path / "last.ckpt")
+    monkeypatch.undo()
+    assert len(targets) == 2 and all(Path(t).parent == tmp_path for t in targets)
+    back = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert back["epoch"] == 4 and torch.equal(back["state_dict"]["w"], torch.arange(6.0))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+    trainer = make_trainer(tmp_path / "run", Params(), progress=False, accelerator="cpu")
+    assert isinstance(trainer.strategy.checkpoint_io, StreamedCheckpointIO)  # what training uses
