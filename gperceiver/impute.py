@@ -29,8 +29,6 @@ from gperceiver.store.chunk_writer import ChunkWriter
 from gperceiver.store.write import create_store, finish_store
 from gperceiver.train.checkpoint import load_model
 
-DECODE_LOCI = 4096  # missing loci decoded at once per batch
-
 
 def windows(n_variants: int, length: int) -> list[tuple[int, int, int, int]]:
     """(start, stop, keep_from, keep_to) of windows of `length` loci, half
@@ -66,10 +64,7 @@ def impute_batch(model: torch.nn.Module, x_alleles: torch.Tensor, x_index: torch
     y_pos = order[:, :width]  # positions within x_index
     y_mask = torch.arange(width) < n_missing.unsqueeze(-1)
     y_index = torch.gather(x_index, 1, y_pos)
-    latents = model.encode(x_alleles, x_index)
-    logits = torch.cat([  # a run of missing loci at a time: the decoder's activations stay small
-        model.decode_masked(latents, y_index[:, lo:lo + DECODE_LOCI], x_index)
-        for lo in range(0, width, DECODE_LOCI)], 1)
+    logits = model.decode_masked(model.encode(x_alleles, x_index), y_index, x_index)
 
     tokens = torch.gather(x_alleles, 1, y_pos.unsqueeze(-1).expand(-1, -1, x_alleles.shape[-1]))
     classes = model.classes  # (K, A)

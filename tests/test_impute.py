@@ -48,11 +48,11 @@ def test_imputation_beats_the_most_frequent_genotype(founders, tmp_path):
 
 def test_missing_loci_decoded_a_run_at_a_time_fill_the_same(founders, tmp_path, monkeypatch):
     """The decoder reads a few missing loci at a time (memory); the calls are the same."""
-    from gperceiver import impute as module
+    from gperceiver.model import perceiver as module
 
     store, ckpt, _, _ = founders
     whole = impute(ckpt, store, tmp_path / "whole.zarr", progress=False)
-    monkeypatch.setattr(module, "DECODE_LOCI", 2)
+    monkeypatch.setattr(module, "DECODE_ROWS", 2)
     runs = impute(ckpt, store, tmp_path / "runs.zarr", progress=False)
     np.testing.assert_array_equal(runs["call_genotype"].values, whole["call_genotype"].values)
 
