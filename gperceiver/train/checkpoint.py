@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from gperceiver.atomic import atomic_output
 from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
 from gperceiver.model import GPerceiver
 from gperceiver.model.config import ARCHITECTURE
@@ -69,6 +70,13 @@ def load_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict[str,
     if not isinstance(ckpt, dict):
         raise InputFormatError(path, "not a gperceiver checkpoint (no dict inside)")
     return ckpt
+
+
+def write_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
+    """torch.save `ckpt` straight into a temporary sibling of `path`, moved into place
+    when complete: no half-written checkpoint, and no in-memory copy of it."""
+    with atomic_output(path, force=True) as tmp:
+        torch.save(ckpt, tmp)
 
 
 @dataclass

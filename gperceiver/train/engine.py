@@ -40,7 +40,14 @@ from lightning.pytorch.utilities import rank_zero_only
 from gperceiver.atomic import atomic_output
 from gperceiver.errors import CannotWriteError, InputNotFoundError, UsageError
 from gperceiver.runtime import flush_denormals, reuse_freed_memory
-from gperceiver.train.checkpoint import BEST, LAST, ModelInfo, load_checkpoint, model_info
+from gperceiver.train.checkpoint import (
+    BEST,
+    LAST,
+    ModelInfo,
+    load_checkpoint,
+    model_info,
+    write_checkpoint,
+)
 from gperceiver.train.params import Params
 
 METRICS = "metrics.csv"
@@ -216,17 +223,10 @@ class StreamedCheckpointIO(TorchCheckpointIO):
     Lightning serialises a whole checkpoint into a bytes buffer before writing it: as
     large again as the weights and optimiser state (a third of a GB at 100,000
     markers, the peak of a `fit`). Here torch.save streams it into a temporary sibling,
-    moved into place when complete (`atomic_output`)."""
+    moved into place when complete (`checkpoint.write_checkpoint`)."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        with atomic_output(path, force=True) as tmp:
-            if isinstance(tmp, str):  # a URL: through fsspec
-                import fsspec
-
-                with fsspec.open(tmp, "wb") as f:
-                    torch.save(checkpoint, f)
-            else:
-                torch.save(checkpoint, tmp)
+        write_checkpoint(checkpoint, path)
 
 
 def check_hardware(accelerator: str = "auto", devices: int | str = "auto", num_nodes: int = 1,

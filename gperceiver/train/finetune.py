@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
-from gperceiver.atomic import atomic_output
 from gperceiver.data.loader import make_loader
 from gperceiver.data.phenotypes import held_out_split, read_phenotypes, split_masks
 from gperceiver.encode import encode_latents, head_outputs
@@ -45,6 +44,7 @@ from gperceiver.train.checkpoint import (
     load_checkpoint,
     load_model,
     take_architecture,
+    write_checkpoint,
 )
 from gperceiver.train.params import Params
 from gperceiver.train.pretrain import configure_adamw, resolve_params
@@ -364,8 +364,7 @@ def finetune(
                                params.seed, out_of_fold_predictions=False, latents=latents)
         for fit_, mse in zip(linear.fits, inner, strict=True):
             fit_.inner_mse = mse
-    save_linear(best, linear, deep_scale,
-                encoder_state if linear.uses_latents else None)
+    save_linear(best, linear, deep_scale, encoder_state if linear.uses_latents else None)
     done.components = {
         "linear_interaction_theta": [f.theta for f in linear.fits],
         "linear_latent_phi": [f.phi for f in linear.fits],
@@ -402,8 +401,7 @@ def save_linear(path: Path, linear: LinearPath, deep_scale: np.ndarray,
     ckpt[FINETUNE_KEY]["deep_scale"] = torch.as_tensor(deep_scale)
     if latent_encoder is not None:
         ckpt[FINETUNE_KEY]["latent_encoder"] = latent_encoder
-    with atomic_output(path, force=True) as tmp:
-        torch.save(ckpt, tmp)
+    write_checkpoint(ckpt, path)
 
 
 def _masked(response: np.ndarray, mask: np.ndarray) -> np.ndarray:
