@@ -43,6 +43,8 @@ TAB, ZERO, NINE = 9, 48, 57
 CHROMS_COLUMNS = ("chr", "marker", "pos")
 MAX_CODE_DIGITS = 9
 MISSING_CELLS = ("", "NA", "N/A", "NAN", ".")
+# Largest |position| in base pairs: exact in float64, and max - min + 1 fits int64.
+MAX_POSITION = 2**53
 DOSAGE_LIKE_ZEROS = 0.2  # decoder-coded cells that are 0 (missing) beyond which, with no
 # code above the ploidy, a table is taken for dosages
 
@@ -170,10 +172,30 @@ def read_chroms(path: str | os.PathLike) -> tuple[list[str], list[str], list[str
 
 
 def _parse_positions(path: Path, poss: list[str], linenos: list[int]) -> np.ndarray:
+    """Positions as int64 (all whole) or float64; each finite and within MAX_POSITION.
+
+    The store keeps integers: fractional positions are scaled by 10^6 there
+    (`integer_positions`), so the bound applies after that scaling, and leaves room
+    for the offset that lifts the smallest to 1.
+    """
     try:
-        return np.array(poss, dtype=np.int64)
-    except ValueError:
-        pass
+        values, scale = np.array(poss, dtype=np.int64), 1
+    except (ValueError, OverflowError):
+        values = _float_positions(path, poss, linenos)
+        scale = 1 if np.all(values == np.round(values)) else 1_000_000
+    bad = np.abs(values) > MAX_POSITION / scale
+    if bad.any():
+        k = int(np.argmax(bad))
+        unit = "" if scale == 1 else " (fractional positions are read as Mb)"
+        raise InputFormatError(
+            path, f"position '{poss[k]}' is out of range: at most {MAX_POSITION // scale:,} "
+                  f"either side of 0{unit}", line=linenos[k], column="pos",
+        )
+    return values
+
+
+def _float_positions(path: Path, poss: list[str], linenos: list[int]) -> np.ndarray:
+    """Positions as float64, each a finite number."""
     try:
         values = np.array(poss, dtype=np.float64)
     except ValueError:

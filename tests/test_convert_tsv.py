@@ -243,6 +243,8 @@ CASES = {
     "marker only in chroms": (_bad_chroms("chr\tmarker\tpos\n1\ta\t1\n1\tb\t2\n2\tc\t1\n2\td\t3\n"), 3, "chroms.tsv: 1 marker(s) not in"),
     "marker only in markers": (_bad_chroms("chr\tmarker\tpos\n1\ta\t1\n1\tb\t2\n"), 3, "markers.tsv: 1 marker(s) not in"),
     "non-numeric position": (_bad_chroms("chr\tmarker\tpos\n1\ta\t1\n1\tb\tten\n2\tc\t1\n"), 3, "chroms.tsv, line 3, column pos: position 'ten' is not a number"),
+    "position beyond int64": (_bad_chroms("chr\tmarker\tpos\n1\ta\t1\n1\tb\t12345678901234567890\n2\tc\t1\n"), 3, "chroms.tsv, line 3, column pos: position '12345678901234567890' is out of range"),
+    "fractional position too large": (_bad_chroms("chr\tmarker\tpos\n1\ta\t0.5\n1\tb\t1e12\n2\tc\t1\n"), 3, "chroms.tsv, line 3, column pos: position '1e12' is out of range: at most 9,007,199,254 either side of 0 (fractional positions are read as Mb)"),
     "missing chroms header": (_bad_chroms("chr\tmarker\tposition\n1\ta\t1\n"), 3, "chroms.tsv, line 1: missing required header column 'pos'"),
     "missing markers header": (_bad_markers("id\ta\tb\tc\nx\t3\t4\t4\n"), 3, "markers.tsv, line 1, column 1: first header column must be 'name'"),
     "empty markers file": (_bad_markers(""), 3, "markers.tsv: empty file"),
