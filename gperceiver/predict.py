@@ -83,7 +83,7 @@ class Predictor:
                         None if scale is None else np.asarray(scale, np.float64))
         if "latent_encoder" in meta:
             predictor.latent_model = build_model(info)
-            predictor.latent_model.load_state_dict(meta["latent_encoder"])
+            predictor.latent_model.load_weights(meta["latent_encoder"])
         return predictor
 
     def predict(self, store: Store, *,

@@ -171,6 +171,8 @@ def test_freeze_encoder_trains_only_the_head(panel, tmp_path):
     before = load_checkpoint(tmp_path / "a" / "last.ckpt")["state_dict"]
     after = load_checkpoint(tmp_path / "b" / "last.ckpt")["state_dict"]
     encoder = [k for k in before if k.startswith("model.")]
+    # a finetuned model carries no pretraining decoder
+    assert not any(k.startswith(("model.masked.", "model.contrastive.")) for k in encoder)
     assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
     assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("head."))
 

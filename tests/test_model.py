@@ -57,6 +57,45 @@ def test_shapes_any_ploidy_four_alleles(ploidy):
             assert head(model, x, xi).shape == (3, 2, n_out)
 
 
+def test_a_model_builds_only_the_decoders_asked_and_moves_weights_between_them():
+    """Finetuning builds no decoder (each holds per-locus read-outs as large as the
+    input tables); weights move between models with other decoders, the encoder's
+    always whole."""
+    full = make_model()
+    p = Params.build(**TINY).replace(ploidy=2, nalleles=5)
+    position = torch.cat([torch.arange(10) * 100.0, torch.arange(20) * 7.0])
+    contig = torch.cat([torch.zeros(10), torch.ones(20)]).long()
+
+    def build(decoders):
+        torch.manual_seed(1)
+        return GPerceiver(p.model, position, contig, 2, decoders=decoders).eval()
+
+    bare, masked = build(()), build(("masked",))
+    assert bare.masked is None and bare.contrastive is None and masked.contrastive is None
+    assert not any(k.startswith(("masked.", "contrastive.")) for k in bare.state_dict())
+    assert sum(t.numel() for t in bare.parameters()) < sum(
+        t.numel() for t in full.parameters())
+    x, xi = tokens(2, 30, 2, 4), loci(2, 30)
+    with pytest.raises(RuntimeError, match="no masked decoder"):
+        bare.masked_logits(x, xi, xi[:, :3])
+    with pytest.raises(RuntimeError, match="no contrastive decoder"):
+        masked.shared_logits(torch.stack([x, x], 1), xi, xi[:, :3])
+
+    bare.load_weights(full.state_dict())  # decoders it lacks are skipped
+    assert torch.equal(bare.encode(x, xi), full.encode(x, xi))
+    masked.load_weights(bare.encoder_weights())  # a decoder the state lacks stays fresh
+    fresh = build(("masked",))
+    assert torch.equal(masked.masked.logits.weight, fresh.masked.logits.weight)
+    masked.load_weights(full.state_dict())
+    assert torch.equal(masked.masked_logits(x, xi, xi[:, :3]), full.masked_logits(x, xi, xi[:, :3]))
+    state = full.encoder_weights()
+    state.pop("latents")
+    with pytest.raises(RuntimeError, match="Missing key.*latents"):
+        bare.load_weights(state)
+    with pytest.raises(RuntimeError, match="Unexpected key.*extra"):
+        bare.load_weights({**full.encoder_weights(), "extra": torch.zeros(1)})
+
+
 def test_class_lookup_round_trip():
     classes = genotype_classes(3, 4)
     model = make_model(4, 3)

@@ -9,6 +9,8 @@ with `share_weights` every iteration after the first reuses the second's weights
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
+
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -26,6 +28,7 @@ from gperceiver.model.embeddings import InputEmbedding
 from gperceiver.model.input_attention import input_attention
 
 DECODE_ROWS = 16_384  # (sample, target) pairs a decoder reads at once
+DECODERS = ("masked", "contrastive")  # the Perceiver IO decoders a model may build
 
 
 def _in_runs(decode, y_index: torch.Tensor, mask: torch.Tensor | None,
@@ -130,12 +133,14 @@ class GPerceiver(nn.Module):
     """Perceiver encoder with masked and contrastive Perceiver IO decoders.
 
     `dropout` and `position_trainable` are training choices, not architecture: the
-    same config with other values loads the same weights.
+    same config with other values loads the same weights. `decoders` are those built
+    (of DECODERS): a model that never decodes (finetuning) holds none, since each
+    carries per-locus read-outs as large as the input tables.
     """
 
     def __init__(self, config: ModelConfig, variant_position: torch.Tensor,
                  variant_contig: torch.Tensor, n_contigs: int, *, dropout: float = 0.0,
-                 position_trainable: bool = True):
+                 position_trainable: bool = True, decoders: Collection[str] = DECODERS):
         super().__init__()
         if config.nalleles is None or config.ploidy is None:
             raise ValueError("config.nalleles and config.ploidy must be resolved from the store")
@@ -169,11 +174,33 @@ class GPerceiver(nn.Module):
                            p.output_dim, p.projection_dim, p.num_cross_attention_heads,
                            p.feedforward_dim, p.num_decode_iters, dropout)
 
-        self.masked = MaskedDecoder(decoder(), p.output_dim, self.classes,
-                                    self.n_variants if p.locus_allele_embed else None)
-        self.contrastive = ContrastiveDecoder(
-            decoder(), p.output_dim, self.ploidy, p.feedforward_dim, self.n_alleles,
-            self.n_variants if p.locus_allele_embed else None)
+        readouts = self.n_variants if p.locus_allele_embed else None
+        self.masked = (MaskedDecoder(decoder(), p.output_dim, self.classes, readouts)
+                       if "masked" in decoders else None)
+        self.contrastive = (
+            ContrastiveDecoder(decoder(), p.output_dim, self.ploidy, p.feedforward_dim,
+                               self.n_alleles, readouts)
+            if "contrastive" in decoders else None)
+
+    def encoder_weights(self) -> dict[str, torch.Tensor]:
+        """The state dict without the decoders: what finetuning takes from a model."""
+        return {k: v for k, v in self.state_dict().items()
+                if k.split(".", 1)[0] not in DECODERS}
+
+    def load_weights(self, state: Mapping[str, torch.Tensor], assign: bool = False) -> None:
+        """Load a GPerceiver's weights: every encoder weight must fit; a decoder's are
+        taken where both models have it (one this model does not build is skipped,
+        one `state` lacks keeps its fresh weights). Raises RuntimeError as
+        `load_state_dict` does."""
+        skipped = [name for name in DECODERS if getattr(self, name) is None]
+        state = {k: v for k, v in state.items() if k.split(".", 1)[0] not in skipped}
+        missing, unexpected = self.load_state_dict(state, strict=False, assign=assign)
+        missing = [k for k in missing if k.split(".", 1)[0] not in DECODERS]
+        if missing or unexpected:
+            problems = ([f"Missing key(s) in state_dict: {', '.join(missing)}."] if missing
+                        else []) + ([f"Unexpected key(s) in state_dict: "
+                                     f"{', '.join(unexpected)}."] if unexpected else [])
+            raise RuntimeError("Error(s) in loading state_dict:\n\t" + "\n\t".join(problems))
 
     # -- encoder
     def encode(self, x_alleles: torch.Tensor, x_index: torch.Tensor,
@@ -208,9 +235,12 @@ class GPerceiver(nn.Module):
                       x_index: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, Ly, K) over `classes` at loci `y_index` from latents encoded
         from inputs at `x_index` (None: every locus)."""
+        if self.masked is None:
+            raise RuntimeError("this model has no masked decoder")
         y_index = y_index.long()
         mask = self._decoder_mask(latents, y_index, x_index)
-        return _in_runs(lambda lat, idx, m: self.masked(lat, idx, self.classes, m),
+        masked = self.masked
+        return _in_runs(lambda lat, idx, m: masked(lat, idx, self.classes, m),
                         y_index, mask, latents)
 
     def _decoder_mask(self, latents: torch.Tensor, y_index: torch.Tensor,
@@ -238,6 +268,8 @@ class GPerceiver(nn.Module):
                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Twins (B, 2, L, P) -> (shared-allele logits (B, Ly, P + 1), and with `alleles`
         each twin's masked logits (B, 2, Ly, K) at the same targets, else None)."""
+        if self.contrastive is None:
+            raise RuntimeError("this model has no contrastive decoder")
         b, y_index = x_alleles.shape[0], y_index.long()
         flat = self.encode(x_alleles.flatten(0, 1), x_index.repeat_interleave(2, 0))
         latents = flat.view(b, 2, *flat.shape[1:])

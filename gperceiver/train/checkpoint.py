@@ -153,12 +153,18 @@ def model_info(ckpt: dict[str, Any], path: str | os.PathLike) -> ModelInfo:
         raise InputFormatError(path, f"damaged model description ({e})") from None
 
 
+# The decoders each task trains (contrastive also scores the twins' own genotypes);
+# finetuning ("fit") decodes nothing.
+TASK_DECODERS = {"masked": ("masked",), "contrastive": ("contrastive", "masked")}
+
+
 def build_model(info: ModelInfo) -> GPerceiver:
-    """A freshly initialised GPerceiver for `info`."""
+    """A freshly initialised GPerceiver for `info`, with the decoders its task trains."""
     return GPerceiver(info.params.model, torch.from_numpy(info.variant_position),
                       torch.from_numpy(info.variant_contig), len(info.contig_id),
                       dropout=info.params.dropout,
-                      position_trainable=info.params.position_embed_trainable)
+                      position_trainable=info.params.position_embed_trainable,
+                      decoders=TASK_DECODERS.get(info.task, ()))
 
 
 def load_model(path: str | os.PathLike, prefix: str = "model."):
@@ -174,7 +180,7 @@ def load_model(path: str | os.PathLike, prefix: str = "model."):
     state = {k[len(prefix):]: v for k, v in ckpt.get("state_dict", {}).items()
              if k.startswith(prefix)}
     try:
-        model.load_state_dict(state, assign=True)
+        model.load_weights(state, assign=True)
     except RuntimeError as e:
         # torch's first line only says "Error(s) in loading state_dict"; the next says which
         reasons = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]

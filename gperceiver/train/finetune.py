@@ -262,7 +262,7 @@ def finetune(
         model, pre_info, _ = load_model(pretrained)
         pre_info.check_store(ds, store_name(store))
         params = take_architecture(params, pre_info.params, str(pretrained))
-        encoder_state = model.state_dict()
+        encoder_state = model.encoder_weights()
         if params.linear and params.objective == "regression":
             # the marker path's latent kernel: the pretrained encoder's view of every line
             latents = encode_latents(model, store, batch_size=params.batch_size)
@@ -298,7 +298,7 @@ def finetune(
     L.seed_everything(params.seed, workers=True, verbose=False)
     model = build_model(info)
     if encoder_state is not None:
-        model.load_state_dict(encoder_state)
+        model.load_weights(encoder_state)
     module = FinetuneModule(model, build_head(params.head, params.model, target), info, target,
                             ranking_weight)
     module.linear = linear

@@ -217,7 +217,7 @@ def pretrain(
     L.seed_everything(params.seed, workers=True, verbose=False)
     model = build_model(info)
     if start is not None and resume_epoch is None:
-        model.load_state_dict(start.state_dict())
+        model.load_weights(start.state_dict())
     module = PretrainModule(model, info)
     train_idx, val_idx = split_samples(int(ds.sizes[schema.SAMPLES]), params.val_fraction,
                                        params.seed)
