@@ -5,7 +5,8 @@ architecture over that many diploid loci and times --steps steps of --batch samp
 (after one warm-up step), then reports its peak RSS. Two kinds of step:
 
 - "finetune": the latent head (3 blocks, regression) over every locus, with the
-  training's AdamW, as `fit` trains (item 2 of #20: lines/s at 100k markers);
+  training's optimiser and gradient clipping, as `fit` trains (item 2 of #20:
+  lines/s at 100k markers);
 - "masked": masked pretraining with the default params (every locus an input, a
   tenth of them targets, hidden as missing), as `pretrain` trains;
 - "window": masked pretraining with `input_window` and prop_x giving --window loci
@@ -37,8 +38,8 @@ def one(kind: str, variants: int, batch: int, steps: int, window: int, threads: 
     from gperceiver.model import GPerceiver, ModelConfig
     from gperceiver.model.heads import FinetuneHead
     from gperceiver.runtime import flush_denormals, reuse_freed_memory
+    from gperceiver.train.optimiser import clip_gradients, configure_adamw
     from gperceiver.train.params import Params
-    from gperceiver.train.pretrain import configure_adamw
 
     flush_denormals()
     reuse_freed_memory()
@@ -49,9 +50,16 @@ def one(kind: str, variants: int, batch: int, steps: int, window: int, threads: 
     config = ModelConfig(nalleles=3, ploidy=2, input_window=windowed)
     position = torch.arange(variants, dtype=torch.float64)
     contig = torch.zeros(variants, dtype=torch.long)
-    model = GPerceiver(config, position, contig, 1)
+    # the decoders each command builds (fit: none), and window pretraining's sparse
+    # per-locus tables, as `pretrain` and `fit` set them
+    model = GPerceiver(config, position, contig, 1,
+                       decoders=() if kind == "finetune" else ("masked",))
+    if windowed:
+        model.sparse_tables()
     head = FinetuneHead("latent", config.latent_dim, config.feedforward_dim, 3)
-    optimiser = configure_adamw(torch.nn.ModuleList([model, head]), Params())[0][0]
+    trained = torch.nn.ModuleList([model, head])
+    params = Params()
+    optimiser = configure_adamw(trained, params)[0][0]
     loci = min(window, variants) if windowed else variants
 
     def step() -> None:
@@ -73,6 +81,7 @@ def one(kind: str, variants: int, batch: int, steps: int, window: int, threads: 
             loss = head(model, x, index).square().mean()
         optimiser.zero_grad()
         loss.backward()
+        clip_gradients(trained.parameters(), params.grad_clip)
         optimiser.step()
 
     step()

@@ -118,7 +118,7 @@ def test_same_seed_same_weights_and_exact_resume(founders, tmp_path):
 
 
 def test_learning_rate_halves_after_lr_patience_epochs_without_improvement():
-    from gperceiver.train.pretrain import configure_adamw
+    from gperceiver.train.optimiser import configure_adamw
 
     model = torch.nn.Linear(2, 1)
     [optimiser], schedules = configure_adamw(model, Params(lr=0.1, lr_patience=2))

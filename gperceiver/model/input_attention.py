@@ -76,8 +76,12 @@ class _Tables:
         self.n_tokens, a_dim = self.allele.shape
         self.dtype = self.allele.dtype
         locus = embed.locus_alleles
-        self.locus = None if locus is None else (  # (S, T, a): a view, not a copy
-            locus.table.weight.view(-1, self.n_tokens, a_dim)[lo:hi])
+        self.locus = None
+        if locus is not None and locus.table.sparse:  # a gradient at these rows alone
+            rows = torch.arange(lo * self.n_tokens, hi * self.n_tokens, device=self.allele.device)
+            self.locus = locus.table(rows).view(hi - lo, self.n_tokens, a_dim)
+        elif locus is not None:  # (S, T, a): a view, not a copy
+            self.locus = locus.table.weight.view(-1, self.n_tokens, a_dim)[lo:hi]
         self.position = embed.position(torch.arange(lo, hi, device=self.allele.device))
         weight = to_kv.weight  # (2P, in): keys, then values
         w_a, w_p = (weight, weight) if embed.combine == "add" else (

@@ -182,6 +182,22 @@ class GPerceiver(nn.Module):
                                self.n_alleles, readouts)
             if "contrastive" in decoders else None)
 
+    def per_locus_tables(self) -> list[nn.Embedding]:
+        """The tables with rows per locus: learned positions, per-locus alleles and the
+        decoders' read-outs (all others are as small at any panel size)."""
+        locus = self.embed.locus_alleles
+        tables = [getattr(self.embed.position, "table", None),  # fourier: none
+                  None if locus is None else locus.table]
+        tables += [d.readout for d in (self.masked, self.contrastive) if d is not None]
+        return [t for t in tables if isinstance(t, nn.Embedding)]
+
+    def sparse_tables(self, sparse: bool = True) -> None:
+        """Read the per-locus tables so that their gradients are sparse: a step that
+        reads a window of loci then updates those rows alone (an optimiser that takes
+        sparse gradients, e.g. `train.optimiser.LazyAdamW`, is needed)."""
+        for table in self.per_locus_tables():
+            table.sparse = sparse
+
     def encoder_weights(self) -> dict[str, torch.Tensor]:
         """The state dict without the decoders: what finetuning takes from a model."""
         return {k: v for k, v in self.state_dict().items()

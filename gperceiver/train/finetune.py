@@ -46,8 +46,9 @@ from gperceiver.train.checkpoint import (
     take_architecture,
     write_checkpoint,
 )
+from gperceiver.train.optimiser import configure_adamw
 from gperceiver.train.params import Params
-from gperceiver.train.pretrain import configure_adamw, resolve_params
+from gperceiver.train.pretrain import resolve_params
 
 
 def make_target(objective: str, response: np.ndarray, train: np.ndarray, where: str,

@@ -30,6 +30,7 @@ from gperceiver.runtime import flush_denormals
 from gperceiver.store import Store, resolve, schema, store_name
 from gperceiver.train import engine
 from gperceiver.train.checkpoint import KEY, ModelInfo, build_model, load_model, take_architecture
+from gperceiver.train.optimiser import clip_gradients, configure_adamw
 from gperceiver.train.params import Params
 
 
@@ -79,6 +80,11 @@ class PretrainModule(L.LightningModule):
         return configure_adamw(self.model, self.info.params,
                                "val_loss" if "val" in self.loaders else "train_loss")
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
+                                    gradient_clip_algorithm=None) -> None:
+        if gradient_clip_val:  # by norm, over sparse gradients too (`sparse_tables`)
+            clip_gradients(self.parameters(), float(gradient_clip_val))
+
     # Lightning may create an epoch's iterator before that epoch's hooks run, so the
     # loaders' epochs are set one step ahead: at the end of each epoch for the next
     # one (the first epoch's, also on resume, is set before fit starts).
@@ -113,27 +119,6 @@ def _cross_entropy(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
         return zero, zero.detach()
     loss = F.cross_entropy(logits.float(), target)
     return loss, (logits.argmax(-1) == target).float().mean()
-
-
-def configure_adamw(model: torch.nn.Module, params: Params, monitor: str = "val_loss"):
-    """AdamW with optional linear warm-up (per step) and halving of the learning rate
-    when `monitor` stops improving (`lr_patience`); shared with finetuning."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    # One fused kernel per step, not a dozen passes: on a CPU, a third of the
-    # optimiser's time with a large panel's per-locus tables.
-    fused = all(p.device.type in ("cpu", "cuda") for p in trainable)
-    optimiser = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay,
-                                  fused=fused or None)
-    schedules = []
-    if params.warmup_steps > 0:
-        warmup = params.warmup_steps
-        schedules.append({"scheduler": torch.optim.lr_scheduler.LambdaLR(
-            optimiser, lambda step: min(1.0, (step + 1) / warmup)), "interval": "step"})
-    if params.lr_patience > 0:  # torch counts the epochs after the first bad one
-        schedules.append({"scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimiser, factor=0.5, patience=params.lr_patience - 1), "monitor": monitor,
-            "interval": "epoch"})
-    return [optimiser], schedules
 
 
 def resolve_params(params: Params, ds, where: str) -> Params:
@@ -238,6 +223,11 @@ def pretrain(
                                   accelerator=accelerator, devices=devices,
                                   resume_epoch=resume_epoch, max_time=max_time,
                                   callbacks=callbacks, num_nodes=num_nodes, strategy=strategy)
+    if params.model.input_window and trainer.world_size == 1:
+        # a step reads one window of loci: update those rows of the per-locus tables
+        # alone (LazyAdamW), not every locus of the panel. One process only: DDP
+        # would reduce sparse gradients as dense ones.
+        model.sparse_tables()
     engine.fit(trainer, module, train_loader, val_loader, last)
     best_cb = trainer.checkpoint_callback
     score = best_cb.best_model_score if best_cb is not None else None
