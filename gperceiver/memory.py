@@ -7,6 +7,9 @@ markers are 2 MB a sample), so they are sized from the budget rather than fixed.
 The rest of the budget is left to the model, its optimiser and the batches in use.
 An inference pass (predict, embed, impute) holds one batch's activations, which
 grow with the loci read: its batch size is cut to fit INFERENCE_SHARE of the budget.
+A model's per-locus tables (positions, per-locus alleles, decoder read-outs) grow
+with the markers, four times over while training: when the per-locus allele rows
+would take more than TABLE_SHARE of the budget, a new model is built without them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ MAX_SHUFFLE_BUFFER = 1024  # samples: more shuffles no better
 INFERENCE_SHARE = 0.25  # of the budget, for an inference batch's activations
 LOCUS_BYTES = 128  # activations per sample and input locus of an encoder pass (107 measured
 #                   with a latent head over 100,000 loci, no gradients)
+TABLE_SHARE = 0.4  # of the budget, for the per-locus tables while training
+TABLE_COPIES = 4  # float32 copies of a table while training: weights, gradients, AdamW's two
 UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9,
          "t": 1e12, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
@@ -116,6 +121,49 @@ def plan_loader(budget: int, *, n_variants: int, ploidy: int, group_samples: int
 
 
 @dataclass(frozen=True)
+class TablePlan:
+    """Whether a new model keeps its per-locus allele rows (`locus_alleles`) under the
+    budget: its per-locus tables take `bytes_with` while training with them and
+    `bytes_without` without; `given` when the params chose, which the plan keeps."""
+
+    budget: int
+    n_variants: int
+    bytes_with: int
+    bytes_without: int
+    locus_alleles: bool
+    given: bool
+
+    @property
+    def reduced(self) -> bool:
+        return self.bytes_with > TABLE_SHARE * self.budget
+
+    def describe(self) -> str:
+        share = f"{TABLE_SHARE:.0%} of the memory budget {_human(self.budget)}"
+        size = f"about {_human(self.bytes_with)} while training at {self.n_variants:,} loci"
+        if self.locus_alleles:
+            return (f"the per-locus tables take {size}, over {share}, as the params ask "
+                    "(locus_allele_embed: false would take about "
+                    f"{_human(self.bytes_without)})")
+        if self.given:
+            return f"per-locus allele rows are off, as the params ask ({size} with them)"
+        return (f"per-locus allele rows are off: with them the per-locus tables would take "
+                f"{size}, over {share} (without: about {_human(self.bytes_without)}; "
+                "locus_allele_embed: true keeps them)")
+
+
+def plan_tables(budget: int, *, n_variants: int, floats_with: int, floats_without: int,
+                asked: bool | None) -> TablePlan:
+    """Keep per-locus allele rows when the params ask (`asked` True or False), else
+    when the tables with them fit TABLE_SHARE of `budget` while training."""
+    def size(floats: int) -> int:
+        return TABLE_COPIES * 4 * floats * n_variants
+
+    with_, without = size(floats_with), size(floats_without)
+    keep = asked if asked is not None else with_ <= TABLE_SHARE * budget
+    return TablePlan(budget, n_variants, with_, without, keep, asked is not None)
+
+
+@dataclass(frozen=True)
 class BatchPlan:
     """What a budget allows an inference pass (predict, embed, impute): `batch_size`
     samples at a time, of the `asked` size, each `sample_bytes` of activations."""
@@ -156,7 +204,8 @@ def inference_batch(memory: str | int | None, *, n_loci: int, batch_size: int) -
     return plan.batch_size
 
 
-def announce(plan: LoaderPlan | BatchPlan | None, given: bool, stacklevel: int = 3) -> None:
+def announce(plan: LoaderPlan | BatchPlan | TablePlan | None, given: bool,
+             stacklevel: int = 3) -> None:
     """Say what the budget chose (a note): always for a budget given, otherwise only
     when it held a buffer or a batch below its usual size."""
     if plan is not None and (given or plan.reduced):

@@ -21,7 +21,9 @@ from gperceiver.memory import (
     parse_size,
     plan_batch,
     plan_loader,
+    plan_tables,
 )
+from gperceiver.train.checkpoint import load_model
 from tests.conftest import run_cli
 from tests.tiny_stores import ONE_THREAD, founder_store
 
@@ -108,6 +110,46 @@ def test_pretrain_says_what_its_budget_chose_and_refuses_a_bad_one(tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert "note: memory budget 50 KB: batches of 2 samples" in proc.stderr, command
         assert (tmp_path / out).exists()
+
+
+def test_per_locus_allele_rows_are_kept_while_they_fit_their_share_or_as_asked():
+    # 48 floats a locus with the rows, 8 without; 4 float32 copies while training
+    plan = plan_tables(10_000_000, n_variants=1000, floats_with=48, floats_without=8,
+                       asked=None)
+    assert plan.locus_alleles and not plan.reduced and plan.bytes_with == 768_000
+    plan = plan_tables(1_000_000, n_variants=1000, floats_with=48, floats_without=8,
+                       asked=None)
+    assert not plan.locus_alleles and plan.reduced and plan.bytes_without == 128_000
+    assert "per-locus allele rows are off" in plan.describe()
+    assert plan_tables(1_000_000, n_variants=1000, floats_with=48, floats_without=8,
+                       asked=True).locus_alleles
+
+
+def test_a_small_budget_builds_a_model_without_per_locus_allele_rows(tmp_path):
+    """A new model's per-locus tables grow with the markers: under a budget they would
+    overrun, pretrain leaves out the per-locus allele rows and says so; params that
+    ask for them keep them."""
+    store = tmp_path / "s.zarr"
+    founder_store(store, n_samples=64, n_variants=48)
+    tiny = ["--epochs", "1", "--batch-size", "8", "-q"]
+    # with them: (32 + 3 x 32 + 2 x 64) floats x 48 loci x 16 bytes = 197 KB > 40% of 400 KB
+    proc = run_cli("pretrain", store, "-o", tmp_path / "run", "--memory", "400KB", *tiny,
+                   env=ONE_THREAD)
+    assert proc.returncode == 0, proc.stderr
+    assert ("gperceiver: note: per-locus allele rows are off: with them the per-locus tables "
+            "would take about 197 KB while training at 48 loci, over 40% of the memory "
+            "budget 400 KB (without: about 24.6 KB; locus_allele_embed: true keeps them)"
+            ) in proc.stderr
+    _, info, _ = load_model(tmp_path / "run" / "best.ckpt")
+    assert info.params.model.locus_allele_embed is False
+    params = tmp_path / "p.json"
+    params.write_text('{"locus_allele_embed": true}')
+    proc = run_cli("pretrain", store, "-o", tmp_path / "asked", "--memory", "400KB",
+                   "--params", params, *tiny, env=ONE_THREAD)
+    assert proc.returncode == 0, proc.stderr
+    assert "over 40% of the memory budget 400 KB, as the params ask" in proc.stderr
+    _, info, _ = load_model(tmp_path / "asked" / "best.ckpt")
+    assert info.params.model.locus_allele_embed is True
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap")

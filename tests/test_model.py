@@ -10,6 +10,7 @@ import torch
 
 from gperceiver.model import FinetuneHead, GPerceiver, head_loss, head_predict
 from gperceiver.model.decoders import genotype_classes
+from gperceiver.model.perceiver import DECODERS, per_locus_floats
 from gperceiver.train.params import Params
 from tests.tiny_stores import one_torch_thread
 
@@ -71,6 +72,9 @@ def test_a_model_builds_only_the_decoders_asked_and_moves_weights_between_them()
         return GPerceiver(p.model, position, contig, 2, decoders=decoders).eval()
 
     bare, masked = build(()), build(("masked",))
+    for model, decoders in ((bare, ()), (masked, ("masked",)), (full, DECODERS)):
+        floats = sum(t.weight.numel() for t in model.per_locus_tables())
+        assert floats == V * per_locus_floats(p.model, decoders)  # what a budget sizes
     assert bare.masked is None and bare.contrastive is None and masked.contrastive is None
     assert not any(k.startswith(("masked.", "contrastive.")) for k in bare.state_dict())
     assert sum(t.numel() for t in bare.parameters()) < sum(

@@ -129,6 +129,18 @@ class Iteration(nn.Module):
         return latents
 
 
+def per_locus_floats(config: ModelConfig, decoders: Collection[str]) -> int:
+    """Weights per locus in the tables `GPerceiver.per_locus_tables` returns, for a
+    model with `decoders` (what a panel's size multiplies; the rest is fixed)."""
+    if config.nalleles is None:
+        raise ValueError("config.nalleles must be resolved from the store")
+    floats = config.position_embed_dim if config.position_embed_kind == "learned" else 0
+    if config.locus_allele_embed:
+        floats += config.nalleles * config.allele_embed_dim
+        floats += len(set(decoders) & set(DECODERS)) * (config.nalleles - 1) * config.output_dim
+    return floats
+
+
 class GPerceiver(nn.Module):
     """Perceiver encoder with masked and contrastive Perceiver IO decoders.
 

@@ -33,7 +33,7 @@ from gperceiver.linear import LinearPath, fit_linear
 from gperceiver.memory import announce, budget_bytes
 from gperceiver.model.heads import FinetuneHead, Target, build_head, head_loss
 from gperceiver.runtime import flush_denormals, release_freed_memory
-from gperceiver.store import Store, StoreView, resolve, store_name
+from gperceiver.store import Store, StoreView, resolve, schema, store_name
 from gperceiver.train import engine
 from gperceiver.train.checkpoint import (
     FINETUNE_KEY,
@@ -48,7 +48,7 @@ from gperceiver.train.checkpoint import (
 )
 from gperceiver.train.optimiser import configure_adamw
 from gperceiver.train.params import Params
-from gperceiver.train.pretrain import resolve_params
+from gperceiver.train.pretrain import resolve_params, size_tables
 
 
 def make_target(objective: str, response: np.ndarray, train: np.ndarray, where: str,
@@ -268,6 +268,8 @@ def finetune(
             # the marker path's latent kernel: the pretrained encoder's view of every line
             latents = encode_latents(model, store, batch_size=params.batch_size)
     params = resolve_params(params, ds, store_name(store))
+    if pretrained is None:
+        params = size_tables(params, budget, int(ds.sizes[schema.VARIANTS]), "fit")
 
     # the lines to predict: those with a phenotype, unless every sample is asked for
     rows = None if predict_all else np.flatnonzero(~np.isnan(response).all(axis=1))

@@ -14,7 +14,7 @@ masked losses there (the original tool's meaning; 0: the contrast alone).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import lightning as L
@@ -25,11 +25,19 @@ import torch.nn.functional as F
 from gperceiver.choices import PRETRAIN_TASKS
 from gperceiver.data.loader import make_loader
 from gperceiver.errors import UsageError
-from gperceiver.memory import announce, budget_bytes
+from gperceiver.memory import announce, budget_bytes, plan_tables
+from gperceiver.model.perceiver import per_locus_floats
 from gperceiver.runtime import flush_denormals
 from gperceiver.store import Store, resolve, schema, store_name
 from gperceiver.train import engine
-from gperceiver.train.checkpoint import KEY, ModelInfo, build_model, load_model, take_architecture
+from gperceiver.train.checkpoint import (
+    KEY,
+    TASK_DECODERS,
+    ModelInfo,
+    build_model,
+    load_model,
+    take_architecture,
+)
 from gperceiver.train.optimiser import clip_gradients, configure_adamw
 from gperceiver.train.params import Params
 
@@ -131,6 +139,23 @@ def resolve_params(params: Params, ds, where: str) -> Params:
     return params.replace(ploidy=ploidy, nalleles=nalleles)
 
 
+def size_tables(params: Params, budget: int, n_variants: int, task: str) -> Params:
+    """`params` with per-locus allele rows kept or dropped as the memory budget allows
+    a new model for `task` (`memory.plan_tables`); a note says so when it mattered.
+    A value the params give is kept."""
+    config = params.model
+    decoders = TASK_DECODERS.get(task, ())
+    asked = config.locus_allele_embed if "locus_allele_embed" in params.given else None
+    plan = plan_tables(
+        budget, n_variants=n_variants, asked=asked,
+        floats_with=per_locus_floats(replace(config, locus_allele_embed=True), decoders),
+        floats_without=per_locus_floats(replace(config, locus_allele_embed=False), decoders))
+    announce(plan, False)
+    if plan.locus_alleles == config.locus_allele_embed:
+        return params
+    return params.replace(locus_allele_embed=plan.locus_alleles)
+
+
 def split_samples(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) store sample indices, each sorted; chosen by `seed`."""
     n_val = 0 if val_fraction <= 0 else max(1, round(val_fraction * n))
@@ -193,6 +218,8 @@ def pretrain(
     task = task or ("contrastive" if params.contrastive else "masked")
     if task not in PRETRAIN_TASKS:
         raise UsageError(f"unknown pretraining task '{task}' (one of {', '.join(PRETRAIN_TASKS)})")
+    if start is None:
+        params = size_tables(params, budget, int(ds.sizes[schema.VARIANTS]), task)
     run_dir = Path(run_dir)
     info = ModelInfo.from_store(ds, params, task)
     last, resume_epoch = engine.start_run(
