@@ -82,7 +82,8 @@ class Segments:
         first = 0 if x_index is None else self.span(x_index)[0]
         seg = self.of(y_index).unsqueeze(-1) - first  # (B, Ly, 1)
         cols = torch.arange(n_keys, device=y_index.device).view(1, 1, -1)
-        return ((seg - cols).abs() <= 1).unsqueeze(1)
+        # two bool comparisons: |seg - cols| <= 1 would make (B, Ly, n_keys) int64 twice
+        return ((cols >= seg - 1) & (cols <= seg + 1)).unsqueeze(1)
 
 
 class InputCross(nn.Module):
