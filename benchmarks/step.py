@@ -14,8 +14,10 @@ architecture over that many diploid loci and times --steps steps of --batch samp
   10k as at 1M markers).
 
 Prints one JSON line per (kind, variants): {"kind", "variants", "batch", "loci_in",
-"ms_per_step", "lines_per_s", "peak_rss_mb", "threads"}. Run one kind at a time on
-a quiet machine; `--threads` pins torch's intra-op threads (default: all cores).
+"ms_per_step", "lines_per_s", "peak_rss_mb", "threads", "memory", "locus_allele_embed"}.
+With --memory the model is sized as the command sizes it under that budget. Run one
+kind at a time on a quiet machine; `--threads` pins torch's intra-op threads (default:
+all cores).
 """
 
 from __future__ import annotations
@@ -31,15 +33,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def one(kind: str, variants: int, batch: int, steps: int, window: int, threads: int) -> dict:
-    """Time `steps` steps of `kind` over `variants` loci in this process."""
+def one(kind: str, variants: int, batch: int, steps: int, window: int, threads: int,
+        memory: str | None) -> dict:
+    """Time `steps` steps of `kind` over `variants` loci in this process; with `memory`,
+    the model is sized to that budget as the command would size it."""
     import torch
 
-    from gperceiver.model import GPerceiver, ModelConfig
+    from gperceiver.memory import parse_size
+    from gperceiver.model import GPerceiver
     from gperceiver.model.heads import FinetuneHead
     from gperceiver.runtime import flush_denormals, reuse_freed_memory
     from gperceiver.train.optimiser import clip_gradients, configure_adamw
     from gperceiver.train.params import Params
+    from gperceiver.train.pretrain import size_tables
 
     flush_denormals()
     reuse_freed_memory()
@@ -47,7 +53,11 @@ def one(kind: str, variants: int, batch: int, steps: int, window: int, threads: 
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     windowed = kind == "window"
-    config = ModelConfig(nalleles=3, ploidy=2, input_window=windowed)
+    params = Params().replace(nalleles=3, ploidy=2, input_window=windowed)
+    if memory is not None:
+        task = "fit" if kind == "finetune" else "masked"
+        params = size_tables(params, parse_size(memory), variants, task)
+    config = params.model
     position = torch.arange(variants, dtype=torch.float64)
     contig = torch.zeros(variants, dtype=torch.long)
     # the decoders each command builds (fit: none), and window pretraining's sparse
@@ -58,7 +68,6 @@ def one(kind: str, variants: int, batch: int, steps: int, window: int, threads: 
         model.sparse_tables()
     head = FinetuneHead("latent", config.latent_dim, config.feedforward_dim, 3)
     trained = torch.nn.ModuleList([model, head])
-    params = Params()
     optimiser = configure_adamw(trained, params)[0][0]
     loci = min(window, variants) if windowed else variants
 
@@ -92,7 +101,8 @@ def one(kind: str, variants: int, batch: int, steps: int, window: int, threads: 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"kind": kind, "variants": variants, "batch": batch, "loci_in": loci,
             "ms_per_step": round(1000 * seconds, 1), "lines_per_s": round(batch / seconds, 1),
-            "peak_rss_mb": round(peak, 1), "threads": torch.get_num_threads()}
+            "peak_rss_mb": round(peak, 1), "threads": torch.get_num_threads(),
+            "memory": memory, "locus_allele_embed": config.locus_allele_embed}
 
 
 def main() -> None:
@@ -104,16 +114,21 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=4096,
                         help="window: input loci per sample")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--memory", default=None,
+                        help="a budget (e.g. 3GB) that sizes the model's per-locus tables, "
+                             "as the commands' --memory does")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(one(args.kind, args.variants[0], args.batch, args.steps,
-                             args.window, args.threads)))
+                             args.window, args.threads, args.memory)))
         return
     for variants in args.variants:
         command = [sys.executable, __file__, "--child", "--kind", args.kind, "--variants",
                    str(variants), "--batch", str(args.batch), "--steps", str(args.steps),
                    "--window", str(args.window), "--threads", str(args.threads)]
+        if args.memory:
+            command += ["--memory", args.memory]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:
             print(json.dumps({"kind": args.kind, "variants": variants,
