@@ -3,9 +3,9 @@
 Builds (once; cached under --cache) a store of random diploid genotypes,
 --samples x --variants with a --missing share of calls missing, and phenotypes
 for --phenotyped of its lines, then runs `gperceiver pretrain`, `fit`, `predict`,
-`embed` and `impute` one after the other as subprocesses with default params (one
-epoch for the training commands; `--memory` set to --budget where the command takes
-it) and prints one JSON line per command: {"command", "samples", "variants",
+`embed` and `impute` one after the other as subprocesses with default params or
+--params (one epoch for the training commands; `--memory` set to --budget where the
+command takes it) and prints one JSON line per command: {"command", "samples", "variants",
 "lines", "wall_s", "lines_per_s", "peak_rss_mb", "budget_mb", "budget_held", "limit"},
 after a first line with what importing torch, Lightning and gperceiver costs alone
 (and `gperceiver info`'s peak), the floor under every training command.
@@ -90,6 +90,9 @@ def main() -> None:
                    help="share of calls missing (impute fills them)")
     p.add_argument("--cache", type=Path, default=Path("/tmp/gperceiver_scale"))
     p.add_argument("--commands", default="pretrain,fit,predict,embed,impute")
+    p.add_argument("--params", type=Path, default=None,
+                   help="a params file for pretrain and fit (e.g. input windows at 1M "
+                        "markers); default: the default params")
     p.add_argument("--cgroup", type=Path, default=None,
                    help="a writable cgroup v2 folder to run the commands in")
     args = p.parse_args()
@@ -104,6 +107,8 @@ def main() -> None:
         (args.cgroup / "memory.max").write_text(str(budget))
     runs = folder / "runs"
     epoch = ["--epochs", "1", "-q", "--force", "--memory", str(budget)]
+    if args.params is not None:
+        epoch += ["--params", args.params]
     n_fit = int(0.9 * min(args.phenotyped, args.samples))  # the inner validation split
     commands = {
         "pretrain": (["pretrain", store, "-o", runs / "pre", *epoch], args.samples),
