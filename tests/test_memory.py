@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,22 +87,34 @@ def test_a_budget_shrinks_the_shuffle_buffer_and_every_sample_still_comes_once(t
     assert make_loader(store, "plain", batch_size=8).plan is None  # no budget, no plan
 
 
-def test_pretrain_says_what_its_budget_chose_and_refuses_a_bad_one(tmp_path):
+TINY_RUN = ("--epochs", "1", "--batch-size", "8", "-q")
+
+
+@pytest.fixture
+def small_store(tmp_path) -> Path:
     store = tmp_path / "s.zarr"
     founder_store(store, n_samples=64, n_variants=48)
-    tiny = ["--epochs", "1", "--batch-size", "8", "-q"]
-    proc = run_cli("pretrain", store, "-o", tmp_path / "run", "--memory", "900KB", *tiny,
-                   env=ONE_THREAD)
+    return store
+
+
+def pretrain_under(store: Path, out: Path, *extra) -> subprocess.CompletedProcess:
+    """One tiny epoch of `gperceiver pretrain` with flags `extra` (e.g. --memory)."""
+    return run_cli("pretrain", store, "-o", out, *TINY_RUN, *extra, env=ONE_THREAD)
+
+
+def test_pretrain_says_what_its_budget_chose_and_refuses_a_bad_one(small_store, tmp_path):
+    store = small_store
+    proc = pretrain_under(store, tmp_path / "run", "--memory", "900KB")
     assert proc.returncode == 0, proc.stderr
     notes = [line for line in proc.stderr.splitlines() if "memory budget" in line]
     assert len(notes) == 1
     assert notes[0].startswith("gperceiver: note: memory budget 900 KB: a shuffle buffer of ")
-    bad = run_cli("pretrain", store, "-o", tmp_path / "bad", "--memory", "lots", *tiny)
+    bad = run_cli("pretrain", store, "-o", tmp_path / "bad", "--memory", "lots", *TINY_RUN)
     assert bad.returncode == ExitCode.USAGE
     assert bad.stderr.strip() == ("gperceiver: error: --memory: 'lots' is not a size "
                                   "(e.g. 2GB, 1.5G, 512MiB)")
     assert not (tmp_path / "bad").exists()
-    quiet = run_cli("pretrain", store, "-o", tmp_path / "default", *tiny, env=ONE_THREAD)
+    quiet = pretrain_under(store, tmp_path / "default")
     assert quiet.returncode == 0 and "memory budget" not in quiet.stderr  # nothing bound
     # embed and impute cut their batches to the budget, and say so
     for command, out in (("embed", "e.zarr"), ("impute", "i.zarr")):
@@ -125,16 +138,12 @@ def test_per_locus_allele_rows_are_kept_while_they_fit_their_share_or_as_asked()
                        asked=True).locus_alleles
 
 
-def test_a_small_budget_builds_a_model_without_per_locus_allele_rows(tmp_path):
+def test_a_small_budget_builds_a_model_without_per_locus_allele_rows(small_store, tmp_path):
     """A new model's per-locus tables grow with the markers: under a budget they would
     overrun, pretrain leaves out the per-locus allele rows and says so; params that
     ask for them keep them."""
-    store = tmp_path / "s.zarr"
-    founder_store(store, n_samples=64, n_variants=48)
-    tiny = ["--epochs", "1", "--batch-size", "8", "-q"]
     # with them: (32 + 3 x 32 + 2 x 64) floats x 48 loci x 16 bytes = 197 KB > 40% of 400 KB
-    proc = run_cli("pretrain", store, "-o", tmp_path / "run", "--memory", "400KB", *tiny,
-                   env=ONE_THREAD)
+    proc = pretrain_under(small_store, tmp_path / "run", "--memory", "400KB")
     assert proc.returncode == 0, proc.stderr
     assert ("gperceiver: note: per-locus allele rows are off: with them the per-locus tables "
             "would take about 197 KB while training at 48 loci, over 40% of the memory "
@@ -144,8 +153,8 @@ def test_a_small_budget_builds_a_model_without_per_locus_allele_rows(tmp_path):
     assert info.params.model.locus_allele_embed is False
     params = tmp_path / "p.json"
     params.write_text('{"locus_allele_embed": true}')
-    proc = run_cli("pretrain", store, "-o", tmp_path / "asked", "--memory", "400KB",
-                   "--params", params, *tiny, env=ONE_THREAD)
+    proc = pretrain_under(small_store, tmp_path / "asked", "--memory", "400KB", "--params",
+                          params)
     assert proc.returncode == 0, proc.stderr
     assert "over 40% of the memory budget 400 KB, as the params ask" in proc.stderr
     _, info, _ = load_model(tmp_path / "asked" / "best.ckpt")
