@@ -82,7 +82,11 @@ class _Tables:
             self.locus = locus.table(rows).view(hi - lo, self.n_tokens, a_dim)
         elif locus is not None:  # (S, T, a): a view, not a copy
             self.locus = locus.table.weight.view(-1, self.n_tokens, a_dim)[lo:hi]
-        self.position = embed.position(torch.arange(lo, hi, device=self.allele.device))
+        table = getattr(embed.position, "table", None)  # learned positions
+        if table is not None and not table.sparse:  # (S, p): a view, not a copy
+            self.position = table.weight[lo:hi]
+        else:
+            self.position = embed.position(torch.arange(lo, hi, device=self.allele.device))
         weight = to_kv.weight  # (2P, in): keys, then values
         w_a, w_p = (weight, weight) if embed.combine == "add" else (
             weight[:, :a_dim], weight[:, a_dim:])
@@ -172,6 +176,14 @@ def _scores(cells: torch.Tensor, token_scores: torch.Tensor,
     return out
 
 
+def _on_grid(rows: torch.Tensor, grid: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per-locus rows (S, ...) of the span laid out as the run grid (N, R, ...): when
+    every run has one length the grid is the span itself, and this is a view."""
+    if bool(valid.all()):
+        return rows.view(*grid.shape, *rows.shape[1:])
+    return rows.index_select(0, grid.flatten()).view(*grid.shape, *rows.shape[1:])
+
+
 def _local(tables: _Tables, counts: torch.Tensor, present: torch.Tensor | None,
            grid: torch.Tensor, valid: torch.Tensor, u_a: torch.Tensor, u_p: torch.Tensor
            ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,19 +192,18 @@ def _local(tables: _Tables, counts: torch.Tensor, present: torch.Tensor | None,
     n, longest = grid.shape
     t, b = tables.n_tokens, counts.shape[-1]
     bq, h = u_a.shape[0], u_a.shape[2]  # queries shared by the batch (bq 1) or not
-    flat = grid.flatten()
-    cells = counts.index_select(0, flat).view(n, longest, t, b)
+    cells = _on_grid(counts, grid, valid)  # (N, R, T, B)
     allowed = valid.view(n, longest, 1, 1)
     if present is not None:
-        allowed = allowed & present.index_select(0, flat).view(n, longest, b, 1)
+        allowed = allowed & _on_grid(present, grid, valid).view(n, longest, b, 1)
     elif bool(valid.all()):
         allowed = None
     ua = u_a.permute(1, 3, 0, 2).flatten(2)  # (N, a, Bq*H)
     up = u_p.permute(1, 3, 0, 2).flatten(2)  # (N, p, Bq*H)
-    rows_p = tables.position.index_select(0, flat).view(n, longest, -1)  # (N, R, p)
+    rows_p = _on_grid(tables.position, grid, valid)  # (N, R, p)
     token_scores = torch.einsum("ta,nax->ntx", tables.allele, ua).view(n, 1, t, bq, h)
     if tables.locus is not None:  # plus each locus's own rows
-        rows_a = tables.locus.index_select(0, flat).view(n, longest * t, -1)  # (N, R*T, a)
+        rows_a = _on_grid(tables.locus, grid, valid).view(n, longest * t, -1)  # (N, R*T, a)
         token_scores = token_scores + torch.bmm(rows_a, ua).view(n, longest, t, bq, h)
     scores = _scores(cells, token_scores,
                      torch.bmm(rows_p, up).view(n, longest, bq, h))  # (N, R, B, H)
