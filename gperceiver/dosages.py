@@ -45,11 +45,15 @@ class Dosages:
 
     Held as int8 `counts` (-1: missing) and, where ploidy varies, int8 `copies`;
     or, from `standardised`, as the float32 values themselves (simulations, tests).
+    A selection of lines (`rows`) shares those arrays and keeps its `index` into
+    them: the inner folds of the marker path copy no genotypes, only each slab.
     """
 
     def __init__(self, counts: np.ndarray, copies: np.ndarray | None, ploidy: int,
-                 p: np.ndarray | None, inv: np.ndarray | None):
+                 p: np.ndarray | None, inv: np.ndarray | None,
+                 index: np.ndarray | None = None):
         self.counts, self.copies, self.ploidy, self.p, self.inv = counts, copies, ploidy, p, inv
+        self.index = index  # rows of `counts` these lines are, in order (None: every row)
 
     @classmethod
     def standardised(cls, z: np.ndarray | Dosages) -> Dosages:
@@ -89,22 +93,28 @@ class Dosages:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.counts.shape
+        return len(self), self.counts.shape[1]
 
     def __len__(self) -> int:
-        return len(self.counts)
+        return len(self.counts) if self.index is None else len(self.index)
 
     def rows(self, which: np.ndarray) -> Dosages:
-        """The lines `which` (indices or a boolean mask)."""
-        copies = None if self.copies is None else self.copies[which]
-        return Dosages(self.counts[which], copies, self.ploidy, self.p, self.inv)
+        """The lines `which` (indices or a boolean mask), sharing these arrays."""
+        picked = np.arange(len(self))[which]
+        index = picked if self.index is None else self.index[picked]
+        return Dosages(self.counts, self.copies, self.ploidy, self.p, self.inv, index)
+
+    def _lines(self, array: np.ndarray, which: np.ndarray | slice) -> np.ndarray:
+        """array[these lines, which]: a view of the columns first, then the lines."""
+        part = array[:, which]
+        return part if self.index is None else part[self.index]
 
     def columns(self, which: np.ndarray | slice) -> np.ndarray:
         """Z[:, which] as float32."""
-        counts = self.counts[:, which]
+        counts = self._lines(self.counts, which)
         if self.p is None:
             return np.array(counts, np.float32)
-        copies = self.ploidy if self.copies is None else self.copies[:, which]
+        copies = self.ploidy if self.copies is None else self._lines(self.copies, which)
         z = ((counts - copies * self.p[which]) * self.inv[which]).astype(np.float32)
         z[counts < 0] = 0.0
         return z

@@ -41,6 +41,11 @@ def test_counts_give_the_standardised_dosages_and_their_products(tmp_path, monke
     np.testing.assert_allclose(z.dot(effects), want @ effects.T, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(z.rows(pick).columns(np.array([1, 8, 30])),
                                   want[pick][:, [1, 8, 30]])
+    # a selection of a selection: the same lines, sharing the genotypes, not a copy
+    inner, lines = z.rows(pick).rows(np.array([4, 0, 2])), want[pick][[4, 0, 2]]
+    assert inner.counts is z.counts and inner.shape == (3, want.shape[1])
+    np.testing.assert_array_equal(inner.to_array(), lines)
+    np.testing.assert_allclose(inner.gram(w), (lines * w) @ lines.T, rtol=1e-5, atol=1e-5)
 
 
 def test_too_many_lines_and_markers_are_refused_before_reading(tmp_path, monkeypatch):
