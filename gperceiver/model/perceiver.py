@@ -216,15 +216,17 @@ class GPerceiver(nn.Module):
         return {k: v for k, v in self.state_dict().items()
                 if k.split(".", 1)[0] not in DECODERS}
 
-    def load_weights(self, state: Mapping[str, torch.Tensor], assign: bool = False) -> None:
-        """Load a GPerceiver's weights: every encoder weight must fit; a decoder's are
-        taken where both models have it (one this model does not build is skipped,
-        one `state` lacks keeps its fresh weights). Raises RuntimeError as
-        `load_state_dict` does."""
+    def load_weights(self, state: Mapping[str, torch.Tensor], assign: bool = False,
+                     fresh_decoders: bool = False) -> None:
+        """Load a GPerceiver's weights; every weight of this model must fit, except a
+        decoder's that `state` lacks when `fresh_decoders` (it keeps its fresh weights:
+        a run starting another task from a pretrained model). A decoder this model
+        does not build is skipped. Raises RuntimeError as `load_state_dict` does."""
         skipped = [name for name in DECODERS if getattr(self, name) is None]
         state = {k: v for k, v in state.items() if k.split(".", 1)[0] not in skipped}
         missing, unexpected = self.load_state_dict(state, strict=False, assign=assign)
-        missing = [k for k in missing if k.split(".", 1)[0] not in DECODERS]
+        if fresh_decoders:
+            missing = [k for k in missing if k.split(".", 1)[0] not in DECODERS]
         if missing or unexpected:
             problems = ([f"Missing key(s) in state_dict: {', '.join(missing)}."] if missing
                         else []) + ([f"Unexpected key(s) in state_dict: "

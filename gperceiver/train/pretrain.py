@@ -229,7 +229,8 @@ def pretrain(
     L.seed_everything(params.seed, workers=True, verbose=False)
     model = build_model(info)
     if start is not None and resume_epoch is None:
-        model.load_weights(start.state_dict())
+        # the start may come from another task: a decoder it lacks starts fresh
+        model.load_weights(start.state_dict(), fresh_decoders=True)
     module = PretrainModule(model, info)
     train_idx, val_idx = split_samples(int(ds.sizes[schema.SAMPLES]), params.val_fraction,
                                        params.seed)
