@@ -66,6 +66,14 @@ def input_attention(q: torch.Tensor, to_kv: nn.Linear, embed: InputEmbedding,
     return out.flatten(-2)
 
 
+def _rows(table: nn.Embedding, lo: int, hi: int) -> torch.Tensor:
+    """Rows lo..hi-1 of `table`: a view of its weights, or, for a sparse table, read
+    through it so that its gradient holds these rows alone."""
+    if table.sparse:
+        return table(torch.arange(lo, hi, device=table.weight.device))
+    return table.weight[lo:hi]
+
+
 class _Tables:
     """The embedding tables over the spanned loci lo..hi-1, and the key and value
     weights split per head and per part (allele, position)."""
@@ -76,17 +84,11 @@ class _Tables:
         self.n_tokens, a_dim = self.allele.shape
         self.dtype = self.allele.dtype
         locus = embed.locus_alleles
-        self.locus = None
-        if locus is not None and locus.table.sparse:  # a gradient at these rows alone
-            rows = torch.arange(lo * self.n_tokens, hi * self.n_tokens, device=self.allele.device)
-            self.locus = locus.table(rows).view(hi - lo, self.n_tokens, a_dim)
-        elif locus is not None:  # (S, T, a): a view, not a copy
-            self.locus = locus.table.weight.view(-1, self.n_tokens, a_dim)[lo:hi]
-        table = getattr(embed.position, "table", None)  # learned positions
-        if table is not None and not table.sparse:  # (S, p): a view, not a copy
-            self.position = table.weight[lo:hi]
-        else:
-            self.position = embed.position(torch.arange(lo, hi, device=self.allele.device))
+        self.locus = None if locus is None else _rows(  # (S, T, a)
+            locus.table, lo * self.n_tokens, hi * self.n_tokens).view(hi - lo, self.n_tokens, a_dim)
+        table = getattr(embed.position, "table", None)  # learned positions; fourier: computed
+        self.position = _rows(table, lo, hi) if table is not None else embed.position(
+            torch.arange(lo, hi, device=self.allele.device))  # (S, p)
         weight = to_kv.weight  # (2P, in): keys, then values
         w_a, w_p = (weight, weight) if embed.combine == "add" else (
             weight[:, :a_dim], weight[:, a_dim:])
