@@ -43,6 +43,7 @@ def one(kind: str, variants: int, batch: int, steps: int, window: int, threads: 
     from gperceiver.model import GPerceiver
     from gperceiver.model.heads import FinetuneHead
     from gperceiver.runtime import flush_denormals, reuse_freed_memory
+    from gperceiver.train.checkpoint import TASK_DECODERS
     from gperceiver.train.optimiser import clip_gradients, configure_adamw
     from gperceiver.train.params import Params
     from gperceiver.train.pretrain import size_tables
@@ -54,16 +55,15 @@ def one(kind: str, variants: int, batch: int, steps: int, window: int, threads: 
     torch.manual_seed(0)
     windowed = kind == "window"
     params = Params().replace(nalleles=3, ploidy=2, input_window=windowed)
+    task = "fit" if kind == "finetune" else "masked"
     if memory is not None:
-        task = "fit" if kind == "finetune" else "masked"
         params = size_tables(params, parse_size(memory), variants, task)
     config = params.model
     position = torch.arange(variants, dtype=torch.float64)
     contig = torch.zeros(variants, dtype=torch.long)
     # the decoders each command builds (fit: none), and window pretraining's sparse
     # per-locus tables, as `pretrain` and `fit` set them
-    model = GPerceiver(config, position, contig, 1,
-                       decoders=() if kind == "finetune" else ("masked",))
+    model = GPerceiver(config, position, contig, 1, decoders=TASK_DECODERS.get(task, ()))
     if windowed:
         model.sparse_tables()
     head = FinetuneHead("latent", config.latent_dim, config.feedforward_dim, 3)
