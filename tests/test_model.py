@@ -167,7 +167,8 @@ def test_input_attention_is_attention_over_projected_embeddings(kind, combine, p
                                                                 local, heads, window):
     """From the tables alone, the same outputs and gradients as keys and values of
     every input: scattered loci, a window, every locus, runs left empty (3 loci for 5
-    latents), and queries shared by the batch or not."""
+    latents), scattered loci every row shares (laid out alone), and queries shared by
+    the batch or not."""
     from gperceiver.model.input_attention import input_attention
 
     model = make_model(ploidy, 3, position_embed_kind=kind, position_embed_combine=combine,
@@ -176,7 +177,7 @@ def test_input_attention_is_attention_over_projected_embeddings(kind, combine, p
     cross, embed = model.iterations[0].cross, model.embed
     weights = [w for w in [*embed.parameters(), *cross.to_kv.parameters()] if w.requires_grad]
     for xi in (loci(3, 12), torch.arange(7, 19).expand(3, -1), torch.arange(V).expand(3, -1),
-               loci(3, 3)):
+               loci(3, 3), loci(1, 12).expand(3, -1), loci(1, 4, seed=2).expand(3, -1)):
         x = tokens(3, xi.shape[1], ploidy, 3)
         x[0, 0, -1] = -1  # a padded copy
         n_local = 5 if cross.local is None else -sub(*cross.local.span(xi))

@@ -9,6 +9,11 @@ counts. Per sample and locus this holds a few numbers (token counts, a score and
 weight per head) instead of keys and values of 2 x projection_dim, and every sum
 over loci is a matrix product with the tables.
 
+The loci laid out are those every row of the batch gives (all loci, a window, or
+loci drawn once for the batch: a step then costs what its inputs cost, however
+large the panel), or, when rows give different loci, the whole span from the first
+to the last with a mask of which each row gives.
+
 With local latents (`Segments`) latent i scores only the loci of its own run,
 laid out as a padded grid of runs, so the cost grows with the loci, not with
 latents x loci. Other queries (finetuning heads, every latent without local
@@ -36,17 +41,16 @@ def input_attention(q: torch.Tensor, to_kv: nn.Linear, embed: InputEmbedding,
     span (`segments.span`) and the rest read everything.
     """
     n_q = q.shape[1]
-    lo, hi = int(x_index.min()), int(x_index.max()) + 1
-    tables = _Tables(embed, to_kv, lo, hi, heads)
-    counts, present = _dense_counts(x_alleles, x_index, lo, hi, tables.n_tokens,
-                                    tables.dtype)
+    loci, shared = _layout(x_index)
+    tables = _Tables(embed, to_kv, loci, heads)
+    counts, present = _counts(x_alleles, x_index, loci, shared, tables.n_tokens, tables.dtype)
     u_a, u_p = tables.score_vectors(q)  # (B or 1, Nq, H, a), (B or 1, Nq, H, p)
     parts, fallback = [], []
     n_local = 0
     if segments is not None:
         first, stop = segments.span(x_index)
         n_local = stop - first
-        grid, valid = _run_grid(segments, lo, hi, first, n_local, x_index.device)
+        grid, valid = _run_grid(segments, loci, first, n_local)
         local, empty = _local(tables, counts, present, grid, valid, u_a[:, :n_local],
                               u_p[:, :n_local])
         parts.append(local)
@@ -66,29 +70,45 @@ def input_attention(q: torch.Tensor, to_kv: nn.Linear, embed: InputEmbedding,
     return out.flatten(-2)
 
 
-def _rows(table: nn.Embedding, lo: int, hi: int) -> torch.Tensor:
-    """Rows lo..hi-1 of `table`: a view of its weights, or, for a sparse table, read
-    through it so that its gradient holds these rows alone."""
-    if table.sparse:
-        return table(torch.arange(lo, hi, device=table.weight.device))
-    return table.weight[lo:hi]
+def _layout(x_index: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """The loci the attention lays out, ascending, and whether every row gives
+    exactly them (`shared`: all loci, a window, or loci drawn once per batch);
+    otherwise each row gives some of them: the span from the first to the last."""
+    first = x_index[0]
+    if (x_index.shape[0] == 1 or bool((x_index == first).all())) and (
+            len(first) == 1 or bool((first[1:] > first[:-1]).all())):
+        return first.long(), True
+    return torch.arange(int(x_index.min()), int(x_index.max()) + 1,
+                        device=x_index.device), False
+
+
+def _rows(table: nn.Embedding, loci: torch.Tensor, per_locus: int = 1) -> torch.Tensor:
+    """The `per_locus` rows of each of `loci` (ascending) in `table`: a view of its
+    weights when the loci are a run, else read through it; a sparse table is always
+    read through it, so that its gradient holds these rows alone."""
+    lo, hi = int(loci[0]), int(loci[-1]) + 1
+    if not table.sparse and hi - lo == len(loci):
+        return table.weight[lo * per_locus:hi * per_locus]
+    if per_locus > 1:
+        loci = (loci.unsqueeze(1) * per_locus + torch.arange(per_locus, device=loci.device)
+                ).flatten()
+    return table(loci)
 
 
 class _Tables:
-    """The embedding tables over the spanned loci lo..hi-1, and the key and value
+    """The embedding tables' rows of the laid-out loci, and the key and value
     weights split per head and per part (allele, position)."""
 
-    def __init__(self, embed: InputEmbedding, to_kv: nn.Linear, lo: int, hi: int,
+    def __init__(self, embed: InputEmbedding, to_kv: nn.Linear, loci: torch.Tensor,
                  heads: int):
         self.allele = embed.alleles.table.weight  # (T, a)
         self.n_tokens, a_dim = self.allele.shape
         self.dtype = self.allele.dtype
         locus = embed.locus_alleles
         self.locus = None if locus is None else _rows(  # (S, T, a)
-            locus.table, lo * self.n_tokens, hi * self.n_tokens).view(hi - lo, self.n_tokens, a_dim)
+            locus.table, loci, self.n_tokens).view(len(loci), self.n_tokens, a_dim)
         table = getattr(embed.position, "table", None)  # learned positions; fourier: computed
-        self.position = _rows(table, lo, hi) if table is not None else embed.position(
-            torch.arange(lo, hi, device=self.allele.device))  # (S, p)
+        self.position = _rows(table, loci) if table is not None else embed.position(loci)
         weight = to_kv.weight  # (2P, in): keys, then values
         w_a, w_p = (weight, weight) if embed.combine == "add" else (
             weight[:, :a_dim], weight[:, a_dim:])
@@ -117,17 +137,16 @@ class _Tables:
         return out if self.value_bias is None else out + self.value_bias
 
 
-def _dense_counts(x_alleles: torch.Tensor, x_index: torch.Tensor, lo: int, hi: int,
-                  n_tokens: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Copies of each token per spanned locus, (S, T, B), and which loci each sample
-    gives, (S, B) (None: all of them)."""
+def _counts(x_alleles: torch.Tensor, x_index: torch.Tensor, loci: torch.Tensor, shared: bool,
+            n_tokens: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Copies of each token per laid-out locus, (S, T, B), and which of them each
+    sample gives, (S, B) (None: all of them)."""
     b, n_loci = x_index.shape
     alleles = x_alleles.permute(1, 2, 0)  # (L, P, B); padded copies (-1) match no token
     per_locus = torch.stack([(alleles == t).sum(1, dtype=dtype) for t in range(n_tokens)], 1)
-    span = hi - lo
-    if n_loci == span and (b == 1 or bool((x_index == x_index[:1]).all())) and (
-            n_loci == 1 or bool((x_index[0, 1:] > x_index[0, :-1]).all())):
-        return per_locus, None  # every locus of the span, in order: the usual batch
+    if shared:
+        return per_locus, None
+    span, lo = len(loci), int(loci[0])
     at = (x_index.long() - lo).t()  # (L, B)
     counts = per_locus.new_zeros(span, n_tokens, b)
     counts.scatter_(0, at.unsqueeze(1).expand(-1, n_tokens, -1), per_locus)
@@ -138,17 +157,17 @@ def _dense_counts(x_alleles: torch.Tensor, x_index: torch.Tensor, lo: int, hi: i
     return counts, present
 
 
-def _run_grid(segments, lo: int, hi: int, first: int, n_runs: int,
-              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The spanned loci as a padded grid of runs: (n_runs, longest) positions within
-    the span (0 where padded) and which cells hold a locus."""
-    run = segments.of(torch.arange(lo, hi, device=device)) - first  # non-decreasing
+def _run_grid(segments, loci: torch.Tensor, first: int, n_runs: int
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The laid-out loci as a padded grid of runs: (n_runs, longest) places in the
+    layout (0 where padded) and which cells hold a locus."""
+    run = segments.of(loci) - first  # non-decreasing
     sizes = torch.bincount(run, minlength=n_runs)
     starts = sizes.cumsum(0) - sizes
-    rank = torch.arange(hi - lo, device=device) - starts[run]
+    places = torch.arange(len(loci), device=loci.device)
     grid = torch.full((n_runs, max(1, int(sizes.max()))), -1, dtype=torch.long,
-                      device=device)
-    grid[run, rank] = torch.arange(hi - lo, device=device)
+                      device=loci.device)
+    grid[run, places - starts[run]] = places
     valid = grid >= 0
     return grid.clamp(min=0), valid
 
