@@ -4,9 +4,10 @@ For each --variants size, a child process builds a GPerceiver with the default
 architecture over that many diploid loci and times --steps steps of --batch samples
 (after one warm-up step), then reports its peak RSS. Two kinds of step:
 
-- "finetune": the latent head (3 blocks, regression) over every locus, with the
-  training's optimiser and gradient clipping, as `fit` trains (item 2 of #20:
-  lines/s at 100k markers);
+- "finetune": the latent head (3 blocks, regression) over every locus, or with
+  --prop-x over that share of them drawn once per batch as the loader draws them,
+  with the training's optimiser and gradient clipping, as `fit` trains (item 2 of
+  #20: lines/s at 100k markers; a huge panel's fit reads a share of its loci);
 - "masked": masked pretraining with the default params (every locus an input, a
   tenth of them targets, hidden as missing), as `pretrain` trains;
 - "window": masked pretraining with `input_window` and prop_x giving --window loci
@@ -34,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def one(kind: str, variants: int, batch: int, steps: int, window: int, threads: int,
-        memory: str | None) -> dict:
+        memory: str | None, prop_x: float = 1.0) -> dict:
     """Time `steps` steps of `kind` over `variants` loci in this process; with `memory`,
     the model is sized to that budget as the command would size it."""
     import torch
@@ -69,7 +70,7 @@ def one(kind: str, variants: int, batch: int, steps: int, window: int, threads: 
     head = FinetuneHead("latent", config.latent_dim, config.feedforward_dim, 3)
     trained = torch.nn.ModuleList([model, head])
     optimiser = configure_adamw(trained, params)[0][0]
-    loci = min(window, variants) if windowed else variants
+    loci = min(window, variants) if windowed else max(1, round(prop_x * variants))
 
     def step() -> None:
         x = torch.randint(1, 3, (batch, loci, 2), dtype=torch.int8)
@@ -85,8 +86,10 @@ def one(kind: str, variants: int, batch: int, steps: int, window: int, threads: 
             y_index = index[:, torch.randperm(loci)[: max(1, loci // 10)]]
             logits = model.masked_logits(x, index, y_index)
             loss = logits.logsumexp(-1).mean()
-        else:
-            index = torch.arange(loci, dtype=torch.int32).expand(batch, -1)
+        else:  # every locus, or a share of them drawn once for the batch
+            drawn = torch.randperm(variants)[:loci].sort().values if loci < variants else \
+                torch.arange(loci)
+            index = drawn.to(torch.int32).expand(batch, -1)
             loss = head(model, x, index).square().mean()
         optimiser.zero_grad()
         loss.backward()
@@ -113,6 +116,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--window", type=int, default=4096,
                         help="window: input loci per sample")
+    parser.add_argument("--prop-x", type=float, default=1.0,
+                        help="finetune: the share of loci given as input")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--memory", default=None,
                         help="a budget (e.g. 3GB) that sizes the model's per-locus tables, "
@@ -121,12 +126,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         print(json.dumps(one(args.kind, args.variants[0], args.batch, args.steps,
-                             args.window, args.threads, args.memory)))
+                             args.window, args.threads, args.memory, args.prop_x)))
         return
     for variants in args.variants:
         command = [sys.executable, __file__, "--child", "--kind", args.kind, "--variants",
                    str(variants), "--batch", str(args.batch), "--steps", str(args.steps),
-                   "--window", str(args.window), "--threads", str(args.threads)]
+                   "--window", str(args.window), "--threads", str(args.threads),
+                   "--prop-x", str(args.prop_x)]
         if args.memory:
             command += ["--memory", args.memory]
         done = subprocess.run(command, capture_output=True, text=True)

@@ -280,13 +280,21 @@ def test_input_subsampling_with_prop_x(diploid):
     path, geno = diploid
     loader = make_loader(path, "masked", batch_size=8, prop_x=0.5, prop_y=0.2)
     assert loader.dataset.sizes == (25, 5)  # prop_y is a share of the input loci
+    draws = set()
     for batch in loader:
         check_masked(batch, geno, 2, 25, 5)
-    assert len({tuple(r) for r in batch["x_index"].tolist()}) > 1  # inputs drawn per sample
+        x = batch["x_index"]
+        assert (x == x[:1]).all()  # one draw for the batch: the model lays out those loci
+        draws.add(tuple(x[0].tolist()))
+    assert len(draws) > 1  # and another for the next batch
     plain = make_loader(path, "plain", batch_size=8, prop_x=0.3, shuffle=False)
-    batch = next(iter(plain))
-    assert batch["x_index"].shape == (8, 15)
-    assert len({tuple(r) for r in batch["x_index"].tolist()}) > 1  # drawn per sample
+    batches = list(plain)
+    assert batches[0]["x_index"].shape == (8, 15)
+    assert len({tuple(b["x_index"][0].tolist()) for b in batches}) > 1
+    for b in batches:  # each row's tokens are its own calls at the batch's loci
+        rows, x = b["sample_index"].numpy(), b["x_index"][0].numpy()
+        np.testing.assert_array_equal(b["x_alleles"].numpy(),
+                                      geno[x][:, rows].transpose(1, 0, 2) + 1)
 
 
 def test_input_window_is_one_contiguous_run_per_batch(diploid):

@@ -159,14 +159,6 @@ def plus_one(calls, rows, out):
         _add_one(calls[rows[b]], out[b])
 
 
-@numba.njit(cache=True, nogil=True)
-def gather_loci(geno, index, out):
-    """out[b, i] = geno[b, index[b, i]]: each row's calls at its own loci."""
-    for b in range(index.shape[0]):
-        for i in range(index.shape[1]):
-            out[b, i] = geno[b, index[b, i]]
-
-
 # -- target draws (sampling) ------------------------------------------------------------
 
 

@@ -8,9 +8,10 @@ padded copy (the model ignores those). Variant indices index the store's
 
 Sizes, constant within an epoch so batches stack (V = number of variants):
 Lx = max(1, round(prop_x * V)) input loci (prop_x = 1: all V loci in store order,
-otherwise drawn uniformly per sample and sorted, or with `window` one contiguous
-run of Lx loci around a uniform locus, the same for the whole batch); for
-masked/contrastive,
+otherwise drawn uniformly once per batch and sorted, or with `window` one
+contiguous run of Lx loci around a uniform locus; every row of a batch gives the
+same loci, so the model lays out those alone, and a step costs what Lx loci cost
+however large the panel); for masked/contrastive,
 Ly = max(1, round(prop_y * Lx)) targets among the inputs (at most Lx - 1).
 
 The contract (what the loader yields; `DTYPES` declares every field's dtype).
@@ -19,8 +20,8 @@ workers, the shared memory and a host-to-device copy 1 byte per call; the model
 widens them on its device.
 - every task: "sample_index" (B,) the sample's row in the store, or in the Dataset
   selected from it that the loader was given (contrastive: (B, 2)),
-  "x_index" (B, Lx) ascending input loci (with all loci, one arange row expanded
-  over the batch, stride 0 on dim 0: call .contiguous() before writing into it),
+  "x_index" (B, Lx) ascending input loci (one row expanded over the batch, stride 0
+  on dim 0: call .contiguous() before writing into it),
   "x_alleles" (B, Lx, P) the tokens there.
 - "masked" (BERT-style): plus "y_index" (B, Ly) target loci, drawn per sample
   among the inputs without replacement with weight prod over copies
@@ -53,7 +54,7 @@ import numpy as np
 import torch
 
 from gperceiver.choices import LOADER_TASKS, PRETRAIN_TASKS
-from gperceiver.data.kernels import gather_loci, hidden_tokens, plus_one
+from gperceiver.data.kernels import hidden_tokens, plus_one
 from gperceiver.data.sampling import Scratch, draw_targets, weight_table
 
 TASKS = LOADER_TASKS
@@ -172,9 +173,10 @@ class TaskBuilder:
             start = min(max(0, centre - self.lx // 2), self.n_variants - self.lx)
             run = self.all_loci[start : start + self.lx]
             return run.expand(n_rows, -1), [g[:, start : start + self.lx] for g in genos]
-        keys = rng.random((n_rows, self.n_variants), dtype=np.float32)
-        picked = np.sort(np.argpartition(keys, self.lx - 1, axis=1)[:, : self.lx], axis=1)
-        return as_tensor(picked, DTYPES["x_index"]), [gather(g, picked) for g in genos]
+        keys = rng.random(self.n_variants, dtype=np.float32)  # one uniform draw for the batch
+        picked = np.sort(np.argpartition(keys, self.lx - 1)[: self.lx])
+        return (as_tensor(picked, DTYPES["x_index"]).expand(n_rows, -1),
+                [g[:, picked] for g in genos])
 
     def targets(self, rng, inputs: list[np.ndarray], rows: np.ndarray, x_index: torch.Tensor,
                 x_alleles: torch.Tensor) -> dict:
@@ -225,13 +227,6 @@ def as_tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     array = np.asarray(array)
     out = torch.empty(array.shape, dtype=dtype)
     np.copyto(out.numpy(), array, casting="unsafe")
-    return out
-
-
-def gather(geno: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """Genotypes (B, L, P) int8 at loci `index` (B, L)."""
-    out = np.empty((*index.shape, geno.shape[2]), dtype=np.int8)
-    gather_loci(geno, index, out)
     return out
 
 
