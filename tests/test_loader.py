@@ -348,8 +348,9 @@ def test_sample_subset_by_name_and_phenotypes(diploid):
 
 def test_contrastive_pairs_share_loci_and_count_shared_alleles(diploid):
     path, geno = diploid
-    for prop_x, lx in ((1.0, 50), (0.6, 30)):
-        loader = make_loader(path, "contrastive", batch_size=8, prop_x=prop_x, prop_y=0.2)
+    for prop_x, lx, shuffle in ((1.0, 50, True), (0.6, 30, True), (1.0, 50, False)):
+        loader = make_loader(path, "contrastive", batch_size=8, prop_x=prop_x, prop_y=0.2,
+                             shuffle=shuffle)
         ly = loader.dataset.sizes[1]
         n = 0
         for batch in loader:

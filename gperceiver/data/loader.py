@@ -284,15 +284,24 @@ class GenotypeDataset(IterableDataset):
             yield from self._in_order(groups, rng)
 
     def _in_order(self, groups, rng) -> Iterator[dict[str, torch.Tensor]]:
-        geno = np.empty((0, self.n_variants, self.ploidy), dtype=np.int8)
-        pos = np.empty(0, dtype=np.int64)
+        # One buffer of a read group and a batch: each group is read in after what the
+        # last one left over (less than a batch), which then moves to the front.
+        capacity = self.group_samples + self.batch_size
+        geno = np.empty((capacity, self.n_variants, self.ploidy), dtype=np.int8)
+        pos = np.empty(capacity, dtype=np.int64)
+        held = 0
         for group in groups:
-            geno, pos = np.concatenate([geno, self.read(group)]), np.r_[pos, group]
-            while len(pos) >= self.batch_size:
-                yield self._batch(geno, pos, np.arange(self.batch_size), rng)
-                geno, pos = geno[self.batch_size :], pos[self.batch_size :]
-        if len(pos) and not self.drop_last:
-            yield self._batch(geno, pos, np.arange(len(pos)), rng)
+            self.read(group, geno, np.arange(held, held + len(group)))
+            pos[held : held + len(group)] = group
+            held, start = held + len(group), 0
+            while held - start >= self.batch_size:  # (a contrastive partner: any held row)
+                yield self._batch(geno[:held], pos[:held],
+                                  np.arange(start, start + self.batch_size), rng)
+                start += self.batch_size
+            geno[: held - start], pos[: held - start] = geno[start:held], pos[start:held]
+            held -= start
+        if held and not self.drop_last:
+            yield self._batch(geno[:held], pos[:held], np.arange(held), rng)
 
     def _shuffled(self, groups, rng) -> Iterator[dict[str, torch.Tensor]]:
         # The buffer holds at most `shuffle_buffer` samples (at least a read group and
