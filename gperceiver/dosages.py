@@ -5,29 +5,77 @@ dosages many times over (kernels, effects, out-of-fold fits). As float32 they
 take 4 bytes per line and column (0.8 GB for 2,000 lines x 100,000 markers, and
 as much again for each inner fold's copy); held as int8 counts, a quarter of
 that, and every product turns one slab of columns at a time (SLAB_BYTES) into
-float32. The values are exactly `baseline.centred_dosages(..., standardise=True)`.
+float32. When int8 counts would pass the bytes allowed them (a share of the
+memory budget), they are packed: 2 bits a count up to ploidy 2, 4 bits up to
+ploidy 14 (a million markers of 2,000 diploid lines: 0.5 GB instead of 2 GB).
+The values are exactly `baseline.centred_dosages(..., standardise=True)`.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import dask
 import numpy as np
 import xarray as xr
 
 from gperceiver.baseline import centred_dosages
-from gperceiver.errors import UsageError
+from gperceiver.errors import Note, UsageError
 from gperceiver.store import schema
 
 SLAB_BYTES = 64 << 20  # float64 working memory per slab of columns, and genotypes per read
-MAX_BYTES = 2 << 30  # the training lines' counts are held in memory (int8)
+MAX_BYTES = 2 << 30  # the training lines' counts are held in memory: by default at most this
 
 
-def variant_steps(ds: xr.Dataset, n_samples: int) -> list[tuple[int, int]]:
-    """Runs of variants whose genotypes of `n_samples` lines, widened, fit SLAB_BYTES."""
+def variant_steps(ds: xr.Dataset, n_samples: int, multiple: int = 1) -> list[tuple[int, int]]:
+    """Runs of variants whose genotypes of `n_samples` lines, widened, fit SLAB_BYTES
+    (each but the last a multiple of `multiple` variants)."""
     n_variants = int(ds.sizes[schema.VARIANTS])
     per_variant = max(1, n_samples * int(ds.sizes[schema.PLOIDY]) * 4)
-    step = max(1, SLAB_BYTES // per_variant)
+    step = max(multiple, SLAB_BYTES // per_variant // multiple * multiple)
     return [(lo, min(lo + step, n_variants)) for lo in range(0, n_variants, step)]
+
+
+class Packed:
+    """int8 counts (rows, columns) from -1 to 2**bits - 2, held `bits` bits each
+    (8 // bits columns a byte); `packed[lines, which]` gives them back as int8."""
+
+    def __init__(self, n_rows: int, n_columns: int, bits: int):
+        self.bits, self.per_byte = bits, 8 // bits
+        self.shape = (n_rows, n_columns)
+        self.bytes = np.zeros((n_rows, -(-n_columns // self.per_byte)), np.uint8)
+        shifts = np.arange(self.per_byte) * bits
+        self.lut = (((np.arange(256)[:, None] >> shifts) & ((1 << bits) - 1)) - 1).astype(np.int8)
+
+    @staticmethod
+    def bits_for(largest: int) -> int | None:
+        """The fewest bits (2 or 4) that hold counts -1..largest; None: 8 do."""
+        return next((bits for bits in (2, 4) if largest <= (1 << bits) - 2), None)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def put(self, lo: int, counts: np.ndarray) -> None:
+        """Columns lo.. (lo a multiple of per_byte) from int8 counts (rows, width)."""
+        width = counts.shape[1]
+        codes = np.zeros((len(counts), -(-width // self.per_byte) * self.per_byte), np.uint8)
+        codes[:, :width] = counts + 1
+        codes = codes.reshape(len(counts), -1, self.per_byte)
+        shifts = np.arange(self.per_byte, dtype=np.uint8) * np.uint8(self.bits)
+        first = lo // self.per_byte
+        self.bytes[:, first:first + codes.shape[1]] = np.bitwise_or.reduce(codes << shifts, 2)
+
+    def __getitem__(self, key: tuple) -> np.ndarray:
+        lines, which = key
+        if isinstance(which, slice):
+            lo, hi, _ = which.indices(self.shape[1])
+            first = lo // self.per_byte
+            out = self.lut[self.bytes[lines, first:-(-hi // self.per_byte)]]
+            start = lo - first * self.per_byte
+            return out.reshape(*out.shape[:-2], -1)[..., start:start + hi - lo]
+        which = np.asarray(which)
+        out = self.lut[self.bytes[lines][:, which // self.per_byte]]  # (rows, n, per_byte)
+        return np.take_along_axis(out, (which % self.per_byte)[None, :, None], 2)[..., 0]
 
 
 def read_slab(ds: xr.Dataset, lo: int, hi: int, rows: np.ndarray | None) -> np.ndarray:
@@ -43,7 +91,8 @@ class Dosages:
     """Z (rows, columns), columns (variant, allele - 1) flattened:
     Z[:, j] = (count_j - copies x p_j) x inv_j, and 0 for a missing call.
 
-    Held as int8 `counts` (-1: missing) and, where ploidy varies, int8 `copies`;
+    Held as int8 `counts` (-1: missing; or `Packed`) and, where ploidy varies, int8
+    `copies`;
     or, from `standardised`, as the float32 values themselves (simulations, tests).
     A selection of lines (`rows`) shares those arrays and keeps its `index` into
     them: the inner folds of the marker path copy no genotypes, only each slab.
@@ -63,22 +112,41 @@ class Dosages:
         return cls(np.asarray(z, np.float32), None, 0, None, None)
 
     @classmethod
-    def read(cls, ds: xr.Dataset, rows: np.ndarray, freq: np.ndarray) -> Dosages:
-        """The lines `rows` of a store, centred by the allele frequencies `freq`."""
+    def read(cls, ds: xr.Dataset, rows: np.ndarray, freq: np.ndarray,
+             max_bytes: int | None = None) -> Dosages:
+        """The lines `rows` of a store, centred by the allele frequencies `freq`; their
+        counts take at most `max_bytes` (default MAX_BYTES), packed when int8 would
+        take more."""
+        max_bytes = MAX_BYTES if max_bytes is None else max_bytes
         n_variants, ploidy = int(ds.sizes[schema.VARIANTS]), int(ds.sizes[schema.PLOIDY])
         per_variant = freq.shape[1] - 1
-        if len(rows) * n_variants * per_variant > MAX_BYTES:
+        n_columns = n_variants * per_variant
+        bits = Packed.bits_for(ploidy) if len(rows) * n_columns > max_bytes else None
+        held = len(rows) * n_columns * (bits or 8) // 8
+        if held > max_bytes:
             raise UsageError(
                 f"the linear path holds the training lines' genotypes in memory: {len(rows)} "
-                f"lines x {n_variants * per_variant} columns is over {MAX_BYTES >> 30} GB; set "
-                "\"linear\": false in --params, or filter markers first")
-        counts = np.empty((len(rows), n_variants, per_variant), np.int8)
+                f"lines x {n_columns} columns take {held / 2**30:.1f} GiB"
+                f"{' packed' if bits else ''}, over the {max_bytes / 2**30:.1f} GiB allowed "
+                "them; raise --memory, set \"linear\": false in --params, or filter markers "
+                "first")
+        if bits is not None:
+            warnings.warn(f"the marker path holds the training lines' genotypes packed in "
+                          f"{bits} bits ({held / 1e6:,.0f} MB; int8 would pass the "
+                          f"{max_bytes / 1e6:,.0f} MB allowed them)", Note, stacklevel=3)
+        counts = (np.empty((len(rows), n_columns), np.int8) if bits is None
+                  else Packed(len(rows), n_columns, bits))
         copies = None
-        for lo, hi in variant_steps(ds, len(rows)):
+        for lo, hi in variant_steps(ds, len(rows), 1 if bits is None else 8 // bits):
             gt = read_slab(ds, lo, hi, rows).transpose(1, 0, 2)  # (rows, variants, ploidy)
             missing = (gt == schema.MISSING).any(-1)
+            block = np.empty((len(rows), hi - lo, per_variant), np.int8)
             for a in range(per_variant):
-                counts[:, lo:hi, a] = np.where(missing, -1, (gt == a + 1).sum(-1))
+                block[..., a] = np.where(missing, -1, (gt == a + 1).sum(-1))
+            if bits is None:
+                counts[:, lo * per_variant:hi * per_variant] = block.reshape(len(rows), -1)
+            else:
+                counts.put(lo * per_variant, block.reshape(len(rows), -1))
             padded = gt == schema.FILL
             if padded.any() and copies is None:
                 copies = np.full((len(rows), n_variants), ploidy, np.int8)
@@ -89,7 +157,7 @@ class Dosages:
         inv = np.divide(1.0, sd, out=np.zeros_like(sd), where=sd > 1e-6)
         if copies is not None:
             copies = np.repeat(copies, per_variant, axis=1)
-        return cls(counts.reshape(len(rows), -1), copies, ploidy, p, inv)
+        return cls(counts, copies, ploidy, p, inv)
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -316,8 +316,8 @@ class LinearPath:
 
 
 def fit_linear(ds: xr.Dataset, response: np.ndarray, rows: np.ndarray, seed: int,
-               out_of_fold_predictions: bool = True,
-               latents: np.ndarray | None = None) -> tuple[LinearPath, np.ndarray | None]:
+               out_of_fold_predictions: bool = True, latents: np.ndarray | None = None,
+               max_bytes: int | None = None) -> tuple[LinearPath, np.ndarray | None]:
     """Fit every block on the observed responses of sample rows `rows`.
 
     `response` is (samples, blocks), NaN where a row is not for training. Returns
@@ -325,10 +325,11 @@ def fit_linear(ds: xr.Dataset, response: np.ndarray, rows: np.ndarray, seed: int
     out-of-fold predictions (len(rows), blocks; NaN where a block is unobserved),
     with the inner-CV MSE per block in the path's `fits`. `latents` (samples, ...):
     a pretrained encoder's latents of every sample of `ds`, for the latent kernel
-    (standardised over all of them: genotypes only, no phenotype).
+    (standardised over all of them: genotypes only, no phenotype). `max_bytes`: what
+    the training lines' genotypes may take (`Dosages.read`).
     """
     freq = np.asarray(ds["variant_allele_frequency"].values, np.float64)
-    z = Dosages.read(ds, rows, freq)
+    z = Dosages.read(ds, rows, freq, max_bytes)
     y = response[rows]
     x, mean, inv = (None, None, None) if latents is None else standardised(latents)
     x_rows = None if x is None else np.ascontiguousarray(x[rows])

@@ -10,6 +10,8 @@ grow with the loci read: its batch size is cut to fit INFERENCE_SHARE of the bud
 A model's per-locus tables (positions, per-locus alleles, decoder read-outs) grow
 with the markers, four times over while training: when the per-locus allele rows
 would take more than TABLE_SHARE of the budget, a new model is built without them.
+The marker path holds its training lines' genotypes within DOSAGE_SHARE of the
+budget (packed in 2 or 4 bits a count when int8 would pass it; `gperceiver.dosages`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ LOCUS_BYTES = 128  # activations per sample and input locus of an encoder pass (
 #                   with a latent head over 100,000 loci, no gradients)
 TABLE_SHARE = 0.4  # of the budget, for the per-locus tables while training
 TABLE_COPIES = 4  # float32 copies of a table while training: weights, gradients, AdamW's two
+DOSAGE_SHARE = 0.25  # of the budget, for the marker path's training genotypes (int8, or packed)
 UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9,
          "t": 1e12, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 

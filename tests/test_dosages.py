@@ -13,11 +13,14 @@ from gperceiver.store import open_store
 from tests.tiny_stores import founder_store
 
 
-@pytest.mark.parametrize("ploidy, n_alleles, padded", [(2, 2, 0), (4, 3, 5)])
+@pytest.mark.parametrize("ploidy, n_alleles, padded, packed", [
+    (2, 2, 0, None), (4, 3, 5, None), (2, 2, 0, 2), (4, 3, 5, 4), (1, 2, 0, 2)])
 def test_counts_give_the_standardised_dosages_and_their_products(tmp_path, monkeypatch,
-                                                                 ploidy, n_alleles, padded):
+                                                                 ploidy, n_alleles, padded,
+                                                                 packed):
     """Missing calls, three alleles and mixed ploidy (padded copies); slabs of a few
-    columns at a time give the same kernel, effects and predictions as the array."""
+    columns at a time give the same kernel, effects and predictions as the array;
+    so do counts packed in 2 or 4 bits when int8 would pass the bytes allowed."""
     store = tmp_path / "s.zarr"
     founder_store(store, n_samples=40, n_variants=50, ploidy=ploidy, n_alleles=n_alleles,
                   missing=0.05, padded_samples=padded)
@@ -27,8 +30,14 @@ def test_counts_give_the_standardised_dosages_and_their_products(tmp_path, monke
     gt = ds["call_genotype"].values[:, rows]
     want = centred_dosages(gt, freq, standardise=True).reshape(len(rows), -1)
     monkeypatch.setattr(dosages, "SLAB_BYTES", 8 * len(rows) * 7)  # 7 columns a slab
-    z = Dosages.read(ds, rows, freq)
-    assert z.counts.dtype == np.int8 and (z.copies is not None) == bool(padded)
+    n_columns = want.shape[1]
+    z = Dosages.read(ds, rows, freq, len(rows) * n_columns - (packed is not None))
+    if packed is None:
+        assert z.counts.dtype == np.int8
+    else:
+        assert isinstance(z.counts, dosages.Packed) and z.counts.bits == packed
+        assert z.counts.bytes.nbytes == len(rows) * -(-n_columns * packed // 8)
+    assert (z.copies is not None) == bool(padded)
     np.testing.assert_array_equal(z.to_array(), want)
     rng = np.random.default_rng(0)
     w = rng.random(want.shape[1]).astype(np.float32)
@@ -52,7 +61,10 @@ def test_too_many_lines_and_markers_are_refused_before_reading(tmp_path, monkeyp
     store = tmp_path / "s.zarr"
     founder_store(store)
     ds = open_store(store)
-    monkeypatch.setattr(dosages, "MAX_BYTES", 100)
     freq = np.asarray(ds["variant_allele_frequency"].values, np.float64)
+    n_columns = int(ds.sizes["variants"]) * (freq.shape[1] - 1)
+    with pytest.raises(UsageError, match="holds the training lines.* packed, over"):
+        Dosages.read(ds, np.arange(10), freq, 10 * n_columns // 4 - 1)  # 2 bits a count
+    monkeypatch.setattr(dosages, "MAX_BYTES", 100)  # the default allowance
     with pytest.raises(UsageError, match="holds the training lines"):
         Dosages.read(ds, np.arange(10), freq)

@@ -3,6 +3,7 @@ split over its processes, and what a training command says it chose."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -159,6 +160,27 @@ def test_a_small_budget_builds_a_model_without_per_locus_allele_rows(small_store
     assert "over 40% of the memory budget 400 KB, as the params ask" in proc.stderr
     _, info, _ = load_model(tmp_path / "asked" / "best.ckpt")
     assert info.params.model.locus_allele_embed is True
+
+
+def test_under_a_small_budget_fit_packs_the_marker_paths_genotypes(small_store, tmp_path):
+    """The marker path's training genotypes take at most a quarter of the budget: over
+    it, fit packs them in 2 bits a count, says so, and its marker path is the same."""
+    rng = np.random.default_rng(0)
+    phenos = tmp_path / "phenos.tsv"
+    phenos.write_text("name\tresponse\tblock\tcv\n" + "".join(
+        f"s{i}\t{rng.normal():.3f}\t0\t{i % 4}\n" for i in range(64)))
+    params = tmp_path / "p.json"
+    params.write_text('{"locus_allele_embed": false}')  # the same model under both budgets
+    runs = {}
+    for budget in ("8KB", "1GB"):  # ~43 training lines x 48 columns: 2 KB in int8
+        out = tmp_path / budget
+        proc = run_cli("fit", small_store, phenos, "-o", out, "--test-fold", "0", "--params",
+                       params, "--memory", budget, *TINY_RUN, env=ONE_THREAD)
+        assert proc.returncode == 0, proc.stderr
+        runs[budget] = json.loads((out / "metrics.json").read_text())
+        packed = "the marker path holds the training lines' genotypes packed in 2 bits"
+        assert (packed in proc.stderr) == (budget == "8KB"), proc.stderr
+    assert runs["8KB"]["components"]["linear_only"] == runs["1GB"]["components"]["linear_only"]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap")

@@ -30,7 +30,7 @@ from gperceiver.data.phenotypes import held_out_split, read_phenotypes, split_ma
 from gperceiver.encode import encode_latents, head_outputs
 from gperceiver.errors import InputFormatError, UsageError
 from gperceiver.linear import LinearPath, fit_linear
-from gperceiver.memory import announce, budget_bytes
+from gperceiver.memory import DOSAGE_SHARE, announce, budget_bytes
 from gperceiver.model.heads import FinetuneHead, Target, build_head, head_loss
 from gperceiver.runtime import flush_denormals, release_freed_memory
 from gperceiver.store import Store, StoreView, resolve, schema, store_name
@@ -226,7 +226,8 @@ def finetune(
     `engine`). `callbacks` are extra Lightning callbacks. `replaces`: files of an
     earlier run in RUN_DIR that this run's outputs replace (removed once it starts).
     `memory`: a budget ("2GB"; default: half the free memory) that sizes the loader's
-    shuffle buffer and prefetched batches (`gperceiver.memory`).
+    shuffle buffer and prefetched batches, a new model's per-locus tables and what
+    the marker path's genotypes may take (`gperceiver.memory`).
     """
     flush_denormals()
     params = params or Params()
@@ -279,7 +280,7 @@ def finetune(
     linear, offset = None, np.zeros_like(response)
     if params.linear and params.objective == "regression":
         linear, oof = fit_linear(ds, _masked(response, train_mask), train_rows, params.seed,
-                                 latents=latents)
+                                 latents=latents, max_bytes=int(DOSAGE_SHARE * budget))
         # out of sample on the other lines; on training lines, in sample
         linear_held = linear.predict(ds, latents, rows)
         offset = linear_held.copy()
@@ -364,7 +365,8 @@ def finetune(
         inner = [f.inner_mse for f in linear.fits]
         linear, _ = fit_linear(ds, _masked(response, train_mask | val_mask),
                                np.flatnonzero((train_mask | val_mask).any(axis=1)),
-                               params.seed, out_of_fold_predictions=False, latents=latents)
+                               params.seed, out_of_fold_predictions=False, latents=latents,
+                               max_bytes=int(DOSAGE_SHARE * budget))
         for fit_, mse in zip(linear.fits, inner, strict=True):
             fit_.inner_mse = mse
     save_linear(best, linear, deep_scale, encoder_state if linear.uses_latents else None)
