@@ -4,8 +4,8 @@ Builds (once; cached under --cache) a store of random diploid genotypes,
 --samples x --variants with a --missing share of calls missing, and phenotypes
 for --phenotyped of its lines, then runs `gperceiver pretrain`, `fit`, `predict`,
 `embed` and `impute` one after the other as subprocesses with default params or
---params (one epoch for the training commands; `--memory` set to --budget where the
-command takes it) and prints one JSON line per command: {"command", "samples", "variants",
+--params (one epoch for the training commands; every command with `--memory` set
+to --budget) and prints one JSON line per command: {"command", "samples", "variants",
 "lines", "wall_s", "lines_per_s", "peak_rss_mb", "budget_mb", "budget_held", "limit"},
 after a first line with what importing torch, Lightning and gperceiver costs alone
 (and `gperceiver info`'s peak), the floor under every training command.
@@ -106,19 +106,20 @@ def main() -> None:
     if args.cgroup is not None:
         (args.cgroup / "memory.max").write_text(str(budget))
     runs = folder / "runs"
-    epoch = ["--epochs", "1", "-q", "--force", "--memory", str(budget)]
+    held = ["-q", "--force", "--memory", str(budget)]  # every command under the budget
+    epoch = ["--epochs", "1", *held]
     if args.params is not None:
         epoch += ["--params", args.params]
     n_fit = int(0.9 * min(args.phenotyped, args.samples))  # the inner validation split
     commands = {
         "pretrain": (["pretrain", store, "-o", runs / "pre", *epoch], args.samples),
         "fit": (["fit", store, phenos, "-o", runs / "fit", *epoch], n_fit),
-        "predict": (["predict", runs / "fit", store, "-o", runs / "predictions.tsv",
-                     "--force", "-q"], args.samples),
-        "embed": (["embed", runs / "pre", store, "-o", runs / "emb.zarr", "--force", "-q"],
+        "predict": (["predict", runs / "fit", store, "-o", runs / "predictions.tsv", *held],
+                    args.samples),
+        "embed": (["embed", runs / "pre", store, "-o", runs / "emb.zarr", *held],
                   args.samples),
         "impute": (["impute", runs / "pre" / "best.ckpt", store, "-o", runs / "imputed.zarr",
-                    "--force", "-q"], args.samples),
+                    *held], args.samples),
     }
     # what a command holds before it reads anything: Python, torch, Lightning, xarray
     status, wall, peak = run(["info", str(store)], args.cgroup, folder / "info.log")
