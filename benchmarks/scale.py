@@ -6,7 +6,8 @@ for --phenotyped of its lines, then runs `gperceiver pretrain`, `fit`, `predict`
 `embed` and `impute` one after the other as subprocesses with default params or
 --params (one epoch for the training commands; every command with `--memory` set
 to --budget) and prints one JSON line per command: {"command", "samples", "variants",
-"lines", "wall_s", "lines_per_s", "peak_rss_mb", "budget_mb", "budget_held", "limit"},
+"lines", "wall_s", "lines_per_s", "train_lines_per_s", "peak_rss_mb", "budget_mb",
+"budget_held", "limit"},
 after a first line with what importing torch, Lightning and gperceiver costs alone
 (and `gperceiver info`'s peak), the floor under every training command.
 
@@ -18,7 +19,10 @@ when --cgroup names a writable cgroup v2 folder whose memory.max is set to the
 budget. `lines` is what the command works through (pretrain: every sample; fit:
 its training lines; predict: the phenotyped lines, as fit predicts them, here every
 sample of the store; embed, impute: every sample), and `lines_per_s` is lines over
-the whole command's wall time, start-up included.
+the whole command's wall time, start-up included; `train_lines_per_s` (pretrain,
+fit) is lines over the training epoch alone, from its progress bar appearing to
+its end (the issue's finetuning throughput; progress bars are forced on and kept
+in each command's log).
 
 The issue's sizes: `--samples 40000 --variants 100000 --phenotyped 2000 --budget 2GB`
 and `--samples 10000 --variants 1000000 --budget 3GB`.
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -54,20 +59,42 @@ def peak_of(proc: subprocess.Popen, cgroup: Path | None) -> float:
     return peak
 
 
-def run(command: list[str], cgroup: Path | None, log: Path) -> tuple[int, float, float]:
-    """(exit status, wall seconds, peak RSS MB) of `gperceiver COMMAND...`."""
+def epoch_seconds(stderr, log) -> float | None:
+    """Copy a command's stderr (progress bars forced on) into `log` until it ends, and
+    return the seconds from the first epoch's bar appearing to it reaching 100%: the
+    training alone, without start-up, validation or what the command does after."""
+    start = end = None
+    pending = b""
+    # as written: a bar's updates end in "\r", not in a new line
+    for chunk in iter(lambda: os.read(stderr.fileno(), 1 << 16), b""):
+        log.write(chunk)
+        *parts, pending = re.split(rb"[\r\n]", pending + chunk)
+        for part in parts:
+            if part.startswith(b"Epoch 0:"):
+                start = start or time.perf_counter()
+                if part.startswith(b"Epoch 0: 100%"):
+                    end = end or time.perf_counter()
+    return None if start is None or end is None else end - start
+
+
+def run(command: list[str], cgroup: Path | None, log: Path
+        ) -> tuple[int, float, float, float | None]:
+    """(exit status, wall seconds, peak RSS MB, seconds of the first training epoch or
+    None) of `gperceiver COMMAND...`."""
     start = time.perf_counter()
-    with open(log, "w") as err:
+    env = dict(os.environ, GPERCEIVER_PROGRESS="1")
+    with open(log, "wb") as err:
         proc = subprocess.Popen([sys.executable, "-m", "gperceiver", *command],
-                                stdout=subprocess.DEVNULL, stderr=err)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         if cgroup is not None:
             (cgroup / "cgroup.procs").write_text(str(proc.pid))
         peak = [0.0]
         watcher = threading.Thread(target=lambda: peak.__setitem__(0, peak_of(proc, cgroup)))
         watcher.start()
+        epoch = epoch_seconds(proc.stderr, err)
         proc.wait()
         watcher.join()
-    return proc.returncode, time.perf_counter() - start, peak[0]
+    return proc.returncode, time.perf_counter() - start, peak[0], epoch
 
 
 def phenotypes(path: Path, n_samples: int, n_phenotyped: int, seed: int = 0) -> None:
@@ -106,7 +133,7 @@ def main() -> None:
     if args.cgroup is not None:
         (args.cgroup / "memory.max").write_text(str(budget))
     runs = folder / "runs"
-    held = ["-q", "--force", "--memory", str(budget)]  # every command under the budget
+    held = ["--force", "--memory", str(budget)]  # every command under the budget
     epoch = ["--epochs", "1", *held]
     if args.params is not None:
         epoch += ["--params", args.params]
@@ -122,7 +149,7 @@ def main() -> None:
                     *held], args.samples),
     }
     # what a command holds before it reads anything: Python, torch, Lightning, xarray
-    status, wall, peak = run(["info", str(store)], args.cgroup, folder / "info.log")
+    status, wall, peak, _ = run(["info", str(store)], args.cgroup, folder / "info.log")
     start = subprocess.run([sys.executable, "-c", "import resource, torch, lightning, "
                             "gperceiver.fit; print(resource.getrusage(resource.RUSAGE_SELF)"
                             ".ru_maxrss)"], capture_output=True, text=True, check=True)
@@ -131,12 +158,14 @@ def main() -> None:
           flush=True)
     for name in args.commands.split(","):
         command, lines = commands[name]
-        status, wall, peak = run([str(c) for c in command], args.cgroup,
-                                 folder / f"{name}.log")
+        status, wall, peak, epoch = run([str(c) for c in command], args.cgroup,
+                                        folder / f"{name}.log")
         print(json.dumps({
             "command": name, "samples": args.samples, "variants": args.variants,
             "lines": lines, "exit": status, "wall_s": round(wall, 1),
-            "lines_per_s": round(lines / wall, 1), "peak_rss_mb": round(peak, 1),
+            "lines_per_s": round(lines / wall, 1),
+            "train_lines_per_s": None if epoch is None else round(lines / epoch, 1),
+            "peak_rss_mb": round(peak, 1),
             "budget_mb": round(budget / 2**20, 1), "budget_held": bool(0 < peak * 2**20 <= budget),
             "limit": "measured" if args.cgroup is None else "cgroup",
             "cpus": os.cpu_count(),
