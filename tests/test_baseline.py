@@ -281,6 +281,19 @@ def test_cli_baseline_end_to_end(example_store, tmp_path):
         table["predicted"].to_numpy(), preds["predicted"].values.T.ravel(), rtol=1e-6, atol=1e-6
     )
 
+    # --test-fold: the same fold held out, reported as fit --test-fold reports it
+    test = tmp_path / "gblup_test"
+    proc = run_cli("baseline", example_store, phenos, "--test-fold", "1", "-o", test)
+    assert proc.returncode == 0, proc.stderr
+    assert "GBLUP test (fold 1) rows" in proc.stdout
+    held = json.loads((test / "metrics.json").read_text())
+    assert held["test"] == metrics["validation"] and held["validation"] is None
+    assert (held["test_fold"], held["cv"], metrics["test_fold"], metrics["test"]) == (
+        1, None, None, None)
+    assert (test / "predictions.tsv").read_text() == (out / "predictions.tsv").read_text()
+    both = run_cli("baseline", example_store, phenos, "--cv", "1", "--test-fold", "1")
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+
     again = run_cli("baseline", example_store, phenos, "--cv", "1", "-o", out)
     assert again.returncode == 5 and "--force" in again.stderr
     assert run_cli("baseline", example_store, phenos, "-o", out, "--force").returncode == 0

@@ -15,20 +15,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the store; the variance ratio is estimated by REML. Writes DIR/predictions.tsv and "
         "DIR/metrics.json (Pearson r and RMSE per block on the validation rows), the same "
         "files as `gperceiver fit`.",
-        epilog="example:\n  gperceiver baseline panel.zarr phenos.tsv --cv 0 -o gblup_cv0",
+        epilog="examples:\n  gperceiver baseline panel.zarr phenos.tsv --cv 0 -o gblup_cv0\n"
+        "  gperceiver baseline panel.zarr phenos.tsv --test-fold 0 -o gblup_test0",
     )
     p.add_argument("store", metavar="STORE", help="genotype store (Zarr)")
     p.add_argument(
         "phenotypes", metavar="PHENOS",
         help="phenotype TSV: name response block [cv], other columns ignored",
     )
-    p.add_argument(
+    held = p.add_mutually_exclusive_group()
+    held.add_argument(
         "--cv", type=int, default=None, metavar="K",
-        help="validation fold: rows with cv == K are held out (default: none)",
+        help="validation fold: rows with cv == K are held out and reported as "
+        "'validation' (default: none)",
+    )
+    held.add_argument(
+        "--test-fold", type=int, default=None, metavar="K",
+        help="the same fold held out, reported as 'test', as `fit --test-fold K` reports "
+        "it (GBLUP chooses nothing on held-out rows: both are leak-free)",
     )
     p.add_argument(
         "-o", "--output", default=None, metavar="DIR",
-        help="output folder [baseline, or baseline_cvK with --cv]",
+        help="output folder [baseline, baseline_cvK with --cv, baseline_testK with "
+        "--test-fold]",
     )
     p.add_argument("--force", action="store_true", help="replace an existing output")
     p.set_defaults(func=run)
@@ -37,13 +46,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     from gperceiver.atomic import check_writable
 
-    out = args.output or ("baseline" if args.cv is None else f"baseline_cv{args.cv}")
+    out = args.output or (f"baseline_cv{args.cv}" if args.cv is not None else
+                          f"baseline_test{args.test_fold}" if args.test_fold is not None
+                          else "baseline")
     check_writable(out, args.force)  # before the slow imports and work
     from gperceiver.baseline import baseline
 
-    path, metrics = baseline(args.store, args.phenotypes, out, cv=args.cv, force=args.force)
-    shown = metrics["validation"] or metrics["train"]
-    which = "validation" if metrics["validation"] else "training (no --cv)"
+    path, metrics = baseline(args.store, args.phenotypes, out, cv=args.cv, force=args.force,
+                             test_fold=args.test_fold)
+    which = next((k for k in ("test", "validation") if metrics[k]), "train")
+    shown = metrics[which]
+    which = {"test": f"test (fold {args.test_fold})", "validation": "validation",
+             "train": "training (no --cv)"}[which]
     print(f"GBLUP {which} rows, per block:")
     for block, m in shown["blocks"].items():
         fit = metrics["fit"][block]
