@@ -189,22 +189,37 @@ def test_encode_latents_match_embed_and_the_latent_probe_reports(run_dir, emb_pa
     assert -1 <= out["markers"]["mean_r"] <= 1
 
 
-def test_chunk_writer_writes_whole_chunks_in_order():
+@pytest.mark.parametrize("slab_bytes", [32 << 20, 8])
+def test_chunk_writer_writes_whole_chunks_in_order(monkeypatch, slab_bytes):
     """Rows reach the targets a whole chunk at a time (any sample axis), the rest on
-    flush; rows out of order are refused."""
+    flush, in slabs of the other axes when a chunk is large; rows out of order are
+    refused."""
+    from gperceiver.store import chunk_writer
     from gperceiver.store.chunk_writer import ChunkWriter
 
-    first, second = np.zeros((10, 2)), np.zeros((3, 10))
-    writer = ChunkWriter({"a": (first, 0), "b": (second, 1)}, chunk=4)
+    monkeypatch.setattr(chunk_writer, "SLAB_BYTES", slab_bytes)
+    first, second, calls = np.zeros((10, 2)), np.zeros((3, 10)), np.zeros((5, 10, 2))
+    scalars = np.zeros(10)
+    writer = ChunkWriter({"a": (first, 0), "b": (second, 1), "c": (calls, 1),
+                          "d": (scalars, 0)}, chunk=4)
     rows = np.arange(20, dtype=float).reshape(10, 2) + 1
-    writer.put(np.arange(3), {"a": rows[:3], "b": rows[:3, :1].repeat(3, 1)})
-    assert not first.any()  # no whole chunk yet
-    writer.put(np.arange(3, 6), {"a": rows[3:6], "b": rows[3:6, :1].repeat(3, 1)})
+    genotypes = np.arange(100, dtype=float).reshape(10, 5, 2)  # (samples, variants, ploidy)
+
+    def put(lo, hi):
+        writer.put(np.arange(lo, hi), {"a": rows[lo:hi], "b": rows[lo:hi, :1].repeat(3, 1),
+                                       "c": genotypes[lo:hi], "d": rows[lo:hi, 0]})
+
+    put(0, 3)
+    assert not first.any() and not calls.any()  # no whole chunk yet
+    put(3, 6)
     np.testing.assert_array_equal(first[:4], rows[:4])
-    assert not first[4:].any()
-    writer.put(np.arange(6, 10), {"a": rows[6:], "b": rows[6:, :1].repeat(3, 1)})
+    np.testing.assert_array_equal(calls[:, :4], genotypes[:4].transpose(1, 0, 2))
+    assert not first[4:].any() and not calls[:, 4:].any()
+    put(6, 10)
     writer.flush()
     np.testing.assert_array_equal(first, rows)
     np.testing.assert_array_equal(second, rows[:, :1].repeat(3, 1).T)
+    np.testing.assert_array_equal(calls, genotypes.transpose(1, 0, 2))
+    np.testing.assert_array_equal(scalars, rows[:, 0])
     with pytest.raises(RuntimeError, match="in order"):
         ChunkWriter({"a": (np.zeros((4, 2)), 0)}, 2).put(np.array([1]), {"a": rows[:1]})
