@@ -14,6 +14,8 @@ The values are exactly `baseline.centred_dosages(..., standardise=True)`.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import dask
 import numpy as np
@@ -100,9 +102,10 @@ class Dosages:
 
     def __init__(self, counts: np.ndarray, copies: np.ndarray | None, ploidy: int,
                  p: np.ndarray | None, inv: np.ndarray | None,
-                 index: np.ndarray | None = None):
+                 index: np.ndarray | None = None, tick: Callable[[int], Any] | None = None):
         self.counts, self.copies, self.ploidy, self.p, self.inv = counts, copies, ploidy, p, inv
         self.index = index  # rows of `counts` these lines are, in order (None: every row)
+        self.tick = tick  # told rows^2 x columns after each slab of a kernel (progress)
 
     @classmethod
     def standardised(cls, z: np.ndarray | Dosages) -> Dosages:
@@ -170,7 +173,8 @@ class Dosages:
         """The lines `which` (indices or a boolean mask), sharing these arrays."""
         picked = np.arange(len(self))[which]
         index = picked if self.index is None else self.index[picked]
-        return Dosages(self.counts, self.copies, self.ploidy, self.p, self.inv, index)
+        return Dosages(self.counts, self.copies, self.ploidy, self.p, self.inv, index,
+                       self.tick)
 
     def _lines(self, array: np.ndarray, which: np.ndarray | slice) -> np.ndarray:
         """array[these lines, which]: a view of the columns first, then the lines."""
@@ -203,6 +207,8 @@ class Dosages:
         k = np.zeros((len(self), len(self)))
         for lo, hi, z in self.slabs():
             k += (z * w[lo:hi]) @ z.T
+            if self.tick is not None:
+                self.tick(len(self) ** 2 * (hi - lo))
         return k
 
     def t_dot(self, alpha: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:

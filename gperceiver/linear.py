@@ -51,6 +51,7 @@ from gperceiver.baseline import (
     restricted_loglik,
 )
 from gperceiver.dosages import Dosages, standardised_slab, variant_steps
+from gperceiver.progress import progress_bar
 from gperceiver.store import schema
 
 REWEIGHTS = 2  # marker-variance updates before the final fit
@@ -317,7 +318,8 @@ class LinearPath:
 
 def fit_linear(ds: xr.Dataset, response: np.ndarray, rows: np.ndarray, seed: int,
                out_of_fold_predictions: bool = True, latents: np.ndarray | None = None,
-               max_bytes: int | None = None) -> tuple[LinearPath, np.ndarray | None]:
+               max_bytes: int | None = None, progress: bool = False
+               ) -> tuple[LinearPath, np.ndarray | None]:
     """Fit every block on the observed responses of sample rows `rows`.
 
     `response` is (samples, blocks), NaN where a row is not for training. Returns
@@ -326,20 +328,30 @@ def fit_linear(ds: xr.Dataset, response: np.ndarray, rows: np.ndarray, seed: int
     with the inner-CV MSE per block in the path's `fits`. `latents` (samples, ...):
     a pretrained encoder's latents of every sample of `ds`, for the latent kernel
     (standardised over all of them: genotypes only, no phenotype). `max_bytes`: what
-    the training lines' genotypes may take (`Dosages.read`).
+    the training lines' genotypes may take (`Dosages.read`). `progress`: a bar over
+    the kernels' work (most of the time: lines squared x markers per kernel).
     """
     freq = np.asarray(ds["variant_allele_frequency"].values, np.float64)
     z = Dosages.read(ds, rows, freq, max_bytes)
     y = response[rows]
     x, mean, inv = (None, None, None) if latents is None else standardised(latents)
     x_rows = None if x is None else np.ascontiguousarray(x[rows])
+    folds = inner_folds(len(rows), seed)
+    # every fit makes REWEIGHTS + 1 kernels over its lines
+    fitted = [len(rows)] + ([int((folds != f).sum()) for f in np.unique(folds)]
+                            if out_of_fold_predictions else [])
+    total = (REWEIGHTS + 1) * z.shape[1] * sum(n * n for n in fitted)
+    bar = progress_bar(total, "marker path", "", progress, share=True)
+    z.tick = bar.update
     fit = fit_rows(z, y, x_rows)
     oof = None
     if out_of_fold_predictions:
-        oof = out_of_fold(z, y, inner_folds(len(rows), seed), x_rows)
+        oof = out_of_fold(z, y, folds, x_rows)
         for b, block in enumerate(fit.fits):
             seen = ~np.isnan(oof[:, b])
             block.inner_mse = float(np.mean((oof[seen, b] - y[seen, b]) ** 2)) if seen.any() \
                 else None
+    bar.update(total - bar.n)  # blocks too small to fit make no kernels
+    bar.close()
     return LinearPath(fit, freq, mean, inv), oof
 

@@ -22,10 +22,14 @@ def shown(enabled: bool = True) -> bool:
     return sys.stderr.isatty()
 
 
-def progress_bar(total: int | None, desc: str, unit: str, enabled: bool = True) -> tqdm:
-    """A tqdm bar on stderr following the rule above."""
+def progress_bar(total: float | None, desc: str, unit: str, enabled: bool = True,
+                 share: bool = False) -> tqdm:
+    """A tqdm bar on stderr following the rule above; `share`: of work in no countable
+    unit (`total` of it), shown as a percentage, time spent and time left."""
+    extra = {"bar_format": "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]"} \
+        if share else {}
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not shown(enabled),
-                dynamic_ncols=True)
+                dynamic_ncols=True, **extra)
 
 
 class DaskProgress(Callback):

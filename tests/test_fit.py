@@ -185,9 +185,13 @@ def test_cli_fit_predict_pretrained(example_store, tmp_path):
     assert pre.returncode == 0, pre.stderr
     proc = run_cli("fit", example_store, TEST_DATA / "phenos.tsv", "-o", tmp_path / "fit",
                    "--cv", "1", "--params", params, "--pretrained", tmp_path / "pre" / "best.ckpt",
-                   "--head", "pool", env=ONE_THREAD)
+                   "--head", "pool", env={**ONE_THREAD, "GPERCEIVER_PROGRESS": "1"})
     assert proc.returncode == 0, proc.stderr
     assert "block 0:" in proc.stdout and "pearson_r=" in proc.stdout
+    # a bar with the time left on every long phase: the marker path's kernels,
+    # training, the calibration on the validation lines and the predictions
+    for bar in ("marker path: 100%|", "Epoch 1:", "calibrate: 100%|", "predict: 100%|"):
+        assert bar in proc.stderr, bar
     assert json.loads((tmp_path / "fit" / "params.json").read_text())["head"] == "pool"
     components = json.loads((tmp_path / "fit" / "metrics.json").read_text())["components"]
     assert len(components["linear_latent_phi"]) == 2  # the latent kernel was offered

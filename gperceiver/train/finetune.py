@@ -280,7 +280,8 @@ def finetune(
     linear, offset = None, np.zeros_like(response)
     if params.linear and params.objective == "regression":
         linear, oof = fit_linear(ds, _masked(response, train_mask), train_rows, params.seed,
-                                 latents=latents, max_bytes=int(DOSAGE_SHARE * budget))
+                                 latents=latents, max_bytes=int(DOSAGE_SHARE * budget),
+                                 progress=progress)
         # out of sample on the other lines; on training lines, in sample
         linear_held = linear.predict(ds, latents, rows)
         offset = linear_held.copy()
@@ -366,7 +367,7 @@ def finetune(
         linear, _ = fit_linear(ds, _masked(response, train_mask | val_mask),
                                np.flatnonzero((train_mask | val_mask).any(axis=1)),
                                params.seed, out_of_fold_predictions=False, latents=latents,
-                               max_bytes=int(DOSAGE_SHARE * budget))
+                               max_bytes=int(DOSAGE_SHARE * budget), progress=progress)
         for fit_, mse in zip(linear.fits, inner, strict=True):
             fit_.inner_mse = mse
     save_linear(best, linear, deep_scale, encoder_state if linear.uses_latents else None)
