@@ -128,10 +128,15 @@ class TaskBuilder:
             if partner is None or partner_index is None:
                 raise ValueError("the contrastive task needs a partner genotype per sample")
             sample_index = np.stack([sample_index, partner_index], axis=1)
-        if rows is not None and (partner is not None or self.lx < self.n_variants):
-            geno, rows = geno[rows], None  # subsets and pairs are copies anyway
         rows = np.arange(len(geno)) if rows is None else np.asarray(rows, dtype=np.int64)
-        x_index, inputs = self.inputs(rng, len(rows), geno, partner)
+        x_index, loci = self.inputs(rng, len(rows))
+        inputs = [geno]
+        if loci is not None or partner is not None:  # subsets and pairs are copies anyway:
+            # the batch's rows at its loci, not whole rows copied first
+            inputs = [geno[rows] if loci is None else geno[rows[:, None], loci]]
+            if partner is not None:  # one row per row of the batch already
+                inputs.append(partner if loci is None else partner[:, loci])
+            rows = np.arange(len(rows))
         x_alleles = self.empty_tokens(len(rows), geno.shape[2], tokens_out)
         batch = {"sample_index": as_tensor(sample_index, DTYPES["sample_index"]),
                  "x_index": x_index, "x_alleles": x_alleles}
@@ -159,24 +164,20 @@ class TaskBuilder:
             raise ValueError(f"tokens_out has shape {tuple(out.shape)}, expected {shape}")
         return out
 
-    def inputs(self, rng, n_rows: int, *genos: np.ndarray | None
-               ) -> tuple[torch.Tensor, list[np.ndarray]]:
-        """(x_index (n_rows, Lx), each genotype array at those loci (n_rows, Lx, P));
-        with all loci, the arrays as given."""
-        genos = [g for g in genos if g is not None]
+    def inputs(self, rng, n_rows: int) -> tuple[torch.Tensor, np.ndarray | None]:
+        """(x_index (n_rows, Lx), the batch's input loci: None for all of them)."""
         if self.lx == self.n_variants:  # all loci in order: one row, expanded (stride 0)
-            return self.all_loci.expand(n_rows, -1), genos
+            return self.all_loci.expand(n_rows, -1), None
         if self.window:  # one run of loci for the batch: one row too
             # centred on a uniform locus, then moved inside the panel: the first and
             # last loci are inputs half as often as the others, not 1 / Lx as often
             centre = int(rng.integers(0, self.n_variants))
             start = min(max(0, centre - self.lx // 2), self.n_variants - self.lx)
             run = self.all_loci[start : start + self.lx]
-            return run.expand(n_rows, -1), [g[:, start : start + self.lx] for g in genos]
+            return run.expand(n_rows, -1), np.arange(start, start + self.lx)
         keys = rng.random(self.n_variants, dtype=np.float32)  # one uniform draw for the batch
         picked = np.sort(np.argpartition(keys, self.lx - 1)[: self.lx])
-        return (as_tensor(picked, DTYPES["x_index"]).expand(n_rows, -1),
-                [g[:, picked] for g in genos])
+        return as_tensor(picked, DTYPES["x_index"]).expand(n_rows, -1), picked
 
     def targets(self, rng, inputs: list[np.ndarray], rows: np.ndarray, x_index: torch.Tensor,
                 x_alleles: torch.Tensor) -> dict:
