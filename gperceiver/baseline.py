@@ -263,6 +263,8 @@ def run_gblup(
         predicted[:, b], fit = gblup(g, y[:, b], rows, spectral=cache[key])
         fits[block] = asdict(fit)
     preds = predictions_dataset(phenos, predicted)
+    held = None if held_out is None else evaluate(
+        "regression", preds["observed"], preds["predicted"], valid)
     metrics = {
         "method": "gblup",
         "objective": "regression",
@@ -279,14 +281,8 @@ def run_gblup(
             "empty_response": phenos.attrs["empty_responses"],
         },
         "train": evaluate("regression", preds["observed"], preds["predicted"], train),
-        "validation": (
-            evaluate("regression", preds["observed"], preds["predicted"], valid)
-            if cv is not None else None
-        ),
-        "test": (
-            evaluate("regression", preds["observed"], preds["predicted"], valid)
-            if test_fold is not None else None
-        ),
+        "validation": held if cv is not None else None,
+        "test": held if test_fold is not None else None,
         "fit": fits,
     }
     return preds, metrics

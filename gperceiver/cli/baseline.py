@@ -56,9 +56,9 @@ def run(args: argparse.Namespace) -> None:
                              test_fold=args.test_fold)
     which = next((k for k in ("test", "validation") if metrics[k]), "train")
     shown = metrics[which]
-    which = {"test": f"test (fold {args.test_fold})", "validation": "validation",
+    label = {"test": f"test (fold {args.test_fold})", "validation": "validation",
              "train": "training (no --cv)"}[which]
-    print(f"GBLUP {which} rows, per block:")
+    print(f"GBLUP {label} rows, per block:")
     for block, m in shown["blocks"].items():
         fit = metrics["fit"][block]
         lam = f"{fit['lam']:.3g}" if fit else "(not fitted)"
