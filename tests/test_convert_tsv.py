@@ -279,6 +279,13 @@ def test_bad_input_in_subprocess(tmp_path):
         f"gperceiver: error: {mpath}, line 2, column 3 (b): 'AA' is not a non-negative integer code"
     )
     assert not (tmp_path / "o").exists()
+    # a line break inside a cell is shown escaped: the error stays one line
+    mpath, cpath = _bad_markers(HEAD + "x\t3\t5\r\x0b\t4\n")(tmp_path)
+    proc = run_cli("convert", "tsv", "--markers", mpath, "--chroms", cpath, "-o", tmp_path / "o")
+    assert proc.returncode == ExitCode.INPUT_FORMAT
+    assert proc.stderr.strip().splitlines() == [
+        f"gperceiver: error: {mpath}, line 2, column 3 (b): '5\\r\\x0b' is not a "
+        "non-negative integer code"]
 
 
 def test_usage_errors(tmp_path, capsys):

@@ -64,8 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
 PROG = "gperceiver"
 
 
+# what str.splitlines breaks at: shown escaped, so a message stays one line whatever
+# the input put into it (a stray carriage return in a cell)
+LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
 def report(message: str, prog: str = PROG, kind: str = "error") -> None:
-    print(f"{prog}: {kind}: {message}", file=sys.stderr)
+    print(f"{prog}: {kind}: {message.translate(LINE_BREAKS)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
