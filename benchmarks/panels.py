@@ -43,6 +43,12 @@ def _haplotypes(rng, founders: np.ndarray, chrom: np.ndarray, position: np.ndarr
     return out
 
 
+def _correlated(rng, corr: np.ndarray, n: int) -> np.ndarray:
+    """n draws (n, blocks) of N(0, corr), through corr's Cholesky factor: the same numbers
+    on every numpy and LAPACK (multivariate_normal's SVD is not, so the panels moved)."""
+    return rng.standard_normal((n, len(corr))) @ np.linalg.cholesky(corr).T
+
+
 def simulate(n_lines: int = 600, n_markers: int = 900, *, n_chrom: int = 3,
              n_founders: int = 8, generations: float = 6.0, n_blocks: int = 3,
              n_causal: int = 60, h2: float = 0.7, genetic_corr: float = 0.6,
@@ -61,12 +67,11 @@ def simulate(n_lines: int = 600, n_markers: int = 900, *, n_chrom: int = 3,
     corr = np.full((n_blocks, n_blocks), genetic_corr) + (1 - genetic_corr) * np.eye(n_blocks)
     causal = rng.choice(np.flatnonzero(dosage.std(0) > 0), n_causal, replace=False)
     z = dosage[:, causal] - dosage[:, causal].mean(0)
-    additive = z @ rng.multivariate_normal(np.zeros(n_blocks), corr, n_causal)
+    additive = z @ _correlated(rng, corr, n_causal)
     genetic = additive / additive.std(0)
     if epistasis > 0:
         pairs = rng.choice(n_causal, (n_causal, 2))
-        inter = (z[:, pairs[:, 0]] * z[:, pairs[:, 1]]) @ rng.multivariate_normal(
-            np.zeros(n_blocks), corr, n_causal)
+        inter = (z[:, pairs[:, 0]] * z[:, pairs[:, 1]]) @ _correlated(rng, corr, n_causal)
         inter = (inter - inter.mean(0)) / inter.std(0)
         genetic = np.sqrt(1 - epistasis) * genetic + np.sqrt(epistasis) * inter
     genetic = (genetic - genetic.mean(0)) / genetic.std(0)
