@@ -17,7 +17,8 @@ Data sets:
 
 Ablation: `linear` is the linear marker-effect path alone (from the same fits);
 `--ablation` adds `perceiver_alone` (params `"linear": false`), and `--seeds`
-repeats the gperceiver runs with other seeds. `--pretrain-epochs N` pretrains
+repeats the gperceiver runs with other seeds; `--panel-seeds` draws other simulated
+panels (a line each: one panel is noisy). `--pretrain-epochs N` pretrains
 once on every genotype (default masked pretraining; phenotypes never seen) and
 adds the same runs started from it (`*_pretrained`), at the same finetuning
 budget, with the pretraining's wall seconds and what it learned: 2% of the
@@ -26,6 +27,7 @@ concordance on them beside the per-locus most frequent genotype's.
 
     python benchmarks/accuracy.py                      # every data set, defaults
     python benchmarks/accuracy.py --data additive epistatic --ablation --seeds 0 1
+    python benchmarks/accuracy.py --data epistatic --panel-seeds 1 2 3 4
 """
 
 from __future__ import annotations
@@ -64,12 +66,12 @@ def gperceiver(*args: str | Path) -> float:
     return time.perf_counter() - start
 
 
-def inputs(name: str, workdir: Path) -> tuple[Path, Path, Path]:
-    """(markers, chroms, phenos) of a data set."""
+def inputs(name: str, workdir: Path, panel_seed: int) -> tuple[Path, Path, Path]:
+    """(markers, chroms, phenos) of a data set (a simulated one drawn with `panel_seed`)."""
     if name == "mice":
         return MICE / "markers.tsv.gz", MICE / "chroms.tsv", MICE / "phenos.tsv"
-    panel = simulate(epistasis=0.5 if name == "epistatic" else 0.0, seed=1)
-    return write_panel(panel, workdir / name)
+    panel = simulate(epistasis=0.5 if name == "epistatic" else 0.0, seed=panel_seed)
+    return write_panel(panel, workdir / f"{name}_panel{panel_seed}")
 
 
 def kernel_r(kernel: np.ndarray, y: np.ndarray, cv: np.ndarray, folds: list[int]) -> np.ndarray:
@@ -162,6 +164,8 @@ def main() -> None:
                         help="also run the Perceiver alone (params linear: false)")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0],
                         help="gperceiver seeds; each is a full cv run")
+    parser.add_argument("--panel-seeds", type=int, nargs="*", default=[1],
+                        help="simulated panels: one JSON line per panel drawn with each seed")
     parser.add_argument("--pretrain-epochs", type=int, default=0,
                         help="pretrain on every genotype first and compare (0: skip)")
     args = parser.parse_args()
@@ -169,9 +173,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="accuracy_") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        for name in args.data:
-            markers, chroms, phenos = inputs(name, workdir)
-            store = workdir / f"{name}.zarr"
+        runs = [(name, seed) for name in args.data
+                for seed in ([None] if name == "mice" else args.panel_seeds)]
+        for name, panel_seed in runs:
+            markers, chroms, phenos = inputs(name, workdir, panel_seed)
+            label = name if panel_seed is None else f"{name}_panel{panel_seed}"
+            store = workdir / f"{label}.zarr"
             gperceiver("convert", "tsv", "--markers", markers, "--chroms", chroms, "-o",
                        store, "--force", "--quiet")
             extra = ["--jobs", str(args.jobs)]
@@ -180,9 +187,9 @@ def main() -> None:
             start = time.perf_counter()
             pretrain_s, imputation, starts = None, None, {"": []}
             if args.pretrain_epochs:
-                pretrain_s, imputation = pretrain(store, workdir / name, args.pretrain_epochs)
+                pretrain_s, imputation = pretrain(store, workdir / label, args.pretrain_epochs)
                 starts["_pretrained"] = ["--pretrained",
-                                         str(workdir / name / "pretrain" / "best.ckpt")]
+                                         str(workdir / label / "pretrain" / "best.ckpt")]
             params = workdir / "perceiver_alone.json"
             params.write_text(json.dumps({"linear": False}))
             methods: dict = {}
@@ -190,21 +197,21 @@ def main() -> None:
                 tag = "" if seed == args.seeds[0] else f"_seed{seed}"
                 for start_tag, start_args in starts.items():
                     run = [*extra, "--seed", str(seed), *start_args]
-                    found = cv(store, phenos, workdir / f"{name}_cv{start_tag}{tag}",
+                    found = cv(store, phenos, workdir / f"{label}_cv{start_tag}{tag}",
                                "gblup,gperceiver" if not methods else "gperceiver", run)
                     folds = found["folds"]
                     for method, figures in found["methods"].items():
                         key = method if method == "gblup" else f"{method}{start_tag}{tag}"
                         methods[key] = figures
                     if args.ablation:
-                        alone = cv(store, phenos, workdir / f"{name}_alone{start_tag}{tag}",
+                        alone = cv(store, phenos, workdir / f"{label}_alone{start_tag}{tag}",
                                    "gperceiver", [*run, "--params", str(params)])
                         methods[f"perceiver_alone{start_tag}{tag}"] = \
                             alone["methods"]["gperceiver"]
             methods["rkhs"] = rkhs(store, phenos, folds)
             target, met = TARGETS[name]
             print(json.dumps({
-                "benchmark": "accuracy", "data": name, "folds": folds,
+                "benchmark": "accuracy", "data": name, "panel_seed": panel_seed, "folds": folds,
                 "cpus": os.cpu_count(), "epochs_cap": args.epochs, "seeds": args.seeds,
                 "pretrain_epochs": args.pretrain_epochs,
                 "pretrain_seconds": None if pretrain_s is None else round(pretrain_s, 1),
