@@ -137,10 +137,14 @@ class MixedFit:
         return out
 
 
-def fit_rows(z: Dosages | np.ndarray, y: np.ndarray, latent: np.ndarray | None = None
-             ) -> MixedFit:
+def fit_rows(z: Dosages | np.ndarray, y: np.ndarray, latent: np.ndarray | None = None,
+             unweighted: np.ndarray | None = None) -> MixedFit:
     """Fit every block of y (rows, blocks; NaN = unobserved) on dosages z (rows, columns),
-    with a latent kernel when the rows' standardised latents are given."""
+    with a latent kernel when the rows' standardised latents are given.
+
+    `unweighted`: Z Z' of these rows when the caller has it (the first kernel of every
+    fit; the inner folds take theirs out of the training lines' instead of computing it).
+    """
     z = Dosages.standardised(z)
     n, m = z.shape
     n_blocks = y.shape[1]
@@ -151,9 +155,10 @@ def fit_rows(z: Dosages | np.ndarray, y: np.ndarray, latent: np.ndarray | None =
               and np.ptp(y[observed[:, b], b]) > 0]
     effects = np.zeros((n_blocks, m), np.float32)
     w = np.ones(m, np.float32)
+    reweighted = False  # w is still 1: the first kernel is `unweighted` when given
 
     def additive_kernel() -> tuple[np.ndarray, float]:
-        k = z.gram(w)
+        k = unweighted if unweighted is not None and not reweighted else z.gram(w)
         return k, float(np.mean(np.diag(k))) or 1.0
 
     for _ in range(REWEIGHTS if fitted else 0):
@@ -162,7 +167,8 @@ def fit_rows(z: Dosages | np.ndarray, y: np.ndarray, latent: np.ndarray | None =
             rows = observed[:, b]
             mu[b], alpha, _ = _solve(k[np.ix_(rows, rows)] / scale, y[rows, b])
             effects[b] = w * z.t_dot(alpha, rows) / scale
-        w = _reweighted([effects[b] for b in fitted])
+        w, reweighted = _reweighted([effects[b] for b in fitted]), True
+        k = None  # released before the next kernel is made (lines^2 each)
 
     top = np.sort(np.argsort(-w, kind="stable")[:min(TOP_LOCI, m)])
     k_a, scale = additive_kernel() if fitted else (None, 1.0)
@@ -170,6 +176,7 @@ def fit_rows(z: Dosages | np.ndarray, y: np.ndarray, latent: np.ndarray | None =
     k_t = _kernel(z_top, z_top, w[top])
     top_norm = float(np.mean(np.diag(k_t))) or 1.0
     k_e = (k_t / top_norm) ** 2
+    del k_t
     k_l, latent_norm = None, 1.0
     latent_effects = None
     if latent is not None:
@@ -210,13 +217,16 @@ def inner_folds(n: int, seed: int, k: int = INNER_FOLDS) -> np.ndarray:
 
 
 def out_of_fold(z: Dosages, y: np.ndarray, folds: np.ndarray,
-                latent: np.ndarray | None = None) -> np.ndarray:
-    """Each row's prediction by the path fitted on the other folds' rows (rows, blocks)."""
+                latent: np.ndarray | None = None, unweighted: np.ndarray | None = None
+                ) -> np.ndarray:
+    """Each row's prediction by the path fitted on the other folds' rows (rows, blocks);
+    `unweighted` (Z Z' of every row) gives each fit its first kernel."""
     oof = np.full(y.shape, np.nan)
     for f in np.unique(folds):
         held = folds == f
         part = None if latent is None else latent[~held]
-        oof[held] = fit_rows(z.rows(~held), y[~held], part).predict_rows(
+        first = None if unweighted is None else unweighted[np.ix_(~held, ~held)]
+        oof[held] = fit_rows(z.rows(~held), y[~held], part, first).predict_rows(
             z.rows(held), None if latent is None else latent[held])
     return np.where(np.isnan(y), np.nan, oof)
 
@@ -337,20 +347,24 @@ def fit_linear(ds: xr.Dataset, response: np.ndarray, rows: np.ndarray, seed: int
     x, mean, inv = (None, None, None) if latents is None else standardised(latents)
     x_rows = None if x is None else np.ascontiguousarray(x[rows])
     folds = inner_folds(len(rows), seed)
-    # every fit makes REWEIGHTS + 1 kernels over its lines
-    fitted = [len(rows)] + ([int((folds != f).sum()) for f in np.unique(folds)]
-                            if out_of_fold_predictions else [])
-    total = (REWEIGHTS + 1) * z.shape[1] * sum(n * n for n in fitted)
+    # every fit makes REWEIGHTS + 1 kernels over its lines; the inner folds take the
+    # first (unweighted) one out of the training lines'
+    inner = ([int((folds != f).sum()) for f in np.unique(folds)]
+             if out_of_fold_predictions else [])
+    total = z.shape[1] * ((REWEIGHTS + 1) * len(rows) ** 2
+                          + REWEIGHTS * sum(n * n for n in inner))
     bar = progress_bar(total, "marker path", "", progress, share=True)
     z.tick = bar.update
-    fit = fit_rows(z, y, x_rows)
+    unweighted = z.gram(np.ones(z.shape[1], np.float32))
+    fit = fit_rows(z, y, x_rows, unweighted)
     oof = None
     if out_of_fold_predictions:
-        oof = out_of_fold(z, y, folds, x_rows)
+        oof = out_of_fold(z, y, folds, x_rows, unweighted)
         for b, block in enumerate(fit.fits):
             seen = ~np.isnan(oof[:, b])
             block.inner_mse = float(np.mean((oof[seen, b] - y[seen, b]) ** 2)) if seen.any() \
                 else None
+    del unweighted
     bar.update(total - bar.n)  # blocks too small to fit make no kernels
     bar.close()
     return LinearPath(fit, freq, mean, inv), oof

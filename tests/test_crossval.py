@@ -16,7 +16,15 @@ from gperceiver.data.phenotypes import held_out_split, read_phenotypes
 from gperceiver.dosages import Dosages
 from gperceiver.errors import ExitCode
 from gperceiver.fit import fit
-from gperceiver.linear import LinearPath, fit_linear, fit_rows, standardised
+from gperceiver.linear import (
+    REWEIGHTS,
+    LinearPath,
+    fit_linear,
+    fit_rows,
+    inner_folds,
+    out_of_fold,
+    standardised,
+)
 from gperceiver.predict import predict
 from gperceiver.store import open_store
 from gperceiver.train.checkpoint import load_checkpoint
@@ -89,6 +97,27 @@ def test_linear_path_picks_out_a_large_effect_locus(tmp_path):
     np.testing.assert_allclose(again.predict(ds, latents), with_latents.predict(ds, latents))
     with pytest.raises(ValueError, match="latents"):
         again.predict(ds)
+
+
+def test_inner_folds_take_their_first_kernel_from_the_training_lines():
+    """Every fit's first kernel is the unweighted Z Z': given the training lines' one,
+    an inner fold computes one kernel fewer and predicts as if it had made its own."""
+    rng = np.random.default_rng(2)
+    z = rng.standard_normal((120, 50)).astype(np.float32)
+    y = (z[:, :5] @ rng.standard_normal(5) + rng.standard_normal(120))[:, None]
+    y[::7] = np.nan
+    work = []
+    lines = Dosages.standardised(z)
+    lines.tick = work.append
+    folds = inner_folds(len(z), seed=0)
+    own = out_of_fold(lines, y, folds)
+    made_own = sum(work)
+    work.clear()
+    shared = out_of_fold(lines, y, folds, unweighted=(z @ z.T).astype(np.float64))
+    np.testing.assert_allclose(shared, own, atol=1e-4)
+    inner = [int((folds != f).sum()) for f in np.unique(folds)]
+    assert made_own == (REWEIGHTS + 1) * z.shape[1] * sum(n * n for n in inner)
+    assert sum(work) == REWEIGHTS * z.shape[1] * sum(n * n for n in inner)
 
 
 def test_linear_path_learns_pairwise_interactions():
