@@ -60,9 +60,12 @@ def test_missing_loci_decoded_a_run_at_a_time_fill_the_same(founders, tmp_path, 
 def test_a_model_pretrained_on_windows_imputes_window_by_window(founders, tmp_path):
     """input_window: pretraining sees contiguous windows of 3/4 of the loci (read by
     6 of 8 local latents), and imputation slides such windows over the panel; it
-    still beats most-frequent."""
+    still beats most-frequent. (This tiny model can sit on a plateau for a few epochs:
+    with early stopping's default patience of 3 it stopped there at 0.74 on some
+    installs and seeds; given 10, seeds 0, 1 and 3 all reach 0.97 to 1.0.)"""
     store, _, calls, truth = founders
-    params = Params.build(**{**TINY, "num_latents": 8}, epochs=24, prop_x=0.75, input_window=True)
+    params = Params.build(**{**TINY, "num_latents": 8}, epochs=40, patience=10, prop_x=0.75,
+                          input_window=True)
     pretrain(store, tmp_path / "run", "masked", params, progress=False)
     out = impute(tmp_path / "run" / "best.ckpt", store, tmp_path / "out.zarr", progress=False)
     check_imputation(out, calls, truth)
