@@ -88,6 +88,13 @@ def _reweighted(effects: list[np.ndarray]) -> np.ndarray:
     return np.minimum(w, MAX_WEIGHT).astype(np.float32)
 
 
+def _fitted_blocks(y: np.ndarray) -> list[int]:
+    """The blocks of y (rows, blocks; NaN = unobserved) with enough varying rows to fit."""
+    observed = ~np.isnan(y)
+    return [b for b in range(y.shape[1]) if observed[:, b].sum() >= MIN_TRAIN_ROWS
+            and np.ptp(y[observed[:, b], b]) > 0]
+
+
 @dataclass
 class BlockFit:
     """How one block's path was fitted: interaction and latent shares, rows, inner-CV MSE."""
@@ -151,8 +158,7 @@ def fit_rows(z: Dosages | np.ndarray, y: np.ndarray, latent: np.ndarray | None =
     observed = ~np.isnan(y)
     mu = np.array([float(np.mean(y[observed[:, b], b])) if observed[:, b].any() else 0.0
                    for b in range(n_blocks)])
-    fitted = [b for b in range(n_blocks) if observed[:, b].sum() >= MIN_TRAIN_ROWS
-              and np.ptp(y[observed[:, b], b]) > 0]
+    fitted = _fitted_blocks(y)
     effects = np.zeros((n_blocks, m), np.float32)
     w = np.ones(m, np.float32)
     reweighted = False  # w is still 1: the first kernel is `unweighted` when given
@@ -355,7 +361,8 @@ def fit_linear(ds: xr.Dataset, response: np.ndarray, rows: np.ndarray, seed: int
                           + REWEIGHTS * sum(n * n for n in inner))
     bar = progress_bar(total, "marker path", "", progress, share=True)
     z.tick = bar.update
-    unweighted = z.gram(np.ones(z.shape[1], np.float32))
+    # no block to fit (none in the inner folds either, they are subsets): no kernel
+    unweighted = z.gram(np.ones(z.shape[1], np.float32)) if _fitted_blocks(y) else None
     fit = fit_rows(z, y, x_rows, unweighted)
     oof = None
     if out_of_fold_predictions:
@@ -364,7 +371,6 @@ def fit_linear(ds: xr.Dataset, response: np.ndarray, rows: np.ndarray, seed: int
             seen = ~np.isnan(oof[:, b])
             block.inner_mse = float(np.mean((oof[seen, b] - y[seen, b]) ** 2)) if seen.any() \
                 else None
-    del unweighted
     bar.update(total - bar.n)  # blocks too small to fit make no kernels
     bar.close()
     return LinearPath(fit, freq, mean, inv), oof
