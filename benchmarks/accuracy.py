@@ -66,12 +66,13 @@ def gperceiver(*args: str | Path) -> float:
     return time.perf_counter() - start
 
 
-def inputs(name: str, workdir: Path, panel_seed: int) -> tuple[Path, Path, Path]:
-    """(markers, chroms, phenos) of a data set (a simulated one drawn with `panel_seed`)."""
+def inputs(name: str, folder: Path, panel_seed: int | None) -> tuple[Path, Path, Path]:
+    """(markers, chroms, phenos) of a data set; a simulated one is drawn with `panel_seed`
+    and written in `folder`."""
     if name == "mice":
         return MICE / "markers.tsv.gz", MICE / "chroms.tsv", MICE / "phenos.tsv"
     panel = simulate(epistasis=0.5 if name == "epistatic" else 0.0, seed=panel_seed)
-    return write_panel(panel, workdir / f"{name}_panel{panel_seed}")
+    return write_panel(panel, folder)
 
 
 def kernel_r(kernel: np.ndarray, y: np.ndarray, cv: np.ndarray, folds: list[int]) -> np.ndarray:
@@ -176,8 +177,8 @@ def main() -> None:
         runs = [(name, seed) for name in args.data
                 for seed in ([None] if name == "mice" else args.panel_seeds)]
         for name, panel_seed in runs:
-            markers, chroms, phenos = inputs(name, workdir, panel_seed)
             label = name if panel_seed is None else f"{name}_panel{panel_seed}"
+            markers, chroms, phenos = inputs(name, workdir / label, panel_seed)
             store = workdir / f"{label}.zarr"
             gperceiver("convert", "tsv", "--markers", markers, "--chroms", chroms, "-o",
                        store, "--force", "--quiet")
