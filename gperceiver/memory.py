@@ -8,8 +8,9 @@ The rest of the budget is left to the model, its optimiser and the batches in us
 An inference pass (predict, embed, impute) holds one batch's activations, which
 grow with the loci read: its batch size is cut to fit INFERENCE_SHARE of the budget.
 A model's per-locus tables (positions, per-locus alleles, decoder read-outs) grow
-with the markers, four times over while training: when the per-locus allele rows
-would take more than TABLE_SHARE of the budget, a new model is built without them.
+with the markers, TABLE_COPIES times over while training: a new model keeps its
+per-locus allele rows only when the whole run fits the budget with them (what the
+process holds already, the loader's share, a batch's activations and the tables).
 The marker path holds its training lines' genotypes within DOSAGE_SHARE of the
 budget (packed in 2 or 4 bits a count when int8 would pass it; `gperceiver.dosages`).
 """
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import os
 import re
+import resource
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +33,10 @@ MAX_SHUFFLE_BUFFER = 1024  # samples: more shuffles no better
 INFERENCE_SHARE = 0.25  # of the budget, for an inference batch's activations
 LOCUS_BYTES = 128  # activations per sample and input locus of an encoder pass (107 measured
 #                   with a latent head over 100,000 loci, no gradients)
-TABLE_SHARE = 0.4  # of the budget, for the per-locus tables while training
-TABLE_COPIES = 4  # float32 copies of a table while training: weights, gradients, AdamW's two
+TABLE_COPIES = 6  # float32 copies of a table while training: weights, gradients, AdamW's two
+#                  moments and the step's temporaries (measured: 22.4M more weights, 517 MiB)
+TRAIN_LOCUS_BYTES = 256  # activations and gradients per sample and input locus of a training
+#                         step (about 240 measured: masked pretraining, batch 16, 100,000 loci)
 DOSAGE_SHARE = 0.25  # of the budget, for the marker path's training genotypes (int8, or packed)
 UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9,
          "t": 1e12, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -71,6 +76,17 @@ def available_bytes() -> int:
     except (OSError, ValueError):
         pass
     return free
+
+
+def resident_bytes() -> int:
+    """What this process holds now (Python, torch, an opened store): the floor under
+    everything a command adds."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):  # no /proc: the peak so far
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
 
 
 def budget_bytes(memory: str | int | None) -> int:
@@ -127,43 +143,53 @@ def plan_loader(budget: int, *, n_variants: int, ploidy: int, group_samples: int
 class TablePlan:
     """Whether a new model keeps its per-locus allele rows (`locus_alleles`) under the
     budget: its per-locus tables take `bytes_with` while training with them and
-    `bytes_without` without; `given` when the params chose, which the plan keeps."""
+    `bytes_without` without, beside `others` (the rest of the run: `run_bytes`);
+    `given` when the params chose, which the plan keeps."""
 
     budget: int
     n_variants: int
     bytes_with: int
     bytes_without: int
+    others: int
     locus_alleles: bool
     given: bool
 
     @property
     def reduced(self) -> bool:
-        return self.bytes_with > TABLE_SHARE * self.budget
+        return self.others + self.bytes_with > self.budget
 
     def describe(self) -> str:
-        share = f"{TABLE_SHARE:.0%} of the memory budget {_human(self.budget)}"
         size = f"about {_human(self.bytes_with)} while training at {self.n_variants:,} loci"
+        over = (f"over the memory budget {_human(self.budget)} with the rest of the run "
+                f"(about {_human(self.others)})")
         if self.locus_alleles:
-            return (f"the per-locus tables take {size}, over {share}, as the params ask "
+            return (f"the per-locus tables take {size}, {over}, as the params ask "
                     "(locus_allele_embed: false would take about "
                     f"{_human(self.bytes_without)})")
         if self.given:
             return f"per-locus allele rows are off, as the params ask ({size} with them)"
         return (f"per-locus allele rows are off: with them the per-locus tables would take "
-                f"{size}, over {share} (without: about {_human(self.bytes_without)}; "
+                f"{size}, {over} (without: about {_human(self.bytes_without)}; "
                 "locus_allele_embed: true keeps them)")
 
 
+def run_bytes(budget: int, *, batch_size: int, n_loci: int) -> int:
+    """What a training run holds besides its per-locus tables: this process now, the
+    loader's share of `budget`, and a batch's activations over `n_loci` input loci."""
+    return (resident_bytes() + int(LOADER_SHARE * budget)
+            + batch_size * n_loci * TRAIN_LOCUS_BYTES)
+
+
 def plan_tables(budget: int, *, n_variants: int, floats_with: int, floats_without: int,
-                asked: bool | None) -> TablePlan:
+                asked: bool | None, others: int) -> TablePlan:
     """Keep per-locus allele rows when the params ask (`asked` True or False), else
-    when the tables with them fit TABLE_SHARE of `budget` while training."""
+    when the tables with them and `others` (the rest of the run) fit `budget`."""
     def size(floats: int) -> int:
         return TABLE_COPIES * 4 * floats * n_variants
 
     with_, without = size(floats_with), size(floats_without)
-    keep = asked if asked is not None else with_ <= TABLE_SHARE * budget
-    return TablePlan(budget, n_variants, with_, without, keep, asked is not None)
+    keep = asked if asked is not None else others + with_ <= budget
+    return TablePlan(budget, n_variants, with_, without, others, keep, asked is not None)
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,16 @@ from gperceiver.memory import (
     LOADER_SHARE,
     LOCUS_BYTES,
     MAX_SHUFFLE_BUFFER,
+    TABLE_COPIES,
+    TRAIN_LOCUS_BYTES,
     available_bytes,
     budget_bytes,
     parse_size,
     plan_batch,
     plan_loader,
     plan_tables,
+    resident_bytes,
+    run_bytes,
 )
 from gperceiver.train.checkpoint import load_model
 from tests.conftest import run_cli
@@ -107,7 +111,8 @@ def test_pretrain_says_what_its_budget_chose_and_refuses_a_bad_one(small_store, 
     store = small_store
     proc = pretrain_under(store, tmp_path / "run", "--memory", "900KB")
     assert proc.returncode == 0, proc.stderr
-    notes = [line for line in proc.stderr.splitlines() if "memory budget" in line]
+    notes = [line for line in proc.stderr.splitlines()
+             if line.startswith("gperceiver: note: memory budget")]
     assert len(notes) == 1
     assert notes[0].startswith("gperceiver: note: memory budget 900 KB: a shuffle buffer of ")
     bad = run_cli("pretrain", store, "-o", tmp_path / "bad", "--memory", "lots", *TINY_RUN)
@@ -117,6 +122,9 @@ def test_pretrain_says_what_its_budget_chose_and_refuses_a_bad_one(small_store, 
     assert not (tmp_path / "bad").exists()
     quiet = pretrain_under(store, tmp_path / "default")
     assert quiet.returncode == 0 and "memory budget" not in quiet.stderr  # nothing bound
+    # the default budget (half the free memory) keeps a small panel's per-locus allele rows
+    assert "per-locus allele rows" not in quiet.stderr
+    assert load_model(tmp_path / "default" / "best.ckpt")[1].params.model.locus_allele_embed
     # embed and impute cut their batches to the budget, and say so
     for command, out in (("embed", "e.zarr"), ("impute", "i.zarr")):
         proc = run_cli(command, tmp_path / "run" / "best.ckpt", store, "-o", tmp_path / out,
@@ -126,30 +134,45 @@ def test_pretrain_says_what_its_budget_chose_and_refuses_a_bad_one(small_store, 
         assert (tmp_path / out).exists()
 
 
-def test_per_locus_allele_rows_are_kept_while_they_fit_their_share_or_as_asked():
-    # 48 floats a locus with the rows, 8 without; 4 float32 copies while training
-    plan = plan_tables(10_000_000, n_variants=1000, floats_with=48, floats_without=8,
-                       asked=None)
-    assert plan.locus_alleles and not plan.reduced and plan.bytes_with == 768_000
-    plan = plan_tables(1_000_000, n_variants=1000, floats_with=48, floats_without=8,
-                       asked=None)
-    assert not plan.locus_alleles and plan.reduced and plan.bytes_without == 128_000
-    assert "per-locus allele rows are off" in plan.describe()
-    assert plan_tables(1_000_000, n_variants=1000, floats_with=48, floats_without=8,
-                       asked=True).locus_alleles
+def test_per_locus_allele_rows_are_kept_while_the_run_fits_the_budget_or_as_asked():
+    # 48 floats a locus with the rows, 8 without; TABLE_COPIES float32 copies while training
+    def plan(budget, others, asked=None):
+        return plan_tables(budget, n_variants=1000, floats_with=48, floats_without=8,
+                           asked=asked, others=others)
+
+    with_ = TABLE_COPIES * 4 * 48 * 1000
+    assert plan(10_000_000, 0).bytes_with == with_
+    assert plan(10_000_000, 0).bytes_without == TABLE_COPIES * 4 * 8 * 1000
+    assert plan(with_, 0).locus_alleles and not plan(with_, 0).reduced
+    # the same tables, beside the rest of the run, no longer fit
+    full = plan(with_, 1)
+    assert not full.locus_alleles and full.reduced
+    assert "per-locus allele rows are off" in full.describe()
+    assert plan(with_, 1, asked=True).locus_alleles
+    assert not plan(10_000_000, 0, asked=False).locus_alleles
+
+
+def test_the_rest_of_a_run_is_this_process_the_loader_and_a_batch():
+    budget, batch, loci = 10**9, 16, 1000
+    before = resident_bytes()
+    others = run_bytes(budget, batch_size=batch, n_loci=loci)
+    after = resident_bytes()
+    added = int(LOADER_SHARE * budget) + batch * loci * TRAIN_LOCUS_BYTES
+    assert before + added - 2**20 <= others <= after + added + 2**20
+    assert 10 * 2**20 < before < 64 * 2**30  # a Python with torch, in bytes
 
 
 def test_a_small_budget_builds_a_model_without_per_locus_allele_rows(small_store, tmp_path):
-    """A new model's per-locus tables grow with the markers: under a budget they would
-    overrun, pretrain leaves out the per-locus allele rows and says so; params that
-    ask for them keep them."""
-    # with them: (32 + 3 x 32 + 2 x 64) floats x 48 loci x 16 bytes = 197 KB > 40% of 400 KB
+    """A new model's per-locus tables grow with the markers: when the run would overrun
+    its budget with them, pretrain leaves out the per-locus allele rows and says so;
+    params that ask for them keep them."""
+    # with them: (32 + 3 x 32 + 2 x 64) floats x 48 loci x 4 bytes x 6 copies = 295 KB
     proc = pretrain_under(small_store, tmp_path / "run", "--memory", "400KB")
     assert proc.returncode == 0, proc.stderr
     assert ("gperceiver: note: per-locus allele rows are off: with them the per-locus tables "
-            "would take about 197 KB while training at 48 loci, over 40% of the memory "
-            "budget 400 KB (without: about 24.6 KB; locus_allele_embed: true keeps them)"
-            ) in proc.stderr
+            "would take about 295 KB while training at 48 loci, over the memory budget 400 KB "
+            "with the rest of the run (about ") in proc.stderr
+    assert "(without: about 36.9 KB; locus_allele_embed: true keeps them)" in proc.stderr
     _, info, _ = load_model(tmp_path / "run" / "best.ckpt")
     assert info.params.model.locus_allele_embed is False
     params = tmp_path / "p.json"
@@ -157,7 +180,8 @@ def test_a_small_budget_builds_a_model_without_per_locus_allele_rows(small_store
     proc = pretrain_under(small_store, tmp_path / "asked", "--memory", "400KB", "--params",
                           params)
     assert proc.returncode == 0, proc.stderr
-    assert "over 40% of the memory budget 400 KB, as the params ask" in proc.stderr
+    assert "over the memory budget 400 KB with the rest of the run" in proc.stderr
+    assert "as the params ask" in proc.stderr
     _, info, _ = load_model(tmp_path / "asked" / "best.ckpt")
     assert info.params.model.locus_allele_embed is True
 

@@ -24,8 +24,9 @@ import torch.nn.functional as F
 
 from gperceiver.choices import PRETRAIN_TASKS
 from gperceiver.data.loader import make_loader
+from gperceiver.data.tasks import task_sizes
 from gperceiver.errors import UsageError
-from gperceiver.memory import announce, budget_bytes, plan_tables
+from gperceiver.memory import announce, budget_bytes, plan_tables, run_bytes
 from gperceiver.model.perceiver import per_locus_floats
 from gperceiver.runtime import flush_denormals
 from gperceiver.store import Store, resolve, schema, store_name
@@ -146,10 +147,12 @@ def size_tables(params: Params, budget: int, n_variants: int, task: str) -> Para
     config = params.model
     decoders = TASK_DECODERS.get(task, ())
     asked = config.locus_allele_embed if "locus_allele_embed" in params.given else None
+    n_loci = task_sizes("plain", n_variants, params.prop_x, params.prop_y)[0]
     plan = plan_tables(
         budget, n_variants=n_variants, asked=asked,
         floats_with=per_locus_floats(replace(config, locus_allele_embed=True), decoders),
-        floats_without=per_locus_floats(replace(config, locus_allele_embed=False), decoders))
+        floats_without=per_locus_floats(replace(config, locus_allele_embed=False), decoders),
+        others=run_bytes(budget, batch_size=params.batch_size, n_loci=n_loci))
     announce(plan, False)
     if plan.locus_alleles == config.locus_allele_embed:
         return params
