@@ -44,10 +44,10 @@ def one(kind: str, variants: int, batch: int, steps: int, window: int, threads: 
     from gperceiver.model import GPerceiver
     from gperceiver.model.heads import FinetuneHead
     from gperceiver.runtime import flush_denormals, reuse_freed_memory
+    from gperceiver.train.architecture import size_tables
     from gperceiver.train.checkpoint import TASK_DECODERS
     from gperceiver.train.optimiser import clip_gradients, configure_adamw
     from gperceiver.train.params import Params
-    from gperceiver.train.pretrain import size_tables
 
     flush_denormals()
     reuse_freed_memory()

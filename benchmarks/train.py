@@ -70,9 +70,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from gperceiver.train.architecture import resolve_params
     from gperceiver.train.checkpoint import ModelInfo, build_model
     from gperceiver.train.params import load_params
-    from gperceiver.train.pretrain import pretrain, resolve_params
+    from gperceiver.train.pretrain import pretrain
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     store = str(tmp / "bench.zarr")

@@ -11,7 +11,6 @@ Only tensors, numbers, strings, lists and dicts are saved, so
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import zipfile
@@ -24,7 +23,7 @@ import torch
 import xarray as xr
 
 from gperceiver.atomic import atomic_output
-from gperceiver.errors import InputFormatError, InputNotFoundError, UsageError
+from gperceiver.errors import InputFormatError, InputNotFoundError
 from gperceiver.model import GPerceiver
 from gperceiver.model.config import ARCHITECTURE
 from gperceiver.runtime import flush_denormals
@@ -187,16 +186,3 @@ def load_model(path: str | os.PathLike, prefix: str = "model."):
         reason = (reasons[0] if reasons else str(e).strip())[:300]
         raise InputFormatError(path, f"weights do not fit the model: {reason}") from None
     return model.eval(), info, ckpt
-
-
-def take_architecture(params: Params, pretrained: Params, where: str) -> Params:
-    """`params` with the pretrained model's whole config (every field that shapes the
-    network or its masks); a field the params set to another value is refused."""
-    for key in ARCHITECTURE:
-        mine, theirs = getattr(params.model, key), getattr(pretrained.model, key)
-        if key in params.given and mine is not None and mine != theirs:
-            raise UsageError(
-                f"{key}: the params give {json.dumps(mine)}, but the pretrained model {where} "
-                f"was built with {json.dumps(theirs)}; a pretrained architecture is taken "
-                f"whole (drop '{key}' from the params)")
-    return params.replace(**pretrained.model.to_dict())

@@ -33,8 +33,9 @@ from gperceiver.linear import LinearPath, fit_linear
 from gperceiver.memory import DOSAGE_SHARE, announce, budget_bytes
 from gperceiver.model.heads import FinetuneHead, Target, build_head, head_loss
 from gperceiver.runtime import flush_denormals, release_freed_memory
-from gperceiver.store import Store, StoreView, resolve, schema, store_name
+from gperceiver.store import Store, StoreView, resolve, store_name
 from gperceiver.train import engine
+from gperceiver.train.architecture import model_params
 from gperceiver.train.checkpoint import (
     FINETUNE_KEY,
     KEY,
@@ -43,12 +44,10 @@ from gperceiver.train.checkpoint import (
     checkpoint_path,
     load_checkpoint,
     load_model,
-    take_architecture,
     write_checkpoint,
 )
 from gperceiver.train.optimiser import configure_adamw
 from gperceiver.train.params import Params
-from gperceiver.train.pretrain import resolve_params, size_tables
 
 
 def make_target(objective: str, response: np.ndarray, train: np.ndarray, where: str,
@@ -258,19 +257,16 @@ def finetune(
     if not train_mask.any():
         raise InputFormatError(phenotypes, "no training rows left (all rows are validation)")
 
-    encoder_state, latents = None, None
+    encoder_state, latents, pre_params = None, None, None
     if pretrained is not None:
         pretrained = checkpoint_path(pretrained)
         model, pre_info, _ = load_model(pretrained)
         pre_info.check_store(ds, store_name(store))
-        params = take_architecture(params, pre_info.params, str(pretrained))
-        encoder_state = model.encoder_weights()
+        pre_params, encoder_state = pre_info.params, model.encoder_weights()
         if params.linear and params.objective == "regression":
             # the marker path's latent kernel: the pretrained encoder's view of every line
             latents = encode_latents(model, store, batch_size=params.batch_size)
-    params = resolve_params(params, ds, store_name(store))
-    if pretrained is None:
-        params = size_tables(params, budget, int(ds.sizes[schema.VARIANTS]), "fit")
+    params = model_params(params, store, "fit", budget, pre_params, str(pretrained))
 
     # the lines to predict: those with a phenotype, unless every sample is asked for
     rows = None if predict_all else np.flatnonzero(~np.isnan(response).all(axis=1))

@@ -14,7 +14,7 @@ masked losses there (the original tool's meaning; 0: the contrast alone).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -24,20 +24,17 @@ import torch.nn.functional as F
 
 from gperceiver.choices import PRETRAIN_TASKS
 from gperceiver.data.loader import make_loader
-from gperceiver.data.tasks import task_sizes
 from gperceiver.errors import UsageError
-from gperceiver.memory import announce, budget_bytes, plan_tables, run_bytes
-from gperceiver.model.perceiver import per_locus_floats
+from gperceiver.memory import announce, budget_bytes
 from gperceiver.runtime import flush_denormals
 from gperceiver.store import Store, resolve, schema, store_name
 from gperceiver.train import engine
+from gperceiver.train.architecture import model_params
 from gperceiver.train.checkpoint import (
     KEY,
-    TASK_DECODERS,
     ModelInfo,
     build_model,
     load_model,
-    take_architecture,
 )
 from gperceiver.train.optimiser import clip_gradients, configure_adamw
 from gperceiver.train.params import Params
@@ -130,35 +127,6 @@ def _cross_entropy(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     return loss, (logits.argmax(-1) == target).float().mean()
 
 
-def resolve_params(params: Params, ds, where: str) -> Params:
-    """Fill nalleles/ploidy from the store; refuse values that contradict it."""
-    ploidy, nalleles = int(ds.sizes[schema.PLOIDY]), int(ds.sizes[schema.ALLELES]) + 1
-    for key, value in (("ploidy", ploidy), ("nalleles", nalleles)):
-        given = getattr(params.model, key)
-        if given is not None and given != value:
-            raise UsageError(f"{key} is {given} in the params but {value} in the store {where}")
-    return params.replace(ploidy=ploidy, nalleles=nalleles)
-
-
-def size_tables(params: Params, budget: int, n_variants: int, task: str) -> Params:
-    """`params` with per-locus allele rows kept or dropped as the memory budget allows
-    a new model for `task` (`memory.plan_tables`); a note says so when it mattered.
-    A value the params give is kept."""
-    config = params.model
-    decoders = TASK_DECODERS.get(task, ())
-    asked = config.locus_allele_embed if "locus_allele_embed" in params.given else None
-    n_loci = task_sizes("plain", n_variants, params.prop_x, params.prop_y)[0]
-    plan = plan_tables(
-        budget, n_variants=n_variants, asked=asked,
-        floats_with=per_locus_floats(replace(config, locus_allele_embed=True), decoders),
-        floats_without=per_locus_floats(replace(config, locus_allele_embed=False), decoders),
-        others=run_bytes(budget, batch_size=params.batch_size, n_loci=n_loci))
-    announce(plan, False)
-    if plan.locus_alleles == config.locus_allele_embed:
-        return params
-    return params.replace(locus_allele_embed=plan.locus_alleles)
-
-
 def split_samples(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) store sample indices, each sorted; chosen by `seed`."""
     n_val = 0 if val_fraction <= 0 else max(1, round(val_fraction * n))
@@ -212,17 +180,15 @@ def pretrain(
     budget = budget_bytes(memory)
     store = resolve(store)  # opened once, for both loaders
     ds = store.ds
-    start = None
+    start = start_params = None
     if init is not None:
         start, start_info, _ = load_model(init)
         start_info.check_store(ds, store_name(store))
-        params = take_architecture(params, start_info.params, str(init))
-    params = resolve_params(params, ds, store_name(store))
+        start_params = start_info.params
     task = task or ("contrastive" if params.contrastive else "masked")
     if task not in PRETRAIN_TASKS:
         raise UsageError(f"unknown pretraining task '{task}' (one of {', '.join(PRETRAIN_TASKS)})")
-    if start is None:
-        params = size_tables(params, budget, int(ds.sizes[schema.VARIANTS]), task)
+    params = model_params(params, store, task, budget, start_params, str(init))
     run_dir = Path(run_dir)
     info = ModelInfo.from_store(ds, params, task)
     last, resume_epoch = engine.start_run(
