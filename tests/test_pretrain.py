@@ -208,3 +208,44 @@ def test_checkpoints_are_streamed_to_a_temporary_sibling_then_moved(tmp_path, mo
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
     trainer = make_trainer(tmp_path / "run", Params(), progress=False, accelerator="cpu")
     assert isinstance(trainer.strategy.checkpoint_io, StreamedCheckpointIO)  # what training uses
+
+
+def test_release_hands_back_the_optimiser_and_gradients_after_training(tmp_path):
+    """After training, `engine.release` lets the optimiser and its state go (the
+    module's link to the trainer kept them through calibration and the marker path's
+    refit in `fit`) and drops the gradients."""
+    import gc
+    import weakref
+
+    import lightning as L
+
+    from gperceiver.train.engine import make_trainer, release
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+            self.loaders = {"train": None}
+
+        def training_step(self, batch, _):
+            loss = self.layer(batch[0]).square().mean()
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.AdamW(self.parameters())
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 4)),
+                                       batch_size=4)
+    module = Tiny()
+    trainer = make_trainer(tmp_path / "run", Params(epochs=1), monitor="train_loss",
+                           progress=False, accelerator="cpu")
+    trainer.fit(module, data)
+    optimiser = weakref.ref(trainer.optimizers[0])
+    assert optimiser().state and module.layer.weight.grad is not None
+    del trainer
+    gc.collect()
+    assert optimiser() is not None  # the module still leads to it
+    release(module)
+    assert optimiser() is None
+    assert all(p.grad is None for p in module.parameters()) and module.loaders == {}

@@ -39,7 +39,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from gperceiver.atomic import atomic_output
 from gperceiver.errors import CannotWriteError, InputNotFoundError, UsageError
-from gperceiver.runtime import flush_denormals, reuse_freed_memory
+from gperceiver.runtime import flush_denormals, release_freed_memory, reuse_freed_memory
 from gperceiver.train.checkpoint import (
     BEST,
     LAST,
@@ -330,6 +330,17 @@ def fit(trainer: L.Trainer, module: L.LightningModule, train_loader, val_loader,
         if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1): keep it an interrupt
             raise KeyboardInterrupt from None
         raise
+
+
+def release(module: L.LightningModule) -> None:
+    """Hand back what a finished training held, for the phases that follow: the
+    module's link to its trainer (which keeps the optimiser and its state), the
+    gradients and the loaders' buffers. Drop your own references to the trainer and
+    loaders first."""
+    module.trainer = None
+    module.zero_grad(set_to_none=True)
+    getattr(module, "loaders", {}).clear()
+    release_freed_memory()
 
 
 # Keys a resumed run may change: they do not alter what the run computes so far.

@@ -330,10 +330,11 @@ def finetune(
     best = checkpoint_path(run_dir)
     main, epochs, best_score = trainer.global_rank == 0, int(trainer.current_epoch), \
         _score(trainer)
-    # The trainer, its optimiser state and the loaders' shuffle buffers go back now.
-    module.loaders.clear()
+    # The trainer, its optimiser state, the gradients and the loaders' shuffle buffers
+    # go back before calibration and the marker path's refit (at a million markers the
+    # optimiser alone holds twice the per-locus tables).
     del trainer, train_loader, val_loader
-    release_freed_memory()
+    engine.release(module)
     if not main:
         return Finetuned(run_dir, best, main=False)
 
