@@ -80,7 +80,20 @@ class Packed:
         return np.take_along_axis(out, (which % self.per_byte)[None, :, None], 2)[..., 0]
 
 
-def read_slab(ds: xr.Dataset, lo: int, hi: int, rows: np.ndarray | None) -> np.ndarray:
+def sample_steps(ds: xr.Dataset, n_rows: int) -> list[tuple[int, int]]:
+    """Runs of `n_rows` lines to read together when every variant is read for each run:
+    whole sample chunks, as many as one variant chunk of them holds widened within
+    SLAB_BYTES. With variant steps a multiple of the variant chunk, every chunk of the
+    store is then decompressed once (slabs across all lines decompress each chunk once
+    per slab that cuts it)."""
+    v_chunk, s_chunk = ds["call_genotype"].data.chunksize[:2]
+    per_row = v_chunk * int(ds.sizes[schema.PLOIDY]) * 4
+    step = max(s_chunk, SLAB_BYTES // per_row // s_chunk * s_chunk)
+    return [(lo, min(lo + step, n_rows)) for lo in range(0, n_rows, step)]
+
+
+def read_slab(ds: xr.Dataset, lo: int, hi: int, rows: np.ndarray | slice | None
+              ) -> np.ndarray:
     """Genotypes (hi - lo, samples, ploidy) of variants lo..hi-1, of `rows` only if given."""
     gt = ds["call_genotype"].data[lo:hi]
     if rows is not None:
@@ -227,7 +240,7 @@ class Dosages:
         return out
 
 
-def standardised_slab(ds: xr.Dataset, lo: int, hi: int, rows: np.ndarray | None,
+def standardised_slab(ds: xr.Dataset, lo: int, hi: int, rows: np.ndarray | slice | None,
                       freq: np.ndarray) -> np.ndarray:
     """Z (samples, hi - lo, alleles - 1) float32 of variants lo..hi-1 (of `rows` if given)."""
     return centred_dosages(read_slab(ds, lo, hi, rows), freq[lo:hi], standardise=True)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from benchmarks.panels import simulate, write_panel
+from gperceiver import dosages
 from gperceiver.baseline import run_gblup
 from gperceiver.converters.tsv import convert_tsv
 from gperceiver.data.phenotypes import held_out_split, read_phenotypes
@@ -64,7 +65,7 @@ def test_inner_split_is_by_line_seeded_and_leaves_the_test_fold_out(additive):
     assert (other != val).any()
 
 
-def test_linear_path_picks_out_a_large_effect_locus(tmp_path):
+def test_linear_path_picks_out_a_large_effect_locus(tmp_path, monkeypatch):
     """One locus carries most of the variance: reweighting finds it, no interactions."""
     panel = simulate(300, 200, n_blocks=1, n_causal=1, h2=0.9, seed=5)
     markers, chroms, phenos = write_panel(panel, tmp_path)
@@ -82,6 +83,17 @@ def test_linear_path_picks_out_a_large_effect_locus(tmp_path):
     # predicting the store reproduces the fit on its own rows
     z = Dosages.read(ds, rows, path.freq)
     np.testing.assert_allclose(path.predict(ds)[rows], path.fit.predict_rows(z), atol=1e-4)
+    # read in runs of one sample chunk (64 lines) over whole variant chunks: the same,
+    # the interaction part included (given weights here: REML chose none)
+    fitted = path.fit.epistatic
+    path.fit.epistatic = np.full_like(fitted, 0.05)
+    whole, picked = path.predict(ds), path.predict(ds, rows=rows[::3])
+    monkeypatch.setattr(dosages, "SLAB_BYTES", 1)
+    assert len(dosages.sample_steps(ds, len(response))) == 5
+    np.testing.assert_allclose(path.predict(ds), whole, rtol=1e-6)
+    np.testing.assert_allclose(path.predict(ds, rows=rows[::3]), picked, rtol=1e-6)
+    monkeypatch.undo()
+    path.fit.epistatic = fitted
     # a checkpoint written before the interaction part (additive effects alone) still loads
     saved = path.to_dict()
     older = {"mu": saved["mu"], "effects": saved["effects"], "freq": saved["freq"], "steps": [1]}
