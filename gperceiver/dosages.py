@@ -80,16 +80,17 @@ class Packed:
         return np.take_along_axis(out, (which % self.per_byte)[None, :, None], 2)[..., 0]
 
 
-def sample_steps(ds: xr.Dataset, n_rows: int) -> list[tuple[int, int]]:
-    """Runs of `n_rows` lines to read together when every variant is read for each run:
-    whole sample chunks, as many as one variant chunk of them holds widened within
-    SLAB_BYTES. With variant steps a multiple of the variant chunk, every chunk of the
-    store is then decompressed once (slabs across all lines decompress each chunk once
+def chunk_blocks(ds: xr.Dataset, n_rows: int) -> list[tuple[int, int, int, int]]:
+    """(row_lo, row_hi, variant_lo, variant_hi) blocks covering `n_rows` lines x every
+    variant, row run by row run: whole sample chunks (as many as one variant chunk of
+    them holds widened within SLAB_BYTES) over whole variant chunks, so every chunk of
+    the store is decompressed once (slabs across all lines decompress each chunk once
     per slab that cuts it)."""
     v_chunk, s_chunk = ds["call_genotype"].data.chunksize[:2]
     per_row = v_chunk * int(ds.sizes[schema.PLOIDY]) * 4
     step = max(s_chunk, SLAB_BYTES // per_row // s_chunk * s_chunk)
-    return [(lo, min(lo + step, n_rows)) for lo in range(0, n_rows, step)]
+    return [(lo, min(lo + step, n_rows), v_lo, v_hi) for lo in range(0, n_rows, step)
+            for v_lo, v_hi in variant_steps(ds, min(step, n_rows - lo), v_chunk)]
 
 
 def read_slab(ds: xr.Dataset, lo: int, hi: int, rows: np.ndarray | slice | None

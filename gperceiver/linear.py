@@ -50,7 +50,7 @@ from gperceiver.baseline import (
     reml_lambda,
     restricted_loglik,
 )
-from gperceiver.dosages import Dosages, sample_steps, standardised_slab, variant_steps
+from gperceiver.dosages import Dosages, chunk_blocks, standardised_slab
 from gperceiver.progress import progress_bar
 from gperceiver.store import schema
 
@@ -289,17 +289,13 @@ class LinearPath:
         effects = self.fit.effects.reshape(len(self.fit.mu), -1, per_variant)
         out = np.tile(self.fit.mu, (n, 1)).astype(np.float64)
         x_top = np.zeros((n, len(self.fit.top)), np.float32)
-        v_chunk = ds["call_genotype"].data.chunksize[0]
-        # runs of lines, each read over every variant in whole chunks: each chunk once
-        for s_lo, s_hi in sample_steps(ds, n):
+        for s_lo, s_hi, lo, hi in chunk_blocks(ds, n):  # each chunk of the store once
             picked = slice(s_lo, s_hi) if rows is None else rows[s_lo:s_hi]
-            for lo, hi in variant_steps(ds, s_hi - s_lo, v_chunk):
-                z = standardised_slab(ds, lo, hi, picked, self.freq)
-                out[s_lo:s_hi] += np.einsum("svc,bvc->sb", z, effects[:, lo:hi],
-                                            dtype=np.float64)
-                here = (self.fit.top >= lo * per_variant) & (self.fit.top < hi * per_variant)
-                x_top[s_lo:s_hi, here] = z.reshape(s_hi - s_lo, -1)[
-                    :, self.fit.top[here] - lo * per_variant]
+            z = standardised_slab(ds, lo, hi, picked, self.freq)
+            out[s_lo:s_hi] += np.einsum("svc,bvc->sb", z, effects[:, lo:hi], dtype=np.float64)
+            here = (self.fit.top >= lo * per_variant) & (self.fit.top < hi * per_variant)
+            x_top[s_lo:s_hi, here] = z.reshape(s_hi - s_lo, -1)[
+                :, self.fit.top[here] - lo * per_variant]
         latent = None  # latent_part refuses None when the path uses latents
         if self.uses_latents and latents is not None:
             flat = np.asarray(latents, np.float32).reshape(n, -1)
