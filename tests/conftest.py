@@ -13,6 +13,12 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA = ROOT / "test_data"
 MICE = ROOT.parent / "shared" / "data" / "mice"
 
+# pytest-xdist runs one worker per core (pyproject's addopts): each worker, and the CLI
+# subprocesses it starts, takes its share of the cores instead of all of them
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
 
 def run_cli(
     *args: object, check: bool = False, cwd: Path | None = None, env: dict | None = None
