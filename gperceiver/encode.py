@@ -30,18 +30,19 @@ def encode_latents(model, store: Store, batch_size: int = 64,
                                            DECLARED["sample_embedding"].dtype),
               "sample_latents": np.zeros((n, p.num_latents, p.latent_dim),
                                          DECLARED["sample_latents"].dtype)}
-    encode_samples(model.eval(), store, arrays, batch_size, progress)
+    encode_samples(model.eval(), store, arrays, batch_size, progress, label="latents")
     return arrays["sample_latents"]
 
 
 def encode_samples(model, store: Store, arrays: dict[str, Any], batch_size: int,
-                   progress: bool, rows_per_write: int = 512) -> None:
+                   progress: bool, rows_per_write: int = 512, label: str = "embed") -> None:
     """Encode every sample (all loci) and write its rows into `arrays` (numpy or zarr):
-    `sample_embedding` (the latents' mean) and, when present, `sample_latents`."""
+    `sample_embedding` (the latents' mean) and, when present, `sample_latents`;
+    `label` names the progress bar."""
     loader = make_loader(store, "plain", batch_size=batch_size, prop_x=1.0, shuffle=False)
     device = next(model.parameters()).device
     sink = ChunkWriter({name: (array, 0) for name, array in arrays.items()}, rows_per_write)
-    bar = progress_bar(len(loader.dataset.selected), "embed", "samples", progress)
+    bar = progress_bar(len(loader.dataset.selected), label, "samples", progress)
     with torch.inference_mode():
         for batch in loader:
             lat = model.encode(batch["x_alleles"].to(device), batch["x_index"].to(device))

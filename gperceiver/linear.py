@@ -268,27 +268,30 @@ class LinearPath:
         return self.fit.latent_effects is not None
 
     def predict(self, ds: xr.Dataset, latents: np.ndarray | None = None,
-                rows: np.ndarray | None = None) -> np.ndarray:
+                rows: np.ndarray | None = None, progress: bool = False) -> np.ndarray:
         """The path's prediction for every sample of `ds` and every block: (samples, blocks);
         with `rows`, for those samples alone (the others NaN, their genotypes not read).
 
         `latents` (samples, ...): the pretrained encoder's latents of `ds`'s samples,
-        needed when the path uses them.
+        needed when the path uses them. `progress`: a bar over the genotypes read
+        (minutes at tens of thousands of lines x 100,000 markers).
         """
         if rows is not None:
             full = np.full((int(ds.sizes[schema.SAMPLES]), len(self.fit.mu)), np.nan)
             picked = None if latents is None else np.asarray(latents)[rows]
-            full[rows] = self._predict(ds, picked, np.asarray(rows))
+            full[rows] = self._predict(ds, picked, np.asarray(rows), progress)
             return full
-        return self._predict(ds, latents, None)
+        return self._predict(ds, latents, None, progress)
 
     def _predict(self, ds: xr.Dataset, latents: np.ndarray | None,
-                 rows: np.ndarray | None) -> np.ndarray:
+                 rows: np.ndarray | None, progress: bool) -> np.ndarray:
         n = int(ds.sizes[schema.SAMPLES]) if rows is None else len(rows)
         per_variant = self.freq.shape[1] - 1
         effects = self.fit.effects.reshape(len(self.fit.mu), -1, per_variant)
         out = np.tile(self.fit.mu, (n, 1)).astype(np.float64)
         x_top = np.zeros((n, len(self.fit.top)), np.float32)
+        bar = progress_bar(n * int(ds.sizes[schema.VARIANTS]), "marker path predictions", "",
+                           progress, share=True)
         for s_lo, s_hi, lo, hi in chunk_blocks(ds, n):  # each chunk of the store once
             picked = slice(s_lo, s_hi) if rows is None else rows[s_lo:s_hi]
             z = standardised_slab(ds, lo, hi, picked, self.freq)
@@ -296,6 +299,8 @@ class LinearPath:
             here = (self.fit.top >= lo * per_variant) & (self.fit.top < hi * per_variant)
             x_top[s_lo:s_hi, here] = z.reshape(s_hi - s_lo, -1)[
                 :, self.fit.top[here] - lo * per_variant]
+            bar.update((s_hi - s_lo) * (hi - lo))
+        bar.close()
         latent = None  # latent_part refuses None when the path uses latents
         if self.uses_latents and latents is not None:
             flat = np.asarray(latents, np.float32).reshape(n, -1)

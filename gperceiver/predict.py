@@ -108,8 +108,9 @@ class Predictor:
         if self.linear is None:
             return Prediction(deep, probs, None)
         if self.linear.uses_latents and latents is None:
-            latents = encode_latents(self.latent_model, store, batch_size=batch_size)
-        linear = self.linear.predict(ds, latents, samples)
+            latents = encode_latents(self.latent_model, store, batch_size=batch_size,
+                                     progress=progress)
+        linear = self.linear.predict(ds, latents, samples, progress)
         return Prediction(linear + self.deep_scale * deep, probs, linear)
 
     def predict_encoder(self, store: Store, *, batch_size: int | None = None,

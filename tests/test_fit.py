@@ -188,9 +188,11 @@ def test_cli_fit_predict_pretrained(example_store, tmp_path):
                    "--head", "pool", env={**ONE_THREAD, "GPERCEIVER_PROGRESS": "1"})
     assert proc.returncode == 0, proc.stderr
     assert "block 0:" in proc.stdout and "pearson_r=" in proc.stdout
-    # a bar with the time left on every long phase: the marker path's kernels,
-    # training, the calibration on the validation lines and the predictions
-    for bar in ("marker path: 100%|", "Epoch 1:", "calibrate: 100%|", "predict: 100%|"):
+    # a bar with the time left on every long phase: the pretrained encoder's latents,
+    # the marker path's kernels and predictions, training, the calibration on the
+    # validation lines and the predictions
+    for bar in ("latents: 100%|", "marker path: 100%|", "marker path predictions: 100%|",
+                "Epoch 1:", "calibrate: 100%|", "predict: 100%|"):
         assert bar in proc.stderr, bar
     assert json.loads((tmp_path / "fit" / "params.json").read_text())["head"] == "pool"
     components = json.loads((tmp_path / "fit" / "metrics.json").read_text())["components"]
@@ -198,9 +200,11 @@ def test_cli_fit_predict_pretrained(example_store, tmp_path):
     out = tmp_path / "new.tsv"
     # a budget too small for even one sample's activations: batches of one, said so
     pred = run_cli("predict", tmp_path / "fit", example_store, "-o", out, "--memory", "1000",
-                   env=ONE_THREAD)
+                   env={**ONE_THREAD, "GPERCEIVER_PROGRESS": "1"})
     assert pred.returncode == 0, pred.stderr
     assert "note: memory budget 1 KB: batches of 1 sample (about" in pred.stderr
+    for bar in ("predict: 100%|", "marker path predictions: 100%|"):  # both parts
+        assert bar in pred.stderr, bar
     new = pd.read_csv(out, sep="\t")
     old = pd.read_csv(tmp_path / "fit" / "predictions.tsv", sep="\t")
     merged = new.merge(old, on=["name", "block"])

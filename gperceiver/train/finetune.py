@@ -265,7 +265,8 @@ def finetune(
         pre_params, encoder_state = pre_info.params, model.encoder_weights()
         if params.linear and params.objective == "regression":
             # the marker path's latent kernel: the pretrained encoder's view of every line
-            latents = encode_latents(model, store, batch_size=params.batch_size)
+            latents = encode_latents(model, store, batch_size=params.batch_size,
+                                     progress=progress)
     params = model_params(params, store, "fit", budget, pre_params, str(pretrained))
 
     # the lines to predict: those with a phenotype, unless every sample is asked for
@@ -279,7 +280,7 @@ def finetune(
                                  latents=latents, max_bytes=int(DOSAGE_SHARE * budget),
                                  progress=progress)
         # out of sample on the other lines; on training lines, in sample
-        linear_held = linear.predict(ds, latents, rows)
+        linear_held = linear.predict(ds, latents, rows, progress)
         offset = linear_held.copy()
         offset[train_rows] = np.where(np.isnan(oof), offset[train_rows], oof)
         release_freed_memory()  # the marker path's kernels and slabs
