@@ -38,6 +38,7 @@ from gperceiver.data.phenotypes import read_phenotypes, responses, split_masks
 from gperceiver.errors import UsageError
 from gperceiver.metrics import evaluate
 from gperceiver.outputs import predictions_dataset, write_run
+from gperceiver.progress import progress_bar
 from gperceiver.store import Store, open_view, schema, store_name
 
 LOG_LAMBDA_RANGE = (-12.0, 12.0)  # natural log; lambda from 6e-6 to 1.6e5
@@ -80,12 +81,14 @@ def _centred_dosages(gt: np.ndarray, freq: np.ndarray) -> tuple[np.ndarray, floa
     return z.reshape(z.shape[0], -1).T, scale
 
 
-def genomic_relationship(ds: xr.Dataset, max_slab_bytes: int = 128 << 20) -> xr.DataArray:
+def genomic_relationship(ds: xr.Dataset, max_slab_bytes: int = 128 << 20,
+                         progress: bool = False) -> xr.DataArray:
     """VanRaden G (samples x samples, float64) of a store, accumulated over variant blocks.
 
     Dask reads `call_genotype` one slab of whole variants at a time (the store's
     variant chunks, split further to keep each slab under `max_slab_bytes` of
     float64 dosages); the next slab is read while BLAS multiplies this one.
+    `progress`: a bar over the variants (samples squared x variants of work).
     """
     gt = ds["call_genotype"].data
     freq = ds["variant_allele_frequency"].data
@@ -104,7 +107,8 @@ def genomic_relationship(ds: xr.Dataset, max_slab_bytes: int = 128 << 20) -> xr.
 
     g = np.zeros((n_samples, n_samples))
     scale = 0.0
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    bar = progress_bar(n_variants, "GBLUP kernel", "variants", progress)
+    with ThreadPoolExecutor(max_workers=1) as pool, bar:
         pending = pool.submit(read, *bounds[0])
         for i in range(len(bounds)):
             slab, slab_freq = pending.result()
@@ -113,6 +117,7 @@ def genomic_relationship(ds: xr.Dataset, max_slab_bytes: int = 128 << 20) -> xr.
             z, slab_scale = _centred_dosages(np.asarray(slab), np.asarray(slab_freq))
             g += z.T @ z
             scale += slab_scale
+            bar.update(bounds[i][1] - bounds[i][0])
     if scale <= 0:
         raise UsageError("no variant is polymorphic in the store; GBLUP needs variation")
     names = np.array([str(s) for s in ds["sample_id"].values])
@@ -227,13 +232,14 @@ def gblup(
 
 def run_gblup(
     store: Store, phenotypes: str | os.PathLike, cv: int | None = None,
-    test_fold: int | None = None,
+    test_fold: int | None = None, progress: bool = False,
 ) -> tuple[xr.Dataset, dict[str, Any]]:
     """GBLUP on every block: (predictions Dataset, metrics dict) ready for `outputs`.
 
     Rows of fold `cv` are held out and reported as "validation", as `fit --cv` reports
     them, or those of `test_fold` as "test" (`fit --test-fold`): GBLUP chooses nothing
-    on held-out rows, so both are leak-free; only the names differ.
+    on held-out rows, so both are leak-free; only the names differ. `progress`: a
+    bar over building G.
     """
     if cv is not None and test_fold is not None:
         raise UsageError("--cv K and --test-fold K both name the held-out fold: give one")
@@ -241,7 +247,7 @@ def run_gblup(
     ds = open_view(store)
     phenos = read_phenotypes(phenotypes, ds["sample_id"].values, cv=held_out)
     train, valid = split_masks(phenos)
-    g = genomic_relationship(ds).values
+    g = genomic_relationship(ds, progress=progress).values
     y = phenos["response"].values
     predicted = np.full(y.shape, np.nan, dtype=np.float64)
     fits: dict[str, dict[str, Any] | None] = {}
@@ -291,9 +297,9 @@ def run_gblup(
 def baseline(
     store: Store, phenotypes: str | os.PathLike,
     out_dir: str | os.PathLike, cv: int | None = None, force: bool = False,
-    test_fold: int | None = None,
+    test_fold: int | None = None, progress: bool = True,
 ) -> tuple[Path, dict[str, Any]]:
     """Run GBLUP and write out_dir/{predictions.tsv, metrics.json}, atomically."""
     check_writable(out_dir, force)
-    preds, metrics = run_gblup(store, phenotypes, cv, test_fold)
+    preds, metrics = run_gblup(store, phenotypes, cv, test_fold, progress)
     return write_run(out_dir, preds, metrics, force), metrics

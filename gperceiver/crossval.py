@@ -95,7 +95,8 @@ def run_fold(method: str, fold: int, store: str, phenotypes: str, run_dir: str,
         if method == "gblup":
             from gperceiver.baseline import baseline
 
-            _, metrics = baseline(store, phenotypes, run_dir, test_fold=fold, force=True)
+            _, metrics = baseline(store, phenotypes, run_dir, test_fold=fold, force=True,
+                                  progress=False)
             return _rows(method, fold, metrics["test"], time.process_time() - start)
         from gperceiver.fit import fit
         from gperceiver.train.params import params_from_dict

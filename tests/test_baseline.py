@@ -264,9 +264,11 @@ def test_blocks_too_small_or_constant(example_store, tmp_path):
 def test_cli_baseline_end_to_end(example_store, tmp_path):
     phenos = TEST_DATA / "phenos.tsv"
     out = tmp_path / "gblup"
-    proc = run_cli("baseline", example_store, phenos, "--cv", "1", "-o", out)
+    proc = run_cli("baseline", example_store, phenos, "--cv", "1", "-o", out,
+                   env={"GPERCEIVER_PROGRESS": "1"})
     assert proc.returncode == 0, proc.stderr
     assert "block 0" in proc.stdout and "mean r=" in proc.stdout
+    assert "GBLUP kernel: 100%|" in proc.stderr  # a bar with the time left over G
     table = pd.read_csv(out / "predictions.tsv", sep="\t", dtype={"name": str})
     assert list(table.columns) == ["name", "block", "cv", "observed", "predicted"]
     assert len(table) == 40 * 2 and table["predicted"].notna().all()
