@@ -33,6 +33,7 @@ import pandas as pd
 from gperceiver.atomic import atomic_output, check_writable
 from gperceiver.data.phenotypes import NO_CV, read_phenotypes
 from gperceiver.errors import UsageError
+from gperceiver.progress import progress_bar
 from gperceiver.store import open_store
 from gperceiver.train.params import Params
 
@@ -138,9 +139,10 @@ def cross_validate(
     store: str | os.PathLike, phenotypes: str | os.PathLike, out_dir: str | os.PathLike,
     *, methods: tuple[str, ...] = METHODS, folds: list[int] | None = None,
     params: Params | None = None, pretrained: str | os.PathLike | None = None,
-    jobs: int = 1, force: bool = False,
+    jobs: int = 1, force: bool = False, progress: bool = True,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Run every (method, fold) and write the results; (table, summary).
+    """Run every (method, fold) and write the results; (table, summary); `progress`:
+    a bar over the runs, with the time left.
 
     `pretrained`: gperceiver starts every fold from this checkpoint (pretrained on
     genotypes alone, so it may have seen every line's genotypes, never a phenotype).
@@ -168,11 +170,18 @@ def cross_validate(
     pre = None if pretrained is None else str(pretrained)
     tasks = [(m, k, str(store), str(phenotypes), str(out / "runs" / f"{m}_fold{k}"), p, pre,
               threads) for k in folds for m in methods]
-    if jobs == 1:
-        results = [run_fold(*t) for t in tasks]
-    else:  # spawned: torch and forked OpenMP threads do not mix
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-            results = list(pool.map(run_fold, *zip(*tasks, strict=True)))
+    with progress_bar(len(tasks), "cv", "runs", progress) as bar, \
+            contextlib.ExitStack() as stack:
+        if jobs == 1:
+            done = (run_fold(*t) for t in tasks)
+        else:  # spawned: torch and forked OpenMP threads do not mix
+            pool = stack.enter_context(
+                ProcessPoolExecutor(jobs, mp_context=get_context("spawn")))
+            done = pool.map(run_fold, *zip(*tasks, strict=True))
+        results = []
+        for rows in done:  # in task order
+            results.append(rows)
+            bar.update()
     table = pd.DataFrame([r for rows in results for r in rows], columns=list(COLUMNS))
     table = table.sort_values(["method", "fold", "block"], kind="stable")
     summary = {"store": str(store), "phenotypes": str(phenotypes), "folds": folds,

@@ -225,9 +225,10 @@ def test_cv_command_writes_every_fold_and_method(additive, tmp_path, cli):
     with_stranger = tmp_path / "phenos.tsv"  # a name the store lacks: warned once, not per fold
     with_stranger.write_text(phenos.read_text() + "NOT_IN_STORE\t1.0\t0\t0\n")
     proc = cli("cv", store, with_stranger, "-o", out, "--folds", "0,1", "--params", params,
-               "--jobs", "2", env=ONE_THREAD)
+               "--jobs", "2", env={**ONE_THREAD, "GPERCEIVER_PROGRESS": "1"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("NOT_IN_STORE") == 1, proc.stderr
+    assert "cv: 100%|" in proc.stderr and "4/4" in proc.stderr  # a bar over the runs
     table = pd.read_csv(out / "cv_results.tsv", sep="\t")
     assert list(table.columns) == ["method", "fold", "block", "n", "pearson_r", "rmse",
                                    "cpu_seconds"]
