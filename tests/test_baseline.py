@@ -126,6 +126,11 @@ def test_g_matches_dense_reference_with_missing_calls(sim):
     # Blocks smaller than the store's variant chunks give the same G.
     small = genomic_relationship(open_store(store), max_slab_bytes=8 * 150 * 10)
     np.testing.assert_allclose(small.values, g.values, rtol=1e-12, atol=1e-12)
+    # G's columns of some samples alone (baseline's: its training lines), labelled
+    some = np.sort(np.random.default_rng(3).choice(150, 40, replace=False))
+    part = genomic_relationship(open_store(store), max_slab_bytes=8 * 150 * 10, columns=some)
+    np.testing.assert_allclose(part.values, g.values[:, some], rtol=1e-12, atol=1e-12)
+    assert list(part["sample_id_"].values) == list(g["sample_id"].values[some])
 
 
 def test_g_of_multiallelic_polyploid_store(tmp_path):
@@ -205,6 +210,7 @@ def test_run_equals_dense_gblup_per_block(sim, blocks):
         preds, metrics = run_gblup(store, write_phenos(folder / "p.tsv", y, observed, cv), cv=2)
     train = observed & (cv != 2)
     valid = observed & (cv == 2)
+    assert not train.any(axis=1).all()  # G's columns of the training lines alone
     for b in range(3):
         fit = metrics["fit"][str(b)]
         assert fit["n_train"] == train[:, b].sum()
