@@ -170,17 +170,13 @@ def cross_validate(
     pre = None if pretrained is None else str(pretrained)
     tasks = [(m, k, str(store), str(phenotypes), str(out / "runs" / f"{m}_fold{k}"), p, pre,
               threads) for k in folds for m in methods]
+    # spawned workers: torch and forked OpenMP threads do not mix
+    pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) if jobs > 1 else None
+    results = []
     with progress_bar(len(tasks), "cv", "runs", progress) as bar, \
-            contextlib.ExitStack() as stack:
-        if jobs == 1:
-            done = (run_fold(*t) for t in tasks)
-        else:  # spawned: torch and forked OpenMP threads do not mix
-            pool = stack.enter_context(
-                ProcessPoolExecutor(jobs, mp_context=get_context("spawn")))
-            done = pool.map(run_fold, *zip(*tasks, strict=True))
-        results = []
-        for rows in done:  # in task order
-            results.append(rows)
+            pool or contextlib.nullcontext():
+        for rows in (pool.map if pool else map)(run_fold, *zip(*tasks, strict=True)):
+            results.append(rows)  # in task order
             bar.update()
     table = pd.DataFrame([r for rows in results for r in rows], columns=list(COLUMNS))
     table = table.sort_values(["method", "fold", "block"], kind="stable")
