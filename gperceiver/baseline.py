@@ -76,10 +76,11 @@ def centred_dosages(gt: np.ndarray, freq: np.ndarray, standardise: bool = False)
 
 
 def _centred_dosages(gt: np.ndarray, freq: np.ndarray) -> tuple[np.ndarray, float]:
-    """Z (variants x alleles-1, samples) of one slab of variants, and its VanRaden scale."""
+    """Z (variants x alleles-1, samples) float32 of one slab of variants, and its
+    VanRaden scale."""
     p = np.nan_to_num(np.asarray(freq, np.float64))[:, 1:]
     scale = float(np.sum(gt.shape[2] * p * (1.0 - p)))
-    z = centred_dosages(gt, freq).astype(np.float64)
+    z = centred_dosages(gt, freq)
     return z.reshape(z.shape[0], -1).T, scale
 
 
@@ -90,8 +91,10 @@ def genomic_relationship(ds: xr.Dataset, max_slab_bytes: int = 128 << 20,
     with `columns` (sample indices, ascending), its columns of those samples alone.
 
     Dask reads `call_genotype` one slab of whole variants at a time (the store's
-    variant chunks, split further to keep each slab under `max_slab_bytes` of
-    float64 dosages); the next slab is read while BLAS multiplies this one.
+    variant chunks, split further to keep each slab's products under `max_slab_bytes`
+    at 8 bytes a dosage); the next slab is read while BLAS multiplies this one. Each
+    slab's product is float32, as the marker path's kernels (a few times faster than
+    float64, about 1e-7 relative), summed into G in float64.
     `progress`: a bar over the variants (samples x columns x variants of work).
     """
     gt = ds["call_genotype"].data

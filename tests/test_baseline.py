@@ -123,13 +123,14 @@ def test_g_matches_dense_reference_with_missing_calls(sim):
     g = genomic_relationship(open_store(store))
     assert g.shape == (150, 150)
     np.testing.assert_allclose(g.values, g_ref, rtol=1e-5, atol=1e-6)  # float32 frequencies
-    # Blocks smaller than the store's variant chunks give the same G.
+    # Blocks smaller than the store's variant chunks give the same G (to the rounding
+    # of each slab's float32 product).
     small = genomic_relationship(open_store(store), max_slab_bytes=8 * 150 * 10)
-    np.testing.assert_allclose(small.values, g.values, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(small.values, g.values, rtol=1e-6, atol=1e-7)
     # G's columns of some samples alone (baseline's: its training lines), labelled
     some = np.sort(np.random.default_rng(3).choice(150, 40, replace=False))
     part = genomic_relationship(open_store(store), max_slab_bytes=8 * 150 * 10, columns=some)
-    np.testing.assert_allclose(part.values, g.values[:, some], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(part.values, small.values[:, some], rtol=1e-6, atol=1e-7)
     assert list(part["sample_id_"].values) == list(g["sample_id"].values[some])
 
 
