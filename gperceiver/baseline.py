@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -90,41 +89,44 @@ def genomic_relationship(ds: xr.Dataset, max_slab_bytes: int = 128 << 20,
     """VanRaden G (samples x samples, float64) of a store, accumulated over variant blocks;
     with `columns` (sample indices, ascending), its columns of those samples alone.
 
-    Dask reads `call_genotype` one slab of whole variants at a time (the store's
-    variant chunks, split further to keep each slab's products under `max_slab_bytes`
-    at 8 bytes a dosage); the next slab is read while BLAS multiplies this one. Each
-    slab's product is float32, as the marker path's kernels (a few times faster than
-    float64, about 1e-7 relative), summed into G in float64.
+    Dask reads `call_genotype` a step of variants at a time, each step's dosages of
+    the columns' samples within `max_slab_bytes` (at 8 bytes a dosage). With `columns`,
+    a step is whole variant chunks where it can be, and the rows come in runs of
+    whole sample chunks, so each chunk is decompressed once for the rows (a step
+    cutting a chunk decompresses it whole for each step). Each product is float32,
+    as the marker path's kernels (about 1e-7 relative), summed into G in float64.
     `progress`: a bar over the variants (samples x columns x variants of work).
     """
     gt = ds["call_genotype"].data
     freq = ds["variant_allele_frequency"].data
     n_variants, n_samples, _ = gt.shape
-    step = max(1, max_slab_bytes // (8 * n_samples * max(1, freq.shape[1] - 1)))
-    chunks = gt.chunks[0] if isinstance(gt, da.Array) else (n_variants,)
-    bounds = [
-        (lo, min(lo + step, start + size))
-        for start, size in zip(np.cumsum((0, *chunks[:-1])), chunks, strict=True)
-        for lo in range(int(start), int(start) + size, step)
-    ]
+    every = columns is None
+    cols = np.arange(n_samples) if every else np.asarray(columns)
+    per_variant = 8 * max(1, freq.shape[1] - 1)  # bytes of one line's dosages of a variant
+    v_chunk, s_chunk = gt.chunksize[:2] if isinstance(gt, da.Array) else gt.shape[:2]
+    fits = max(1, max_slab_bytes // (per_variant * max(1, len(cols))))
+    step = fits // v_chunk * v_chunk or fits  # whole variant chunks where they fit
+    run = max(s_chunk, max_slab_bytes // (per_variant * step) // s_chunk * s_chunk)
 
-    def read(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    def read(lo: int, hi: int, rows: slice | np.ndarray) -> tuple[np.ndarray, float]:
         with dask.config.set(scheduler="threads"):
-            return dask.compute(gt[lo:hi], freq[lo:hi])
+            slab, slab_freq = dask.compute(gt[lo:hi, rows], freq[lo:hi])
+        return _centred_dosages(np.asarray(slab), np.asarray(slab_freq))
 
-    g = np.zeros((n_samples, n_samples if columns is None else len(columns)))
+    g = np.zeros((n_samples, len(cols)))
     scale = 0.0
-    bar = progress_bar(n_variants, "GBLUP kernel", "variants", progress)
-    with ThreadPoolExecutor(max_workers=1) as pool, bar:
-        pending = pool.submit(read, *bounds[0])
-        for i in range(len(bounds)):
-            slab, slab_freq = pending.result()
-            if i + 1 < len(bounds):
-                pending = pool.submit(read, *bounds[i + 1])
-            z, slab_scale = _centred_dosages(np.asarray(slab), np.asarray(slab_freq))
-            g += z.T @ (z if columns is None else z[:, columns])
+    with progress_bar(n_variants, "GBLUP kernel", "variants", progress) as bar:
+        for lo in range(0, n_variants, step):
+            hi = min(lo + step, n_variants)
+            z_cols, slab_scale = read(lo, hi, slice(None) if every else cols)
             scale += slab_scale
-            bar.update(bounds[i][1] - bounds[i][0])
+            if every:
+                g += z_cols.T @ z_cols
+            else:
+                for s_lo in range(0, n_samples, run):
+                    z_rows, _ = read(lo, hi, slice(s_lo, s_lo + run))
+                    g[s_lo:s_lo + run] += z_rows.T @ z_cols
+            bar.update(hi - lo)
     if scale <= 0:
         raise UsageError("no variant is polymorphic in the store; GBLUP needs variation")
     names = np.array([str(s) for s in ds["sample_id"].values])

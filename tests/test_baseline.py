@@ -132,6 +132,9 @@ def test_g_matches_dense_reference_with_missing_calls(sim):
     part = genomic_relationship(open_store(store), max_slab_bytes=8 * 150 * 10, columns=some)
     np.testing.assert_allclose(part.values, small.values[:, some], rtol=1e-6, atol=1e-7)
     assert list(part["sample_id_"].values) == list(g["sample_id"].values[some])
+    # steps of one whole variant chunk (64) over runs of one sample chunk (32)
+    runs = genomic_relationship(open_store(store), max_slab_bytes=8 * 64 * 40, columns=some)
+    np.testing.assert_allclose(runs.values, g.values[:, some], rtol=1e-6, atol=1e-7)
 
 
 def test_g_of_multiallelic_polyploid_store(tmp_path):
