@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -36,6 +35,7 @@ from scipy.optimize import minimize_scalar
 
 from gperceiver.atomic import check_writable
 from gperceiver.data.phenotypes import read_phenotypes, responses, split_masks
+from gperceiver.dosages import centred_dosages, read_slab
 from gperceiver.errors import UsageError
 from gperceiver.metrics import evaluate
 from gperceiver.outputs import predictions_dataset, write_run
@@ -48,30 +48,6 @@ MIN_TRAIN_ROWS = 3
 
 
 # ---------------------------------------------------------------- relationship matrix
-
-
-def centred_dosages(gt: np.ndarray, freq: np.ndarray, standardise: bool = False) -> np.ndarray:
-    """Z (samples, variants, alleles - 1) float32 of a (variants, samples, ploidy) slab.
-
-    Each non-reference allele's count on a genotype's copies minus copies x its
-    frequency; a call with any missing copy is 0. `standardise` divides by
-    sqrt(ploidy p (1 - p)) (0 for a monomorphic allele).
-    """
-    ploidy = gt.shape[2]
-    missing = (gt == schema.MISSING).any(axis=2)
-    copies = (gt != schema.FILL).sum(axis=2, dtype=np.int8)
-    p = np.nan_to_num(np.asarray(freq, np.float64))[:, 1:]
-    inv = np.ones_like(p)
-    if standardise:
-        sd = np.sqrt(ploidy * p * (1.0 - p))
-        inv = np.divide(1.0, sd, out=np.zeros_like(sd), where=sd > 1e-6)
-    z = np.empty((gt.shape[1], gt.shape[0], p.shape[1]), np.float32)
-    for a in range(p.shape[1]):
-        count = (gt == a + 1).sum(axis=2, dtype=np.int8)
-        column = (count - copies * p[:, a:a + 1]) * inv[:, a:a + 1]
-        column[missing] = 0.0
-        z[:, :, a] = column.T
-    return z
 
 
 def _centred_dosages(gt: np.ndarray, freq: np.ndarray) -> tuple[np.ndarray, float]:
@@ -98,7 +74,7 @@ def genomic_relationship(ds: xr.Dataset, max_slab_bytes: int = 128 << 20,
     `progress`: a bar over the variants (samples x columns x variants of work).
     """
     gt = ds["call_genotype"].data
-    freq = ds["variant_allele_frequency"].data
+    freq = np.asarray(ds["variant_allele_frequency"].values)
     n_variants, n_samples, _ = gt.shape
     every = columns is None
     cols = np.arange(n_samples) if every else np.asarray(columns)
@@ -108,17 +84,15 @@ def genomic_relationship(ds: xr.Dataset, max_slab_bytes: int = 128 << 20,
     step = fits // v_chunk * v_chunk or fits  # whole variant chunks where they fit
     run = max(s_chunk, max_slab_bytes // (per_variant * step) // s_chunk * s_chunk)
 
-    def read(lo: int, hi: int, rows: slice | np.ndarray) -> tuple[np.ndarray, float]:
-        with dask.config.set(scheduler="threads"):
-            slab, slab_freq = dask.compute(gt[lo:hi, rows], freq[lo:hi])
-        return _centred_dosages(np.asarray(slab), np.asarray(slab_freq))
+    def read(lo: int, hi: int, rows: slice | np.ndarray | None) -> tuple[np.ndarray, float]:
+        return _centred_dosages(read_slab(ds, lo, hi, rows), freq[lo:hi])
 
     g = np.zeros((n_samples, len(cols)))
     scale = 0.0
     with progress_bar(n_variants, "GBLUP kernel", "variants", progress) as bar:
         for lo in range(0, n_variants, step):
             hi = min(lo + step, n_variants)
-            z_cols, slab_scale = read(lo, hi, slice(None) if every else cols)
+            z_cols, slab_scale = read(lo, hi, None if every else cols)
             scale += slab_scale
             if every:
                 g += z_cols.T @ z_cols
@@ -133,7 +107,7 @@ def genomic_relationship(ds: xr.Dataset, max_slab_bytes: int = 128 << 20,
     return xr.DataArray(
         g / scale, dims=(schema.SAMPLES, "samples_"),
         coords={"sample_id": (schema.SAMPLES, names),
-                "sample_id_": ("samples_", names if columns is None else names[columns])},
+                "sample_id_": ("samples_", names[cols])},
     )
 
 

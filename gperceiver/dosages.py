@@ -8,7 +8,8 @@ that, and every product turns one slab of columns at a time (SLAB_BYTES) into
 float32. When int8 counts would pass the bytes allowed them (a share of the
 memory budget), they are packed: 2 bits a count up to ploidy 2, 4 bits up to
 ploidy 14 (a million markers of 2,000 diploid lines: 0.5 GB instead of 2 GB).
-The values are exactly `baseline.centred_dosages(..., standardise=True)`.
+The values are exactly `centred_dosages(..., standardise=True)`, which GBLUP's
+relationship matrix (`gperceiver.baseline`) also reads its slabs through.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import dask
 import numpy as np
 import xarray as xr
 
-from gperceiver.baseline import centred_dosages
 from gperceiver.errors import Note, UsageError
 from gperceiver.store import schema
 
@@ -36,6 +36,31 @@ def variant_steps(ds: xr.Dataset, n_samples: int, multiple: int = 1) -> list[tup
     per_variant = max(1, n_samples * int(ds.sizes[schema.PLOIDY]) * 4)
     step = max(multiple, SLAB_BYTES // per_variant // multiple * multiple)
     return [(lo, min(lo + step, n_variants)) for lo in range(0, n_variants, step)]
+
+
+def centred_dosages(gt: np.ndarray, freq: np.ndarray, standardise: bool = False) -> np.ndarray:
+    """Z (samples, variants, alleles - 1) float32 of a (variants, samples, ploidy) slab.
+
+    Each non-reference allele's count on a genotype's copies minus copies x its
+    frequency; a call with any missing copy is 0. `standardise` divides by
+    sqrt(ploidy p (1 - p)) (0 for a monomorphic allele).
+    """
+    ploidy = gt.shape[2]
+    missing = (gt == schema.MISSING).any(axis=2)
+    copies = (gt != schema.FILL).sum(axis=2, dtype=np.int8)
+    p = np.nan_to_num(np.asarray(freq, np.float64))[:, 1:]
+    inv = np.ones_like(p)
+    if standardise:
+        sd = np.sqrt(ploidy * p * (1.0 - p))
+        inv = np.divide(1.0, sd, out=np.zeros_like(sd), where=sd > 1e-6)
+    z = np.empty((gt.shape[1], gt.shape[0], p.shape[1]), np.float32)
+    for a in range(p.shape[1]):
+        count = (gt == a + 1).sum(axis=2, dtype=np.int8)
+        column = (count - copies * p[:, a:a + 1]) * inv[:, a:a + 1]
+        column[missing] = 0.0
+        z[:, :, a] = column.T
+    return z
+
 
 
 class Packed:
@@ -100,7 +125,7 @@ def read_slab(ds: xr.Dataset, lo: int, hi: int, rows: np.ndarray | slice | None
     if rows is not None:
         gt = gt[:, rows]
     with dask.config.set(scheduler="threads"):
-        return np.asarray(gt.compute())
+        return np.asarray(dask.compute(gt)[0])  # a dask array, or already numpy
 
 
 class Dosages:

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from gperceiver import dosages
-from gperceiver.baseline import centred_dosages
-from gperceiver.dosages import Dosages
+from gperceiver.dosages import Dosages, centred_dosages
 from gperceiver.errors import UsageError
 from gperceiver.store import open_store
 from tests.tiny_stores import founder_store
