@@ -1,27 +1,30 @@
 """The marker-effect path of `fit`: a mixed model on standardised dosages, solved in closed form.
 
-Per block b: y_b = mu_b + g_b + e, g_b ~ N(0, sigma_b^2 (K_a + theta_b K_e)), where
+Every block b of y = mu + g + e shares one kernel, K_a + theta K_e (+ phi K_L), where
 Z holds the standardised dosages (each non-reference allele's count on a
 genotype's copies, centred by ploidy x frequency and scaled by
 sqrt(ploidy p (1 - p)); missing calls 0) and W the marker variances:
 
 - K_a = Z W Z' (normalised to a mean diagonal of 1): additive marker effects.
   W starts at 1 (GBLUP on standardised markers). Each of REWEIGHTS steps fits
-  every block, then sets w_j from the squared effects of all blocks (each
+  every block alone, then sets w_j from the squared effects of all blocks (each
   block's normalised to mean 1, then averaged; damped towards 1, capped), so
   that loci that matter in any block stand out, as in BayesB, with the evidence
   of correlated blocks pooled.
 - K_e = K_T o K_T (element-wise square), K_T built like K_a from the TOP_LOCI
   columns with the largest weights: pairwise (additive x additive) interactions
   among the loci that matter, as in epistatic GBLUP but weighted.
-- theta_b (from THETAS, 0 = no interactions) and lambda = sigma_e^2 / sigma_b^2
-  maximise the restricted likelihood (REML) per block; nothing is chosen on the
-  lines a user reports on.
-- With a pretrained encoder (`fit --pretrained`), a third kernel K_L = X X' from
-  its latents (every latent vector of a sample, flattened and standardised over
-  the store's samples), with share phi_b (from PHIS, 0 = none) chosen by REML
-  after theta_b: what pretraining learned about the genotypes, used as a
-  relationship matrix. A random encoder's latents get a share of 0 on the mice.
+- With a pretrained encoder (`fit --pretrained`), K_L = X X' from its latents
+  (every latent vector of a sample, flattened and standardised over the store's
+  samples): what pretraining learned about the genotypes, used as a relationship
+  matrix. A random encoder's latents get a share of 0 on the mice.
+- theta (from THETAS, 0 = no interactions), then phi (from PHIS, 0 = none) maximise
+  the restricted likelihood (REML) summed over the blocks, each block alone on its
+  observed rows; nothing is chosen on the lines a user reports on.
+- The blocks are then fitted together on that kernel (`multitrait`: multi-trait
+  BLUP, genetic and residual covariances by maximum likelihood), so a line's
+  observed blocks inform its missing ones and correlated blocks share evidence;
+  a single block is REML GBLUP on its kernel.
 
 `fit_linear` also gives every training line an out-of-fold prediction from
 INNER_FOLDS folds of the training lines (by line, seeded): the Perceiver learns
@@ -37,12 +40,14 @@ columns, so any store with the model's variants can be predicted.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import xarray as xr
 
+from gperceiver import multitrait
 from gperceiver.baseline import (
     MIN_TRAIN_ROWS,
     Spectral,
@@ -86,6 +91,48 @@ def _reweighted(effects: list[np.ndarray]) -> np.ndarray:
         return np.ones_like(effects[0], dtype=np.float32)
     w = DAMPING + (1.0 - DAMPING) * np.mean(sq, axis=0)
     return np.minimum(w, MAX_WEIGHT).astype(np.float32)
+
+
+@dataclass
+class Shares:
+    """The variance of the interaction (theta) and latent (phi) kernels over the additive."""
+
+    theta: float = 0.0
+    phi: float = 0.0
+
+
+def _shares(k_a: np.ndarray, scale: float, k_e: np.ndarray, k_l: np.ndarray | None,
+            y: np.ndarray, fitted: list[int]) -> Shares:
+    """theta from THETAS, then phi from PHIS, each maximising the REML log-likelihood
+    summed over the fitted blocks (each on its observed rows): one kernel for them all."""
+    @functools.cache
+    def loglik(theta: float, phi: float) -> float:
+        total = 0.0
+        for b in fitted:
+            rows = ~np.isnan(y[:, b])
+            k = k_a[np.ix_(rows, rows)] / scale + theta * k_e[np.ix_(rows, rows)]
+            if phi:
+                k += phi * k_l[np.ix_(rows, rows)]
+            total += _solve(k, y[rows, b])[2]
+        return total
+
+    if not fitted:
+        return Shares()
+    theta = max(THETAS, key=lambda t: loglik(t, 0.0))
+    phi = 0.0 if k_l is None else max(PHIS, key=lambda p: loglik(theta, p))
+    return Shares(float(theta), float(phi))
+
+
+def _blup(k: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mu (blocks,), beta (rows, blocks)) with g(x) = k(x, rows) . beta: REML GBLUP on
+    one block's observed rows, multi-trait BLUP (`multitrait.fit`) on several blocks."""
+    if y.shape[1] > 1:
+        found = multitrait.fit(k, y)
+        return found.mu, found.beta
+    rows = ~np.isnan(y[:, 0])
+    beta = np.zeros_like(y)
+    mu, beta[rows, 0], _ = _solve(k[np.ix_(rows, rows)], y[rows, 0])
+    return np.array([mu]), beta
 
 
 def _fitted_blocks(y: np.ndarray) -> list[int]:
@@ -190,24 +237,25 @@ def fit_rows(z: Dosages | np.ndarray, y: np.ndarray, latent: np.ndarray | None =
         latent_norm = float(np.mean(np.diag(k_l))) or 1.0
         k_l /= latent_norm
         latent_effects = np.zeros((n_blocks, latent.shape[1]), np.float32)
+    shares = _shares(k_a, scale, k_e, k_l, y, fitted)
     epistatic = np.zeros((n_blocks, n))
     fits = [BlockFit(0.0, int(observed[:, b].sum())) for b in range(n_blocks)]
-    for b in fitted:
-        rows = observed[:, b]
-        ka, ke = k_a[np.ix_(rows, rows)] / scale, k_e[np.ix_(rows, rows)]
-        theta, phi, (mu[b], alpha, loglik) = max(
-            ((theta, 0.0, _solve(ka + theta * ke, y[rows, b])) for theta in THETAS),
-            key=lambda t: t[2][2])
+    if fitted:
+        # the rows with an observation in a fitted block, and their kernel
+        used = observed[:, fitted].any(axis=1)
+        k = k_a[np.ix_(used, used)] / scale + shares.theta * k_e[np.ix_(used, used)]
         if k_l is not None:
-            kl = k_l[np.ix_(rows, rows)]
-            for candidate in PHIS[1:]:
-                found = _solve(ka + theta * ke + candidate * kl, y[rows, b])
-                if found[2] > loglik:
-                    phi, (mu[b], alpha, loglik) = candidate, found
-            latent_effects[b] = phi * (latent[rows].T @ alpha.astype(np.float32)) / latent_norm
-        effects[b] = w * z.t_dot(alpha, rows) / scale
-        epistatic[b, rows] = theta * alpha
-        fits[b].theta, fits[b].phi = float(theta), float(phi)
+            k += shares.phi * k_l[np.ix_(used, used)]
+        del k_a, k_e, k_l
+        mu_fitted, beta = _blup(k, y[np.ix_(used, fitted)])
+        for i, b in enumerate(fitted):
+            mu[b] = mu_fitted[i]
+            effects[b] = w * z.t_dot(beta[:, i], used) / scale
+            epistatic[b, used] = shares.theta * beta[:, i]
+            if latent_effects is not None:
+                latent_effects[b] = shares.phi * (latent[used].T @ beta[:, i].astype(
+                    np.float32)) / latent_norm
+            fits[b].theta, fits[b].phi = shares.theta, shares.phi
     if latent_effects is not None and not latent_effects.any():
         latent_effects = None  # REML gave the latents no share: predict without them
     return MixedFit(mu, effects, top, (w[top] / top_norm).astype(np.float32),
