@@ -18,7 +18,9 @@ Data sets:
 Ablation: `linear` is the linear marker-effect path alone (from the same fits);
 `--ablation` adds `perceiver_alone` (params `"linear": false`), and `--seeds`
 repeats the gperceiver runs with other seeds; `--panel-seeds` draws other simulated
-panels (a line each: one panel is noisy). `--pretrain-epochs N` pretrains
+panels (a line each: one panel is noisy; then a line with every panel's gperceiver -
+GBLUP, their mean and standard error, and the target judged on the mean r over
+panels). `--pretrain-epochs N` pretrains
 once on every genotype (default masked pretraining; phenotypes never seen) and
 adds the same runs started from it (`*_pretrained`), at the same finetuning
 budget, with the pretraining's wall seconds and what it learned: 2% of the
@@ -176,6 +178,7 @@ def main() -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         runs = [(name, seed) for name in args.data
                 for seed in ([None] if name == "mice" else args.panel_seeds)]
+        panels: dict[str, dict[int, dict]] = {}  # data set -> panel seed -> methods
         for name, panel_seed in runs:
             label = name if panel_seed is None else f"{name}_panel{panel_seed}"
             markers, chroms, phenos = inputs(name, workdir / label, panel_seed)
@@ -222,6 +225,28 @@ def main() -> None:
                 "gperceiver_minus_gblup": round(
                     methods["gperceiver"]["mean_r"] - methods["gblup"]["mean_r"], 4),
             }), flush=True)
+            if panel_seed is not None:
+                panels.setdefault(name, {})[panel_seed] = methods
+        for name, by_seed in panels.items():
+            if len(by_seed) > 1:
+                print(json.dumps(over_panels(name, by_seed)), flush=True)
+
+
+def over_panels(name: str, by_seed: dict[int, dict]) -> dict:
+    """A data set's summary over simulated panels: every panel's gperceiver - GBLUP, their
+    mean and standard error, and the target judged on the methods' mean r over panels."""
+    gain = np.array([m["gperceiver"]["mean_r"] - m["gblup"]["mean_r"]
+                     for m in by_seed.values()])
+    mean_r = {method: {"mean_r": round(float(np.mean(
+        [m[method]["mean_r"] for m in by_seed.values()])), 4)}
+        for method in next(iter(by_seed.values()))}
+    target, met = TARGETS[name]
+    return {"benchmark": "accuracy", "data": name, "panel_seeds": list(by_seed),
+            "gperceiver_minus_gblup": [round(float(g), 4) for g in gain],
+            "mean_gperceiver_minus_gblup": round(float(gain.mean()), 4),
+            "standard_error": round(float(gain.std(ddof=1) / np.sqrt(len(gain))), 4),
+            "methods_mean_r": mean_r, "target": f"{target}, over panels",
+            "target_met": bool(met(mean_r))}
 
 
 if __name__ == "__main__":

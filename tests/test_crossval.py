@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from benchmarks.accuracy import over_panels
 from benchmarks.panels import simulate, write_panel
 from gperceiver import dosages
 from gperceiver.baseline import run_gblup
@@ -285,3 +286,19 @@ def test_folds_side_by_side_cap_torch_and_blas_threads():
         pools = threadpool_info()
         assert pools and all(p["num_threads"] == 1 for p in pools)
     assert torch.get_num_threads() == before
+
+
+def test_accuracy_benchmark_judges_the_target_over_panels():
+    """`benchmarks/accuracy.py --panel-seeds ...` ends with every panel's gain over GBLUP,
+    their mean and standard error, and the target judged on the mean r over panels."""
+    def methods(ours: float, gblup: float) -> dict:
+        return {"gblup": {"mean_r": gblup}, "gperceiver": {"mean_r": ours}}
+
+    gains = over_panels("epistatic", {1: methods(0.47, 0.43), 2: methods(0.50, 0.43)})
+    assert gains["gperceiver_minus_gblup"] == [0.04, 0.07]
+    assert gains["mean_gperceiver_minus_gblup"] == 0.055
+    assert gains["standard_error"] == 0.015
+    assert gains["methods_mean_r"]["gperceiver"]["mean_r"] == 0.485
+    assert gains["target_met"]  # one panel short of + 0.05, their mean above it
+    assert not over_panels("epistatic", {1: methods(0.47, 0.43),
+                                         2: methods(0.48, 0.43)})["target_met"]
