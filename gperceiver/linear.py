@@ -123,16 +123,17 @@ def _shares(k_a: np.ndarray, scale: float, k_e: np.ndarray, k_l: np.ndarray | No
     return Shares(float(theta), float(phi))
 
 
-def _blup(k: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mu (blocks,), beta (rows, blocks)) with g(x) = k(x, rows) . beta: REML GBLUP on
-    one block's observed rows, multi-trait BLUP (`multitrait.fit`) on several blocks."""
+def _blup(k: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mu (blocks,), beta (rows, blocks), genetic correlation (blocks, blocks)) with
+    g(x) = k(x, rows) . beta: REML GBLUP on one block's observed rows, multi-trait BLUP
+    (`multitrait.fit`) on several blocks."""
     if y.shape[1] > 1:
         found = multitrait.fit(k, y)
-        return found.mu, found.beta
+        return found.mu, found.beta, found.genetic_correlation
     rows = ~np.isnan(y[:, 0])
     beta = np.zeros_like(y)
     mu, beta[rows, 0], _ = _solve(k[np.ix_(rows, rows)], y[rows, 0])
-    return np.array([mu]), beta
+    return np.array([mu]), beta, np.ones((1, 1))
 
 
 def _fitted_blocks(y: np.ndarray) -> list[int]:
@@ -164,6 +165,9 @@ class MixedFit:
     epistatic: np.ndarray  # (blocks, rows) theta x alpha: g_e(x) = k_T(x, .)^2 . this
     fits: list[BlockFit]
     latent_effects: np.ndarray | None = None  # (blocks, features) on standardised latents
+    # (blocks, blocks) between the fitted blocks' genetic values (NaN: a block not fitted);
+    # not kept in checkpoints: it reports the fit, predictions do not need it
+    genetic_correlation: np.ndarray | None = None
 
     def predict_rows(self, z: Dosages | np.ndarray, latent: np.ndarray | None = None
                      ) -> np.ndarray:
@@ -239,6 +243,7 @@ def fit_rows(z: Dosages | np.ndarray, y: np.ndarray, latent: np.ndarray | None =
         latent_effects = np.zeros((n_blocks, latent.shape[1]), np.float32)
     shares = _shares(k_a, scale, k_e, k_l, y, fitted)
     epistatic = np.zeros((n_blocks, n))
+    genetic_correlation = np.full((n_blocks, n_blocks), np.nan)
     fits = [BlockFit(0.0, int(observed[:, b].sum())) for b in range(n_blocks)]
     if fitted:
         # the rows with an observation in a fitted block, and their kernel
@@ -247,7 +252,8 @@ def fit_rows(z: Dosages | np.ndarray, y: np.ndarray, latent: np.ndarray | None =
         if k_l is not None:
             k += shares.phi * k_l[np.ix_(used, used)]
         del k_a, k_e, k_l
-        mu_fitted, beta = _blup(k, y[np.ix_(used, fitted)])
+        mu_fitted, beta, correlation = _blup(k, y[np.ix_(used, fitted)])
+        genetic_correlation[np.ix_(fitted, fitted)] = correlation
         for i, b in enumerate(fitted):
             mu[b] = mu_fitted[i]
             effects[b] = w * z.t_dot(beta[:, i], used) / scale
@@ -259,7 +265,7 @@ def fit_rows(z: Dosages | np.ndarray, y: np.ndarray, latent: np.ndarray | None =
     if latent_effects is not None and not latent_effects.any():
         latent_effects = None  # REML gave the latents no share: predict without them
     return MixedFit(mu, effects, top, (w[top] / top_norm).astype(np.float32),
-                    z_top, epistatic, fits, latent_effects)
+                    z_top, epistatic, fits, latent_effects, genetic_correlation)
 
 
 def inner_folds(n: int, seed: int, k: int = INNER_FOLDS) -> np.ndarray:

@@ -197,6 +197,10 @@ def test_cli_fit_predict_pretrained(example_store, tmp_path):
     assert json.loads((tmp_path / "fit" / "params.json").read_text())["head"] == "pool"
     components = json.loads((tmp_path / "fit" / "metrics.json").read_text())["components"]
     assert len(components["linear_latent_phi"]) == 2  # the latent kernel was offered
+    correlation = np.array(components["linear_genetic_correlation"], dtype=float)
+    assert correlation.shape == (2, 2)  # between the blocks fitted together
+    np.testing.assert_allclose(np.diag(correlation), 1.0)
+    np.testing.assert_allclose(correlation, correlation.T)
     out = tmp_path / "new.tsv"
     # a budget too small for even one sample's activations: batches of one, said so
     pred = run_cli("predict", tmp_path / "fit", example_store, "-o", out, "--memory", "1000",

@@ -375,6 +375,9 @@ def finetune(
         "linear_inner_cv_mse": [None if f.inner_mse is None else round(f.inner_mse, 5)
                                 for f in linear.fits],
         "perceiver_scale": [round(float(v), 4) for v in deep_scale],
+        "linear_genetic_correlation": [[None if np.isnan(v) else round(float(v), 4)
+                                        for v in row]
+                                       for row in linear.fit.genetic_correlation],
     }
     return done
 
