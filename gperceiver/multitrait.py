@@ -81,8 +81,9 @@ def fit(k: np.ndarray, y: np.ndarray) -> MultiTraitFit:
     while iterations < MAX_ITERATIONS and change >= TOLERANCE * variance.mean():
         iterations += 1
         v_inv = np.linalg.inv(s[:, None, None] * sigma_g + sigma_e)
-        mu = _gls_mean(u.T @ filled, ones, v_inv)
-        t = u.T @ filled - np.outer(ones, mu)
+        rotated = u.T @ filled
+        mu = _gls_mean(rotated, ones, v_inv)
+        t = rotated - np.outer(ones, mu)
         # a_i = Sigma_g V_i^-1 t_i; the posterior mean of row i's rotated G is s_i a_i
         # and its covariance C_i = s_i Sigma_g - s_i^2 Sigma_g V_i^-1 Sigma_g
         a = np.einsum("ij,njk,nk->ni", sigma_g, v_inv, t)
@@ -97,6 +98,7 @@ def fit(k: np.ndarray, y: np.ndarray) -> MultiTraitFit:
         filled, unseen = _impute(y, mu + u @ (s[:, None] * a), sigma_e)
         sigma_g, sigma_e = new_g, new_e
     v_inv = np.linalg.inv(s[:, None, None] * sigma_g + sigma_e)
-    mu = _gls_mean(u.T @ filled, ones, v_inv)
-    beta = u @ np.einsum("njk,nk->nj", v_inv, u.T @ filled - np.outer(ones, mu)) @ sigma_g
+    rotated = u.T @ filled
+    mu = _gls_mean(rotated, ones, v_inv)
+    beta = u @ np.einsum("njk,nk->nj", v_inv, rotated - np.outer(ones, mu)) @ sigma_g
     return MultiTraitFit(mu, beta, sigma_g, sigma_e, iterations)
