@@ -40,7 +40,6 @@ columns, so any store with the model's variants can be predicted.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,22 +104,24 @@ def _shares(k_a: np.ndarray, scale: float, k_e: np.ndarray, k_l: np.ndarray | No
             y: np.ndarray, fitted: list[int]) -> Shares:
     """theta from THETAS, then phi from PHIS, each maximising the REML log-likelihood
     summed over the fitted blocks (each on its observed rows): one kernel for them all."""
-    @functools.cache
-    def loglik(theta: float, phi: float) -> float:
-        total = 0.0
-        for b in fitted:
-            rows = ~np.isnan(y[:, b])
-            k = k_a[np.ix_(rows, rows)] / scale + theta * k_e[np.ix_(rows, rows)]
-            if phi:
-                k += phi * k_l[np.ix_(rows, rows)]
-            total += _solve(k, y[rows, b])[2]
-        return total
-
     if not fitted:
         return Shares()
-    theta = max(THETAS, key=lambda t: loglik(t, 0.0))
-    phi = 0.0 if k_l is None else max(PHIS, key=lambda p: loglik(theta, p))
-    return Shares(float(theta), float(phi))
+    rows = [~np.isnan(y[:, b]) for b in fitted]
+    by_theta = np.zeros((len(fitted), len(THETAS)))  # per block, the log-likelihoods
+    for i, (b, r) in enumerate(zip(fitted, rows, strict=True)):
+        ka, ke = k_a[np.ix_(r, r)] / scale, k_e[np.ix_(r, r)]
+        by_theta[i] = [_solve(ka + theta * ke, y[r, b])[2] for theta in THETAS]
+    best = int(np.argmax(by_theta.sum(axis=0)))  # the first of equals, as max() would
+    theta = THETAS[best]
+    if k_l is None:
+        return Shares(float(theta))
+    by_phi = np.zeros(len(PHIS))
+    for i, (b, r) in enumerate(zip(fitted, rows, strict=True)):
+        k = k_a[np.ix_(r, r)] / scale + theta * k_e[np.ix_(r, r)]
+        kl = k_l[np.ix_(r, r)]
+        by_phi += [by_theta[i, best] if phi == 0 else _solve(k + phi * kl, y[r, b])[2]
+                   for phi in PHIS]
+    return Shares(float(theta), float(PHIS[int(np.argmax(by_phi))]))
 
 
 def _blup(k: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
