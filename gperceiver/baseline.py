@@ -178,6 +178,12 @@ class GBLUPFit:
     n_train: int
 
 
+def _columns_of(idx: np.ndarray, columns: np.ndarray | None) -> np.ndarray:
+    """Where samples `idx` are among G's columns: G's columns are every sample's, or
+    those of `columns` (ascending) alone."""
+    return idx if columns is None else np.searchsorted(columns, idx)
+
+
 def gblup(
     g: np.ndarray, y: np.ndarray, train: np.ndarray, lam: float | None = None,
     spectral: Spectral | None = None, columns: np.ndarray | None = None,
@@ -189,7 +195,7 @@ def gblup(
     samples alone (ascending, every training row among them).
     """
     idx = np.flatnonzero(train)
-    at = idx if columns is None else np.searchsorted(columns, idx)  # idx's columns of g
+    at = _columns_of(idx, columns)
     if len(idx) < MIN_TRAIN_ROWS:
         raise UsageError(f"GBLUP needs at least {MIN_TRAIN_ROWS} training rows, got {len(idx)}")
     yt = np.asarray(y, np.float64)[idx]
@@ -254,7 +260,7 @@ def run_gblup(
         key = np.packbits(rows).tobytes()
         if key not in cache:
             idx = np.flatnonzero(rows)
-            cache[key] = Spectral.of(g[np.ix_(idx, np.searchsorted(columns, idx))], y[idx, b])
+            cache[key] = Spectral.of(g[np.ix_(idx, _columns_of(idx, columns))], y[idx, b])
         predicted[:, b], fit = gblup(g, y[:, b], rows, spectral=cache[key], columns=columns)
         fits[block] = asdict(fit)
     preds = predictions_dataset(phenos, predicted)

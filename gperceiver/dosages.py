@@ -62,7 +62,6 @@ def centred_dosages(gt: np.ndarray, freq: np.ndarray, standardise: bool = False)
     return z
 
 
-
 class Packed:
     """int8 counts (rows, columns) from -1 to 2**bits - 2, held `bits` bits each
     (8 // bits columns a byte); `packed[lines, which]` gives them back as int8."""
