@@ -53,10 +53,12 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, head: FinetuneHead, info: ModelInfo,
                  target: Target, linear: LinearPath | None = None,
-                 deep_scale: np.ndarray | None = None):
+                 deep_scale: np.ndarray | None = None, deep_shift: np.ndarray | None = None):
         self.model, self.head, self.info, self.target = model.eval(), head.eval(), info, target
         self.linear = linear
         self.deep_scale = np.ones(target.n_blocks) if deep_scale is None else deep_scale
+        # written since the shift was calibrated; earlier checkpoints added none
+        self.deep_shift = np.zeros(target.n_blocks) if deep_shift is None else deep_shift
         self.latent_model = None  # the pretrained encoder the linear path's latents come from
 
     @classmethod
@@ -78,9 +80,9 @@ class Predictor:
             raise InputFormatError(
                 path, f"head weights do not fit: {str(e).splitlines()[0]}") from None
         linear = LinearPath.from_dict(meta["linear"]) if "linear" in meta else None
-        scale = meta.get("deep_scale")
-        predictor = cls(model, head, info, target, linear,
-                        None if scale is None else np.asarray(scale, np.float64))
+        scale, shift = (None if meta.get(k) is None else np.asarray(meta[k], np.float64)
+                        for k in ("deep_scale", "deep_shift"))
+        predictor = cls(model, head, info, target, linear, scale, shift)
         if "latent_encoder" in meta:
             predictor.latent_model = build_model(info)
             predictor.latent_model.load_weights(meta["latent_encoder"])
@@ -92,7 +94,8 @@ class Predictor:
                 memory: str | int | None = None) -> Prediction:
         """Predict every sample of `store` (or those at `samples`, the others NaN).
 
-        With a marker path: its prediction plus the Perceiver's, scaled per block.
+        With a marker path: its prediction plus the Perceiver's, shifted and scaled per
+        block (`finetune`'s calibration on the validation lines).
         `latents`: the pretrained encoder's latents of every sample, when the caller
         has them already (else encoded here when the path reads them). `memory`: a
         budget ("2GB") that caps the batch size (`gperceiver.memory.inference_batch`).
@@ -111,7 +114,7 @@ class Predictor:
             latents = encode_latents(self.latent_model, store, batch_size=batch_size,
                                      progress=progress)
         linear = self.linear.predict(ds, latents, samples, progress)
-        return Prediction(linear + self.deep_scale * deep, probs, linear)
+        return Prediction(linear + self.deep_scale * (deep - self.deep_shift), probs, linear)
 
     def predict_encoder(self, store: Store, *, batch_size: int | None = None,
                         progress: bool = True, samples: np.ndarray | None = None

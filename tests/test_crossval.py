@@ -201,7 +201,7 @@ def _weights(run):
     linear = ckpt["gperceiver_finetune"]["linear"]
     return {**ckpt["state_dict"], **{f"linear.{k}": v for k, v in linear.items()
                                      if isinstance(v, torch.Tensor)},
-            "deep_scale": ckpt["gperceiver_finetune"]["deep_scale"]}
+            **{k: ckpt["gperceiver_finetune"][k] for k in ("deep_scale", "deep_shift")}}
 
 
 def test_test_fold_phenotypes_never_reach_training_or_checkpoint_choice(additive, tmp_path):

@@ -162,6 +162,24 @@ def test_each_prediction_comes_from_its_sample_alone(panel, tmp_path):
     assert in_batches.std(axis=0).min() > 0  # not collapsed to a constant
 
 
+def test_the_perceiver_adds_no_constant_on_the_validation_lines(panel, tmp_path):
+    """An undertrained Perceiver's output carries a constant; it joins the marker path
+    centred on the validation lines, so it moves no block's mean there (RMSE, not r)."""
+    store, phenos, _ = panel
+    result = fit(store, phenos, tmp_path / "run", tiny(epochs=1), cv=0, progress=False)
+    predictor = Predictor.load(tmp_path / "run")
+    both = predictor.predict(store, progress=False)
+    deep, _ = predictor.predict_encoder(store, progress=False)
+    shift = np.array(result.metrics["components"]["perceiver_shift"])
+    n = len(deep)
+    for b in range(3):
+        val = (np.arange(n) % 5 == 0) & ((b < 2) | (np.arange(n) % 3 > 0))
+        assert shift[b] == pytest.approx(deep[val, b].mean(), abs=1e-4)
+        added = both.predicted[val, b] - both.linear[val, b]
+        assert abs(added.mean()) < 1e-6
+    assert np.abs(shift).max() > 1e-3  # there was a constant to take out
+
+
 def test_freeze_encoder_trains_only_the_head(panel, tmp_path):
     store, phenos, _ = panel
     fit(store, phenos, tmp_path / "a", tiny(epochs=1), cv=0, progress=False)

@@ -347,7 +347,7 @@ def finetune(
     if linear is None:
         return done
     # How much of the Perceiver's residual to add, per block: least squares on the
-    # validation lines (their offsets are out-of-sample), within [0, 1].
+    # validation lines (their offsets are out-of-sample), within [0, 1], centred there.
     deep = None
     if len(val_rows):
         # the best weights (the file is mapped: its optimiser state is not read)
@@ -357,9 +357,9 @@ def finetune(
                                samples=val_rows, progress=progress, label="calibrate")
         deep = target.regression_values(outputs)
         release_freed_memory()
-    deep_scale = _deep_scale(target_response, deep, val_mask)
+    deep_scale, deep_shift = _calibration(target_response, deep, val_mask)
     if deep is not None:
-        done.validation_predictions = linear_held + deep_scale * deep
+        done.validation_predictions = linear_held + deep_scale * (deep - deep_shift)
     if cv is None and len(val_rows):  # the validation lines join the final linear fit
         inner = [f.inner_mse for f in linear.fits]
         linear, _ = fit_linear(ds, _masked(response, train_mask | val_mask),
@@ -368,13 +368,15 @@ def finetune(
                                max_bytes=int(DOSAGE_SHARE * budget), progress=progress)
         for fit_, mse in zip(linear.fits, inner, strict=True):
             fit_.inner_mse = mse
-    save_linear(best, linear, deep_scale, encoder_state if linear.uses_latents else None)
+    save_linear(best, linear, deep_scale, deep_shift,
+                encoder_state if linear.uses_latents else None)
     done.components = {
         "linear_interaction_theta": [f.theta for f in linear.fits],
         "linear_latent_phi": [f.phi for f in linear.fits],
         "linear_inner_cv_mse": [None if f.inner_mse is None else round(f.inner_mse, 5)
                                 for f in linear.fits],
         "perceiver_scale": [round(float(v), 4) for v in deep_scale],
+        "perceiver_shift": [round(float(v), 4) for v in deep_shift],
         "linear_genetic_correlation": [[None if np.isnan(v) else round(float(v), 4)
                                         for v in row]
                                        for row in linear.fit.genetic_correlation],
@@ -382,30 +384,35 @@ def finetune(
     return done
 
 
-def _deep_scale(residual: np.ndarray, deep: np.ndarray | None, val: np.ndarray) -> np.ndarray:
-    """Per block, the s in [0, 1] minimising |r - s d|^2 on the validation rows, where r
-    and d are the residual and the Perceiver's output centred there (a constant shift
-    of the Perceiver's output does not count); 1 without validation rows."""
-    scale = np.ones(residual.shape[1])
+def _calibration(residual: np.ndarray, deep: np.ndarray | None, val: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per block, the Perceiver's (scale, shift): the output d joins the marker path as
+    s (d - c), c its mean on the validation rows and s in [0, 1] minimising |r - s d|^2
+    there, r and d centred. The marker path keeps the intercept: a constant the Perceiver
+    adds (an undertrained one does) would only cost RMSE. (1, 0) without validation rows."""
+    scale, shift = np.ones(residual.shape[1]), np.zeros(residual.shape[1])
     for b in range(residual.shape[1]):
         rows = val[:, b]
         if deep is None or not rows.any():
             continue
-        d = deep[rows, b] - deep[rows, b].mean()
+        shift[b] = deep[rows, b].mean()
+        d = deep[rows, b] - shift[b]
         r = residual[rows, b] - residual[rows, b].mean()
         dd = float(d @ d)
         scale[b] = 0.0 if dd <= 0 else float(np.clip((r @ d) / dd, 0.0, 1.0))
-    return scale
+    return scale, shift
 
 
 def save_linear(path: Path, linear: LinearPath, deep_scale: np.ndarray,
+                deep_shift: np.ndarray,
                 latent_encoder: dict[str, torch.Tensor] | None = None) -> None:
-    """Write the final linear path and the Perceiver's scale into the fit checkpoint at
-    `path`, with the pretrained encoder whose latents the path reads (finetuning
-    changes the other)."""
+    """Write the final linear path and the Perceiver's scale and shift into the fit
+    checkpoint at `path`, with the pretrained encoder whose latents the path reads
+    (finetuning changes the other)."""
     ckpt = load_checkpoint(path, mmap=True)
     ckpt[FINETUNE_KEY]["linear"] = linear.to_dict()
     ckpt[FINETUNE_KEY]["deep_scale"] = torch.as_tensor(deep_scale)
+    ckpt[FINETUNE_KEY]["deep_shift"] = torch.as_tensor(deep_shift)
     if latent_encoder is not None:
         ckpt[FINETUNE_KEY]["latent_encoder"] = latent_encoder
     write_checkpoint(ckpt, path)
