@@ -239,7 +239,8 @@ def run_gblup(
         raise UsageError("--cv K and --test-fold K both name the held-out fold: give one")
     held_out = cv if test_fold is None else test_fold
     ds = open_view(store)
-    phenos = read_phenotypes(phenotypes, ds["sample_id"].values, cv=held_out)
+    phenos = read_phenotypes(phenotypes, ds["sample_id"].values, cv=held_out,
+                             fold_flag="--cv" if test_fold is None else "--test-fold")
     train, valid = split_masks(phenos)
     columns = np.flatnonzero(train.values.any(axis=1))  # every block's training lines
     g = genomic_relationship(ds, progress=progress, columns=columns).values

@@ -305,6 +305,9 @@ def test_cli_baseline_end_to_end(example_store, tmp_path):
     assert (test / "predictions.tsv").read_text() == (out / "predictions.tsv").read_text()
     both = run_cli("baseline", example_store, phenos, "--cv", "1", "--test-fold", "1")
     assert both.returncode == 2 and "not allowed with" in both.stderr
+    absent = run_cli("baseline", example_store, phenos, "--test-fold", "7", "-o", tmp_path / "x")
+    assert absent.returncode == 2 and "--test-fold 7: no observed row" in absent.stderr
+    assert not (tmp_path / "x").exists()
 
     again = run_cli("baseline", example_store, phenos, "--cv", "1", "-o", out)
     assert again.returncode == 5 and "--force" in again.stderr

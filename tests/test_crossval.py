@@ -255,6 +255,9 @@ def test_cv_command_writes_every_fold_and_method(additive, tmp_path, cli):
     assert not (tmp_path / "bad").exists()
     bad = cli("cv", store, phenos, "-o", tmp_path / "bad", "--methods", "bayesb")
     assert bad.returncode == ExitCode.USAGE and "bayesb" in bad.stderr
+    bad = cli("cv", store, phenos, "-o", tmp_path / "bad", "--folds", "0,x")
+    assert bad.returncode == ExitCode.USAGE and "Traceback" not in bad.stderr
+    assert "--folds: expected comma-separated integers, got '0,x'" in bad.stderr
 
 
 def test_fit_refuses_cv_and_test_fold_together(additive, tmp_path, cli):

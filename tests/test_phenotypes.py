@@ -14,6 +14,7 @@ from gperceiver.data.phenotypes import (
     NO_CV,
     PhenotypeWarning,
     block_table,
+    held_out_split,
     read_phenotypes,
     split_masks,
     with_validation_fold,
@@ -191,6 +192,9 @@ def test_a_fold_without_rows_is_refused(tmp_path):
         with_validation_fold(ph, 2)
     with pytest.raises(UsageError, match="integer >= 0"):
         with_validation_fold(ph, -1)
+    # the refusal names the option the fold came from
+    with pytest.raises(UsageError, match=r"^--test-fold 2: no observed row"):
+        held_out_split(ph, 2, 0.1, seed=0)
 
 
 # ---------------------------------------------------------------- as trials record them

@@ -7,12 +7,12 @@ import sys
 
 
 def _ints(text: str) -> list[int]:
-    from gperceiver.errors import UsageError
-
+    """Comma-separated integers; argparse turns the refusal into its one-line usage error."""
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise UsageError(f"--folds: expected comma-separated integers, got '{text}'") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got '{text}'") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -199,7 +199,8 @@ def _listed(labels: list) -> str:
 
 
 def read_phenotypes(
-    path: str | os.PathLike, sample_id: Iterable[str], cv: int | None = None
+    path: str | os.PathLike, sample_id: Iterable[str], cv: int | None = None,
+    fold_flag: str = "--cv",
 ) -> xr.Dataset:
     """Read phenotype TSV `path` aligned to the store's `sample_id` (in that order).
 
@@ -208,7 +209,7 @@ def read_phenotypes(
     coordinates `sample_id` and `block` (the file's labels),
     and attrs counting what was read and skipped. `cv=K` marks rows with cv == K as
     the validation set (recorded in attrs["cv"]); it needs a cv column and at least
-    one such row.
+    one such row (refusals name `fold_flag`, the option the fold came from).
     """
     path = Path(path)
     names = np.asarray([str(s) for s in sample_id], dtype=object)
@@ -289,22 +290,23 @@ def read_phenotypes(
         },
     )
     if cv is not None:
-        ds = with_validation_fold(ds, cv)
+        ds = with_validation_fold(ds, cv, fold_flag)
     return ds
 
 
-def with_validation_fold(phenos: xr.Dataset, cv: int) -> xr.Dataset:
-    """`phenos` with fold `cv` as its validation set; refuses folds the file lacks."""
+def with_validation_fold(phenos: xr.Dataset, cv: int, flag: str = "--cv") -> xr.Dataset:
+    """`phenos` with fold `cv` as its validation set; refuses folds the file lacks,
+    naming the option the fold came from (`flag`)."""
     path = phenos.attrs.get("path", "phenotypes")
     if cv < 0:
-        raise UsageError(f"--cv {cv}: a fold is an integer >= 0")
+        raise UsageError(f"{flag} {cv}: a fold is an integer >= 0")
     if not phenos.attrs.get("has_cv", False):
-        raise UsageError(f"--cv {cv}: {path} has no cv column")
+        raise UsageError(f"{flag} {cv}: {path} has no cv column")
     observed = ~np.isnan(phenos["response"].values)
     if not np.any(observed & (phenos["cv"].values == cv)):
         folds = sorted(set(np.unique(phenos["cv"].values[observed]).tolist()) - {NO_CV})
         raise UsageError(
-            f"--cv {cv}: no observed row of {path} has cv {cv} (folds present: {folds})"
+            f"{flag} {cv}: no observed row of {path} has cv {cv} (folds present: {folds})"
         )
     return phenos.assign_attrs(cv=int(cv))
 
@@ -336,7 +338,7 @@ def held_out_split(
     observed = phenos["response"].notnull().values
     test = np.zeros_like(observed)
     if test_fold is not None:
-        with_validation_fold(phenos, test_fold)  # the same checks as --cv
+        with_validation_fold(phenos, test_fold, "--test-fold")  # the checks of --cv
         test = observed & (phenos["cv"].values == test_fold)
     rest = observed & ~test
     lines = np.flatnonzero(rest.any(axis=1))
