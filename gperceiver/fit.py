@@ -115,7 +115,7 @@ def fit(
     write_blocks(preds, done.run_dir / BLOCKS_FILE, force=True)
     write_predictions(preds, done.run_dir / PREDICTIONS_FILE, force=True)
     write_metrics(metrics, done.run_dir / METRICS_FILE, force=True)
-    plot_path(done.run_dir, cv=done.cv if done.cv is not None else done.test_fold, force=True)
+    plot_path(done.run_dir, cv=done.cv, test_fold=done.test_fold, force=True)
     return FitResult(done.run_dir, done.best, metrics, preds)
 
 

@@ -143,6 +143,9 @@ def learning_curves_figure(metrics_csv: str | os.PathLike) -> Figure:
         ax.set_title(family)
         ax.set_xlabel(x_name or "row")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        shown = np.unique(x_all[np.isfinite(x_all)])
+        if len(shown) == 1:  # one epoch: a point, not an axis of +-0.05 around it
+            ax.set_xlim(shown[0] - 1, shown[0] + 1)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     fig.suptitle(f"learning curves: {Path(metrics_csv).parent.name}")
@@ -151,26 +154,35 @@ def learning_curves_figure(metrics_csv: str | os.PathLike) -> Figure:
 
 # ---------------------------------------------------------------- observed vs predicted
 
-def validation_fold(run_dir: str | os.PathLike) -> int | None:
-    """The `cv` fold a run held out, as its metrics.json (fit, baseline) records it."""
+def held_out_fold(run_dir: str | os.PathLike) -> tuple[int, str] | None:
+    """(fold, role) of the fold a run held out, as its metrics.json (fit, baseline)
+    records it: `test_fold` K is "test" (never seen), `cv` K is "validation"."""
     for name in ("metrics.json", "params.json"):
         path = Path(run_dir) / name
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        cv = data.get("cv") if isinstance(data, dict) else None
-        if isinstance(cv, int) and not isinstance(cv, bool):
-            return cv
+        for key, role in (("test_fold", "test"), ("cv", "validation")):
+            fold = data.get(key) if isinstance(data, dict) else None
+            if isinstance(fold, int) and not isinstance(fold, bool):
+                return fold, role
     return None
 
 
-def predictions_figure(predictions_tsv: str | os.PathLike, *, cv: int | None = None) -> Figure:
+def predictions_figure(predictions_tsv: str | os.PathLike, *, cv: int | None = None,
+                       test_fold: int | None = None) -> Figure:
     """Observed against predicted, one panel per block, Pearson r in each title.
 
-    With a `cv` column and the held-out fold `cv`, validation rows are drawn in red
-    on top of the training rows and the title gives r on each.
+    With a `cv` column and the held-out fold (`cv`: validation; `test_fold`: test,
+    the other rows holding both training and inner validation lines), its rows are
+    drawn in red on top of the others and the title gives r on each.
     """
+    if cv is not None and test_fold is not None:
+        raise UsageError("--cv K and --test-fold K both name the held-out fold: give one")
+    fold = cv if test_fold is None else test_fold
+    held_name, rest_name = (("validation", "training") if test_fold is None
+                            else ("test", "training + validation"))
     table = read_predictions(predictions_tsv)
     table = table[np.isfinite(table["observed"])]
     if table.empty:
@@ -181,13 +193,14 @@ def predictions_figure(predictions_tsv: str | os.PathLike, *, cv: int | None = N
         rows = table[table["block"] == block]
         obs, pred = rows["observed"].to_numpy(), rows["predicted"].to_numpy()
         size = 9 if len(obs) < 500 else 4  # thousands of points: smaller dots
-        if cv is not None and "cv" in rows.columns:
-            held = (rows["cv"] == cv).to_numpy()
-            ax.scatter(obs[~held], pred[~held], s=size, alpha=0.5, c=TRAIN_COLOUR, label="training")
+        if fold is not None and "cv" in rows.columns:
+            held = (rows["cv"] == fold).to_numpy()
+            ax.scatter(obs[~held], pred[~held], s=size, alpha=0.5, c=TRAIN_COLOUR,
+                       label=rest_name)
             ax.scatter(obs[held], pred[held], s=1.5 * size, alpha=0.85, c=HIGHLIGHT,
-                       label=f"validation (cv {cv})")
-            title = (f"block {block}: r = {pearson_r(obs[held], pred[held]):.3f} validation, "
-                     f"{pearson_r(obs[~held], pred[~held]):.3f} training")
+                       label=f"{held_name} (cv {fold})")
+            title = (f"block {block}: r = {pearson_r(obs[held], pred[held]):.3f} {held_name}, "
+                     f"{pearson_r(obs[~held], pred[~held]):.3f} {rest_name}")
             ax.legend(fontsize="small", loc="upper left")
         else:
             ax.scatter(obs, pred, s=size, alpha=0.6, c=TRAIN_COLOUR)
@@ -491,6 +504,7 @@ def plot_path(
     block: int | str | None = None,
     labels: str | os.PathLike | None = None,
     cv: int | None = None,
+    test_fold: int | None = None,
     force: bool = False,
 ) -> list[Path]:
     """Every picture that fits `path`: a genotype store, an embeddings Zarr or a run folder.
@@ -498,7 +512,9 @@ def plot_path(
     A run folder's pictures go into it by default, replacing the ones `fit` or an
     earlier `plot` drew there (they are derived from the folder's own files); a
     store's and an embedding's go next to it, named after it, and like any other
-    existing output need `force`. Returns the PNGs written.
+    existing output need `force`. A run's held-out fold (`cv` as validation,
+    `test_fold` as test) defaults to the one its metrics.json records. Returns the
+    PNGs written.
     """
     path = Path(path)
     if not path.exists():
@@ -533,8 +549,10 @@ def plot_path(
         if metrics is not None:
             figures[LEARNING_CURVES] = learning_curves_figure(metrics)
         if predictions.is_file():
-            fold = cv if cv is not None else validation_fold(path)
-            figures[PREDICTIONS] = predictions_figure(predictions, cv=fold)
+            if cv is None and test_fold is None:
+                fold, role = held_out_fold(path) or (None, "validation")
+                cv, test_fold = (fold, None) if role == "validation" else (None, fold)
+            figures[PREDICTIONS] = predictions_figure(predictions, cv=cv, test_fold=test_fold)
     # Every input read and every figure drawn: now write all of them, or none.
     if out_dir is None and default == path:
         force = True  # the run folder's own pictures, redrawn from its own files

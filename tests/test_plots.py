@@ -113,6 +113,14 @@ def test_learning_curves_one_panel_per_family_with_every_logged_point(tmp_path):
         np.testing.assert_allclose(lines[name].get_ydata(), logged[name])
 
 
+def test_learning_curves_of_one_epoch_show_it_on_a_readable_axis(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.csv").write_text("epoch,step,train_loss,val_loss\n0,9,1.2,1.3\n")
+    fig = plots.learning_curves_figure(tmp_path / "run" / "metrics.csv")
+    lo, hi = fig.axes[0].get_xlim()
+    assert (lo, hi) == (-1, 1)
+
+
 def test_learning_curves_bad_cell_names_line_and_column(tmp_path):
     path = tmp_path / "metrics.csv"
     path.write_text("epoch,step,train_loss\n0,0,1.5\n0,1,oops\n")
@@ -144,6 +152,25 @@ def test_predictions_r_per_block_on_validation_and_training(run_dir):
     assert _r_in(titles[0], "validation") > _r_in(titles[1], "validation")
 
 
+def test_a_test_fold_is_drawn_as_test_and_recorded_as_such(run_dir, cli):
+    """fit/baseline --test-fold K: fold K's rows are the test rows; the others hold the
+    training and the inner validation lines."""
+    table = write_predictions(run_dir)
+    (run_dir / "metrics.json").write_text(json.dumps({"cv": None, "test_fold": 1}))
+    assert plots.held_out_fold(run_dir) == (1, "test")
+    fig = plots.predictions_figure(run_dir / "predictions.tsv", test_fold=1)
+    rows = table[(table["block"] == 0) & table["observed"].notna()]
+    held = (rows["cv"] == 1).fillna(False).to_numpy(dtype=bool)
+    r_test = stats.pearsonr(rows["observed"][held], rows["predicted"][held])[0]
+    title = fig.axes[0].get_title()
+    assert _r_in(title, "test") == pytest.approx(r_test, abs=6e-4)
+    assert "training + validation" in title and " validation," not in title
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "training + validation", "test (cv 1)"]
+    both = cli("plot", run_dir, "--cv", "1", "--test-fold", "1")
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+
+
 def test_predictions_without_fold_give_r_on_every_observed_row(run_dir):
     table = write_predictions(run_dir)
     fig = plots.predictions_figure(run_dir / "predictions.tsv")
@@ -157,7 +184,7 @@ def test_plot_run_dir_writes_both_pictures_and_uses_the_recorded_fold(run_dir, c
     # fit and baseline record the held-out fold in metrics.json; params.json has none.
     (run_dir / "params.json").write_text(json.dumps({"epochs": 3}))
     (run_dir / "metrics.json").write_text(json.dumps({"cv": 2, "validation": None}))
-    assert plots.validation_fold(run_dir) == 2
+    assert plots.held_out_fold(run_dir) == (2, "validation")
     proc = cli("plot", run_dir, check=True)
     written = [Path(line) for line in proc.stdout.split()]
     assert written == [run_dir / plots.LEARNING_CURVES, run_dir / plots.PREDICTIONS]

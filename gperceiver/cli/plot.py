@@ -31,9 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--block", default=None, metavar="K",
                    help="phenotype block (number or name) to colour by, with --phenos [the "
                    "first]")
-    p.add_argument("--cv", type=int, default=None, metavar="K",
-                   help="run folder: highlight the rows of fold K as validation "
-                   "[the fold recorded in RUN_DIR/metrics.json]")
+    fold = p.add_mutually_exclusive_group()
+    fold.add_argument("--cv", type=int, default=None, metavar="K",
+                      help="run folder: highlight the rows of fold K as validation "
+                      "[the fold recorded in RUN_DIR/metrics.json]")
+    fold.add_argument("--test-fold", type=int, default=None, metavar="K",
+                      help="run folder: highlight the rows of fold K as the test fold "
+                      "(fit/baseline --test-fold) [the fold recorded in RUN_DIR/metrics.json]")
     p.add_argument("--force", action="store_true", help="replace existing PNGs")
     p.set_defaults(func=run)
 
@@ -46,7 +50,7 @@ def run(args: argparse.Namespace) -> None:
         raise UsageError("--block needs --phenos")
     written = plot_path(
         args.path, args.output, phenos=args.phenos,
-        block=args.block, labels=args.labels, cv=args.cv,
+        block=args.block, labels=args.labels, cv=args.cv, test_fold=args.test_fold,
         force=args.force,
     )
     for path in written:
