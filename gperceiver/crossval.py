@@ -149,8 +149,10 @@ def cross_validate(
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
+        also = (": its rows come with every gperceiver run (the marker path alone)"
+                if unknown[0] == "linear" else "")
         raise UsageError(f"--methods: unknown method '{unknown[0]}' (one of "
-                         f"{', '.join(METHODS)})")
+                         f"{', '.join(METHODS)}){also}")
     if jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {jobs}")
     available = data_folds(store, phenotypes)

@@ -255,6 +255,8 @@ def test_cv_command_writes_every_fold_and_method(additive, tmp_path, cli):
     assert not (tmp_path / "bad").exists()
     bad = cli("cv", store, phenos, "-o", tmp_path / "bad", "--methods", "bayesb")
     assert bad.returncode == ExitCode.USAGE and "bayesb" in bad.stderr
+    bad = cli("cv", store, phenos, "-o", tmp_path / "bad", "--methods", "gblup,linear")
+    assert bad.returncode == ExitCode.USAGE and "come with every gperceiver run" in bad.stderr
     bad = cli("cv", store, phenos, "-o", tmp_path / "bad", "--folds", "0,x")
     assert bad.returncode == ExitCode.USAGE and "Traceback" not in bad.stderr
     assert "--folds: expected comma-separated integers, got '0,x'" in bad.stderr
