@@ -26,11 +26,18 @@ from tests.test_pretrain import TINY as PRETRAIN_TINY
 from tests.tiny_stores import ONE_THREAD, founder_store, one_torch_thread
 
 
+def _ctrl_c_as_a_terminal_sends_it() -> None:
+    """In the child, before gperceiver starts: SIGINT's default disposition. A suite run
+    as a background job of a non-interactive shell (`./.ci/run &`) inherits SIGINT
+    ignored, as POSIX asks; Python then keeps ignoring it and Ctrl-C is never seen."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _convert(mpath, cpath, out) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "gperceiver", "convert", "tsv", "--markers", str(mpath),
          "--chroms", str(cpath), "-o", str(out), "--samples-chunk", "16", "-q"],
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_a_terminal_sends_it,
     )
 
 
@@ -80,7 +87,8 @@ def _train(command: str, run, *inputs, params, extra=()) -> subprocess.Popen:
     args = [sys.executable, "-m", "gperceiver", command, *map(str, inputs), "-o", str(run),
             "--params", str(params), "-q", *extra]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **ONE_THREAD})
+                            env={**os.environ, **ONE_THREAD},
+                            preexec_fn=_ctrl_c_as_a_terminal_sends_it)
 
 
 def _signal_after_first_epoch(proc: subprocess.Popen, run, sig: int, timeout=300.0) -> None:
