@@ -187,6 +187,11 @@ def predictions_figure(predictions_tsv: str | os.PathLike, *, cv: int | None = N
     table = table[np.isfinite(table["observed"])]
     if table.empty:
         raise InputFormatError(predictions_tsv, "no row has an observed value to compare")
+    if fold is not None and "cv" in table.columns and not (table["cv"] == fold).any():
+        present = sorted(int(v) for v in table["cv"].dropna().unique() if v >= 0)
+        flag = "--cv" if test_fold is None else "--test-fold"
+        raise UsageError(f"{flag} {fold}: no observed row of {predictions_tsv} has cv {fold} "
+                         f"(folds present: {present})")
     blocks = sorted(table["block"].unique())
     fig, axes = _grid(len(blocks), ncols=3, size=(4.0, 3.8))
     for ax, block in zip(axes, blocks, strict=True):

@@ -122,6 +122,11 @@ def test_cli_impute_and_refusals(founders, example_store, tmp_path, capsys):
     assert proc.returncode == 0, proc.stderr
     assert f"imputed 256 samples x 48 variants into {out}" in proc.stdout
     assert (open_store(out)["call_genotype"].values == schema.MISSING).sum() == 0
+    # the run folder stands for its best.ckpt, as for predict and embed
+    from_run = tmp_path / "from_run.zarr"
+    assert main(["impute", str(ckpt.parent), str(store), "-o", str(from_run), "-q"]) == 0
+    np.testing.assert_array_equal(open_store(from_run)["call_genotype"].values,
+                                  open_store(out)["call_genotype"].values)
 
     assert main(["impute", str(ckpt), str(store), "-o", str(out)]) == ExitCode.CANNOT_WRITE
     assert "output exists" in capsys.readouterr().err

@@ -169,6 +169,9 @@ def test_a_test_fold_is_drawn_as_test_and_recorded_as_such(run_dir, cli):
         "training + validation", "test (cv 1)"]
     both = cli("plot", run_dir, "--cv", "1", "--test-fold", "1")
     assert both.returncode == 2 and "not allowed with" in both.stderr
+    absent = cli("plot", run_dir, "--cv", "9", "--force")
+    assert absent.returncode == 2 and "--cv 9: no observed row" in absent.stderr
+    assert "folds present: [0, 1" in absent.stderr
 
 
 def test_predictions_without_fold_give_r_on_every_observed_row(run_dir):

@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "must have the variants the model was trained on.",
         epilog="example:\n  gperceiver impute run/best.ckpt panel.zarr -o imputed.zarr",
     )
-    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint from gperceiver pretrain")
+    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint from gperceiver "
+                   "pretrain, or its run folder (best.ckpt, else last.ckpt)")
     p.add_argument("store", metavar="STORE", help="genotype store (Zarr)")
     p.add_argument("-o", "--output", required=True, metavar="OUT_STORE", help="store to write")
     p.add_argument("--batch-size", type=int, default=16, help="samples per batch")

@@ -167,11 +167,13 @@ def build_model(info: ModelInfo) -> GPerceiver:
 
 
 def load_model(path: str | os.PathLike, prefix: str = "model."):
-    """(GPerceiver in eval mode, ModelInfo, checkpoint dict) from a checkpoint file.
+    """(GPerceiver in eval mode, ModelInfo, checkpoint dict) from a checkpoint file, or
+    a run folder's (`checkpoint_path`).
 
     The file is mapped and the model's weights are its pages (`assign`), not a copy:
     a model as large as its per-locus tables is held once, and a training run's
     optimiser state is never read. Training them changes private copies only."""
+    path = checkpoint_path(path)
     ckpt = load_checkpoint(path, mmap=True)
     info = model_info(ckpt, path)
     flush_denormals()  # denormal weights would slow a CPU tenfold
