@@ -19,6 +19,7 @@ import gzip
 import os
 import re
 import shutil
+import sys
 import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -28,6 +29,7 @@ from gperceiver.atomic import TMP_MARK, atomic_output, is_url
 from gperceiver.converters.vcz import (
     bio2zarr_errors,
     local_output,
+    one_line,
     via_local,
 )
 from gperceiver.errors import InputFormatError, UsageError
@@ -52,14 +54,21 @@ def htslib_messages() -> Iterator[list[str]]:
 
     htslib reports problems as `[E::function] text` lines on stderr; we turn the
     last one into part of our own one-line message instead of letting it through.
+    Python's own `sys.stderr` (progress bars, warnings) still reaches the terminal.
     """
     lines: list[str] = []
     with tempfile.TemporaryFile(mode="w+b") as capture:
+        sys.stderr.flush()
         saved = os.dup(2)
         os.dup2(capture.fileno(), 2)
+        python_stderr = sys.stderr
+        sys.stderr = open(os.dup(saved), "w", buffering=1, encoding=python_stderr.encoding,
+                          errors="replace")
         try:
             yield lines
         finally:
+            sys.stderr.close()
+            sys.stderr = python_stderr
             os.dup2(saved, 2)
             os.close(saved)
             capture.seek(0)
@@ -157,10 +166,37 @@ def build_index(path: Path, where: Path) -> None:
     if fault:
         raise InputFormatError(where, fault)
     problem = _last(messages, "htslib failed")
+    bad = _bad_position(where)
+    if bad is not None:  # htslib reads '12a' as 12, then calls the file unsorted
+        raise InputFormatError(where, f"POS '{bad[1]}' is not a whole number", line=bad[0],
+                               column="POS")
     hint = ""
     if "nsorted" in problem or "not continuous" in problem:
         hint = "; records must be sorted by contig, then position (bcftools sort)"
     raise InputFormatError(where, f"cannot index it ({problem}{hint})")
+
+
+def _text_lines(path: Path) -> Iterator[bytes] | None:
+    """The lines of a text VCF, plain or gzipped (None for BCF)."""
+    kind = sniff(path)
+    if kind.endswith("bcf"):
+        return None
+    return open_binary(path) if kind == "text-vcf" else gzip.open(path, "rb")
+
+
+def _bad_position(path: Path) -> tuple[int, str] | None:
+    """(line, POS) of the first record of a text VCF whose POS is not a whole number."""
+    lines = _text_lines(path)
+    if lines is None:
+        return None
+    with lines:
+        for number, line in enumerate(lines, start=1):
+            if line.startswith(b"#"):
+                continue
+            fields = line.split(b"\t", 2)
+            if len(fields) > 1 and not fields[1].isdigit():
+                return number, fields[1].decode("utf-8", "replace")
+    return None
 
 
 def recompress(path: Path, dest: Path, compressed: bool) -> None:
@@ -231,7 +267,8 @@ def convert_vcf(
     where = paths[0] if len(paths) == 1 else Path(", ".join(map(str, paths)))
     with atomic_output(output, force) as tmp, _work_folder(output, temp_dir) as work:
         ready = [prepare_input(p, work / f"input{i}") for i, p in enumerate(paths)]
-        _vcf2zarr(ready, tmp, work / "icf", where, samples_chunk, variants_chunk, workers, progress)
+        _vcf2zarr(paths, ready, tmp, work / "icf", where, samples_chunk, variants_chunk,
+                  workers, progress)
         finish_vcz(tmp, source="vcf", where=where, attrs={"vcf_inputs": [p.name for p in paths]})
     return output
 
@@ -247,7 +284,37 @@ def _work_folder(output: Path, temp_dir: str | os.PathLike | None) -> Iterator[P
         yield Path(work)
 
 
+def _record_line(paths: list[Path], message: str) -> tuple[Path, int] | None:
+    """The (file, line) of the record htslib's `message` names ('... at CHROM:POS'): the
+    first text line of `paths` with that CHROM and POS (None for BCF, or not found)."""
+    found = re.search(r" at (\S+):(\d+)", message)
+    if found is None:
+        return None
+    prefix = f"{found.group(1)}\t{found.group(2)}\t".encode()
+    for path in paths:
+        lines = _text_lines(path)
+        if lines is None:
+            continue
+        with lines:
+            for number, line in enumerate(lines, start=1):
+                if line.startswith(prefix):
+                    return path, number
+    return None
+
+
+def _unparsable(paths: list[Path], where: Path, messages: list[str], e: Exception
+                ) -> InputFormatError:
+    """A record htslib cannot parse, as one line naming its file and line."""
+    problem = _last(messages, one_line(e))
+    located = _record_line(paths, problem)
+    if located is None:
+        return InputFormatError(where, f"a record cannot be read ({problem})")
+    return InputFormatError(located[0], f"a record cannot be read ({problem})",
+                            line=located[1])
+
+
 def _vcf2zarr(
+    paths: list[Path],
     ready: list[Path],
     dest: Path,
     icf: Path,
@@ -257,14 +324,26 @@ def _vcf2zarr(
     workers: int,
     progress: bool,
 ) -> None:
-    """bio2zarr explode + encode, with its failures turned into one-line input errors."""
+    """bio2zarr explode + encode of `ready` (`paths` made readable), with its failures
+    turned into one-line input errors."""
     from bio2zarr import vcf as vcf2zarr
 
     processes = 0 if workers == 1 else workers
     shown = show_progress(progress)
     try:
         with bio2zarr_errors(where, (ValueError, RuntimeError, KeyError, IndexError, EOFError)):
-            vcf2zarr.explode(icf, ready, worker_processes=processes, show_progress=shown)
+            with htslib_messages() as messages:
+                try:
+                    vcf2zarr.explode(icf, ready, worker_processes=processes,
+                                     show_progress=shown)
+                except Exception as e:  # noqa: BLE001 - cyvcf2 raises bare Exception
+                    if type(e) is not Exception:
+                        raise
+                    failed = e
+                else:
+                    failed = None
+            if failed is not None:  # the messages are read once the capture ends
+                raise _unparsable(paths, where, messages, failed) from None
             vcf2zarr.encode(
                 icf,
                 dest,

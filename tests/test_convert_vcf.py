@@ -295,6 +295,24 @@ def _bad_inputs(folder: Path) -> dict[str, tuple[Path, ExitCode, str]]:
                                                     ["1"])),
             ExitCode.INPUT_FORMAT, "sorted",
         ),
+        # htslib's own message is captured into ours, with the record's line
+        "a short record": (
+            write(folder / "short.vcf", vcf_text(["1 1 . A C 0/1 1/1", "1 2 . A C 0/1"],
+                                                 ["a", "b"], ["1"])),
+            ExitCode.INPUT_FORMAT, "short.vcf, line 6: a record cannot be read (Number of "
+            "columns at 1:2 does not match the number of samples (1 vs 2))",
+        ),
+        "a bad genotype": (
+            write(folder / "badgt.vcf.gz", vcf_text(["1 1 . A C 0/1 1/1", "1 2 . A C 0/x 1/1"],
+                                                    ["a", "b"], ["1"]), "gzip"),
+            ExitCode.INPUT_FORMAT, "badgt.vcf.gz, line 6: a record cannot be read (Couldn't "
+            "read GT data",
+        ),
+        "a POS that is no number": (
+            write(folder / "pos.vcf", vcf_text(["1 9 . A C 0/1", "1 2a . A C 1/1"], ["s"],
+                                               ["1"])),
+            ExitCode.INPUT_FORMAT, "pos.vcf, line 6, column POS: POS '2a' is not a whole number",
+        ),
         "missing path": (folder / "nope.vcf.gz", ExitCode.INPUT_NOT_FOUND, "no such file"),
         "a folder": (folder / "folder.vcf", ExitCode.INPUT_NOT_FOUND, "folder"),
     }
@@ -332,9 +350,9 @@ def test_temp_dir_is_used_and_emptied(tmp_path, monkeypatch):
     seen = []
     real = vcf_module._vcf2zarr
 
-    def spy(ready, *args):
+    def spy(paths, ready, *args):
         seen.extend(p.parent.parent for p in ready)
-        return real(ready, *args)
+        return real(paths, ready, *args)
 
     monkeypatch.setattr(vcf_module, "_vcf2zarr", spy)
     vcf = write(tmp_path / "g.vcf", GOOD)
