@@ -56,6 +56,18 @@ def test_pretrain_then_finetune_with_a_cached_store(tmp_path):
     assert again.returncode == 0, again.stderr
     assert len(list((tmp_path / ".gperceiver-cache").iterdir())) == 2
 
+    # other markers than the pretrained model's: named by the user's files, not the cache
+    renamed = tmp_path / "renamed_markers.tsv", tmp_path / "renamed_chroms.tsv"
+    renamed[0].write_text(markers.read_text().replace("name\tm0\t", "name\tx0\t", 1))
+    renamed[1].write_text(chroms.read_text().replace("\tm0\t", "\tx0\t", 1))
+    other = script("finetune", TEST_DATA / "phenos.tsv", renamed[1], renamed[0], "--model",
+                   tmp_path / "other", "--pretrained", tmp_path / "pre", "--params", params,
+                   "-q")
+    assert other.returncode == ExitCode.INPUT_FORMAT, other.stderr
+    assert other.stderr.count("\n") == 1 and ".gperceiver-cache" not in other.stderr
+    assert f"{renamed[0]} (with {renamed[1]}): not the model's variants: variant 0 is " \
+        "'x0'" in other.stderr
+
 
 def test_bad_inputs_end_in_one_line(tmp_path):
     missing = script("finetune", TEST_DATA / "phenos.tsv", TEST_DATA / "chroms.tsv",

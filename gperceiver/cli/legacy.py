@@ -27,7 +27,7 @@ from typing import Any
 from gperceiver.choices import HEADS, OBJECTIVES
 from gperceiver.cli.main import Parser, run_command
 from gperceiver.cli.training import show_progress
-from gperceiver.errors import Note, UsageError
+from gperceiver.errors import InputFormatError, Note, UsageError
 
 CACHE = ".gperceiver-cache"
 PRETRAIN, FINETUNE = "gperceiver_pretrain", "gperceiver_finetune"
@@ -85,6 +85,18 @@ def cached_store(markers: str, chroms: str, nalleles: int | None, ploidy: int | 
                 folder.rmdir()  # a failed first conversion leaves no empty cache behind
             raise
     return store
+
+
+@contextmanager
+def named_by_the_tsvs(store: Path, args: argparse.Namespace) -> Iterator[None]:
+    """A fault of the cached store (say, not a pretrained model's variants) named by the
+    markers and chroms files the user gave, not by the cache's hashed folder."""
+    try:
+        yield
+    except InputFormatError as e:
+        if str(e.path) != str(store) or e.line is not None:
+            raise
+        raise InputFormatError(f"{args.markers} (with {args.chroms})", e.problem) from None
 
 
 # ---------------------------------------------------------------- flags
@@ -248,8 +260,9 @@ def run_pretrain(args: argparse.Namespace) -> None:
     with _run_folder(args, PRETRAIN) as run_dir:
         store = cached_store(args.markers, args.chroms, args.nalleles, args.ploidy,
                              run_dir.absolute().parent, progress, _decoder(args))
-        result = pretrain(store, run_dir, None, params, force=True, progress=progress,
-                          init=_start(args))
+        with named_by_the_tsvs(store, args):
+            result = pretrain(store, run_dir, None, params, force=True, progress=progress,
+                              init=_start(args))
     _copy_outputs(args, run_dir)
     best = f"; best validation loss {result.best_score:.4f}" if result.best_score else ""
     task = "contrastive" if params.contrastive else "masked"
@@ -316,10 +329,12 @@ def run_finetune(args: argparse.Namespace) -> None:
     with _run_folder(args, FINETUNE) as run_dir:
         store = cached_store(args.markers, args.chroms, args.nalleles, args.ploidy,
                              run_dir.absolute().parent, progress, _decoder(args))
-        result = fit(store, args.phenos, run_dir, params, pretrained=pretrained, cv=args.cv,
-                     freeze_encoder=args.encoder_nontrainable,
-                     freeze_latents=args.latent_nontrainable, force=True, progress=progress,
-                     predict_all=True)  # the original predicted every genotype
+        with named_by_the_tsvs(store, args):
+            result = fit(store, args.phenos, run_dir, params, pretrained=pretrained,
+                         cv=args.cv, freeze_encoder=args.encoder_nontrainable,
+                         freeze_latents=args.latent_nontrainable, force=True,
+                         progress=progress,
+                         predict_all=True)  # the original predicted every genotype
     _copy_outputs(args, run_dir)
     if args.predictions is not None:
         shutil.copyfile(run_dir / "predictions.tsv", args.predictions)
