@@ -146,6 +146,11 @@ def test_refuses_other_variants_and_existing_output(run_dir, example_store, emb_
     err = capsys.readouterr().err
     assert code == ExitCode.CANNOT_WRITE and "--force" in err
     assert len(err.strip().splitlines()) == 1
+    table = tmp_path / "emb.tsv"
+    code = main(["embed", str(run_dir / "best.ckpt"), str(example_store), "-o", str(table)])
+    err = capsys.readouterr().err
+    assert code == ExitCode.USAGE and "writes a Zarr store, not a table" in err
+    assert not table.exists()
 
 
 def test_pictures_of_a_real_run_and_its_embedding(run_dir, emb_path, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from gperceiver.cli.training import add_memory_flag
 
@@ -37,13 +38,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+TABLE_SUFFIXES = (".tsv", ".csv", ".txt")  # an output named so would be a Zarr folder
+
+
 def run(args: argparse.Namespace) -> None:
     import sys
 
     import torch
 
     from gperceiver.embedding import embed
+    from gperceiver.errors import UsageError
 
+    if Path(args.output).suffix.lower() in TABLE_SUFFIXES:
+        raise UsageError(f"-o {args.output}: embed writes a Zarr store, not a table; name it "
+                         "EMB.zarr (xarray.open_zarr reads it, docs/inspect.md)")
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
