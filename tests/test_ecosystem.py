@@ -290,7 +290,9 @@ def test_filter_thresholds_names_and_regions_as_plink_and_bcftools_read_them(tmp
 
 @pytest.mark.parametrize(("flags", "words"), [
     (["--maf", "0.7"], "--maf must be within 0..0.5"),
-    (["--region", "chr9:1-5"], "--region: 'chr9:1-5' is not"),
+    (["--region", "chr9:1-5"], "--region: 'chr9:1-5': 'chr9' is not a contig of the store "
+                               "(it has chr1"),
+    (["--region", "chr1:x-5"], "--region: 'chr1:x-5' is not CHR, CHR:START-END"),
     (["--region", "chr1:1,000-2,000"], "no thousands separators"),
     (["--maf", "1.5"], "--maf must be within 0..0.5"),
     (["--contigs", "chrX"], "--contigs: 'chrX' is not a contig"),

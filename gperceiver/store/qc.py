@@ -169,12 +169,15 @@ def _names(path: str | os.PathLike, known: np.ndarray) -> np.ndarray:
     return np.asarray(names, dtype=object)
 
 
+def _listed_contigs(contigs: np.ndarray) -> str:
+    return f"it has {', '.join(map(str, contigs[:8]))}{' ...' if len(contigs) > 8 else ''}"
+
+
 def _contig_numbers(names: tuple[str, ...], contigs: np.ndarray) -> np.ndarray:
     unknown = [n for n in names if n not in set(contigs)]
     if unknown:
         raise UsageError(f"--contigs: '{unknown[0]}' is not a contig of the store "
-                         f"(it has {', '.join(map(str, contigs[:8]))}"
-                         f"{' ...' if len(contigs) > 8 else ''})")
+                         f"({_listed_contigs(contigs)})")
     return np.flatnonzero(np.isin(contigs, list(names)))
 
 
@@ -192,7 +195,12 @@ def _in_regions(regions: str, contigs: np.ndarray, contig: np.ndarray,
         region = region.strip()
         match = REGION.match(region) if region not in names else REGION.match(f"{{{region}}}")
         name = match and (match["braced"] or match["contig"])
-        if match is None or name not in names:
+        if match is not None and name not in names:
+            hint = ("; regions are comma-separated, so no thousands separators"
+                    if "," in regions else "")
+            raise UsageError(f"--region: '{region}': '{name}' is not a contig of the store "
+                             f"({_listed_contigs(contigs)}{hint})")
+        if match is None:
             raise UsageError(f"--region: '{region}' is not CHR, CHR:START-END or CHR:START- "
                              "with CHR a contig of the store ({CHR} when it holds a ':'; "
                              "regions are comma-separated, so no thousands separators)")
