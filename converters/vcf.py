@@ -306,11 +306,8 @@ def _unparsable(paths: list[Path], where: Path, messages: list[str], e: Exceptio
                 ) -> InputFormatError:
     """A record htslib cannot parse, as one line naming its file and line."""
     problem = _last(messages, one_line(e))
-    located = _record_line(paths, problem)
-    if located is None:
-        return InputFormatError(where, f"a record cannot be read ({problem})")
-    return InputFormatError(located[0], f"a record cannot be read ({problem})",
-                            line=located[1])
+    path, line = _record_line(paths, problem) or (where, None)
+    return InputFormatError(path, f"a record cannot be read ({problem})", line=line)
 
 
 def _vcf2zarr(

@@ -34,7 +34,7 @@ import xarray as xr
 from scipy.optimize import minimize_scalar
 
 from gperceiver.atomic import check_writable
-from gperceiver.data.phenotypes import read_phenotypes, responses, split_masks
+from gperceiver.data.phenotypes import one_held_out, read_phenotypes, responses, split_masks
 from gperceiver.dosages import centred_dosages, read_slab
 from gperceiver.errors import UsageError
 from gperceiver.metrics import evaluate
@@ -235,8 +235,7 @@ def run_gblup(
     on held-out rows, so both are leak-free; only the names differ. `progress`: a
     bar over building G.
     """
-    if cv is not None and test_fold is not None:
-        raise UsageError("--cv K and --test-fold K both name the held-out fold: give one")
+    one_held_out(cv, test_fold)
     held_out = cv if test_fold is None else test_fold
     ds = open_view(store)
     phenos = read_phenotypes(phenotypes, ds["sample_id"].values, cv=held_out,

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from gperceiver.atomic import atomic_output, check_writable
-from gperceiver.data.phenotypes import NO_CV, read_phenotypes
+from gperceiver.data.phenotypes import absent_fold, folds_present, read_phenotypes
 from gperceiver.errors import UsageError
 from gperceiver.progress import progress_bar
 from gperceiver.store import open_store
@@ -54,8 +54,7 @@ def data_folds(store: str | os.PathLike, phenotypes: str | os.PathLike) -> list[
     phenos = read_phenotypes(phenotypes, ds["sample_id"].values.tolist())
     if not phenos.attrs["has_cv"]:
         raise UsageError(f"{phenotypes} has no cv column: cross-validation needs one")
-    observed = phenos["response"].notnull().values
-    return sorted(set(np.unique(phenos["cv"].values[observed]).tolist()) - {NO_CV})
+    return folds_present(phenos)
 
 
 def _rows(method: str, fold: int, section: dict[str, Any] | None,
@@ -159,8 +158,7 @@ def cross_validate(
     folds = available if not folds else list(folds)
     missing = [k for k in folds if k not in available]
     if missing:
-        raise UsageError(f"--folds: no observed row has cv {missing[0]} (folds present: "
-                         f"{available})")
+        raise absent_fold("--folds", missing[0], phenotypes, available)
     out = Path(out_dir)
     check_writable(out, force)
     out.mkdir(parents=True, exist_ok=True)

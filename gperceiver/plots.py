@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from gperceiver.atomic import atomic_output, check_writable
+from gperceiver.data.phenotypes import absent_fold, one_held_out
 from gperceiver.errors import CannotWriteError, InputFormatError, InputNotFoundError, UsageError
 from gperceiver.inputs import numeric_column, read_tsv
 from gperceiver.metrics import pearson_r
@@ -154,20 +155,27 @@ def learning_curves_figure(metrics_csv: str | os.PathLike) -> Figure:
 
 # ---------------------------------------------------------------- observed vs predicted
 
-def held_out_fold(run_dir: str | os.PathLike) -> tuple[int, str] | None:
-    """(fold, role) of the fold a run held out, as its metrics.json (fit, baseline)
-    records it: `test_fold` K is "test" (never seen), `cv` K is "validation"."""
+def recorded_folds(run_dir: str | os.PathLike) -> tuple[int | None, int | None]:
+    """(cv, test_fold): the fold a run held out as its metrics.json (fit, baseline)
+    records it, `cv` K as validation or `test_fold` K as test (never seen)."""
     for name in ("metrics.json", "params.json"):
         path = Path(run_dir) / name
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        for key, role in (("test_fold", "test"), ("cv", "validation")):
-            fold = data.get(key) if isinstance(data, dict) else None
-            if isinstance(fold, int) and not isinstance(fold, bool):
-                return fold, role
-    return None
+        if not isinstance(data, dict):
+            continue
+        cv, test = (data.get(key) for key in ("cv", "test_fold"))
+        if _is_fold(test):
+            return None, test
+        if _is_fold(cv):
+            return cv, None
+    return None, None
+
+
+def _is_fold(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def predictions_figure(predictions_tsv: str | os.PathLike, *, cv: int | None = None,
@@ -178,8 +186,7 @@ def predictions_figure(predictions_tsv: str | os.PathLike, *, cv: int | None = N
     the other rows holding both training and inner validation lines), its rows are
     drawn in red on top of the others and the title gives r on each.
     """
-    if cv is not None and test_fold is not None:
-        raise UsageError("--cv K and --test-fold K both name the held-out fold: give one")
+    one_held_out(cv, test_fold)
     fold = cv if test_fold is None else test_fold
     held_name, rest_name = (("validation", "training") if test_fold is None
                             else ("test", "training + validation"))
@@ -189,9 +196,8 @@ def predictions_figure(predictions_tsv: str | os.PathLike, *, cv: int | None = N
         raise InputFormatError(predictions_tsv, "no row has an observed value to compare")
     if fold is not None and "cv" in table.columns and not (table["cv"] == fold).any():
         present = sorted(int(v) for v in table["cv"].dropna().unique() if v >= 0)
-        flag = "--cv" if test_fold is None else "--test-fold"
-        raise UsageError(f"{flag} {fold}: no observed row of {predictions_tsv} has cv {fold} "
-                         f"(folds present: {present})")
+        raise absent_fold("--cv" if test_fold is None else "--test-fold", fold,
+                          predictions_tsv, present)
     blocks = sorted(table["block"].unique())
     fig, axes = _grid(len(blocks), ncols=3, size=(4.0, 3.8))
     for ax, block in zip(axes, blocks, strict=True):
@@ -555,8 +561,7 @@ def plot_path(
             figures[LEARNING_CURVES] = learning_curves_figure(metrics)
         if predictions.is_file():
             if cv is None and test_fold is None:
-                fold, role = held_out_fold(path) or (None, "validation")
-                cv, test_fold = (fold, None) if role == "validation" else (None, fold)
+                cv, test_fold = recorded_folds(path)
             figures[PREDICTIONS] = predictions_figure(predictions, cv=cv, test_fold=test_fold)
     # Every input read and every figure drawn: now write all of them, or none.
     if out_dir is None and default == path:

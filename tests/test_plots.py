@@ -157,7 +157,7 @@ def test_a_test_fold_is_drawn_as_test_and_recorded_as_such(run_dir, cli):
     training and the inner validation lines."""
     table = write_predictions(run_dir)
     (run_dir / "metrics.json").write_text(json.dumps({"cv": None, "test_fold": 1}))
-    assert plots.held_out_fold(run_dir) == (1, "test")
+    assert plots.recorded_folds(run_dir) == (None, 1)
     fig = plots.predictions_figure(run_dir / "predictions.tsv", test_fold=1)
     rows = table[(table["block"] == 0) & table["observed"].notna()]
     held = (rows["cv"] == 1).fillna(False).to_numpy(dtype=bool)
@@ -187,7 +187,7 @@ def test_plot_run_dir_writes_both_pictures_and_uses_the_recorded_fold(run_dir, c
     # fit and baseline record the held-out fold in metrics.json; params.json has none.
     (run_dir / "params.json").write_text(json.dumps({"epochs": 3}))
     (run_dir / "metrics.json").write_text(json.dumps({"cv": 2, "validation": None}))
-    assert plots.held_out_fold(run_dir) == (2, "validation")
+    assert plots.recorded_folds(run_dir) == (2, None)
     proc = cli("plot", run_dir, check=True)
     written = [Path(line) for line in proc.stdout.split()]
     assert written == [run_dir / plots.LEARNING_CURVES, run_dir / plots.PREDICTIONS]

@@ -294,6 +294,25 @@ def read_phenotypes(
     return ds
 
 
+def one_held_out(cv: int | None, test_fold: int | None) -> None:
+    """Refuse `--cv K` together with `--test-fold K`: each holds out a fold."""
+    if cv is not None and test_fold is not None:
+        raise UsageError("--cv K (fold K is validation) and --test-fold K (fold K is never "
+                         "seen) are two ways to hold out a fold: give one")
+
+
+def folds_present(phenos: xr.Dataset) -> list[int]:
+    """The cv folds of the observed rows, ascending."""
+    observed = ~np.isnan(phenos["response"].values)
+    return sorted(set(np.unique(phenos["cv"].values[observed]).tolist()) - {NO_CV})
+
+
+def absent_fold(flag: str, fold: int, path: object, present: list[int]) -> UsageError:
+    """The refusal of a fold (given with `flag`) that no observed row of `path` has."""
+    return UsageError(f"{flag} {fold}: no observed row of {path} has cv {fold} "
+                      f"(folds present: {present})")
+
+
 def with_validation_fold(phenos: xr.Dataset, cv: int, flag: str = "--cv") -> xr.Dataset:
     """`phenos` with fold `cv` as its validation set; refuses folds the file lacks,
     naming the option the fold came from (`flag`)."""
@@ -302,12 +321,9 @@ def with_validation_fold(phenos: xr.Dataset, cv: int, flag: str = "--cv") -> xr.
         raise UsageError(f"{flag} {cv}: a fold is an integer >= 0")
     if not phenos.attrs.get("has_cv", False):
         raise UsageError(f"{flag} {cv}: {path} has no cv column")
-    observed = ~np.isnan(phenos["response"].values)
-    if not np.any(observed & (phenos["cv"].values == cv)):
-        folds = sorted(set(np.unique(phenos["cv"].values[observed]).tolist()) - {NO_CV})
-        raise UsageError(
-            f"{flag} {cv}: no observed row of {path} has cv {cv} (folds present: {folds})"
-        )
+    present = folds_present(phenos)
+    if cv not in present:
+        raise absent_fold(flag, cv, path, present)
     return phenos.assign_attrs(cv=int(cv))
 
 

@@ -26,7 +26,12 @@ import torch.nn.functional as F
 import xarray as xr
 
 from gperceiver.data.loader import make_loader
-from gperceiver.data.phenotypes import held_out_split, read_phenotypes, split_masks
+from gperceiver.data.phenotypes import (
+    held_out_split,
+    one_held_out,
+    read_phenotypes,
+    split_masks,
+)
 from gperceiver.encode import encode_latents, head_outputs
 from gperceiver.errors import InputFormatError, UsageError
 from gperceiver.linear import LinearPath, fit_linear
@@ -235,9 +240,7 @@ def finetune(
         raise UsageError(f"--ranking-weight must be >= 0, got {ranking_weight}")
     if ranking_weight > 0 and params.objective == "multiclass":
         raise UsageError("--ranking-weight needs an ordered response (not multiclass)")
-    if cv is not None and test_fold is not None:
-        raise UsageError("--cv K (fold K is validation) and --test-fold K (fold K is never "
-                         "seen) are two ways to hold out a fold: give one")
+    one_held_out(cv, test_fold)
     store = resolve(store)  # opened once: the marker path, both loaders, calibration
     ds = store.ds
     sample_id = [str(s) for s in ds["sample_id"].values.tolist()]
