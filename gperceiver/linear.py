@@ -10,7 +10,8 @@ sqrt(ploidy p (1 - p)); missing calls 0) and W the marker variances:
   every block alone, then sets w_j from the squared effects of all blocks (each
   block's normalised to mean 1, then averaged; damped towards 1, capped), so
   that loci that matter in any block stand out, as in BayesB, with the evidence
-  of correlated blocks pooled.
+  of correlated blocks pooled. The last of several steps fits K_a + theta K_e
+  (theta by REML), so the effects are estimated beside the interactions.
 - K_e = K_T o K_T (element-wise square), K_T built like K_a from the TOP_LOCI
   columns with the largest weights: pairwise (additive x additive) interactions
   among the loci that matter, as in epistatic GBLUP but weighted.
@@ -18,18 +19,19 @@ sqrt(ploidy p (1 - p)); missing calls 0) and W the marker variances:
   (every latent vector of a sample, flattened and standardised over the store's
   samples): what pretraining learned about the genotypes, used as a relationship
   matrix. A random encoder's latents get a share of 0 on the mice.
-- theta (from THETAS, 0 = no interactions), then phi (from PHIS, 0 = none) maximise
-  the restricted likelihood (REML) summed over the blocks, each block alone on its
-  observed rows; nothing is chosen on the lines a user reports on.
+- theta (from THETAS, 0 = no interactions) is the share whose predictions of the
+  INNER_FOLDS folds of the training lines err least (`inner_theta`; by REML where
+  there are no inner folds); phi (from PHIS, 0 = none) maximises the restricted
+  likelihood (REML) summed over the blocks, each block alone on its observed rows.
+  Nothing is chosen on the lines a user reports on.
 - The blocks are then fitted together on that kernel (`multitrait`: multi-trait
   BLUP, genetic and residual covariances by maximum likelihood), so a line's
   observed blocks inform its missing ones and correlated blocks share evidence;
   a single block is REML GBLUP on its kernel.
 
-`fit_linear` also gives every training line an out-of-fold prediction from
-INNER_FOLDS folds of the training lines (by line, seeded): the Perceiver learns
-from these residuals (fitted values on the lines themselves would be shrunk
-towards the observations).
+The inner folds (by line, seeded) also give every training line an out-of-fold
+prediction: the Perceiver learns from these residuals (fitted values on the lines
+themselves would be shrunk towards the observations).
 
 Everything is solved in sample space (one eigendecomposition per kernel, see
 `baseline.Spectral`): the cost grows with the training lines squared and
@@ -100,28 +102,31 @@ class Shares:
     phi: float = 0.0
 
 
-def _shares(k_a: np.ndarray, scale: float, k_e: np.ndarray, k_l: np.ndarray | None,
-            y: np.ndarray, fitted: list[int]) -> Shares:
-    """theta from THETAS, then phi from PHIS, each maximising the REML log-likelihood
-    summed over the fitted blocks (each on its observed rows): one kernel for them all."""
+def _reml_sum(parts: list[tuple[float, np.ndarray]], y: np.ndarray, fitted: list[int]) -> float:
+    """The REML log-likelihood summed over the fitted blocks, each on its observed rows, of
+    the kernel sum(share x kernel) over `parts`."""
+    total = 0.0
+    for b in fitted:
+        rows = ~np.isnan(y[:, b])
+        at = np.ix_(rows, rows)
+        total += _solve(sum(c * k[at] for c, k in parts if c), y[rows, b])[2]
+    return total
+
+
+def _shares(k_a: np.ndarray, k_e: np.ndarray, k_l: np.ndarray | None, y: np.ndarray,
+            fitted: list[int], theta: float | None = None) -> Shares:
+    """theta from THETAS (unless given), then phi from PHIS, each maximising the REML
+    log-likelihood summed over the fitted blocks: one kernel for them all."""
     if not fitted:
         return Shares()
-    rows = [~np.isnan(y[:, b]) for b in fitted]
-    by_theta = np.zeros((len(fitted), len(THETAS)))  # per block, the log-likelihoods
-    for i, (b, r) in enumerate(zip(fitted, rows, strict=True)):
-        ka, ke = k_a[np.ix_(r, r)] / scale, k_e[np.ix_(r, r)]
-        by_theta[i] = [_solve(ka + theta * ke, y[r, b])[2] for theta in THETAS]
-    best = int(np.argmax(by_theta.sum(axis=0)))  # the first of equals, as max() would
-    theta = THETAS[best]
+    if theta is None:  # the first of equals, as max() would
+        theta = THETAS[int(np.argmax([_reml_sum([(1.0, k_a), (t, k_e)], y, fitted)
+                                      for t in THETAS]))]
     if k_l is None:
         return Shares(float(theta))
-    by_phi = np.zeros(len(PHIS))
-    for i, (b, r) in enumerate(zip(fitted, rows, strict=True)):
-        k = k_a[np.ix_(r, r)] / scale + theta * k_e[np.ix_(r, r)]
-        kl = k_l[np.ix_(r, r)]
-        by_phi += [by_theta[i, best] if phi == 0 else _solve(k + phi * kl, y[r, b])[2]
-                   for phi in PHIS]
-    return Shares(float(theta), float(PHIS[int(np.argmax(by_phi))]))
+    phi = PHIS[int(np.argmax([_reml_sum([(1.0, k_a), (theta, k_e), (p, k_l)], y, fitted)
+                              for p in PHIS]))]
+    return Shares(float(theta), float(phi))
 
 
 def _blup(k: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -169,6 +174,7 @@ class MixedFit:
     # (blocks, blocks) between the fitted blocks' genetic values (NaN: a block not fitted);
     # not kept in checkpoints: it reports the fit, predictions do not need it
     genetic_correlation: np.ndarray | None = None
+    theta: float = 0.0  # the interaction share of the fitted blocks
 
     def predict_rows(self, z: Dosages | np.ndarray, latent: np.ndarray | None = None
                      ) -> np.ndarray:
@@ -196,77 +202,140 @@ class MixedFit:
         return out
 
 
-def fit_rows(z: Dosages | np.ndarray, y: np.ndarray, latent: np.ndarray | None = None,
-             unweighted: np.ndarray | None = None) -> MixedFit:
-    """Fit every block of y (rows, blocks; NaN = unobserved) on dosages z (rows, columns),
-    with a latent kernel when the rows' standardised latents are given.
+def _interactions(z: Dosages, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """(top, Z at top, normaliser, K_e) of the TOP_LOCI columns with the largest weights."""
+    top = np.sort(np.argsort(-w, kind="stable")[:min(TOP_LOCI, z.shape[1])])
+    z_top = z.columns(top)
+    k_t = _kernel(z_top, z_top, w[top])
+    norm = float(np.mean(np.diag(k_t))) or 1.0
+    return top, z_top, norm, (k_t / norm) ** 2
 
-    `unweighted`: Z Z' of these rows when the caller has it (the first kernel of every
-    fit; the inner folds take theirs out of the training lines' instead of computing it).
-    """
-    z = Dosages.standardised(z)
-    n, m = z.shape
-    n_blocks = y.shape[1]
+
+@dataclass
+class _Kernels:
+    """What a fit's shares and solution are chosen on: the marker weights w and the
+    kernels over the fitted rows (K_a normalised, K_e, K_L or None)."""
+
+    w: np.ndarray
+    scale: float  # K_a's normaliser
+    top: np.ndarray
+    z_top: np.ndarray
+    top_norm: float
+    k_a: np.ndarray | None
+    k_e: np.ndarray | None
+    k_l: np.ndarray | None
+    latent_norm: float
+    fitted: list[int]
+
+
+def _kernels(z: Dosages, y: np.ndarray, latent: np.ndarray | None,
+             unweighted: np.ndarray | None) -> _Kernels:
+    """Reweight the markers (REWEIGHTS steps), then make the kernels of the final fit.
+
+    Each step fits every block alone and sets w from its effects (`_reweighted`). The
+    last of several steps fits K_a + theta K_e (theta by REML): effects estimated
+    beside the interactions they would otherwise partly absorb."""
     observed = ~np.isnan(y)
-    mu = np.array([float(np.mean(y[observed[:, b], b])) if observed[:, b].any() else 0.0
-                   for b in range(n_blocks)])
     fitted = _fitted_blocks(y)
-    effects = np.zeros((n_blocks, m), np.float32)
+    m = z.shape[1]
+    effects = np.zeros((y.shape[1], m), np.float32)
     w = np.ones(m, np.float32)
     reweighted = False  # w is still 1: the first kernel is `unweighted` when given
 
     def additive_kernel() -> tuple[np.ndarray, float]:
         k = unweighted if unweighted is not None and not reweighted else z.gram(w)
-        return k, float(np.mean(np.diag(k))) or 1.0
+        scale = float(np.mean(np.diag(k))) or 1.0
+        return k / scale, scale
 
-    for _ in range(REWEIGHTS if fitted else 0):
+    steps = REWEIGHTS if fitted else 0
+    for step in range(steps):
         k, scale = additive_kernel()
+        if 0 < step == steps - 1:
+            k_e = _interactions(z, w)[3]
+            k += _shares(k, k_e, None, y, fitted).theta * k_e
+            del k_e
         for b in fitted:
             rows = observed[:, b]
-            mu[b], alpha, _ = _solve(k[np.ix_(rows, rows)] / scale, y[rows, b])
+            alpha = _solve(k[np.ix_(rows, rows)], y[rows, b])[1]
             effects[b] = w * z.t_dot(alpha, rows) / scale
         w, reweighted = _reweighted([effects[b] for b in fitted]), True
         k = None  # released before the next kernel is made (lines^2 each)
 
-    top = np.sort(np.argsort(-w, kind="stable")[:min(TOP_LOCI, m)])
     k_a, scale = additive_kernel() if fitted else (None, 1.0)
-    z_top = z.columns(top)
-    k_t = _kernel(z_top, z_top, w[top])
-    top_norm = float(np.mean(np.diag(k_t))) or 1.0
-    k_e = (k_t / top_norm) ** 2
-    del k_t
+    top, z_top, top_norm, k_e = _interactions(z, w)
     k_l, latent_norm = None, 1.0
-    latent_effects = None
     if latent is not None:
         k_l = (latent @ latent.T).astype(np.float64)
         latent_norm = float(np.mean(np.diag(k_l))) or 1.0
         k_l /= latent_norm
-        latent_effects = np.zeros((n_blocks, latent.shape[1]), np.float32)
-    shares = _shares(k_a, scale, k_e, k_l, y, fitted)
+    return _Kernels(w, scale, top, z_top, top_norm, k_a, k_e, k_l, latent_norm, fitted)
+
+
+def _solution(kernels: _Kernels, z: Dosages, y: np.ndarray, latent: np.ndarray | None,
+              shares: Shares, release: bool = False) -> MixedFit:
+    """The blocks fitted together on K_a + theta K_e (+ phi K_L); `release` frees the
+    kernels before the solve (their memory, lines^2 each, is needed there)."""
+    kn = kernels
+    n, n_blocks = y.shape
+    observed = ~np.isnan(y)
+    mu = np.array([float(np.mean(y[observed[:, b], b])) if observed[:, b].any() else 0.0
+                   for b in range(n_blocks)])
+    effects = np.zeros((n_blocks, z.shape[1]), np.float32)
     epistatic = np.zeros((n_blocks, n))
+    latent_effects = None if latent is None else np.zeros((n_blocks, latent.shape[1]),
+                                                          np.float32)
     genetic_correlation = np.full((n_blocks, n_blocks), np.nan)
     fits = [BlockFit(0.0, int(observed[:, b].sum())) for b in range(n_blocks)]
+    fitted = kn.fitted
     if fitted:
         # the rows with an observation in a fitted block, and their kernel
         used = observed[:, fitted].any(axis=1)
-        k = k_a[np.ix_(used, used)] / scale + shares.theta * k_e[np.ix_(used, used)]
-        if k_l is not None:
-            k += shares.phi * k_l[np.ix_(used, used)]
-        del k_a, k_e, k_l
+        at = np.ix_(used, used)
+        k = kn.k_a[at] + shares.theta * kn.k_e[at]
+        if kn.k_l is not None:
+            k += shares.phi * kn.k_l[at]
+        if release:
+            kn.k_a = kn.k_e = kn.k_l = None
         mu_fitted, beta, correlation = _blup(k, y[np.ix_(used, fitted)])
+        del k
         genetic_correlation[np.ix_(fitted, fitted)] = correlation
         for i, b in enumerate(fitted):
             mu[b] = mu_fitted[i]
-            effects[b] = w * z.t_dot(beta[:, i], used) / scale
+            effects[b] = kn.w * z.t_dot(beta[:, i], used) / kn.scale
             epistatic[b, used] = shares.theta * beta[:, i]
             if latent_effects is not None:
                 latent_effects[b] = shares.phi * (latent[used].T @ beta[:, i].astype(
-                    np.float32)) / latent_norm
+                    np.float32)) / kn.latent_norm
             fits[b].theta, fits[b].phi = shares.theta, shares.phi
     if latent_effects is not None and not latent_effects.any():
         latent_effects = None  # REML gave the latents no share: predict without them
-    return MixedFit(mu, effects, top, (w[top] / top_norm).astype(np.float32),
-                    z_top, epistatic, fits, latent_effects, genetic_correlation)
+    return MixedFit(mu, effects, kn.top, (kn.w[kn.top] / kn.top_norm).astype(np.float32),
+                    kn.z_top, epistatic, fits, latent_effects, genetic_correlation,
+                    shares.theta)
+
+
+def fit_rows(z: Dosages | np.ndarray, y: np.ndarray, latent: np.ndarray | None = None,
+             unweighted: np.ndarray | None = None, theta: float | None = None) -> MixedFit:
+    """Fit every block of y (rows, blocks; NaN = unobserved) on dosages z (rows, columns),
+    with a latent kernel when the rows' standardised latents are given.
+
+    `unweighted`: Z Z' of these rows when the caller has it (the first kernel of every
+    fit; the inner folds take theirs out of the training lines' instead of computing it).
+    `theta`: the interaction share, chosen by REML when not given.
+    """
+    z = Dosages.standardised(z)
+    kernels = _kernels(z, y, latent, unweighted)
+    shares = _shares(kernels.k_a, kernels.k_e, kernels.k_l, y, kernels.fitted, theta)
+    return _solution(kernels, z, y, latent, shares, release=True)
+
+
+def fits_by_theta(z: Dosages | np.ndarray, y: np.ndarray, latent: np.ndarray | None = None,
+                  unweighted: np.ndarray | None = None) -> list[MixedFit]:
+    """`fit_rows` at every share of THETAS (phi by REML at each), on one set of kernels."""
+    z = Dosages.standardised(z)
+    kn = _kernels(z, y, latent, unweighted)
+    return [_solution(kn, z, y, latent, _shares(kn.k_a, kn.k_e, kn.k_l, y, kn.fitted, t))
+            for t in THETAS]
 
 
 def inner_folds(n: int, seed: int, k: int = INNER_FOLDS) -> np.ndarray:
@@ -280,16 +349,32 @@ def inner_folds(n: int, seed: int, k: int = INNER_FOLDS) -> np.ndarray:
 def out_of_fold(z: Dosages, y: np.ndarray, folds: np.ndarray,
                 latent: np.ndarray | None = None, unweighted: np.ndarray | None = None
                 ) -> np.ndarray:
-    """Each row's prediction by the path fitted on the other folds' rows (rows, blocks);
-    `unweighted` (Z Z' of every row) gives each fit its first kernel."""
-    oof = np.full(y.shape, np.nan)
+    """Each row's prediction by the path fitted on the other folds' rows, at every share
+    of THETAS (thetas, rows, blocks; NaN where y is); `unweighted` (Z Z' of every row)
+    gives each fit its first kernel."""
+    oof = np.full((len(THETAS), *y.shape), np.nan)
     for f in np.unique(folds):
         held = folds == f
         part = None if latent is None else latent[~held]
         first = None if unweighted is None else unweighted[np.ix_(~held, ~held)]
-        oof[held] = fit_rows(z.rows(~held), y[~held], part, first).predict_rows(
-            z.rows(held), None if latent is None else latent[held])
+        for i, fit in enumerate(fits_by_theta(z.rows(~held), y[~held], part, first)):
+            oof[i, held] = fit.predict_rows(z.rows(held), None if latent is None
+                                            else latent[held])
     return np.where(np.isnan(y), np.nan, oof)
+
+
+def inner_theta(oof: np.ndarray, y: np.ndarray) -> int:
+    """The index into THETAS whose out-of-fold predictions (thetas, rows, blocks) err
+    least: squared errors summed over the blocks, each over its variance (the first of
+    equals; 0 when no block was fitted)."""
+    observed = ~np.isnan(oof[0]) & ~np.isnan(y)
+    error = np.zeros(len(oof))
+    for b in range(y.shape[1]):
+        seen = observed[:, b]
+        variance = float(np.var(y[seen, b])) if seen.sum() > 1 else 0.0
+        if variance > 0:
+            error += np.mean((oof[:, seen, b] - y[seen, b]) ** 2, axis=1) / variance
+    return int(np.argmin(error))
 
 
 def standardised(latents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -389,21 +474,24 @@ class LinearPath:
                   for k in ("latent_effects", "latent_mean", "latent_inv_sd")}
         fit = MixedFit(mu, effects, np.asarray(d["top"], np.int64),
                        np.asarray(d["top_scale"], np.float32), np.asarray(d["z_top"], np.float32),
-                       np.asarray(d["epistatic"], np.float64), fits, latent["latent_effects"])
+                       np.asarray(d["epistatic"], np.float64), fits, latent["latent_effects"],
+                       theta=max((f.theta for f in fits), default=0.0))
         return cls(fit, np.asarray(d["freq"], np.float64), latent["latent_mean"],
                    latent["latent_inv_sd"])
 
 
 def fit_linear(ds: xr.Dataset, response: np.ndarray, rows: np.ndarray, seed: int,
                out_of_fold_predictions: bool = True, latents: np.ndarray | None = None,
-               max_bytes: int | None = None, progress: bool = False
-               ) -> tuple[LinearPath, np.ndarray | None]:
+               max_bytes: int | None = None, progress: bool = False,
+               theta: float | None = None) -> tuple[LinearPath, np.ndarray | None]:
     """Fit every block on the observed responses of sample rows `rows`.
 
     `response` is (samples, blocks), NaN where a row is not for training. Returns
     the path and, unless `out_of_fold_predictions` is false, each of those rows'
     out-of-fold predictions (len(rows), blocks; NaN where a block is unobserved),
-    with the inner-CV MSE per block in the path's `fits`. `latents` (samples, ...):
+    with the inner-CV MSE per block in the path's `fits`; the interaction share theta
+    is then the one of THETAS whose out-of-fold predictions err least (`inner_theta`),
+    else `theta`, else chosen by REML. `latents` (samples, ...):
     a pretrained encoder's latents of every sample of `ds`, for the latent kernel
     (standardised over all of them: genotypes only, no phenotype). `max_bytes`: what
     the training lines' genotypes may take (`Dosages.read`). `progress`: a bar over
@@ -425,10 +513,13 @@ def fit_linear(ds: xr.Dataset, response: np.ndarray, rows: np.ndarray, seed: int
     z.tick = bar.update
     # no block to fit (none in the inner folds either, they are subsets): no kernel
     unweighted = z.gram(np.ones(z.shape[1], np.float32)) if _fitted_blocks(y) else None
-    fit = fit_rows(z, y, x_rows, unweighted)
     oof = None
     if out_of_fold_predictions:
-        oof = out_of_fold(z, y, folds, x_rows, unweighted)
+        by_theta = out_of_fold(z, y, folds, x_rows, unweighted)
+        chosen = inner_theta(by_theta, y)
+        theta, oof = THETAS[chosen], by_theta[chosen]
+    fit = fit_rows(z, y, x_rows, unweighted, theta)
+    if oof is not None:
         for b, block in enumerate(fit.fits):
             seen = ~np.isnan(oof[:, b])
             block.inner_mse = float(np.mean((oof[seen, b] - y[seen, b]) ** 2)) if seen.any() \

@@ -368,7 +368,8 @@ def finetune(
         linear, _ = fit_linear(ds, _masked(response, train_mask | val_mask),
                                np.flatnonzero((train_mask | val_mask).any(axis=1)),
                                params.seed, out_of_fold_predictions=False, latents=latents,
-                               max_bytes=int(DOSAGE_SHARE * budget), progress=progress)
+                               max_bytes=int(DOSAGE_SHARE * budget), progress=progress,
+                               theta=linear.fit.theta)  # the inner folds' choice
         for fit_, mse in zip(linear.fits, inner, strict=True):
             fit_.inner_mse = mse
     save_linear(best, linear, deep_scale, deep_shift,
