@@ -64,7 +64,7 @@ REWEIGHTS = 2  # marker-variance updates before the final fit
 DAMPING = 0.5  # w = DAMPING * 1 + (1 - DAMPING) * a^2 / mean(a^2)
 MAX_WEIGHT = 50.0
 TOP_LOCI = 1024  # columns whose pairwise interactions make K_e
-THETAS = (0.0, 0.1, 0.25, 0.5, 1.0)  # interaction variance / additive, chosen by REML
+THETAS = (0.0, 0.1, 0.25, 0.5, 1.0)  # interaction variance / additive, chosen on inner folds
 PHIS = (0.0, 0.25, 0.5, 1.0, 2.0)  # latent-kernel variance / additive, chosen by REML
 INNER_FOLDS = 5
 PREDICT_ROWS = 4096  # samples per step of the interaction part's prediction
@@ -243,9 +243,13 @@ def _kernels(z: Dosages, y: np.ndarray, latent: np.ndarray | None,
     reweighted = False  # w is still 1: the first kernel is `unweighted` when given
 
     def additive_kernel() -> tuple[np.ndarray, float]:
-        k = unweighted if unweighted is not None and not reweighted else z.gram(w)
+        if unweighted is not None and not reweighted:
+            scale = float(np.mean(np.diag(unweighted))) or 1.0
+            return unweighted / scale, scale
+        k = z.gram(w)
         scale = float(np.mean(np.diag(k))) or 1.0
-        return k / scale, scale
+        k /= scale
+        return k, scale
 
     steps = REWEIGHTS if fitted else 0
     for step in range(steps):
@@ -334,8 +338,8 @@ def fits_by_theta(z: Dosages | np.ndarray, y: np.ndarray, latent: np.ndarray | N
     """`fit_rows` at every share of THETAS (phi by REML at each), on one set of kernels."""
     z = Dosages.standardised(z)
     kn = _kernels(z, y, latent, unweighted)
-    return [_solution(kn, z, y, latent, _shares(kn.k_a, kn.k_e, kn.k_l, y, kn.fitted, t))
-            for t in THETAS]
+    return [_solution(kn, z, y, latent, _shares(kn.k_a, kn.k_e, kn.k_l, y, kn.fitted, t),
+                      release=t == THETAS[-1]) for t in THETAS]
 
 
 def inner_folds(n: int, seed: int, k: int = INNER_FOLDS) -> np.ndarray:
@@ -366,7 +370,7 @@ def out_of_fold(z: Dosages, y: np.ndarray, folds: np.ndarray,
 def inner_theta(oof: np.ndarray, y: np.ndarray) -> int:
     """The index into THETAS whose out-of-fold predictions (thetas, rows, blocks) err
     least: squared errors summed over the blocks, each over its variance (the first of
-    equals; 0 when no block was fitted)."""
+    equals; 0 when no block was fitted; a share whose fits failed is never taken)."""
     observed = ~np.isnan(oof[0]) & ~np.isnan(y)
     error = np.zeros(len(oof))
     for b in range(y.shape[1]):
@@ -374,7 +378,7 @@ def inner_theta(oof: np.ndarray, y: np.ndarray) -> int:
         variance = float(np.var(y[seen, b])) if seen.sum() > 1 else 0.0
         if variance > 0:
             error += np.mean((oof[:, seen, b] - y[seen, b]) ** 2, axis=1) / variance
-    return int(np.argmin(error))
+    return int(np.argmin(np.where(np.isnan(error), np.inf, error)))
 
 
 def standardised(latents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -489,8 +493,9 @@ def fit_linear(ds: xr.Dataset, response: np.ndarray, rows: np.ndarray, seed: int
     `response` is (samples, blocks), NaN where a row is not for training. Returns
     the path and, unless `out_of_fold_predictions` is false, each of those rows'
     out-of-fold predictions (len(rows), blocks; NaN where a block is unobserved),
-    with the inner-CV MSE per block in the path's `fits`; the interaction share theta
-    is then the one of THETAS whose out-of-fold predictions err least (`inner_theta`),
+    with the inner-CV MSE per block in the path's `fits` (that of the chosen share: the
+    least of THETAS on these folds, so slightly optimistic); the interaction share
+    theta is the one of THETAS whose out-of-fold predictions err least (`inner_theta`),
     else `theta`, else chosen by REML. `latents` (samples, ...):
     a pretrained encoder's latents of every sample of `ds`, for the latent kernel
     (standardised over all of them: genotypes only, no phenotype). `max_bytes`: what

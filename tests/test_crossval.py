@@ -69,7 +69,8 @@ def test_inner_split_is_by_line_seeded_and_leaves_the_test_fold_out(additive):
 
 
 def test_linear_path_picks_out_a_large_effect_locus(tmp_path, monkeypatch):
-    """One locus carries most of the variance: reweighting finds it, no interactions."""
+    """One locus carries most of the variance: reweighting finds it; the interaction
+    share and the out-of-fold predictions are the inner folds' best."""
     panel = simulate(300, 200, n_blocks=1, n_causal=1, h2=0.9, seed=5)
     markers, chroms, phenos = write_panel(panel, tmp_path)
     store = tmp_path / "qtl.zarr"
@@ -83,8 +84,12 @@ def test_linear_path_picks_out_a_large_effect_locus(tmp_path, monkeypatch):
     assert abs(np.corrcoef(panel.dosage[:, top], panel.genetic[:, 0])[0, 1]) > 0.9
     assert np.corrcoef(oof[:, 0], response[rows, 0])[0, 1] > 0.8
     assert path.fits[0].inner_mse < 0.5 * response[rows].var()
-    # predicting the store reproduces the fit on its own rows
     z = Dosages.read(ds, rows, path.freq)
+    by_theta = out_of_fold(z, response[rows], inner_folds(len(rows), seed=0))
+    chosen = inner_theta(by_theta, response[rows])
+    assert path.fit.theta == path.fits[0].theta == THETAS[chosen]
+    np.testing.assert_allclose(oof, by_theta[chosen], atol=1e-4)
+    # predicting the store reproduces the fit on its own rows
     np.testing.assert_allclose(path.predict(ds)[rows], path.fit.predict_rows(z), atol=1e-4)
     # read in runs of one sample chunk (64 lines) over whole variant chunks: the same,
     # the interaction part included (given weights here)
