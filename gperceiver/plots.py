@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from gperceiver.atomic import atomic_output, check_writable
-from gperceiver.data.phenotypes import absent_fold, one_held_out
+from gperceiver.data.phenotypes import absent_fold, fold_numbers, one_held_out
 from gperceiver.errors import CannotWriteError, InputFormatError, InputNotFoundError, UsageError
 from gperceiver.inputs import numeric_column, read_tsv
 from gperceiver.metrics import pearson_r
@@ -195,7 +195,7 @@ def predictions_figure(predictions_tsv: str | os.PathLike, *, cv: int | None = N
     if table.empty:
         raise InputFormatError(predictions_tsv, "no row has an observed value to compare")
     if fold is not None and "cv" in table.columns and not (table["cv"] == fold).any():
-        present = sorted(int(v) for v in table["cv"].dropna().unique() if v >= 0)
+        present = fold_numbers(table["cv"].values)
         raise absent_fold("--cv" if test_fold is None else "--test-fold", fold,
                           predictions_tsv, present)
     blocks = sorted(table["block"].unique())

@@ -301,10 +301,17 @@ def one_held_out(cv: int | None, test_fold: int | None) -> None:
                          "seen) are two ways to hold out a fold: give one")
 
 
+def fold_numbers(cv: np.ndarray) -> list[int]:
+    """The distinct folds among cv values, ascending: NO_CV and blanks (a table's NaN)
+    are no fold."""
+    values = np.asarray(cv, np.float64)
+    return sorted({int(v) for v in np.unique(values[np.isfinite(values)])} - {NO_CV})
+
+
 def folds_present(phenos: xr.Dataset) -> list[int]:
     """The cv folds of the observed rows, ascending."""
     observed = ~np.isnan(phenos["response"].values)
-    return sorted(set(np.unique(phenos["cv"].values[observed]).tolist()) - {NO_CV})
+    return fold_numbers(phenos["cv"].values[observed])
 
 
 def absent_fold(flag: str, fold: int, path: object, present: list[int]) -> UsageError:
