@@ -174,7 +174,11 @@ class MixedFit:
     # (blocks, blocks) between the fitted blocks' genetic values (NaN: a block not fitted);
     # not kept in checkpoints: it reports the fit, predictions do not need it
     genetic_correlation: np.ndarray | None = None
-    theta: float = 0.0  # the interaction share of the fitted blocks
+
+    @property
+    def theta(self) -> float:
+        """The interaction share of the fitted blocks (those not fitted have 0)."""
+        return max((f.theta for f in self.fits), default=0.0)
 
     def predict_rows(self, z: Dosages | np.ndarray, latent: np.ndarray | None = None
                      ) -> np.ndarray:
@@ -314,8 +318,7 @@ def _solution(kernels: _Kernels, z: Dosages, y: np.ndarray, latent: np.ndarray |
     if latent_effects is not None and not latent_effects.any():
         latent_effects = None  # REML gave the latents no share: predict without them
     return MixedFit(mu, effects, kn.top, (kn.w[kn.top] / kn.top_norm).astype(np.float32),
-                    kn.z_top, epistatic, fits, latent_effects, genetic_correlation,
-                    shares.theta)
+                    kn.z_top, epistatic, fits, latent_effects, genetic_correlation)
 
 
 def fit_rows(z: Dosages | np.ndarray, y: np.ndarray, latent: np.ndarray | None = None,
@@ -478,8 +481,7 @@ class LinearPath:
                   for k in ("latent_effects", "latent_mean", "latent_inv_sd")}
         fit = MixedFit(mu, effects, np.asarray(d["top"], np.int64),
                        np.asarray(d["top_scale"], np.float32), np.asarray(d["z_top"], np.float32),
-                       np.asarray(d["epistatic"], np.float64), fits, latent["latent_effects"],
-                       theta=max((f.theta for f in fits), default=0.0))
+                       np.asarray(d["epistatic"], np.float64), fits, latent["latent_effects"])
         return cls(fit, np.asarray(d["freq"], np.float64), latent["latent_mean"],
                    latent["latent_inv_sd"])
 
