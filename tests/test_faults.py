@@ -80,6 +80,28 @@ def test_ctrl_c_during_convert_exits_interrupted(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.zarr")]
 
 
+_CUT_SHORT_IN_ZARR_IO = """
+import argparse, asyncio, sys
+from zarr.core.sync import _get_loop
+from gperceiver.cli.main import run_command
+
+def cut_short(args):
+    asyncio.run_coroutine_threadsafe(asyncio.sleep(3600), _get_loop())  # a write in flight
+    raise KeyboardInterrupt
+
+sys.exit(run_command(argparse.Namespace(func=cut_short)))
+"""
+
+
+def test_ctrl_c_inside_zarr_io_prints_one_line():
+    """Ctrl-C while zarr's I/O loop holds a task: at exit, asyncio would report each such
+    task as destroyed while pending (seen on CI when the signal fell inside a write)."""
+    proc = subprocess.run([sys.executable, "-c", _CUT_SHORT_IN_ZARR_IO],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == ExitCode.INTERRUPTED
+    assert proc.stderr.strip() == "gperceiver: error: interrupted"
+
+
 # --- training: SIGKILL then --resume ends like an uninterrupted run; Ctrl-C keeps last.ckpt
 
 def _train(command: str, run, *inputs, params, extra=()) -> subprocess.Popen:

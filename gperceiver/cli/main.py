@@ -6,6 +6,7 @@ import argparse
 import errno
 import functools
 import importlib
+import logging
 import os
 import signal
 import sys
@@ -110,8 +111,10 @@ def run_command(args: argparse.Namespace, prog: str = PROG) -> int:
         report_here(e.message)
         return int(e.exit_code)
     except KeyboardInterrupt:
-        # Work cut short inside zarr's async I/O leaves coroutines that would warn at exit.
+        # Work cut short inside zarr's async I/O leaves coroutines that would warn at exit
+        # (as warnings) and tasks that asyncio's logger reports as destroyed while pending.
         warnings.simplefilter("ignore")
+        logging.getLogger("asyncio").disabled = True
         report_here("interrupted")
         return int(ExitCode.INTERRUPTED)
     except MemoryError:
