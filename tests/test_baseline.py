@@ -327,4 +327,12 @@ def test_cli_bad_inputs_leave_nothing(example_store, tmp_path):
                    "-o", tmp_path / "out")
     assert proc.returncode == 2 and "--cv 7" in proc.stderr
     assert "Traceback" not in proc.stderr
+    held = tmp_path / "held.tsv"  # every phenotyped line in the held-out fold
+    held.write_text("name\tresponse\tblock\tcv\ng0\t2.6\t0\t0\ng1\t1.2\t0\t0\n")
+    for flag in ("--cv", "--test-fold"):
+        proc = run_cli("baseline", example_store, held, flag, "0", "-o", tmp_path / "out")
+        assert proc.returncode == 3
+        assert proc.stderr.strip() == (
+            f"gperceiver: error: {held}: no training rows left (all rows are held out)")
+    held.unlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.tsv"]
