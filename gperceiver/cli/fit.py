@@ -89,11 +89,12 @@ def split_strategy(values: list[str], head: str | None) -> tuple[str | None, str
 
 
 def run(args: argparse.Namespace) -> None:
-    from gperceiver.fit import fit
-
     head, strategy = split_strategy(args.strategy, args.head)
     params = resolve_run_params(args, head=head, objective=args.objective,
                                 position_embed_trainable=args.position_embed_trainable)
+
+    from gperceiver.fit import fit  # torch and Lightning: after the checks
+
     result = fit(
         args.store, args.phenotypes, args.output, params, pretrained=args.pretrained,
         cv=args.cv, test_fold=args.test_fold, freeze_encoder=args.freeze_encoder,

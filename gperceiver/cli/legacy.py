@@ -245,11 +245,12 @@ def pretrain_parser() -> argparse.ArgumentParser:
 
 
 def run_pretrain(args: argparse.Namespace) -> None:
-    from gperceiver.train.pretrain import pretrain
-
     params = _params(args, 0, {
         "contrastive": (True if args.contrastive else None, None),
         "position_embed_trainable": (True if args.position_embed_trainable else None, None)})
+
+    from gperceiver.train.pretrain import pretrain  # torch and Lightning: after the checks
+
     if args.ploidy_scaler is not None:
         _note("--ploidy-scaler has no effect: the loss here is a cross-entropy over whole "
               "genotypes, with no separate ploidy penalty")
@@ -308,9 +309,6 @@ def finetune_parser() -> argparse.ArgumentParser:
 
 
 def run_finetune(args: argparse.Namespace) -> None:
-    from gperceiver.cli.fit import report_fit
-    from gperceiver.fit import fit
-
     objective = args.objective
     if objective is None and args.loss is not None:
         objective = FINETUNE_LOSSES[args.loss]
@@ -318,13 +316,17 @@ def run_finetune(args: argparse.Namespace) -> None:
             _note(f"--loss {args.loss}: trains a {objective} objective with "
                   f"{'squared error' if objective == 'regression' else 'plain cross-entropy'} "
                   "here")
-    start = _start(args)
-    pretrained = args.pretrained if start is None else start
-    trainable = True if args.position_embed_trainable else (
-        False if pretrained is not None else None)
+    from_weights = args.checkpoint is not None or args.pretrained is not None
+    trainable = True if args.position_embed_trainable else (False if from_weights else None)
     params = _params(args, 1, {"head": (args.block_strategy, "pool"),
                                "objective": (objective, None),
                                "position_embed_trainable": (trainable, None)})
+    start = _start(args)
+    pretrained = args.pretrained if start is None else start
+
+    from gperceiver.cli.fit import report_fit  # torch and Lightning: after the checks
+    from gperceiver.fit import fit
+
     progress = show_progress(args.quiet)
     with _run_folder(args, FINETUNE) as run_dir:
         store = cached_store(args.markers, args.chroms, args.nalleles, args.ploidy,
