@@ -47,23 +47,37 @@ def _gls_mean(rotated: np.ndarray, ones: np.ndarray, v_inv: np.ndarray) -> np.nd
     return np.linalg.solve(lhs, np.einsum("n,njk,nk->j", ones, v_inv, rotated))
 
 
-def _impute(y: np.ndarray, expected: np.ndarray, sigma_e: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """y with each missing phenotype replaced by its expectation given the line's observed
-    blocks (its mean and genetic value, plus the residual regressed on the observed
-    ones), and the summed residual covariance of those replacements (blocks, blocks)."""
-    missing = np.isnan(y)
-    filled = np.where(missing, expected, y)
-    unseen = np.zeros_like(sigma_e)
-    for pattern in np.unique(missing[missing.any(axis=1)], axis=0):
-        rows = (missing == pattern).all(axis=1)
-        m, o = np.flatnonzero(pattern), np.flatnonzero(~pattern)
-        regression = np.linalg.solve(sigma_e[np.ix_(o, o)], sigma_e[np.ix_(o, m)]).T
-        residual = y[np.ix_(rows, o)] - expected[np.ix_(rows, o)]
-        filled[np.ix_(rows, m)] += residual @ regression.T
-        unseen[np.ix_(m, m)] += rows.sum() * (
-            sigma_e[np.ix_(m, m)] - regression @ sigma_e[np.ix_(o, m)])
-    return filled, unseen
+class _Gaps:
+    """The rows with a missing phenotype, grouped by which blocks they miss (fixed over the
+    steps): each step replaces their missing phenotypes by expectations."""
+
+    def __init__(self, y: np.ndarray):
+        missing = np.isnan(y)
+        gaps = missing.any(axis=1)
+        self.rows = np.flatnonzero(gaps)
+        self.y, self.missing = y[gaps], missing[gaps]
+        # per pattern: its rows' observed phenotypes, where their gaps are, and the index
+        # pairs (observed, observed), (observed, missing), (missing, missing) of blocks
+        self.groups = []
+        for pattern in np.unique(self.missing, axis=0):
+            rows = np.flatnonzero((self.missing == pattern).all(axis=1))
+            m, o = np.flatnonzero(pattern), np.flatnonzero(~pattern)
+            self.groups.append((np.ix_(rows, o), np.ix_(rows, m), np.ix_(o, o), np.ix_(o, m),
+                                np.ix_(m, m), len(rows)))
+
+    def impute(self, expected: np.ndarray, sigma_e: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """The gap rows with each missing phenotype replaced by its expectation given the
+        line's observed blocks (its mean and genetic value, `expected`, plus the residual
+        regressed on the observed ones), and the summed residual covariance of those
+        replacements (blocks, blocks)."""
+        filled = np.where(self.missing, expected, self.y)
+        unseen = np.zeros_like(sigma_e)
+        for seen, gap, oo, om, mm, count in self.groups:
+            regression = np.linalg.solve(sigma_e[oo], sigma_e[om]).T
+            filled[gap] += (self.y[seen] - expected[seen]) @ regression.T
+            unseen[mm] += count * (sigma_e[mm] - regression @ sigma_e[om])
+        return filled, unseen
 
 
 def fit(k: np.ndarray, y: np.ndarray) -> MultiTraitFit:
@@ -74,20 +88,29 @@ def fit(k: np.ndarray, y: np.ndarray) -> MultiTraitFit:
     missing = np.isnan(y)
     variance = np.nanvar(y, axis=0)
     sigma_g, sigma_e = np.diag(variance / 2), np.diag(variance / 2)
-    filled = np.where(missing, np.nanmean(y, axis=0), y)
+    # only the rows with a missing phenotype change between steps: U'Y is the observed
+    # part's (once) plus theirs, and their genetic values are all a step needs
+    gaps = _Gaps(y)
+    u_gaps = u[gaps.rows]
+    observed_part = u.T @ np.where(missing, 0.0, y)
+    filled = np.where(gaps.missing, np.nanmean(y, axis=0), gaps.y)  # the gap rows
     ones = u.sum(axis=0)  # U' 1: the intercept in the eigenbasis
+
+    def rotate(filled: np.ndarray) -> np.ndarray:
+        return observed_part + u_gaps.T @ np.where(gaps.missing, filled, 0.0)
+
     unseen = np.zeros_like(sigma_e)
     iterations, change = 0, np.inf
     while iterations < MAX_ITERATIONS and change >= TOLERANCE * variance.mean():
         iterations += 1
         v_inv = np.linalg.inv(s[:, None, None] * sigma_g + sigma_e)
-        rotated = u.T @ filled
+        rotated = rotate(filled)
         mu = _gls_mean(rotated, ones, v_inv)
         t = rotated - np.outer(ones, mu)
         # a_i = Sigma_g V_i^-1 t_i; the posterior mean of row i's rotated G is s_i a_i
         # and its covariance C_i = s_i Sigma_g - s_i^2 Sigma_g V_i^-1 Sigma_g
-        a = np.einsum("ij,njk,nk->ni", sigma_g, v_inv, t)
-        shrink = np.einsum("ij,njk,kl->nil", sigma_g, v_inv, sigma_g)
+        a = (v_inv @ t[:, :, None])[:, :, 0] @ sigma_g  # Sigma_g symmetric
+        shrink = sigma_g @ v_inv @ sigma_g
         posterior = s[:, None, None] * (sigma_g - s[:, None, None] * shrink)
         # E[g g' / s] and E[(t - g)(t - g)'] summed over the rows
         new_g = (np.einsum("n,ni,nj->ij", s, a, a) + len(s) * sigma_g
@@ -95,10 +118,10 @@ def fit(k: np.ndarray, y: np.ndarray) -> MultiTraitFit:
         residual = t - s[:, None] * a
         new_e = (residual.T @ residual + posterior.sum(axis=0) + unseen) / len(s)
         change = max(np.abs(new_g - sigma_g).max(), np.abs(new_e - sigma_e).max())
-        filled, unseen = _impute(y, mu + u @ (s[:, None] * a), sigma_e)
+        filled, unseen = gaps.impute(mu + u_gaps @ (s[:, None] * a), sigma_e)
         sigma_g, sigma_e = new_g, new_e
     v_inv = np.linalg.inv(s[:, None, None] * sigma_g + sigma_e)
-    rotated = u.T @ filled
+    rotated = rotate(filled)
     mu = _gls_mean(rotated, ones, v_inv)
     beta = u @ np.einsum("njk,nk->nj", v_inv, rotated - np.outer(ones, mu)) @ sigma_g
     return MultiTraitFit(mu, beta, sigma_g, sigma_e, iterations)
