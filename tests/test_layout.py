@@ -123,4 +123,8 @@ def test_a_training_command_refuses_bad_flags_before_loading_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, check=True)
     assert out.stdout.strip() == "[2, 2, 2, 2] []", out.stdout + out.stderr
-    assert out.stderr.count("must be >= 1") == 4, out.stderr
+    assert out.stderr.splitlines() == [  # each names the flag the user typed
+        "gperceiver: error: --epochs: must be >= 1, got 0",
+        "gperceiver: error: --epochs: must be >= 1, got 0",
+        "gperceiver_pretrain: error: --nepochs: must be >= 1, got 0",
+        "gperceiver_finetune: error: --nepochs: must be >= 1, got 0"], out.stderr

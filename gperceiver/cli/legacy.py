@@ -26,7 +26,7 @@ from typing import Any
 
 from gperceiver.choices import HEADS, OBJECTIVES
 from gperceiver.cli.main import Parser, run_command
-from gperceiver.cli.training import show_progress
+from gperceiver.cli.training import flag_named, show_progress
 from gperceiver.errors import InputFormatError, Note, UsageError
 
 CACHE = ".gperceiver-cache"
@@ -160,11 +160,8 @@ def _params(args: argparse.Namespace, which: int, extra: dict[str, tuple[Any, An
     try:
         return params.replace(**changes)
     except UsageError as e:  # name the flag the user gave, not our key
-        flags = {key: flag for flag, key, _ in tables}
-        key = e.message.split(":", 1)[0]
-        if key in flags and values.get(key, (None,))[0] is not None:
-            raise UsageError(f"{flags[key]}{e.message[len(key):]}") from None
-        raise
+        raise flag_named(e, {key: flag for flag, key, _ in tables
+                             if values.get(key, (None,))[0] is not None}) from None
 
 
 def _decoder(args: argparse.Namespace) -> list | None:

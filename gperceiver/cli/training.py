@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from gperceiver.errors import UsageError
+
 
 def add_training_flags(p: argparse.ArgumentParser) -> None:
     """--params, the common overrides, --resume/--force, devices, --quiet."""
@@ -55,13 +57,23 @@ def resolve_run_params(args: argparse.Namespace, **extra: Any):
     """Params from --params (or RUN_DIR/params.json on --resume), then the flags."""
     from pathlib import Path
 
-    from gperceiver.errors import UsageError
     from gperceiver.train.params import load_params
 
     if args.resume and args.force:
         raise UsageError("--resume and --force contradict each other")
     changes = {**training_overrides(args), **extra}
     saved = Path(args.output) / "params.json"
-    if args.params is None and args.resume and saved.is_file():
-        return load_params(saved, **changes)
-    return load_params(args.params, **changes)
+    path = saved if args.params is None and args.resume and saved.is_file() else args.params
+    given = {key: "--" + key.replace("_", "-") for key, value in vars(args).items()
+             if key in changes and value is not None}
+    try:
+        return load_params(path, **changes)
+    except UsageError as e:
+        raise flag_named(e, given) from None
+
+
+def flag_named(error: UsageError, flags: dict[str, str]) -> UsageError:
+    """`error` (about a params key) naming the flag that gave the value instead, when
+    `flags` (key -> flag) has one: the user typed the flag, not the key."""
+    key = error.message.split(":", 1)[0]
+    return UsageError(flags[key] + error.message[len(key):]) if key in flags else error
