@@ -34,9 +34,15 @@ import xarray as xr
 from scipy.optimize import minimize_scalar
 
 from gperceiver.atomic import check_writable
-from gperceiver.data.phenotypes import one_held_out, read_phenotypes, responses, split_masks
+from gperceiver.data.phenotypes import (
+    one_held_out,
+    read_phenotypes,
+    require_training_rows,
+    responses,
+    split_masks,
+)
 from gperceiver.dosages import centred_dosages, read_slab
-from gperceiver.errors import InputFormatError, UsageError
+from gperceiver.errors import UsageError
 from gperceiver.metrics import evaluate
 from gperceiver.outputs import predictions_dataset, write_run
 from gperceiver.progress import progress_bar
@@ -241,8 +247,7 @@ def run_gblup(
     phenos = read_phenotypes(phenotypes, ds["sample_id"].values, cv=held_out,
                              fold_flag="--cv" if test_fold is None else "--test-fold")
     train, valid = split_masks(phenos)
-    if not train.values.any():
-        raise InputFormatError(phenotypes, "no training rows left (all rows are held out)")
+    require_training_rows(train, phenotypes)
     columns = np.flatnonzero(train.values.any(axis=1))  # every block's training lines
     g = genomic_relationship(ds, progress=progress, columns=columns).values
     y = phenos["response"].values

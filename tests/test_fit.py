@@ -137,6 +137,19 @@ def test_classes_must_be_class_numbers(panel, tmp_path):
             progress=False)
 
 
+def test_every_row_held_out_is_refused_before_training(panel, tmp_path):
+    store, phenos, _ = panel
+    table = pd.read_csv(phenos, sep="\t", dtype={"name": str})
+    held = tmp_path / "held.tsv"
+    table.assign(cv=0).to_csv(held, sep="\t", index=False)
+    for fold in ({"cv": 0}, {"test_fold": 0}):
+        with pytest.raises(InputFormatError) as refused:
+            fit(store, held, tmp_path / "run", tiny(epochs=1), progress=False, **fold)
+        assert refused.value.message == (
+            f"{held}: no training rows left (all rows are held out)")
+        assert not (tmp_path / "run").exists()
+
+
 def test_validation_rows_never_train(panel, tmp_path):
     """Changing only validation responses leaves the trained weights bit-identical."""
     store, phenos, _ = panel

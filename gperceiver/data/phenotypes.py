@@ -348,6 +348,13 @@ def split_masks(phenos: xr.Dataset, cv: int | None = None) -> tuple[xr.DataArray
     return observed & ~validation, validation
 
 
+def require_training_rows(train: np.ndarray | xr.DataArray, path: object) -> None:
+    """Refuse a split of `path`'s phenotypes that leaves no row to train on (every observed
+    row in the held-out fold)."""
+    if not np.asarray(train).any():
+        raise InputFormatError(path, "no training rows left (all rows are held out)")
+
+
 def held_out_split(
     phenos: xr.Dataset, test_fold: int | None, val_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -30,6 +30,7 @@ from gperceiver.data.phenotypes import (
     held_out_split,
     one_held_out,
     read_phenotypes,
+    require_training_rows,
     split_masks,
 )
 from gperceiver.encode import encode_latents, head_outputs
@@ -257,8 +258,7 @@ def finetune(
             f"regression can use; give one row per line and block for {params.objective}",
             column="name")
     response = phenos["response"].values.astype(np.float64)
-    if not train_mask.any():
-        raise InputFormatError(phenotypes, "no training rows left (all rows are validation)")
+    require_training_rows(train_mask, phenotypes)
 
     encoder_state, latents, pre_params = None, None, None
     if pretrained is not None:
